@@ -1,0 +1,36 @@
+# `make train` and `make test` do everything on a fresh machine: create .venv, install, run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The tested PyTorch; pinned in every pip command so nothing pulls a CUDA build.
+TORCH := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: train test smoke lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet "$(TORCH)" -e ".[dev]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(VENV)/bin/lmlab train --config configs/default.yaml
+
+smoke: $(STAMP)
+	$(VENV)/bin/lmlab train --config configs/smoke.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lmlab tests bench
+
+bench: $(STAMP)
+	$(PY) bench/train_throughput.py
+	$(PY) bench/generation.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,88 @@
+"""Python API: ``lmlab.train(config, **overrides)`` and ``lmlab.load(run_dir).generate(...)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from lmlab.config import DecodeSettings, RunConfig, deep_merge, load_config
+from lmlab.errors import LmlabError
+from lmlab.generate import generate_ids
+from lmlab.rundir import load_run
+
+
+def overrides_to_dict(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{"train.lr": 1e-3, "model__n_layer": 2, "data": {...}}`` -> a nested config dict."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        path = key.replace("__", ".").split(".")
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        if isinstance(value, dict) and isinstance(node.get(path[-1]), dict):
+            node[path[-1]].update(value)
+        else:
+            node[path[-1]] = value
+    return out
+
+
+def train(config: str | Path | dict | RunConfig | None = None, **overrides: Any) -> Path:
+    """Train a run and return its run dir.
+
+    ``config`` is a YAML/JSON path, a dict, a :class:`RunConfig` or None (defaults). Overrides use
+    dotted or double-underscore keys, or whole sections: ``train(cfg, **{"train.max_steps": 50})``,
+    ``train(cfg, train__max_steps=50)``, ``train(cfg, train={"max_steps": 50})``.
+    """
+    from lmlab.train.loop import train as run_training
+
+    extra = overrides_to_dict(overrides)
+    if isinstance(config, (RunConfig, dict)):
+        raw = config.to_dict() if isinstance(config, RunConfig) else config
+        cfg = load_config(raw=deep_merge(raw, extra))
+    else:
+        cfg = load_config(config, raw=extra or None)
+    return run_training(cfg)
+
+
+class LoadedModel:
+    """A trained model with its tokenizer and config, ready to generate."""
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu"):
+        self.model, self.tokenizer, self.config, self.snapshot = load_run(run_dir, device)
+        self.run_dir = Path(run_dir)
+
+    def settings(self, **kw: Any) -> DecodeSettings:
+        """The run's sample defaults with ``kw`` applied (``greedy=True`` means temperature 0)."""
+        if kw.pop("greedy", False):
+            kw["temperature"] = 0.0
+        base = self.config.sample.model_dump(exclude={"prompts"})
+        try:
+            return DecodeSettings(**{**base, **kw})
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise LmlabError(f"{'.'.join(map(str, err['loc']))} = {err.get('input')!r}: {err['msg']}") from None
+
+    def generate_batch(self, prompts: list[str], **settings: Any) -> list[str]:
+        """Continue each prompt; returns prompt + generated text for each."""
+        s = self.settings(**settings)
+        ids = [self.tokenizer.encode(p, strict=True) for p in prompts]
+        new = generate_ids(self.model, ids, s, self.tokenizer.eos_id)
+        return [p + self.tokenizer.decode(n) for p, n in zip(prompts, new)]
+
+    def generate(self, prompt: str, **settings: Any) -> str:
+        """Continue one prompt (see :meth:`settings` for the knobs)."""
+        return self.generate_batch([prompt], **settings)[0]
+
+    @torch.no_grad()
+    def log_probs(self, text: str) -> torch.Tensor:
+        """log p(token_t | tokens_<t) of ``text`` after an EOS start token. (T,)"""
+        ids = torch.tensor([[self.tokenizer.eos_id, *self.tokenizer.encode(text, strict=True)]])
+        return self.model.log_probs(ids.to(next(self.model.parameters()).device))[0]
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> LoadedModel:
+    """Load the latest whole checkpoint of a run dir."""
+    return LoadedModel(run_dir, device)

@@ -1,0 +1,113 @@
+"""The ``lmlab`` command: thin subcommands over plain functions.
+
+User errors (bad config, missing file, wrong checkpoint) print one line and exit 2; an
+interrupted training run saves a snapshot and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from lmlab.errors import LmlabError
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from lmlab import rundir
+    from lmlab.config import load_config
+    from lmlab.train.loop import train
+
+    overrides = list(args.set or [])
+    if args.resume:
+        run = Path(args.resume)
+        if not rundir.has_checkpoint(run):
+            raise LmlabError(f"--resume {run}: no checkpoint there (expected {run}/checkpoints/current)")
+        if args.config:
+            raise LmlabError("--resume continues a run with its own config.yaml; drop --config (use --set to change train.*)")
+        cfg = load_config(rundir.config_path(run), [*overrides, f"train.out_dir={run}"])
+    else:
+        cfg = load_config(args.config, overrides)
+    train(cfg)
+
+
+def _cmd_sample(args: argparse.Namespace) -> None:
+    from lmlab.api import load
+
+    lm = load(args.checkpoint, device=args.device)
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        prompts += [line for line in Path(args.prompts_file).read_text(encoding="utf-8").splitlines() if line]
+    if not prompts:
+        prompts = list(lm.config.sample.prompts)
+    prompts = [p for p in prompts for _ in range(args.num_samples)]
+    knobs = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p",
+                                            "repetition_penalty", "no_repeat_ngram_size", "seed")}
+    knobs = {k: v for k, v in knobs.items() if v is not None}
+    if args.greedy:
+        knobs["temperature"] = 0.0
+    if args.no_stop_on_eos:
+        knobs["stop_on_eos"] = False
+    settings = lm.settings(**knobs)
+    context = getattr(lm.model, "block_size", None)
+    longest = max(len(lm.tokenizer.encode(p)) for p in prompts) + 1
+    if context and longest + settings.max_new_tokens > context:
+        print(f"note: prompt + max_new_tokens ({longest + settings.max_new_tokens}) exceeds the context "
+              f"({context}); the window slides (the model sees the last {context // 2}+ tokens)",
+              file=sys.stderr)
+    texts = lm.generate_batch(prompts, **settings.model_dump())
+    for i, text in enumerate(texts):
+        print(f"--- sample {i + 1} ---\n{text}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmlab", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model (resumes the run dir's checkpoint if it has one)")
+    t.add_argument("--config", "-c", help="YAML or JSON run config (default: built-in defaults)")
+    t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config value, parsed as YAML (repeatable), e.g. --set train.lr=3e-4")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    t.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("sample", help="generate text from a trained run")
+    s.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="run dir to load")
+    s.add_argument("--prompt", action="append", help="a prompt (repeatable; default: the run's sample.prompts)")
+    s.add_argument("--prompts-file", help="a file with one prompt per line")
+    s.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
+    s.add_argument("--max-new-tokens", type=int)
+    s.add_argument("--temperature", type=float)
+    s.add_argument("--top-k", type=int)
+    s.add_argument("--top-p", type=float)
+    s.add_argument("--repetition-penalty", type=float)
+    s.add_argument("--no-repeat-ngram-size", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    s.add_argument("--no-stop-on-eos", action="store_true", help="keep going past the end-of-text token")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=_cmd_sample)
+    return p
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    return f"warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
+    try:
+        args.func(args)
+    except LmlabError as e:
+        print(f"lmlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"lmlab {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""Typed, strict run config shared by every command.
+
+A run config has four sections: ``data``, ``tokenizer``, ``model`` (validated by the family's own
+config class, see ``registry.py``), ``train`` and ``sample``. Files are YAML or JSON; overrides come
+from the command line as ``--set section.key=value`` (the value parses as YAML). Any unknown key,
+wrong type or bad value raises :class:`ConfigError` with one line naming the source, the key, the
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lmlab.errors import ConfigError
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys fail, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+class BuiltinSource(Strict):
+    """A corpus that ships with lmlab (read at run time, never stored in the repo)."""
+
+    type: Literal["builtin"] = "builtin"
+    name: Literal["pydocs"] = "pydocs"
+
+
+class TextSource(Strict):
+    """A text file, or a folder searched recursively with glob patterns (one document per file)."""
+
+    type: Literal["text"] = "text"
+    path: str
+    glob: list[str] = Field(default_factory=lambda: ["**/*.txt", "**/*.md"])
+
+
+class JsonlSource(Strict):
+    """A .jsonl file or folder of them; each line is an object whose ``text_field`` is a document."""
+
+    type: Literal["jsonl"] = "jsonl"
+    path: str
+    text_field: str = "text"
+    glob: list[str] = Field(default_factory=lambda: ["**/*.jsonl"])
+
+
+Source = Annotated[BuiltinSource | TextSource | JsonlSource, Field(discriminator="type")]
+
+
+class DataConfig(Strict):
+    sources: list[Source] = Field(default_factory=lambda: [BuiltinSource()], min_length=1)
+    val_fraction: float = Field(0.05, gt=0.0, lt=1.0)
+    """Share of documents held out for validation (split by document, deterministic)."""
+
+
+# ------------------------------------------------------------------------------------ tokenizer
+
+
+class TokenizerConfig(Strict):
+    type: Literal["auto", "byte", "char", "bpe", "sentencepiece"] = "auto"
+    """``auto`` resolves sentencepiece -> bpe (HF tokenizers) -> char by what imports."""
+    vocab_size: int = Field(2048, ge=16)
+    """Target vocabulary for bpe/sentencepiece (byte and char ignore it)."""
+    sp_model_type: Literal["bpe", "unigram"] = "bpe"
+    fit_max_examples: int | None = Field(20_000, ge=1)
+    """At most this many documents are used to fit the tokenizer (None: all)."""
+    fit_max_chars: int | None = Field(4_000_000, ge=1)
+    """At most this many characters are used to fit the tokenizer (None: all)."""
+    model_path: str | None = None
+    """A prebuilt tokenizer to load instead of fitting (a tokenizer dir saved by lmlab)."""
+
+
+# ---------------------------------------------------------------------------------------- model
+
+
+class ModelConfig(Strict):
+    """Base of every family's config. Families subclass it and add their fields and presets."""
+
+    family: str = "transformer"
+    preset: str | None = None
+    vocab_size: int | None = Field(None, ge=2)
+    """Filled from the tokenizer when the model is built; set it only to check it."""
+    block_size: int = Field(128, ge=2)
+    """Context length in the family's units (tokens, or bytes for byte-level families)."""
+
+    presets: typing.ClassVar[dict[str, dict[str, Any]]] = {}
+
+
+# ---------------------------------------------------------------------------------------- train
+
+
+class TrainConfig(Strict):
+    out_dir: str = "runs/default"
+    seed: int = 1337
+    device: str = "auto"
+    """``auto`` (cuda if available, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
+    num_threads: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    """Sequences per micro-batch per process; the global batch is this x grad_accum x world."""
+    grad_accum_steps: int = Field(1, ge=1)
+    max_steps: int | None = Field(1000, ge=1)
+    """Training budget: one of max_steps, max_tokens (global tokens) or epochs over the train split."""
+    max_tokens: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    min_lr: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0)
+    """Max global grad norm; 0 disables clipping."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    log_interval: int = Field(10, ge=1)
+    eval_interval: int = Field(200, ge=1)
+    eval_batches: int = Field(20, ge=1)
+    save_interval: int = Field(200, ge=1)
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainConfig:
+        # Setting max_tokens or epochs replaces the default max_steps.
+        if "max_steps" not in self.model_fields_set and (self.max_tokens or self.epochs):
+            object.__setattr__(self, "max_steps", None)
+        set_ = [k for k in ("max_steps", "max_tokens", "epochs") if getattr(self, k) is not None]
+        if len(set_) > 1:
+            raise ValueError(f"set only one of max_steps, max_tokens, epochs (got {', '.join(set_)})")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        return self
+
+
+# --------------------------------------------------------------------------------------- sample
+
+
+class DecodeSettings(Strict):
+    """How to decode: the knobs of the shared decoding loop (``lmlab.generate``)."""
+
+    max_new_tokens: int = Field(200, ge=1)
+    temperature: float = Field(0.8, ge=0)
+    """0 means greedy."""
+    top_k: int | None = Field(50, ge=1)
+    top_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0)
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    seed: int = 0
+    stop_on_eos: bool = True
+
+
+class SampleConfig(DecodeSettings):
+    """Decoding defaults: used for the samples printed after training and by ``lmlab sample``."""
+
+    prompts: list[str] = Field(default_factory=lambda: ["The "])
+
+
+# ------------------------------------------------------------------------------------ the whole
+
+
+class RunConfig(Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """Validated by the family's own config class (see ``build_model_config``)."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict of every section, the model section with its family's fields."""
+        return {name: getattr(self, name).model_dump(mode="json") for name in type(self).model_fields}
+
+
+# ------------------------------------------------------------------------------------- loading
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML or JSON config file into a dict (an empty file is an empty config)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p} (give a .yaml or .json path, e.g. configs/smoke.yaml)")
+    text = p.read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise ConfigError(f"{p}: cannot parse config: {first}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a config must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-4"`` -> (["train", "lr"], 0.0003); the value parses as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set train.lr=3e-4")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``section.key=value`` in a copy of ``raw`` (intermediate mappings are created)."""
+    out = json.loads(json.dumps(raw))
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    raw: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Load and validate a run config from a file and/or a dict, then apply ``--set`` overrides."""
+    base: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        base = read_config_file(path)
+        source = str(path)
+    if raw is not None:
+        base = deep_merge(base, raw)
+    merged = apply_overrides(base, overrides or [])
+    override_keys = [parse_override(o)[0] for o in (overrides or [])]
+    return validate_config(merged, source, override_keys)
+
+
+def validate_config(
+    raw: dict[str, Any], source: str = "config", override_keys: list[list[str]] | None = None
+) -> RunConfig:
+    """Validate a raw dict into a :class:`RunConfig`, resolving the model family and preset."""
+
+    def where(loc: list[str | int]) -> str:
+        keys = [str(x) for x in loc]
+        for ok in override_keys or []:
+            if keys[: len(ok)] == ok or ok[: len(keys)] == keys:
+                return f"--set {'.'.join(ok)}"
+        return source
+
+    raw = dict(raw)
+    model_raw = raw.pop("model", {}) or {}
+    if not isinstance(model_raw, dict):
+        raise ConfigError(f"{where(['model'])}: model: expected a mapping, got {model_raw!r}")
+    _check_keys(RunConfig, raw, [], where)
+    model_cfg = build_model_config(model_raw, where)
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, raw, [], where)) from None
+    # Assign after validation so the family subclass (not the base) is kept.
+    object.__setattr__(cfg, "model", model_cfg)
+    return cfg
+
+
+def build_model_config(model_raw: dict[str, Any], where=lambda loc: "config") -> ModelConfig:
+    """Validate a ``model`` section with its family's config class, applying the preset first."""
+    from lmlab.registry import get_family
+
+    family = model_raw.get("family", "transformer")
+    try:
+        cls, _ = get_family(family)
+    except ConfigError as e:
+        raise ConfigError(f"{where(['model', 'family'])}: model.family = {family!r}: {e}") from None
+    preset = model_raw.get("preset")
+    merged = dict(model_raw)
+    if preset is not None:
+        if preset not in cls.presets:
+            allowed = ", ".join(sorted(cls.presets)) or "none"
+            raise ConfigError(
+                f"{where(['model', 'preset'])}: model.preset = {preset!r}: unknown preset for family "
+                f"{family!r}; allowed: {allowed}"
+            )
+        merged = {**cls.presets[preset], **model_raw}
+    _check_keys(cls, merged, ["model"], where)
+    try:
+        return cls.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, merged, ["model"], where)) from None
+
+
+def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _model_class_of(annotation: Any, value: Any) -> type[BaseModel] | None:
+    """The config class that validates ``value`` under ``annotation`` (following unions by tag)."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _model_class_of(typing.get_args(annotation)[0], value)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if origin is Union or str(origin) == "types.UnionType":
+        for arg in typing.get_args(annotation):
+            cls = _model_class_of(arg, value)
+            if cls is None:
+                continue
+            tag = cls.model_fields.get("type")
+            if tag is None or not isinstance(value, dict) or value.get("type") == tag.default:
+                return cls
+    return None
+
+
+def _check_keys(cls: type[BaseModel], raw: Any, loc: list[str | int], where) -> None:
+    """Reject unknown keys anywhere below ``cls``, suggesting the closest valid key."""
+    if not isinstance(raw, dict):
+        return
+    fields = cls.model_fields
+    for key, value in raw.items():
+        if key not in fields:
+            path = _dotted([*loc, key])
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{where([*loc, key])}: {path} = {value!r}: unknown key{hint}; "
+                f"allowed: {', '.join(fields)}"
+            )
+        ann = fields[key].annotation
+        if typing.get_origin(ann) is list and isinstance(value, list):
+            (item_ann,) = typing.get_args(ann)
+            for i, item in enumerate(value):
+                sub = _model_class_of(item_ann, item)
+                if sub is not None:
+                    _check_keys(sub, item, [*loc, key, i], where)
+        else:
+            sub = _model_class_of(ann, value)
+            if sub is not None and not (loc == [] and key == "model"):
+                _check_keys(sub, value, [*loc, key], where)
+
+
+def _format_validation_error(
+    e: ValidationError, raw: dict[str, Any], prefix: list[str | int], where
+) -> str:
+    """One line for the first error: source, dotted key, offending value, what is allowed."""
+    err = e.errors()[0]
+    loc: list[str | int] = []
+    node: Any = raw
+    for part in err["loc"]:
+        # Discriminated unions add the tag (e.g. "text") to the location; it is not a key.
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue
+        loc.append(part)
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
+    full = [*prefix, *loc]
+    path = _dotted(full)
+    value = err.get("input")
+    msg = err["msg"].removeprefix("Value error, ")
+    shown = f" = {value!r}" if not isinstance(value, dict) else ""
+    return f"{where(full)}: {path or 'config'}{shown}: {msg}"
+
+
+def _dotted(loc: list[str | int]) -> str:
+    """["data", "sources", 0, "path"] -> "data.sources[0].path"."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _has(node: dict | list, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (what the run actually used)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Layers shared by more than one family: norms, positions, attention, MLPs."""

@@ -1,0 +1,70 @@
+"""Causal multi-head self-attention over SDPA, with RoPE / ALiBi and an optional KV cache."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmlab.models.common.positions import alibi_bias, alibi_slopes, apply_rope
+
+
+class KVCache:
+    """Preallocated keys and values of one layer: (B, nh, max_len, hs) each."""
+
+    def __init__(self, batch: int, n_head: int, max_len: int, head_dim: int, device, dtype):
+        self.k = torch.zeros(batch, n_head, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_head: int, bias: bool, dropout: float, pos_encoding: str):
+        super().__init__()
+        assert d_model % n_head == 0
+        self.n_head, self.head_dim = n_head, d_model // n_head
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+        self.rope = pos_encoding == "rope"
+        self.alibi = pos_encoding == "alibi"
+        if self.alibi:
+            self.register_buffer("slopes", alibi_slopes(n_head), persistent=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
+        pos: int = 0,
+    ) -> torch.Tensor:
+        """x (B, T, C) at absolute positions pos..pos+T-1; ``cache`` holds positions < pos."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        if self.rope:
+            cos, sin = rope[0][pos : pos + T], rope[1][pos : pos + T]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            cache.k[:, :, pos : pos + T] = k
+            cache.v[:, :, pos : pos + T] = v
+            k, v = cache.k[:, :, : pos + T], cache.v[:, :, : pos + T]  # (B, nh, pos+T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.alibi:
+            q_pos = torch.arange(pos, pos + T, device=x.device)
+            k_pos = torch.arange(0, pos + T, device=x.device)
+            mask = alibi_bias(self.slopes, q_pos, k_pos).to(q.dtype)  # (nh, T, pos+T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        elif pos == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=dropout_p)
+        elif T == 1:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        else:
+            # A chunk after a cached prefix: query i sees keys 0..pos+i (SDPA's is_causal
+            # would align the mask top-left, which is wrong when Tq != Tk).
+            mask = torch.ones(T, pos + T, dtype=torch.bool, device=x.device).tril(diagonal=pos)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.proj(y))

@@ -1,0 +1,115 @@
+"""GPT-style baseline: token embedding, pre-norm blocks (attention + MLP), final norm, LM head."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lmlab.models.base import LanguageModel, ModelOutput, lm_loss
+from lmlab.models.common.attention import CausalSelfAttention, KVCache
+from lmlab.models.common.layers import MLP, build_norm
+from lmlab.models.common.positions import rope_cache, sinusoidal_table
+from lmlab.models.transformer.config import TransformerConfig
+
+
+@dataclass
+class TransformerState:
+    """Decoding state: one KV cache per layer and the number of positions already cached."""
+
+    caches: list[KVCache]
+    pos: int = 0
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.norm1 = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_head, cfg.bias, cfg.dropout, cfg.pos_encoding)
+        self.norm2 = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.mlp = MLP(cfg.d_model, cfg.ff_dim, cfg.mlp, cfg.bias, cfg.dropout)
+
+    def forward(self, x, rope=None, cache: KVCache | None = None, pos: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rope, cache, pos)
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(LanguageModel):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.block_size = cfg.block_size
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        if cfg.pos_encoding == "learned":
+            self.wpe = nn.Embedding(cfg.block_size, cfg.d_model)
+        elif cfg.pos_encoding == "sinusoidal":
+            self.register_buffer("wpe_table", sinusoidal_table(cfg.block_size, cfg.d_model), persistent=False)
+        if cfg.pos_encoding == "rope":
+            cos, sin = rope_cache(cfg.d_model // cfg.n_head, cfg.block_size, cfg.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_f = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer).
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def _trunk(self, idx: torch.Tensor, caches: list[KVCache] | None = None, pos: int = 0) -> torch.Tensor:
+        """Token ids (B, T) at positions pos..pos+T-1 -> final hidden states (B, T, C)."""
+        T = idx.size(1)
+        if pos + T > self.block_size:
+            raise ValueError(f"sequence of {pos + T} positions exceeds block_size {self.block_size}")
+        x = self.wte(idx)  # (B, T, C)
+        if self.cfg.pos_encoding == "learned":
+            x = x + self.wpe(torch.arange(pos, pos + T, device=idx.device))
+        elif self.cfg.pos_encoding == "sinusoidal":
+            x = x + self.wpe_table[pos : pos + T].to(x.dtype)
+        x = self.drop(x)
+        rope = (self.rope_cos, self.rope_sin) if self.cfg.pos_encoding == "rope" else None
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, caches[i] if caches is not None else None, pos)
+        return self.norm_f(x)
+
+    def forward(
+        self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, label_smoothing: float = 0.0
+    ) -> ModelOutput:
+        """input_ids, targets (B, T) -> logits (B, T, V) and, with targets, the mean CE loss."""
+        logits = self.lm_head(self._trunk(input_ids))
+        if targets is None:
+            return ModelOutput(logits)
+        loss = lm_loss(logits, targets, label_smoothing)
+        return ModelOutput(logits, loss, {"ce": loss.detach()})
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> TransformerState:
+        """An empty KV cache for ``batch_size`` sequences of up to ``block_size`` positions."""
+        p = self.wte.weight
+        hs = self.cfg.d_model // self.cfg.n_head
+        caches = [
+            KVCache(batch_size, self.cfg.n_head, self.block_size, hs, device or p.device, p.dtype)
+            for _ in self.blocks
+        ]
+        return TransformerState(caches)
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor, state: TransformerState) -> tuple[torch.Tensor, TransformerState]:
+        """Feed tokens (B, T) after the cached positions -> logits of the last one (B, V)."""
+        h = self._trunk(tokens, state.caches, state.pos)
+        state.pos += tokens.size(1)
+        return self.lm_head(h[:, -1]), state

@@ -1,0 +1,28 @@
+"""Family name -> (config class, model class). A plain dict; a miss lists the valid names."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lmlab.config import ModelConfig
+from lmlab.errors import ConfigError
+from lmlab.models.transformer import Transformer, TransformerConfig
+
+FAMILIES: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
+    "transformer": (TransformerConfig, Transformer),
+}
+
+
+def get_family(name: str) -> tuple[type[ModelConfig], type[nn.Module]]:
+    """The (config class, model class) registered under ``name``."""
+    if name not in FAMILIES:
+        raise ConfigError(f"unknown model family {name!r}; valid families: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """Instantiate the family model for a validated model config (``vocab_size`` must be set)."""
+    if cfg.vocab_size is None:
+        raise ConfigError("model.vocab_size is not set: build the tokenizer first")
+    _, model_cls = get_family(cfg.family)
+    return model_cls(cfg)

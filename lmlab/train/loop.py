@@ -1,0 +1,311 @@
+"""The family-agnostic, rank-aware training loop.
+
+The loop knows only the model contracts: ``model(x, y, label_smoothing) -> ModelOutput`` for
+training and ``log_probs`` for validation. Rank 0 alone logs and saves; every rank evaluates the
+same validation windows, so no collective is needed outside the backward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from lmlab import rundir
+from lmlab.config import RunConfig, save_config
+from lmlab.data.batches import WindowSampler, encode_documents, eval_windows
+from lmlab.data.sources import load_documents, split_documents
+from lmlab.errors import LmlabError
+from lmlab.registry import build_model
+from lmlab.tokenizers import build_tokenizer, load_tokenizer, resolve_backend
+from lmlab.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    setup_distributed,
+    teardown_distributed,
+)
+from lmlab.train.evaluate import evaluate_lm
+from lmlab.train.optim import build_optimizer, lr_at
+
+
+@dataclass
+class Budget:
+    max_steps: int
+    tokens_per_step: int
+
+
+def resolve_budget(cfg: RunConfig, sampler: WindowSampler) -> Budget:
+    """Turn max_steps / max_tokens / epochs into a number of optimizer steps."""
+    per_step = sampler.global_batch * cfg.model.block_size
+    t = cfg.train
+    if t.max_tokens is not None:
+        steps = math.ceil(t.max_tokens / per_step)
+    elif t.epochs is not None:
+        steps = math.ceil(t.epochs * sampler.steps_per_epoch)
+    else:
+        steps = t.max_steps
+    return Budget(max(1, steps), per_step)
+
+
+def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None:
+    """A checkpoint continues only the same model, tokenizer and data; name the first difference."""
+    saved = meta["config"]
+    now = cfg.to_dict()
+    for section in ("model", "tokenizer", "data"):
+        for key in sorted(set(saved.get(section, {})) | set(now[section])):
+            a, b = saved.get(section, {}).get(key), now[section].get(key)
+            if section == "model" and key == "vocab_size" and b is None:
+                continue
+            if a != b:
+                raise LmlabError(
+                    f"{run_dir} holds a checkpoint with {section}.{key} = {a!r} but the config asks for "
+                    f"{b!r}; continue it with: lmlab train --resume {run_dir}, or pick a new train.out_dir"
+                )
+
+
+class _Interrupt:
+    """Turn SIGINT/SIGTERM into a flag so the loop saves a snapshot at the next step boundary."""
+
+    def __init__(self):
+        self.hit = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.hit = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(cfg: RunConfig, resume: bool = True) -> Path:
+    """Train ``cfg`` into ``cfg.train.out_dir`` (resuming its latest checkpoint if any); return it."""
+    t = cfg.train
+    info = setup_distributed(t.device)
+    try:
+        return _train(cfg, info, resume)
+    finally:
+        teardown_distributed()
+
+
+def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
+    t = cfg.train
+    run_dir = Path(t.out_dir)
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    torch.manual_seed(t.seed + info.rank)
+
+    snap = rundir.latest_snapshot(run_dir) if resume and rundir.has_checkpoint(run_dir) else None
+    if snap is not None:
+        check_resumable(cfg, snap.meta, run_dir)
+
+    backend = resolve_backend(cfg.tokenizer.type)
+    docs = load_documents(cfg.data, strict_utf8=backend != "byte")
+    train_docs, val_docs = split_documents(docs, cfg.data.val_fraction)
+    if snap is not None or (run_dir / "tokenizer").is_dir() and resume:
+        tokenizer = load_tokenizer(rundir.tokenizer_dir(run_dir))
+    else:
+        tokenizer = build_tokenizer(cfg.tokenizer, (d.text for d in train_docs))
+    if cfg.model.vocab_size not in (None, tokenizer.vocab_size):
+        raise LmlabError(
+            f"model.vocab_size = {cfg.model.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids; "
+            "leave model.vocab_size unset to take the tokenizer's"
+        )
+    cfg.model.vocab_size = tokenizer.vocab_size
+    train_ids = encode_documents([d.text for d in train_docs], tokenizer)
+    val_ids = encode_documents([d.text for d in val_docs], tokenizer)
+
+    block = cfg.model.block_size
+    sampler = WindowSampler(train_ids, block, t.batch_size, t.grad_accum_steps, info.world, info.rank, t.seed)
+    budget = resolve_budget(cfg, sampler)
+    val_windows = eval_windows(val_ids, block, t.eval_batches * t.batch_size)
+    byte_lengths = tokenizer.token_byte_lengths()
+
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, rundir.config_path(run_dir))
+        if snap is None:
+            tokenizer.save(rundir.tokenizer_dir(run_dir))
+
+    device = info.device
+    model = build_model(cfg.model).to(device)
+    optimizer = build_optimizer(model, t, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    step, tokens_seen = 0, 0
+    if snap is not None:
+        snap.load_weights(model)
+        state = snap.load_trainer_state()
+        optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        step, tokens_seen = int(state["step"]), int(state["tokens_seen"])
+    if info.is_main:
+        _truncate_metrics(run_dir, step)
+
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else None
+    fwd_model = torch.compile(model) if t.compile else model
+    if info.world > 1:
+        ddp_ids = [device.index] if device.type == "cuda" else None
+        fwd_model = torch.nn.parallel.DistributedDataParallel(fwd_model, device_ids=ddp_ids)
+
+    def save() -> None:
+        if not info.is_main:
+            return
+        meta = {
+            "family": cfg.model.family,
+            "config": cfg.to_dict(),
+            "tokenizer": {"backend": tokenizer.backend, "vocab_size": tokenizer.vocab_size,
+                          "special_ids": tokenizer.special_ids},
+            "step": step,
+            "tokens_seen": tokens_seen,
+            "num_params": sum(p.numel() for p in model.parameters()),
+        }
+        trainer_state = {
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "schedule": {"kind": "warmup_cosine", "step": step, "max_steps": budget.max_steps},
+            "rng": _rng_state(device),
+            "step": step,
+            "tokens_seen": tokens_seen,
+            "data": {"step": step, "epoch": step // sampler.steps_per_epoch},
+        }
+        rundir.save_snapshot(run_dir, model, meta, trainer_state)
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_lm(model, val_windows, byte_lengths, device, t.batch_size, autocast)
+
+    log = _MetricsLog(run_dir, info.is_main)
+    bar = tqdm(total=budget.max_steps, initial=step, disable=not (t.progress and info.is_main),
+               unit="step", dynamic_ncols=True, mininterval=1.0)
+    last_val: dict[str, float] = {}
+    tick, tick_tokens = time.perf_counter(), tokens_seen
+    with _Interrupt() as interrupt:
+        model.train()
+        while step < budget.max_steps:
+            lr = lr_at(step, t, budget.max_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            terms_sum: dict[str, torch.Tensor] = {}
+            batches = list(sampler.micro_batches(step))
+            for m, (x, y) in enumerate(batches):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                last = m == len(batches) - 1
+                sync = contextlib.nullcontext() if last or info.world == 1 else fwd_model.no_sync()
+                with sync:
+                    with autocast or contextlib.nullcontext():
+                        out = fwd_model(x, y, label_smoothing=t.label_smoothing)
+                    scaler.scale(out.loss / len(batches)).backward()
+                loss_sum += out.loss.detach().float()
+                for k, v in out.terms.items():
+                    terms_sum[k] = terms_sum.get(k, 0) + v.detach().float()
+            if t.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            else:
+                grad_norm = torch.zeros(())
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += budget.tokens_per_step
+            bar.update(1)
+
+            if step % t.log_interval == 0 or step == budget.max_steps:
+                loss = all_reduce_mean(loss_sum / len(batches), info).item()
+                now = time.perf_counter()
+                tps = (tokens_seen - tick_tokens) / max(now - tick, 1e-9)
+                tick, tick_tokens = now, tokens_seen
+                terms = {k: all_reduce_mean(v / len(batches), info).item() for k, v in terms_sum.items()}
+                log.write({"step": step, "tokens": tokens_seen, "loss": loss, "lr": lr,
+                           "grad_norm": float(grad_norm), "tokens_per_s": tps, **terms})
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+            if step % t.eval_interval == 0 or step == budget.max_steps:
+                last_val = evaluate()
+                log.write({"step": step, "tokens": tokens_seen, **last_val})
+                if info.is_main and t.progress:
+                    bar.write(f"step {step}: val loss {last_val['val_loss']:.4f}, "
+                              f"ppl {last_val['val_ppl']:.2f}, bpb {last_val['val_bpb']:.4f}")
+            if step % t.save_interval == 0 or step == budget.max_steps or interrupt.hit:
+                save()
+            if interrupt.hit:
+                bar.close()
+                raise KeyboardInterrupt(f"interrupted at step {step}; resume with: lmlab train --resume {run_dir}")
+    bar.close()
+    if info.is_main:
+        summary = {"steps": step, "tokens": tokens_seen, "max_steps": budget.max_steps,
+                   "num_params": sum(p.numel() for p in model.parameters()),
+                   "tokenizer": tokenizer.backend, "vocab_size": tokenizer.vocab_size,
+                   "train_tokens": int(len(train_ids)), "val_tokens": int(len(val_ids)), **last_val}
+        final = log.last_train()
+        if final:
+            summary.update({"final_train_loss": final["loss"], "tokens_per_s": final["tokens_per_s"]})
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        from lmlab.report.plots import plot_loss_curve
+
+        plot_loss_curve(run_dir)
+        _write_samples(model, tokenizer, cfg, run_dir)
+    return run_dir
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _truncate_metrics(run_dir: Path, step: int) -> None:
+    """On resume, drop metrics logged after the snapshot (they will be logged again)."""
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+
+class _MetricsLog:
+    """Append-only metrics.jsonl on rank 0."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.path, self.enabled, self._last_train = run_dir / "metrics.jsonl", enabled, None
+
+    def write(self, row: dict[str, Any]) -> None:
+        if "loss" in row:
+            self._last_train = row
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def last_train(self) -> dict[str, Any] | None:
+        return self._last_train
+
+
+def _write_samples(model, tokenizer, cfg: RunConfig, run_dir: Path) -> None:
+    """Decode the configured prompts, print them and save samples.txt."""
+    from lmlab.generate import generate_ids
+
+    prompts = cfg.sample.prompts
+    ids = generate_ids(model, [tokenizer.encode(p) for p in prompts], cfg.sample, tokenizer.eos_id)
+    texts = [p + tokenizer.decode(new) for p, new in zip(prompts, ids)]
+    block = "\n\n".join(f"--- sample {i + 1} ---\n{text}" for i, text in enumerate(texts))
+    (run_dir / "samples.txt").write_text(block + "\n", encoding="utf-8")
+    print(block)
