@@ -36,7 +36,7 @@ def train(config: str | Path | dict | RunConfig | None = None, **overrides: Any)
     dotted or double-underscore keys, or whole sections: ``train(cfg, **{"train.max_steps": 50})``,
     ``train(cfg, train__max_steps=50)``, ``train(cfg, train={"max_steps": 50})``.
     """
-    from lmlab.train.loop import train as run_training
+    from lmlab.training.loop import train as run_training
 
     extra = overrides_to_dict(overrides)
     if isinstance(config, (RunConfig, dict)):

@@ -17,7 +17,7 @@ from lmlab.errors import LmlabError
 def _cmd_train(args: argparse.Namespace) -> None:
     from lmlab import rundir
     from lmlab.config import load_config
-    from lmlab.train.loop import train
+    from lmlab.training.loop import train
 
     overrides = list(args.set or [])
     if args.resume:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -202,6 +204,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``"train.lr=3e-4"`` -> (["train", "lr"], 0.0003); the value parses as YAML."""
     key, sep, value = item.partition("=")
@@ -211,6 +216,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
+    if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):
+        parsed = float(parsed)  # YAML 1.1 reads "3e-4" as a string; users mean a number
     return key.strip().split("."), parsed
 
 
@@ -313,7 +320,7 @@ def _model_class_of(annotation: Any, value: Any) -> type[BaseModel] | None:
         return _model_class_of(typing.get_args(annotation)[0], value)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    if origin is Union or str(origin) == "types.UnionType":
+    if origin in (Union, types.UnionType):
         for arg in typing.get_args(annotation):
             cls = _model_class_of(arg, value)
             if cls is None:

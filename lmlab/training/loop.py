@@ -26,14 +26,14 @@ from lmlab.data.sources import load_documents, split_documents
 from lmlab.errors import LmlabError
 from lmlab.registry import build_model
 from lmlab.tokenizers import build_tokenizer, load_tokenizer, resolve_backend
-from lmlab.train.distributed import (
+from lmlab.training.distributed import (
     DistInfo,
     all_reduce_mean,
     setup_distributed,
     teardown_distributed,
 )
-from lmlab.train.evaluate import evaluate_lm
-from lmlab.train.optim import build_optimizer, lr_at
+from lmlab.training.evaluate import evaluate_lm
+from lmlab.training.optim import build_optimizer, lr_at
 
 
 @dataclass
@@ -116,7 +116,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
     backend = resolve_backend(cfg.tokenizer.type)
     docs = load_documents(cfg.data, strict_utf8=backend != "byte")
     train_docs, val_docs = split_documents(docs, cfg.data.val_fraction)
-    if snap is not None or (run_dir / "tokenizer").is_dir() and resume:
+    if snap is not None:  # the checkpoint's own tokenizer, never a refit
         tokenizer = load_tokenizer(rundir.tokenizer_dir(run_dir))
     else:
         tokenizer = build_tokenizer(cfg.tokenizer, (d.text for d in train_docs))

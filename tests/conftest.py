@@ -1,0 +1,76 @@
+"""Shared fixtures: a small on-disk corpus and a tiny run config that trains in a second or two."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """~40 short English documents (Python doc topics) as .txt files, plus one .md."""
+    from pydoc_data.topics import topics
+
+    root = tmp_path_factory.mktemp("corpus")
+    for i, name in enumerate(sorted(topics)[:40]):
+        sub = root / ("a" if i % 2 else "b")
+        sub.mkdir(exist_ok=True)
+        (sub / f"{name}.txt").write_text(topics[name][:3000], encoding="utf-8")
+    (root / "notes.md").write_text("# Notes\n\nThe quick brown fox jumps over the lazy dog.\n", encoding="utf-8")
+    return root
+
+
+def tiny_raw(corpus: Path, out_dir: Path, **sections) -> dict:
+    """A run config dict: char tokenizer, tiny transformer, a dozen steps."""
+    raw = {
+        "data": {"sources": [{"type": "text", "path": str(corpus)}], "val_fraction": 0.1},
+        "tokenizer": {"type": "char"},
+        "model": {"family": "transformer", "preset": "tiny", "block_size": 32},
+        "train": {
+            "out_dir": str(out_dir), "batch_size": 4, "max_steps": 12, "lr": 3e-3, "warmup_steps": 2,
+            "log_interval": 2, "eval_interval": 6, "eval_batches": 2, "save_interval": 6,
+            "progress": False, "num_threads": 1, "seed": 7,
+        },
+        "sample": {"prompts": ["The "], "max_new_tokens": 16},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return raw
+
+
+@pytest.fixture
+def tiny_config(corpus_dir, tmp_path):
+    """Write a tiny config file; returns (path, raw dict, run dir)."""
+
+    def make(**sections):
+        run = tmp_path / "run"
+        raw = tiny_raw(corpus_dir, run, **sections)
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+        return path, raw, run
+
+    return make
+
+
+@pytest.fixture
+def run_cli():
+    """Run ``python -m lmlab ARGS`` in a subprocess; returns the CompletedProcess (text mode)."""
+    import subprocess
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+
+    def run(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lmlab", *args], capture_output=True, text=True,
+                              env=env, timeout=timeout, **kw)
+
+    run.env = env
+    return run
