@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from lmlab.config import DecodeSettings, RunConfig, deep_merge, load_config
 from lmlab.errors import LmlabError
-from lmlab.generate import generate_ids
+from lmlab.generate import complete
 from lmlab.rundir import load_run
 
 
@@ -67,10 +67,7 @@ class LoadedModel:
 
     def generate_batch(self, prompts: list[str], **settings: Any) -> list[str]:
         """Continue each prompt; returns prompt + generated text for each."""
-        s = self.settings(**settings)
-        ids = [self.tokenizer.encode(p, strict=True) for p in prompts]
-        new = generate_ids(self.model, ids, s, self.tokenizer.eos_id)
-        return [p + self.tokenizer.decode(n) for p, n in zip(prompts, new)]
+        return complete(self.model, self.tokenizer, prompts, self.settings(**settings))
 
     def generate(self, prompt: str, **settings: Any) -> str:
         """Continue one prompt (see :meth:`settings` for the knobs)."""

@@ -45,6 +45,12 @@ def tiny_raw(corpus: Path, out_dir: Path, **sections) -> dict:
     return raw
 
 
+@pytest.fixture(scope="session")
+def make_raw():
+    """The ``tiny_raw`` builder, for module- or session-scoped fixtures."""
+    return tiny_raw
+
+
 @pytest.fixture
 def tiny_config(corpus_dir, tmp_path):
     """Write a tiny config file; returns (path, raw dict, run dir)."""

@@ -81,3 +81,15 @@ def _decode_batch(model, ids: torch.Tensor, s: DecodeSettings, eos_id: int, gene
     if s.stop_on_eos:
         rows = [r[: r.index(eos_id)] if eos_id in r else r for r in rows]
     return rows
+
+
+def complete(model: torch.nn.Module, tokenizer, prompts: list[str], settings: DecodeSettings) -> list[str]:
+    """Each prompt followed by its generated continuation, as printable text.
+
+    Prompts must be exactly encodable (a char tokenizer names the characters it never saw).
+    Bytes that do not form valid UTF-8 (possible with byte-level tokenizers) show as U+FFFD.
+    """
+    ids = [tokenizer.encode(p, strict=True) for p in prompts]
+    new = generate_ids(model, ids, settings, tokenizer.eos_id)
+    texts = [p + tokenizer.decode(n) for p, n in zip(prompts, new)]
+    return [t.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for t in texts]

@@ -12,6 +12,7 @@ import json
 import math
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -301,11 +302,13 @@ class _MetricsLog:
 
 def _write_samples(model, tokenizer, cfg: RunConfig, run_dir: Path) -> None:
     """Decode the configured prompts, print them and save samples.txt."""
-    from lmlab.generate import generate_ids
+    from lmlab.generate import complete
 
-    prompts = cfg.sample.prompts
-    ids = generate_ids(model, [tokenizer.encode(p) for p in prompts], cfg.sample, tokenizer.eos_id)
-    texts = [p + tokenizer.decode(new) for p, new in zip(prompts, ids)]
+    try:
+        texts = complete(model, tokenizer, cfg.sample.prompts, cfg.sample)
+    except LmlabError as e:  # e.g. a prompt the char tokenizer cannot encode: the run is still good
+        warnings.warn(f"no samples written: sample.prompts: {e}", stacklevel=2)
+        return
     block = "\n\n".join(f"--- sample {i + 1} ---\n{text}" for i, text in enumerate(texts))
     (run_dir / "samples.txt").write_text(block + "\n", encoding="utf-8")
     print(block)
