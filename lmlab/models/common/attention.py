@@ -34,19 +34,22 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rope: torch.Tensor | None = None,
         cache: KVCache | None = None,
         pos: int = 0,
     ) -> torch.Tensor:
-        """x (B, T, C) at absolute positions pos..pos+T-1; ``cache`` holds positions < pos."""
+        """x (B, T, C) at absolute positions pos..pos+T-1; ``cache`` holds positions < pos.
+
+        ``rope`` is the complex rotation table (max_len, hs/2) when positions are rotary.
+        """
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         if self.rope:
-            cos, sin = rope[0][pos : pos + T], rope[1][pos : pos + T]
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            rot = rope[pos : pos + T]
+            q, k = apply_rope(q, rot), apply_rope(k, rot)
         if cache is not None:
             cache.k[:, :, pos : pos + T] = k
             cache.v[:, :, pos : pos + T] = v
