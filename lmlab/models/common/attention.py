@@ -43,13 +43,12 @@ class CausalSelfAttention(nn.Module):
         ``rope`` is the complex rotation table (max_len, hs/2) when positions are rotary.
         """
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        if self.rope:
-            rot = rope[pos : pos + T]
-            q, k = apply_rope(q, rot), apply_rope(k, rot)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim)
+        qk, v = qkv[:, :, :2], qkv[:, :, 2]
+        if self.rope:  # q and k in one call; rot (T, hs/2) -> (T, 1, 1, hs/2) against (B, T, 2, nh, hs/2)
+            qk = apply_rope(qk, rope[pos : pos + T, None, None])
+        q, k = qk.transpose(1, 3).unbind(2)  # (B, nh, T, hs) each
+        v = v.transpose(1, 2)
         if cache is not None:
             cache.k[:, :, pos : pos + T] = k
             cache.v[:, :, pos : pos + T] = v

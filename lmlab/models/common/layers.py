@@ -42,7 +42,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda:  # fused kernel there
             return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
-        return _RMSNormFn.apply(x, self.weight.to(x.dtype), self.eps)
+        w = self.weight.to(x.dtype)
+        if not torch.is_grad_enabled():  # decoding: skip the autograd.Function bookkeeping
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
+        return _RMSNormFn.apply(x, w, self.eps)
 
 
 def build_norm(kind: str, dim: int, eps: float = 1e-5, bias: bool = False) -> nn.Module:

@@ -15,11 +15,11 @@ def rope_cache(head_dim: int, max_len: int, base: float = 10000.0) -> torch.Tens
 
 
 def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x[..., 2j], x[..., 2j+1]) of x (B, nh, T, hs) by rot[t, j] (T, hs/2).
+    """Rotate each pair (x[..., 2j], x[..., 2j+1]) of x (..., hs) by rot[..., j] (broadcast).
 
     One complex multiply: on CPU about 2.5x faster than the real-valued rotate-half form.
     """
-    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, nh, T, hs/2)
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (..., hs/2)
     return torch.view_as_real(pairs * rot).flatten(-2).type_as(x)
 
 
