@@ -23,7 +23,7 @@ smoke: $(STAMP)
 	$(VENV)/bin/lmlab train --config configs/smoke.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lmlab tests bench

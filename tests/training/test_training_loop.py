@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -197,7 +196,8 @@ def test_ddp_two_processes_match_one_process(tiny_config, run_cli, tmp_path):
     assert [r["step"] for r in _metrics(tmp_path / "ddp") if "loss" in r] == list(range(1, 9))
 
 
-@pytest.mark.skipif(os.environ.get("LMLAB_TEST_COMPILE") != "1", reason="torch.compile on CPU takes ~1 min; set LMLAB_TEST_COMPILE=1")
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="torch.compile on CPU needs a C compiler (cc/gcc) for Inductor")
 def test_compile_matches_eager(tiny_config, tmp_path):
     _, raw, run = tiny_config(train={"max_steps": 4})
     lmlab.train(raw)

@@ -40,12 +40,12 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """x (B, T, C) at absolute positions pos..pos+T-1; ``cache`` holds positions < pos.
 
-        ``rope`` is the complex rotation table (max_len, hs/2) when positions are rotary.
+        ``rope`` is the rotary (cos, sin) table (max_len, hs/2, 2) when positions are rotary.
         """
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim)
         qk, v = qkv[:, :, :2], qkv[:, :, 2]
-        if self.rope:  # q and k in one call; rot (T, hs/2) -> (T, 1, 1, hs/2) against (B, T, 2, nh, hs/2)
+        if self.rope:  # q and k in one call: table (T, 1, 1, hs/2, 2) against qk (B, T, 2, nh, hs)
             qk = apply_rope(qk, rope[pos : pos + T, None, None])
         q, k = qk.transpose(1, 3).unbind(2)  # (B, nh, T, hs) each
         v = v.transpose(1, 2)

@@ -47,8 +47,8 @@ class Transformer(LanguageModel):
         elif cfg.pos_encoding == "sinusoidal":
             self.register_buffer("wpe_table", sinusoidal_table(cfg.block_size, cfg.d_model), persistent=False)
         if cfg.pos_encoding == "rope":
-            rot = rope_cache(cfg.d_model // cfg.n_head, cfg.block_size, cfg.rope_base)
-            self.register_buffer("rope_rot", rot, persistent=False)
+            table = rope_cache(cfg.d_model // cfg.n_head, cfg.block_size, cfg.rope_base)
+            self.register_buffer("rope_table", table, persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm_f = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
@@ -81,7 +81,7 @@ class Transformer(LanguageModel):
         elif self.cfg.pos_encoding == "sinusoidal":
             x = x + self.wpe_table[pos : pos + T].to(x.dtype)
         x = self.drop(x)
-        rope = self.rope_rot if self.cfg.pos_encoding == "rope" else None
+        rope = self.rope_table if self.cfg.pos_encoding == "rope" else None
         for i, block in enumerate(self.blocks):
             x = block(x, rope, caches[i] if caches is not None else None, pos)
         return self.norm_f(x)
