@@ -29,6 +29,7 @@ def test_train_then_sample(tiny_config, run_cli):
     proc = run_cli("train", "--config", str(path))
     assert proc.returncode == 0, proc.stderr
     assert "--- sample 1 ---" in proc.stdout
+    assert "lmlab: starting: transformer (" in proc.stdout and "tokenizer char" in proc.stdout
     out = run_cli("sample", "--checkpoint", str(run), "--prompt", "The ", "--prompt", "A longer prompt",
                   "--max-new-tokens", "12", "--seed", "1")
     assert out.returncode == 0, out.stderr
@@ -47,6 +48,7 @@ def test_resume_flag_continues_with_more_steps(tiny_config, run_cli):
     assert run_cli("train", "--config", str(path)).returncode == 0
     proc = run_cli("train", "--resume", str(run), "--set", "train.max_steps=16")
     assert proc.returncode == 0, proc.stderr
+    assert f"lmlab: resuming {run / 'checkpoints' / 'current'} at step 12" in proc.stdout
     assert json.loads((run / "checkpoints/current/meta.json").read_text())["step"] == 16
 
 
@@ -111,7 +113,8 @@ def test_max_new_tokens_past_context_slides(trained_run, run_cli):
     assert out.returncode == 0, out.stderr
     assert "exceeds the context (32); the window slides" in out.stderr
     text = out.stdout.split("--- sample 1 ---\n", 1)[1].rstrip("\n")
-    assert len(text) == len("The ") + 100
+    # 100 new ids, well past the 32-token context (ids like EOS decode to nothing, so <= not ==).
+    assert len("The ") + 32 < len(text) <= len("The ") + 100
 
 
 def test_bad_sampling_value(trained_run, run_cli):

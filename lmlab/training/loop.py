@@ -26,6 +26,7 @@ from lmlab.data.batches import WindowSampler, encode_documents, eval_windows
 from lmlab.data.sources import load_documents, split_documents
 from lmlab.errors import LmlabError
 from lmlab.registry import build_model
+from lmlab.report.plots import plot_loss_curve, read_metrics
 from lmlab.tokenizers import build_tokenizer, load_tokenizer, resolve_backend
 from lmlab.training.distributed import (
     DistInfo,
@@ -193,6 +194,12 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
     def evaluate() -> dict[str, float]:
         return evaluate_lm(model, val_windows, byte_lengths, device, t.batch_size, autocast)
 
+    if info.is_main:
+        start = f"resuming {snap.path} at step {step}" if snap is not None else "starting"
+        print(f"lmlab: {start}: {cfg.model.family} ({model.num_params() / 1e6:.2f}M params) | "
+              f"tokenizer {tokenizer.backend} ({tokenizer.vocab_size} ids) | train {len(train_ids):,} / "
+              f"val {len(val_ids):,} tokens | {budget.max_steps} steps x {budget.tokens_per_step:,} tokens | "
+              f"{device}, {t.precision}, world {info.world} | {run_dir}", flush=True)
     log = _MetricsLog(run_dir, info.is_main)
     bar = tqdm(total=budget.max_steps, initial=step, disable=not (t.progress and info.is_main),
                unit="step", dynamic_ncols=True, mininterval=1.0)
@@ -245,23 +252,28 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
                 if info.is_main and t.progress:
                     bar.write(f"step {step}: val loss {last_val['val_loss']:.4f}, "
                               f"ppl {last_val['val_ppl']:.2f}, bpb {last_val['val_bpb']:.4f}")
+            if info.world > 1:  # every rank must stop at the same step
+                flag = torch.tensor([float(interrupt.hit)], device=device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                interrupt.hit = bool(flag.item())
             if step % t.save_interval == 0 or step == budget.max_steps or interrupt.hit:
                 save()
             if interrupt.hit:
                 bar.close()
                 raise KeyboardInterrupt(f"interrupted at step {step}; resume with: lmlab train --resume {run_dir}")
     bar.close()
+    if not last_val:  # nothing left to train (a finished run re-run): still report where it stands
+        last_val = evaluate()
     if info.is_main:
         summary = {"steps": step, "tokens": tokens_seen, "max_steps": budget.max_steps,
                    "num_params": sum(p.numel() for p in model.parameters()),
                    "tokenizer": tokenizer.backend, "vocab_size": tokenizer.vocab_size,
                    "train_tokens": int(len(train_ids)), "val_tokens": int(len(val_ids)), **last_val}
-        final = log.last_train()
-        if final:
-            summary.update({"final_train_loss": final["loss"], "tokens_per_s": final["tokens_per_s"]})
+        train_rows = [r for r in read_metrics(run_dir) if "loss" in r]
+        if train_rows:
+            summary.update({"final_train_loss": train_rows[-1]["loss"],
+                            "tokens_per_s": train_rows[-1]["tokens_per_s"]})
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        from lmlab.report.plots import plot_loss_curve
-
         plot_loss_curve(run_dir)
         _write_samples(model, tokenizer, cfg, run_dir)
     return run_dir
@@ -284,20 +296,15 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
 
 
 class _MetricsLog:
-    """Append-only metrics.jsonl on rank 0."""
+    """Append-only metrics.jsonl, written by rank 0 alone."""
 
     def __init__(self, run_dir: Path, enabled: bool):
-        self.path, self.enabled, self._last_train = run_dir / "metrics.jsonl", enabled, None
+        self.path, self.enabled = run_dir / "metrics.jsonl", enabled
 
     def write(self, row: dict[str, Any]) -> None:
-        if "loss" in row:
-            self._last_train = row
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
-
-    def last_train(self) -> dict[str, Any] | None:
-        return self._last_train
 
 
 def _write_samples(model, tokenizer, cfg: RunConfig, run_dir: Path) -> None:

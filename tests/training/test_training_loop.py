@@ -69,8 +69,12 @@ def test_rerun_resumes_and_extends(tiny_config):
     _, raw, run = tiny_config()
     lmlab.train(raw)
     first = _weights(run)
+    summary = json.loads((run / "metrics.json").read_text())
     lmlab.train(raw)  # already at max_steps: nothing more to do, weights unchanged
     assert all(torch.equal(first[k], v) for k, v in _weights(run).items())
+    again = json.loads((run / "metrics.json").read_text())
+    for key in ("val_loss", "val_bpb", "final_train_loss", "steps"):
+        assert again[key] == pytest.approx(summary[key], rel=1e-6), key
     raw["train"]["max_steps"] = 18
     lmlab.train(raw)
     assert json.loads((run / "checkpoints/current/meta.json").read_text())["step"] == 18
