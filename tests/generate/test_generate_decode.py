@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
@@ -12,15 +11,6 @@ from lmlab.registry import build_model
 
 VOCAB = 40
 EOS = 0
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: one thread avoids OpenMP overhead and contention on small CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _model(block_size: int = 64, tie_weights: bool = True, seed: int = 0) -> nn.Module:

@@ -21,15 +21,6 @@ VOCAB = 50
 FAMILY_NAMES = sorted(FAMILIES)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: one thread avoids OpenMP overhead and contention on small CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _build(family: str, seed: int = 0) -> torch.nn.Module:
     cfg = build_model_config({"family": family, "preset": "tiny", "vocab_size": VOCAB})
     torch.manual_seed(seed)

@@ -29,15 +29,6 @@ VARIANTS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls: one thread avoids OpenMP overhead and contention on small CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _variant(pos: str, norm: str, mlp: str, **extra) -> torch.nn.Module:
     cfg = build_model_config(
         {
