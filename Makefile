@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# The tested PyTorch; pinned in every pip command so nothing pulls a CUDA build.
+# The tested PyTorch, pinned in the same pip command as everything else so no dependency can pull
+# a newer (CUDA) torch; the CPU build itself comes from the machine's local wheel.
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 

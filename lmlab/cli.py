@@ -26,7 +26,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
             raise LmlabError(f"--resume {run}: no checkpoint there (expected {run}/checkpoints/current)")
         if args.config:
             raise LmlabError("--resume continues a run with its own config.yaml; drop --config (use --set to change train.*)")
-        cfg = load_config(rundir.config_path(run), [*overrides, f"train.out_dir={run}"])
+        # The run dir goes in as a value, not a --set string: "2024" must stay a path, not a number.
+        cfg = load_config(rundir.config_path(run), overrides, raw={"train": {"out_dir": str(run)}})
     else:
         cfg = load_config(args.config, overrides)
     train(cfg)
@@ -38,7 +39,11 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     lm = load(args.checkpoint, device=args.device)
     prompts = list(args.prompt or [])
     if args.prompts_file:
-        prompts += [line for line in Path(args.prompts_file).read_text(encoding="utf-8").splitlines() if line]
+        try:
+            text = Path(args.prompts_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise LmlabError(f"--prompts-file {args.prompts_file}: cannot read it ({e.__class__.__name__}: {e})") from None
+        prompts += [line for line in text.splitlines() if line]
     if not prompts:
         prompts = list(lm.config.sample.prompts)
     prompts = [p for p in prompts for _ in range(args.num_samples)]
@@ -61,6 +66,13 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         print(f"--- sample {i + 1} ---\n{text}\n")
 
 
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmlab", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -76,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="run dir to load")
     s.add_argument("--prompt", action="append", help="a prompt (repeatable; default: the run's sample.prompts)")
     s.add_argument("--prompts-file", help="a file with one prompt per line")
-    s.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
+    s.add_argument("--num-samples", type=_positive_int, default=1, help="samples per prompt")
     s.add_argument("--max-new-tokens", type=int)
     s.add_argument("--temperature", type=float)
     s.add_argument("--top-k", type=int)

@@ -101,6 +101,9 @@ class ModelConfig(Strict):
 # ---------------------------------------------------------------------------------------- train
 
 
+BUDGET_KEYS = ("max_steps", "max_tokens", "epochs")
+
+
 class TrainConfig(Strict):
     out_dir: str = "runs/default"
     seed: int = 1337
@@ -136,7 +139,7 @@ class TrainConfig(Strict):
         # Setting max_tokens or epochs replaces the default max_steps.
         if "max_steps" not in self.model_fields_set and (self.max_tokens or self.epochs):
             object.__setattr__(self, "max_steps", None)
-        set_ = [k for k in ("max_steps", "max_tokens", "epochs") if getattr(self, k) is not None]
+        set_ = [k for k in BUDGET_KEYS if getattr(self, k) is not None]
         if len(set_) > 1:
             raise ValueError(f"set only one of max_steps, max_tokens, epochs (got {', '.join(set_)})")
         if self.min_lr > self.lr:
@@ -191,7 +194,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p} (give a .yaml or .json path, e.g. configs/smoke.yaml)")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config ({e.__class__.__name__}: {e}); save it as UTF-8 text") from None
     try:
         raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
@@ -222,10 +228,19 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each ``section.key=value`` in a copy of ``raw`` (intermediate mappings are created)."""
+    """Set each ``section.key=value`` in a copy of ``raw`` (intermediate mappings are created).
+
+    Overriding one training budget (``train.max_steps``, ``max_tokens`` or ``epochs``) replaces
+    the budget of the file, so ``--set train.max_steps=50`` works on a config that set max_tokens.
+    """
     out = json.loads(json.dumps(raw))
-    for item in overrides:
-        keys, value = parse_override(item)
+    parsed = [parse_override(item) for item in overrides]
+    budget = {keys[1] for keys, _ in parsed if len(keys) == 2 and keys[0] == "train" and keys[1] in BUDGET_KEYS}
+    if budget and isinstance(out.get("train"), dict):
+        for key in BUDGET_KEYS:
+            if key not in budget and key in out["train"]:
+                out["train"][key] = None
+    for keys, value in parsed:
         node = out
         for k in keys[:-1]:
             if not isinstance(node.get(k), dict):

@@ -90,6 +90,8 @@ def save_snapshot(
     """Write a new ``current`` snapshot atomically and rotate the older ones. Returns its path."""
     ckpt = Path(run_dir) / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
+    for stale in ckpt.glob(".tmp-*"):  # left by a crash mid-write; never a whole snapshot
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=ckpt))
     save_model(model, str(tmp / WEIGHTS))
     files = [WEIGHTS]

@@ -120,3 +120,18 @@ def test_max_new_tokens_past_context_slides(trained_run, run_cli):
 def test_bad_sampling_value(trained_run, run_cli):
     run = trained_run
     _one_line_error(run_cli("sample", "--checkpoint", str(run), "--top-p", "1.5"), "top_p = 1.5")
+
+
+def test_resume_a_run_dir_whose_name_parses_as_a_number(tiny_config, run_cli, tmp_path):
+    path, raw, run = tiny_config(train={"out_dir": "2024"})
+    assert run_cli("train", "--config", str(path), cwd=tmp_path).returncode == 0
+    proc = run_cli("train", "--resume", "2024", "--set", "train.max_steps=14", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "2024/checkpoints/current/meta.json").read_text())["step"] == 14
+
+
+def test_sample_bad_arguments(trained_run, run_cli, tmp_path):
+    _one_line_error(run_cli("sample", "--checkpoint", str(trained_run), "--prompts-file", str(tmp_path / "no.txt")),
+                    "--prompts-file", "cannot read it")
+    bad = run_cli("sample", "--checkpoint", str(trained_run), "--num-samples", "0")
+    assert bad.returncode == 2 and "must be at least 1" in bad.stderr and "Traceback" not in bad.stderr

@@ -106,3 +106,19 @@ def test_saved_config_round_trips(tmp_path):
     assert raw["model"]["n_layer"] == 2 and raw["model"]["vocab_size"] == 77
     again = validate_config(raw)
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_unreadable_config_file_is_one_line(tmp_path):
+    p = tmp_path / "latin.yaml"
+    p.write_bytes(b"train:\n  out_dir: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin.yaml: cannot read config .*save it as UTF-8"):
+        load_config(p)
+
+
+def test_budget_override_replaces_the_files_budget(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  max_tokens: 5000\n")
+    cfg = load_config(p, ["train.max_steps=7"])
+    assert cfg.train.max_steps == 7 and cfg.train.max_tokens is None
+    cfg = load_config(p, ["train.epochs=2"])
+    assert cfg.train.epochs == 2 and cfg.train.max_tokens is None and cfg.train.max_steps is None

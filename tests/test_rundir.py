@@ -99,3 +99,11 @@ def test_weights_of_another_shape_are_refused(tmp_path):
     other = build_model(build_model_config({"preset": "tiny", "vocab_size": 41}))
     with pytest.raises(LmlabError, match="weights do not fit the model"):
         rundir.latest_snapshot(tmp_path).load_weights(other)
+
+
+def test_stale_temp_dirs_from_a_crash_are_removed(tmp_path):
+    stale = tmp_path / "checkpoints" / ".tmp-crashed"
+    stale.mkdir(parents=True)
+    (stale / rundir.WEIGHTS).write_bytes(b"half written")
+    _save(tmp_path, _model(1), 1)
+    assert not stale.exists() and rundir.latest_snapshot(tmp_path).step == 1

@@ -215,4 +215,11 @@ def _jsonl_texts(text: str, path: Path, field: str, index: int) -> Iterator[tupl
                 f"{where}: field {field!r} is {type(value).__name__}, not a string; "
                 f"{fix} to a field holding text"
             )
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise LmlabError(
+                f"{where}: field {field!r} holds {value[e.start]!r}, an escaped lone surrogate that is "
+                "not valid Unicode text; fix or drop that line"
+            ) from None
         yield lineno, value

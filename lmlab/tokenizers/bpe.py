@@ -48,6 +48,8 @@ class BPETokenizer(Tokenizer):
         if eos is None:
             raise LmlabError(f"bpe tokenizer has no {EOS} token; was it saved by lmlab?")
         self.eos_id = eos
+        # The literal text "<|endoftext|>" in a document is text, not a document separator.
+        self.hf.encode_special_tokens = True
 
     @classmethod
     def fit(cls, texts: Iterable[str], vocab_size: int) -> BPETokenizer:

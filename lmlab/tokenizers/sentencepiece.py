@@ -3,6 +3,8 @@
 Settings chosen for an exact round trip: identity normalization, no dummy-prefix space, extra
 whitespace kept, and ``"\\n"`` as a user-defined symbol (SentencePiece trains on lines and would
 otherwise have no piece for a newline). Unseen characters fall back to ``<0xNN>`` byte pieces.
+One exception is inherent to SentencePiece: it uses U+2581 (``▁``) to stand for a space, so a
+literal ``▁`` in the text decodes as a space. Use ``bpe`` or ``byte`` where that matters.
 """
 
 from __future__ import annotations

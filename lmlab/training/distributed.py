@@ -52,6 +52,22 @@ def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return x
 
 
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if info.world > 1:
+        dist.barrier()
+
+
+def gather_to_all(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Stack ``t`` (same shape on every rank) from all ranks: (world, *t.shape), on the CPU."""
+    if info.world == 1:
+        return t[None].cpu()
+    src = t.to(info.device)  # nccl only moves CUDA tensors
+    out = [torch.empty_like(src) for _ in range(info.world)]
+    dist.all_gather(out, src)
+    return torch.stack(out).cpu()
+
+
 def teardown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -31,6 +31,8 @@ from lmlab.tokenizers import build_tokenizer, load_tokenizer, resolve_backend
 from lmlab.training.distributed import (
     DistInfo,
     all_reduce_mean,
+    barrier,
+    gather_to_all,
     setup_distributed,
     teardown_distributed,
 )
@@ -58,18 +60,21 @@ def resolve_budget(cfg: RunConfig, sampler: WindowSampler) -> Budget:
 
 
 def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None:
-    """A checkpoint continues only the same model, tokenizer and data; name the first difference."""
+    """A checkpoint continues only the same model, tokenizer, data and seed (the data order)."""
     saved = meta["config"]
     now = cfg.to_dict()
-    for section in ("model", "tokenizer", "data"):
-        for key in sorted(set(saved.get(section, {})) | set(now[section])):
+    for section in ("model", "tokenizer", "data", "train.seed"):
+        section, _, only = section.partition(".")
+        keys = [only] if only else sorted(set(saved.get(section, {})) | set(now[section]))
+        for key in keys:
             a, b = saved.get(section, {}).get(key), now[section].get(key)
             if section == "model" and key == "vocab_size" and b is None:
                 continue
             if a != b:
                 raise LmlabError(
                     f"{run_dir} holds a checkpoint with {section}.{key} = {a!r} but the config asks for "
-                    f"{b!r}; continue it with: lmlab train --resume {run_dir}, or pick a new train.out_dir"
+                    f"{b!r}; drop that change to continue the run (lmlab train --resume {run_dir}), "
+                    "or pick a new train.out_dir"
                 )
 
 
@@ -118,10 +123,13 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
     backend = resolve_backend(cfg.tokenizer.type)
     docs = load_documents(cfg.data, strict_utf8=backend != "byte")
     train_docs, val_docs = split_documents(docs, cfg.data.val_fraction)
-    if snap is not None:  # the checkpoint's own tokenizer, never a refit
-        tokenizer = load_tokenizer(rundir.tokenizer_dir(run_dir))
-    else:
+    if snap is None and info.is_main:  # rank 0 fits; the other ranks read what it saved
         tokenizer = build_tokenizer(cfg.tokenizer, (d.text for d in train_docs))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(rundir.tokenizer_dir(run_dir))
+    barrier(info)
+    if snap is not None or not info.is_main:  # a checkpoint's own tokenizer, never a refit
+        tokenizer = load_tokenizer(rundir.tokenizer_dir(run_dir))
     if cfg.model.vocab_size not in (None, tokenizer.vocab_size):
         raise LmlabError(
             f"model.vocab_size = {cfg.model.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids; "
@@ -137,12 +145,6 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
     val_windows = eval_windows(val_ids, block, t.eval_batches * t.batch_size)
     byte_lengths = tokenizer.token_byte_lengths()
 
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, rundir.config_path(run_dir))
-        if snap is None:
-            tokenizer.save(rundir.tokenizer_dir(run_dir))
-
     device = info.device
     model = build_model(cfg.model).to(device)
     optimizer = build_optimizer(model, t, device)
@@ -154,11 +156,10 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         step, tokens_seen = int(state["step"]), int(state["tokens_seen"])
-    if info.is_main:
+        _restore_rng(state["rng"], info, t.seed, step)
+    if info.is_main:  # written only once the checkpoint has loaded: a refused resume changes nothing
+        save_config(cfg, rundir.config_path(run_dir))
         _truncate_metrics(run_dir, step)
 
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
@@ -169,6 +170,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
         fwd_model = torch.nn.parallel.DistributedDataParallel(fwd_model, device_ids=ddp_ids)
 
     def save() -> None:
+        rng = _rng_state(info)  # a collective: every rank takes part, rank 0 writes
         if not info.is_main:
             return
         meta = {
@@ -184,7 +186,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
             "schedule": {"kind": "warmup_cosine", "step": step, "max_steps": budget.max_steps},
-            "rng": _rng_state(device),
+            "rng": rng,
             "step": step,
             "tokens_seen": tokens_seen,
             "data": {"step": step, "epoch": step // sampler.steps_per_epoch},
@@ -279,11 +281,27 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
     return run_dir
 
 
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
+def _rng_state(info: DistInfo) -> dict[str, torch.Tensor]:
+    """Every rank's RNG state, stacked by rank: {"torch": (world, n), "cuda": (world, m)}."""
+    state = {"torch": gather_to_all(torch.get_rng_state(), info)}
+    if info.device.type == "cuda":
+        state["cuda"] = gather_to_all(torch.cuda.get_rng_state(info.device), info)
     return state
+
+
+def _restore_rng(rng: dict[str, torch.Tensor], info: DistInfo, seed: int, step: int) -> None:
+    """Put this rank's saved RNG state back; with another world size, reseed by (seed, rank, step)."""
+    if rng["torch"].size(0) != info.world:
+        warnings.warn(
+            f"the checkpoint was saved by {rng['torch'].size(0)} processes, this run has {info.world}: "
+            "random streams (dropout) restart from the seed, so the run is not bit-identical",
+            stacklevel=2,
+        )
+        torch.manual_seed(seed + 1000 * step + info.rank)
+        return
+    torch.set_rng_state(rng["torch"][info.rank])
+    if info.device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"][info.rank], info.device)
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:

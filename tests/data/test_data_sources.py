@@ -138,6 +138,7 @@ def test_jsonl_field_extraction(tmp_path: Path) -> None:
         ),
         ('{"text": 5}\n', ["bad.jsonl:1:", "'text'", "int", "string"]),
         ('["text"]\n', ["bad.jsonl:1:", "JSON object", "list"]),
+        ('{"text": "ok"}\n{"text": "bad \\ud800"}\n', ["bad.jsonl:2:", "lone surrogate"]),
     ],
 )
 def test_jsonl_errors(tmp_path: Path, content: str, needles: list[str]) -> None:

@@ -203,3 +203,11 @@ def test_char_ids_and_error_lists_every_char():
         "prompt has characters the char tokenizer never saw: 'x' (U+0078), 'ß' (U+00DF), 'é' (U+00E9)"
     )
     assert t.encode("aéb") == [2, 1, 3]
+
+
+@pytest.mark.parametrize("text", ["<|endoftext|> is text here", "a <|endoftext|>b"])
+def test_special_token_text_is_plain_text(tok: Tokenizer, text: str):
+    """The literal separator string in a document must not turn into the EOS id."""
+    ids = tok.encode(text)
+    assert tok.eos_id not in ids
+    assert tok.decode(ids) == text

@@ -91,6 +91,8 @@ def test_rerun_with_another_model_or_tokenizer_is_refused_and_keeps_the_run(tiny
         lmlab.train(raw, **{"model.n_layer": 3})
     with pytest.raises(LmlabError, match=r"tokenizer.type = 'char' but the config asks for 'byte'"):
         lmlab.train(raw, **{"tokenizer.type": "byte"})
+    with pytest.raises(LmlabError, match=r"train.seed = 7 but the config asks for 8"):
+        lmlab.train(raw, **{"train.seed": 8})
     assert (run / "checkpoints/current/model.safetensors").read_bytes() == before
     assert (run / "config.yaml").read_text() == config_before
 
@@ -210,3 +212,21 @@ def test_compile_matches_eager(tiny_config, tmp_path):
     a, b = _weights(run), _weights(tmp_path / "compiled")
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3)
+
+
+def test_rng_state_is_saved_per_rank_and_reseeded_for_another_world(recwarn):
+    from lmlab.training.distributed import DistInfo
+    from lmlab.training.loop import _restore_rng, _rng_state
+
+    one = DistInfo(0, 1, 0, torch.device("cpu"))
+    torch.manual_seed(3)
+    saved = _rng_state(one)
+    assert saved["torch"].shape[0] == 1
+    expected = torch.rand(4)
+    torch.manual_seed(99)
+    _restore_rng(saved, one, seed=0, step=10)
+    assert torch.equal(torch.rand(4), expected)
+    two = DistInfo(1, 2, 1, torch.device("cpu"))
+    with pytest.warns(UserWarning, match="saved by 1 processes, this run has 2"):
+        _restore_rng(saved, two, seed=0, step=10)
+    assert not torch.equal(torch.rand(4), expected)
