@@ -39,6 +39,30 @@ class BuiltinSource(Strict):
     name: Literal["pydocs"] = "pydocs"
 
 
+class Formatted(Strict):
+    """How a record becomes text: one ``text_field``, or several ``fields`` put into ``format``.
+
+    ``{fields: [question, answer], format: "Q: {question}\nA: {answer}"}`` formats Q/A records.
+    """
+
+    text_field: str = "text"
+    fields: list[str] | None = None
+    format: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_and_format(self) -> Formatted:
+        if (self.fields is None) != (self.format is None):
+            raise ValueError("fields and format go together: give both (or neither, to use text_field)")
+        if self.format is not None:
+            import string
+
+            used = {name for _, name, _, _ in string.Formatter().parse(self.format) if name}
+            missing = sorted(used - set(self.fields))
+            if missing:
+                raise ValueError(f"format uses {missing} which are not in fields {self.fields}")
+        return self
+
+
 class TextSource(Strict):
     """A text file, or a folder searched recursively with glob patterns (one document per file)."""
 
@@ -47,22 +71,128 @@ class TextSource(Strict):
     glob: list[str] = Field(default_factory=lambda: ["**/*.txt", "**/*.md"])
 
 
-class JsonlSource(Strict):
-    """A .jsonl file or folder of them; each line is an object whose ``text_field`` is a document."""
+class JsonlSource(Formatted):
+    """A .jsonl file or folder of them; each line is an object that gives one document."""
 
     type: Literal["jsonl"] = "jsonl"
     path: str
-    text_field: str = "text"
     glob: list[str] = Field(default_factory=lambda: ["**/*.jsonl"])
 
 
-Source = Annotated[BuiltinSource | TextSource | JsonlSource, Field(discriminator="type")]
+class CsvSource(Formatted):
+    """A .csv file or folder of them (header row); each row gives one document."""
+
+    type: Literal["csv"] = "csv"
+    path: str
+    glob: list[str] = Field(default_factory=lambda: ["**/*.csv"])
+    delimiter: str = Field(",", min_length=1, max_length=1)
+
+
+class PdfSource(Strict):
+    """A .pdf file or folder (recursive); text via pypdf, cut into ~chunk_chars-character documents."""
+
+    type: Literal["pdf"] = "pdf"
+    path: str
+    glob: list[str] = Field(default_factory=lambda: ["**/*.pdf"])
+    chunk_chars: int = Field(4000, ge=200)
+    """Target document size; cuts fall at paragraph or sentence boundaries (3k-5k for 4000)."""
+
+
+class HFSource(Formatted):
+    """A Hugging Face dataset streamed with ``datasets.load_dataset(..., streaming=True)``.
+
+    ``dataset`` is a hub id (``owner/name``) or a local builder (``json``, ``text``, ``csv``,
+    ``parquet``) with ``data_files``.
+    """
+
+    type: Literal["hf"] = "hf"
+    dataset: str
+    name: str | None = None
+    """The dataset's config name (``load_dataset(dataset, name)``)."""
+    split: str = "train"
+    data_files: str | list[str] | None = None
+    revision: str | None = None
+
+
+class NamedSource(Strict):
+    """A corpus from lmlab's table of named corpora (see ``lmlab/data/corpora.py``)."""
+
+    type: Literal["named"] = "named"
+    name: str
+    split: str | None = None
+    """Override the table's train split (the val split always comes from held-out documents)."""
+
+
+Source = Annotated[
+    BuiltinSource | TextSource | JsonlSource | CsvSource | PdfSource | HFSource | NamedSource,
+    Field(discriminator="type"),
+]
 
 
 class DataConfig(Strict):
     sources: list[Source] = Field(default_factory=lambda: [BuiltinSource()], min_length=1)
+    """Each item is a source mapping, or a bare name: ``pydocs`` or a named corpus (``tinystories``)."""
     val_fraction: float = Field(0.05, gt=0.0, lt=1.0)
     """Share of documents held out for validation (split by document, deterministic)."""
+    min_text_length: int = Field(0, ge=0)
+    """Documents shorter than this many characters (after stripping) are dropped."""
+
+    mix_strategy: Literal["round_robin", "sequential", "weighted"] = "round_robin"
+    """How training batches draw from the sources: equal turns, one after another, or by weight."""
+    source_weights: list[float] | None = None
+    """One positive weight per source (``weighted``; the starting weights with ``adaptive``)."""
+    adaptive: bool = False
+    """Move the weights toward sources with higher recent loss (not with ``sequential``)."""
+    adaptive_interval_tokens: int = Field(5_000_000, ge=1)
+    adaptive_smoothing: float = Field(0.9, ge=0, lt=1)
+    adaptive_min_weight: float = Field(0.5, gt=0)
+    adaptive_max_weight: float = Field(3.0, gt=0)
+
+    token_cache: bool = False
+    """Tokenize once into on-disk memmap files (``.bin`` + ``index.json``) that training reads."""
+    token_cache_dir: str | None = None
+    """Where the cache lives (default: ``<train.out_dir>/token_cache``)."""
+    reuse_token_cache: bool = True
+    """Reuse a cache built with the same tokenizer and sources; a mismatch is refused."""
+    max_train_tokens: int | None = Field(None, ge=1)
+    max_val_tokens: int | None = Field(None, ge=1)
+    max_train_examples: int | None = Field(None, ge=1)
+    """Stop reading after this many training documents (all sources together)."""
+    tokenizer_fit_max_examples: int | None = Field(None, ge=1)
+    """Seed-000 spelling of ``tokenizer.fit_max_examples``; when set, it is used instead."""
+    tokenizer_fit_max_chars: int | None = Field(None, ge=1)
+    """Seed-000 spelling of ``tokenizer.fit_max_chars``; when set, it is used instead."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_names(cls, raw: Any) -> Any:
+        """``sources: [pydocs, tinystories]`` -> the mappings they stand for."""
+        if isinstance(raw, dict) and isinstance(raw.get("sources"), list):
+            raw = dict(raw)
+            raw["sources"] = [_bare_source(s) for s in raw["sources"]]
+        return raw
+
+    @model_validator(mode="after")
+    def _check_mixing(self) -> DataConfig:
+        n = len(self.sources)
+        if self.source_weights is not None:
+            if len(self.source_weights) != n:
+                raise ValueError(f"source_weights has {len(self.source_weights)} entries for {n} sources")
+            if any(w <= 0 for w in self.source_weights):
+                raise ValueError(f"source_weights must all be positive, got {self.source_weights}")
+        elif self.mix_strategy == "weighted":
+            raise ValueError("mix_strategy weighted needs source_weights (one per source)")
+        if self.adaptive and self.mix_strategy == "sequential":
+            raise ValueError("adaptive reweighting needs round_robin or weighted mixing, not sequential")
+        if self.adaptive_min_weight > self.adaptive_max_weight:
+            raise ValueError("adaptive_min_weight must not exceed adaptive_max_weight")
+        return self
+
+
+def _bare_source(item: Any) -> Any:
+    if not isinstance(item, str):
+        return item
+    return {"type": "builtin", "name": item} if item == "pydocs" else {"type": "named", "name": item}
 
 
 # ------------------------------------------------------------------------------------ tokenizer

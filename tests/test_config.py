@@ -70,8 +70,8 @@ def test_wrong_type_and_bad_value_name_what_is_allowed():
         load_config(overrides=["model.pos_encoding=xpos"])
     with pytest.raises(ConfigError, match="greater than 0"):
         load_config(overrides=["data.val_fraction=0"])
-    with pytest.raises(ConfigError, match="does not match any of the expected tags: 'builtin', 'text', 'jsonl'"):
-        load_config(raw={"data": {"sources": [{"type": "pdf", "path": "x"}]}})
+    with pytest.raises(ConfigError, match="does not match any of the expected tags: 'builtin', 'text', 'jsonl', 'csv', 'pdf', 'hf', 'named'"):
+        load_config(raw={"data": {"sources": [{"type": "parquet", "path": "x"}]}})
 
 
 def test_family_and_preset_misses_list_valid_names():
