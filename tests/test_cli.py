@@ -65,7 +65,7 @@ def test_missing_and_empty_corpus(tiny_config, run_cli, tmp_path):
     path, _, _ = tiny_config()
     _one_line_error(run_cli("train", "--config", str(path), "--set",
                             f"data.sources=[{{type: text, path: {tmp_path / 'nope'}}}]"),
-                    "data.sources[0].path", "no such file or folder")
+                    "no data source could be read", "data.sources[0]", "no such file or folder")
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "blank.txt").write_text("   \n\n")
@@ -75,13 +75,18 @@ def test_missing_and_empty_corpus(tiny_config, run_cli, tmp_path):
 
 def test_non_utf8_file_char_reports_byte_accepts(tiny_config, run_cli, tmp_path, corpus_dir):
     latin = tmp_path / "latin1.txt"
-    latin.write_bytes(("caf\xe9 au lait. " * 400).encode("latin-1"))
+    latin.write_bytes(("caf\xe9 au lait.\n\n" * 3000).encode("latin-1"))  # several documents
     path, raw, run = tiny_config()
-    sources = f"data.sources=[{{type: text, path: {corpus_dir}}}, {{type: text, path: {latin}}}]"
-    _one_line_error(run_cli("train", "--config", str(path), "--set", sources), "latin1.txt", "not UTF-8",
+    only = f"data.sources=[{{type: text, path: {latin}}}]"
+    _one_line_error(run_cli("train", "--config", str(path), "--set", only), "latin1.txt", "not UTF-8",
                     "tokenizer.type: byte")
-    ok = run_cli("train", "--config", str(path), "--set", sources, "--set", "tokenizer.type=byte")
+    ok = run_cli("train", "--config", str(path), "--set", only, "--set", "tokenizer.type=byte")
     assert ok.returncode == 0, ok.stderr
+    # With another readable source, the bad one is skipped with a warning (the failure policy).
+    both = f"data.sources=[{{type: text, path: {corpus_dir}}}, {{type: text, path: {latin}}}]"
+    mixed = run_cli("train", "--config", str(path), "--set", both, "--set", f"train.out_dir={tmp_path / 'm'}")
+    assert mixed.returncode == 0, mixed.stderr
+    assert "warning: skipping data.sources[1]" in mixed.stderr and "not UTF-8" in mixed.stderr
 
 
 def test_resume_without_checkpoint(run_cli, tmp_path):

@@ -52,6 +52,15 @@ def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return x
 
 
+def all_reduce_sum(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum of ``x`` over ranks, returned on x's device (identity in a single process)."""
+    if info.world == 1:
+        return x
+    y = x.to(info.device)  # nccl only reduces CUDA tensors
+    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    return y.to(x.device)
+
+
 def barrier(info: DistInfo) -> None:
     """Wait for every rank (no-op in a single process)."""
     if info.world > 1:

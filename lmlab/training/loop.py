@@ -18,25 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from lmlab import rundir
 from lmlab.config import RunConfig, save_config
-from lmlab.data.batches import WindowSampler, encode_documents, eval_windows
-from lmlab.data.sources import load_documents, split_documents
+from lmlab.data.batches import eval_windows
+from lmlab.data.mixing import Adaptive, MixtureSampler
 from lmlab.errors import LmlabError
 from lmlab.registry import build_model
 from lmlab.report.plots import plot_loss_curve, read_metrics
-from lmlab.tokenizers import build_tokenizer, load_tokenizer, resolve_backend
+from lmlab.training.data import prepare_tokenizer, prepare_tokens
 from lmlab.training.distributed import (
     DistInfo,
     all_reduce_mean,
-    barrier,
+    all_reduce_sum,
     gather_to_all,
     setup_distributed,
     teardown_distributed,
 )
-from lmlab.training.evaluate import evaluate_lm
+from lmlab.training.evaluate import lm_metrics, score_windows
 from lmlab.training.optim import build_optimizer, lr_at
 
 
@@ -46,7 +47,7 @@ class Budget:
     tokens_per_step: int
 
 
-def resolve_budget(cfg: RunConfig, sampler: WindowSampler) -> Budget:
+def resolve_budget(cfg: RunConfig, sampler: MixtureSampler) -> Budget:
     """Turn max_steps / max_tokens / epochs into a number of optimizer steps."""
     per_step = sampler.global_batch * cfg.model.block_size
     t = cfg.train
@@ -120,29 +121,27 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
     if snap is not None:
         check_resumable(cfg, snap.meta, run_dir)
 
-    backend = resolve_backend(cfg.tokenizer.type)
-    docs = load_documents(cfg.data, strict_utf8=backend != "byte")
-    train_docs, val_docs = split_documents(docs, cfg.data.val_fraction)
-    if snap is None and info.is_main:  # rank 0 fits; the other ranks read what it saved
-        tokenizer = build_tokenizer(cfg.tokenizer, (d.text for d in train_docs))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(rundir.tokenizer_dir(run_dir))
-    barrier(info)
-    if snap is not None or not info.is_main:  # a checkpoint's own tokenizer, never a refit
-        tokenizer = load_tokenizer(rundir.tokenizer_dir(run_dir))
+    tokenizer = prepare_tokenizer(cfg, info, run_dir, resuming=snap is not None)
     if cfg.model.vocab_size not in (None, tokenizer.vocab_size):
         raise LmlabError(
             f"model.vocab_size = {cfg.model.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids; "
             "leave model.vocab_size unset to take the tokenizer's"
         )
     cfg.model.vocab_size = tokenizer.vocab_size
-    train_ids = encode_documents([d.text for d in train_docs], tokenizer)
-    val_ids = encode_documents([d.text for d in val_docs], tokenizer)
+    arrays = prepare_tokens(cfg, tokenizer, info, run_dir)
+    n_sources = len(arrays.names)
 
-    block = cfg.model.block_size
-    sampler = WindowSampler(train_ids, block, t.batch_size, t.grad_accum_steps, info.world, info.rank, t.seed)
+    block, d = cfg.model.block_size, cfg.data
+    adaptive = (Adaptive(d.adaptive_interval_tokens, d.adaptive_smoothing, d.adaptive_min_weight,
+                         d.adaptive_max_weight) if d.adaptive else None)
+    sampler = MixtureSampler(arrays.train, arrays.names, block, t.batch_size, t.grad_accum_steps,
+                             info.world, info.rank, t.seed, d.mix_strategy, d.source_weights, adaptive)
     budget = resolve_budget(cfg, sampler)
-    val_windows = eval_windows(val_ids, block, t.eval_batches * t.batch_size)
+    per_source = max(1, t.eval_batches * t.batch_size // n_sources)
+    val_sets = [(name, eval_windows(v, block, per_source)) for name, v in zip(arrays.names, arrays.val)
+                if len(v) >= 2]
+    if not val_sets:
+        raise LmlabError("the validation split is empty; raise data.val_fraction or add documents")
     byte_lengths = tokenizer.token_byte_lengths()
 
     device = info.device
@@ -157,6 +156,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         step, tokens_seen = int(state["step"]), int(state["tokens_seen"])
+        sampler.load_state_dict(state["data"]["sampler"])
         _restore_rng(state["rng"], info, t.seed, step)
     if info.is_main:  # written only once the checkpoint has loaded: a refused resume changes nothing
         save_config(cfg, rundir.config_path(run_dir))
@@ -189,24 +189,32 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
             "rng": rng,
             "step": step,
             "tokens_seen": tokens_seen,
-            "data": {"step": step, "epoch": step // sampler.steps_per_epoch},
+            "data": {"step": step, "epoch": step // sampler.steps_per_epoch, "sampler": sampler.state_dict()},
         }
         rundir.save_snapshot(run_dir, model, meta, trainer_state)
 
-    def evaluate() -> dict[str, float]:
-        return evaluate_lm(model, val_windows, byte_lengths, device, t.batch_size, autocast)
+    def evaluate() -> dict[str, Any]:
+        """Overall val metrics, plus val loss by source when there are several."""
+        scores = {name: score_windows(model, w, byte_lengths, device, t.batch_size, autocast)
+                  for name, w in val_sets}
+        total = [sum(x) for x in zip(*scores.values())]
+        out: dict[str, Any] = lm_metrics(*total)
+        if len(scores) > 1:
+            out["val_loss_by_source"] = {n: lm_metrics(*sc)["val_loss"] for n, sc in scores.items()}
+        return out
 
     if info.is_main:
         start = f"resuming {snap.path} at step {step}" if snap is not None else "starting"
         print(f"lmlab: {start}: {cfg.model.family} ({model.num_params() / 1e6:.2f}M params) | "
-              f"tokenizer {tokenizer.backend} ({tokenizer.vocab_size} ids) | train {len(train_ids):,} / "
-              f"val {len(val_ids):,} tokens | {budget.max_steps} steps x {budget.tokens_per_step:,} tokens | "
+              f"tokenizer {tokenizer.backend} ({tokenizer.vocab_size} ids) | {n_sources} source(s), train "
+              f"{sum(len(a) for a in arrays.train):,} / val {sum(len(a) for a in arrays.val):,} tokens | {budget.max_steps} steps x {budget.tokens_per_step:,} tokens | "
               f"{device}, {t.precision}, world {info.world} | {run_dir}", flush=True)
     log = _MetricsLog(run_dir, info.is_main)
     bar = tqdm(total=budget.max_steps, initial=step, disable=not (t.progress and info.is_main),
                unit="step", dynamic_ncols=True, mininterval=1.0)
     last_val: dict[str, float] = {}
     tick, tick_tokens = time.perf_counter(), tokens_seen
+    log_src = torch.zeros(2, n_sources, dtype=torch.float64)
     with _Interrupt() as interrupt:
         model.train()
         while step < budget.max_steps:
@@ -216,7 +224,8 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
             loss_sum = torch.zeros((), device=device)
             terms_sum: dict[str, torch.Tensor] = {}
             batches = list(sampler.micro_batches(step))
-            for m, (x, y) in enumerate(batches):
+            src_stats = torch.zeros(2, n_sources, dtype=torch.float64)  # per-source CE sums, rows
+            for m, (x, y, src) in enumerate(batches):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 last = m == len(batches) - 1
                 sync = contextlib.nullcontext() if last or info.world == 1 else fwd_model.no_sync()
@@ -225,6 +234,8 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
                         out = fwd_model(x, y, label_smoothing=t.label_smoothing)
                     scaler.scale(out.loss / len(batches)).backward()
                 loss_sum += out.loss.detach().float()
+                if n_sources > 1:
+                    src_stats += _per_source_loss(out.logits, y, src, n_sources)
                 for k, v in out.terms.items():
                     terms_sum[k] = terms_sum.get(k, 0) + v.detach().float()
             if t.grad_clip > 0:
@@ -238,6 +249,10 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
             step += 1
             tokens_seen += budget.tokens_per_step
             bar.update(1)
+            if n_sources > 1:  # the same totals on every rank, so every rank reweights alike
+                src_stats = all_reduce_sum(src_stats, info)
+                sampler.observe(src_stats[0], src_stats[1], budget.tokens_per_step)
+                log_src += src_stats
 
             if step % t.log_interval == 0 or step == budget.max_steps:
                 loss = all_reduce_mean(loss_sum / len(batches), info).item()
@@ -245,8 +260,14 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
                 tps = (tokens_seen - tick_tokens) / max(now - tick, 1e-9)
                 tick, tick_tokens = now, tokens_seen
                 terms = {k: all_reduce_mean(v / len(batches), info).item() for k, v in terms_sum.items()}
-                log.write({"step": step, "tokens": tokens_seen, "loss": loss, "lr": lr,
-                           "grad_norm": float(grad_norm), "tokens_per_s": tps, **terms})
+                row = {"step": step, "tokens": tokens_seen, "loss": loss, "lr": lr,
+                       "grad_norm": float(grad_norm), "tokens_per_s": tps, **terms}
+                if n_sources > 1:
+                    row["source_loss"] = {n: (log_src[0, i] / log_src[1, i]).item()
+                                          for i, n in enumerate(arrays.names) if log_src[1, i] > 0}
+                    row["source_weights"] = sampler.weights()
+                    log_src.zero_()
+                log.write(row)
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
             if step % t.eval_interval == 0 or step == budget.max_steps:
                 last_val = evaluate()
@@ -270,7 +291,8 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
         summary = {"steps": step, "tokens": tokens_seen, "max_steps": budget.max_steps,
                    "num_params": sum(p.numel() for p in model.parameters()),
                    "tokenizer": tokenizer.backend, "vocab_size": tokenizer.vocab_size,
-                   "train_tokens": int(len(train_ids)), "val_tokens": int(len(val_ids)), **last_val}
+                   "train_tokens": sum(len(a) for a in arrays.train), "val_tokens": sum(len(a) for a in arrays.val),
+                   "sources": arrays.names, **last_val}
         train_rows = [r for r in read_metrics(run_dir) if "loss" in r]
         if train_rows:
             summary.update({"final_train_loss": train_rows[-1]["loss"],
@@ -279,6 +301,19 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
         plot_loss_curve(run_dir)
         _write_samples(model, tokenizer, cfg, run_dir)
     return run_dir
+
+
+def _per_source_loss(logits: torch.Tensor, y: torch.Tensor, src: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-source sums of row-mean CE and row counts, (2, n), from logits (B, T, V) and y (B, T)."""
+    out = torch.zeros(2, n, dtype=torch.float64)
+    if logits.shape[:2] != y.shape:  # a family whose outputs are not per-target logits
+        return out
+    with torch.no_grad():
+        ce = F.cross_entropy(logits.detach().float().transpose(1, 2), y, ignore_index=-1, reduction="none")
+        rows = ce.mean(dim=1).double().cpu()  # (B,)
+    out[0].index_add_(0, src, rows)
+    out[1].index_add_(0, src, torch.ones_like(rows))
+    return out
 
 
 def _rng_state(info: DistInfo) -> dict[str, torch.Tensor]:

@@ -1,18 +1,21 @@
-"""Reading text/jsonl sources into documents, their errors, and the train/val split."""
+"""Reading text/jsonl/csv sources into documents, their errors, sharding, opening every source
+with its failure policy, and the train/val split."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
 
-from lmlab.config import DataConfig, JsonlSource, TextSource
+from lmlab.config import CsvSource, DataConfig, JsonlSource, TextSource
 from lmlab.data.sources import (
     Document,
     chunk_text,
     iter_documents,
     load_documents,
+    open_sources,
     split_documents,
 )
 from lmlab.errors import LmlabError
@@ -201,3 +204,181 @@ def test_split_small_corpora_non_empty() -> None:
             assert train and val and len(train) + len(val) == n
     with pytest.raises(LmlabError, match="add text"):
         split_documents(_docs(1), 0.1)
+
+
+# ------------------------------------------------------------------------------ formatting
+
+
+def test_jsonl_fields_and_format(tmp_path: Path) -> None:
+    f = _write(tmp_path / "qa.jsonl", '{"q": "Why?", "a": 42}\n{"q": "How?", "a": "so"}\n')
+    src = JsonlSource(path=str(f), fields=["q", "a"], format="Q: {q}\nA: {a}")
+    assert [d.text for d in iter_documents(src)] == ["Q: Why?\nA: 42", "Q: How?\nA: so"]
+    _write(tmp_path / "qa.jsonl", '{"q": "Why?", "a": 1}\n{"q": "How?", "answer": "so"}\n')
+    with pytest.raises(LmlabError) as e:
+        list(iter_documents(src, index=1))
+    msg = str(e.value)
+    assert "qa.jsonl:2:" in msg and "no field 'a'" in msg and "fields: q, answer" in msg
+    assert "data.sources[1]" in msg
+
+
+# ------------------------------------------------------------------------------------- csv
+
+
+def test_csv_rows_folder_delimiter_and_format(tmp_path: Path) -> None:
+    _write(tmp_path / "d" / "b.csv", 'text,id\n"multi\nline, quoted",1\nsecond,2\n')
+    _write(tmp_path / "d" / "sub" / "a.csv", "text,id\nfirst,0\n")
+    _write(tmp_path / "d" / "skip.txt", "no")
+    docs = list(iter_documents(CsvSource(path=str(tmp_path / "d"))))
+    assert [(d.name, d.text) for d in docs] == [
+        ("b.csv:3", "multi\nline, quoted"),
+        ("b.csv:4", "second"),
+        ("sub/a.csv:2", "first"),
+    ]
+    f = _write(tmp_path / "qa.tsv", "question\tanswer\nWhy?\tBecause.\n")
+    src = CsvSource(path=str(f), delimiter="\t", fields=["question", "answer"], format="Q: {question} A: {answer}")
+    assert [d.text for d in iter_documents(src)] == ["Q: Why? A: Because."]
+
+
+def test_csv_streams_without_reading_the_whole_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = _write(tmp_path / "big.csv", "text\n" + "".join(f"row {i}\n" for i in range(1000)))
+
+    def whole(self: Path, *a: object, **k: object) -> bytes:
+        raise AssertionError("the csv reader must stream, not read the file whole")
+
+    monkeypatch.setattr(Path, "read_bytes", whole)
+    monkeypatch.setattr(Path, "read_text", whole)
+    docs = iter_documents(CsvSource(path=str(f)))
+    assert next(docs).text == "row 0"
+    assert sum(1 for _ in docs) == 999
+
+
+@pytest.mark.parametrize(
+    ("content", "needles"),
+    [
+        ("", ["bad.csv", "no header row"]),
+        ("body,id\nx,1\n", ["bad.csv:2:", "no field 'text'", "fields: body, id", "data.sources[2]"]),
+        ("text,id\nok,1\n", None),
+        ("id,text\n1\n", ["bad.csv:2:", "no field 'text'", "fields: id"]),
+    ],
+)
+def test_csv_errors(tmp_path: Path, content: str, needles: list[str] | None) -> None:
+    f = _write(tmp_path / "bad.csv", content)
+    if needles is None:
+        assert [d.text for d in iter_documents(CsvSource(path=str(f)))] == ["ok"]
+        return
+    with pytest.raises(LmlabError) as e:
+        list(iter_documents(CsvSource(path=str(f)), index=2))
+    msg = str(e.value)
+    assert "\n" not in msg
+    for needle in needles:
+        assert needle in msg
+
+
+def test_csv_not_utf8(tmp_path: Path) -> None:
+    f = _write(tmp_path / "latin.csv", b"text\n" + "caf\xe9\n".encode("latin-1"))
+    with pytest.raises(LmlabError, match="latin.csv is not UTF-8"):
+        list(iter_documents(CsvSource(path=str(f))))
+    (doc,) = iter_documents(CsvSource(path=str(f)), strict_utf8=False)
+    assert doc.text.encode("utf-8", "surrogateescape") == "caf\xe9".encode("latin-1")
+
+
+# ---------------------------------------------------------------------------------- shards
+
+
+def _mixed_sources(tmp_path: Path) -> list:
+    big = "\n\n".join(f"Paragraph {i}. " + "word " * 80 for i in range(120))
+    _write(tmp_path / "t" / "big.txt", big)
+    for i in range(5):
+        _write(tmp_path / "t" / f"small{i}.txt", f"small {i}")
+    _write(tmp_path / "j.jsonl", "".join(json.dumps({"text": f"line {i}"}) + "\n\n" for i in range(11)))
+    _write(tmp_path / "c.csv", "text\n" + "".join(f"row {i}\n" for i in range(13)))
+    return [
+        TextSource(path=str(tmp_path / "t")),
+        JsonlSource(path=str(tmp_path / "j.jsonl")),
+        CsvSource(path=str(tmp_path / "c.csv")),
+    ]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_shards_partition_the_stream_by_document_index(tmp_path: Path, n: int) -> None:
+    for source in _mixed_sources(tmp_path):
+        full = list(iter_documents(source))
+        assert len({d.name for d in full}) == len(full) > 5  # names unique per source
+        shards = [list(iter_documents(source, shard=(k, n))) for k in range(n)]
+        for k, part in enumerate(shards):
+            assert part == full[k::n]
+        assert sorted(d.name for part in shards for d in part) == sorted(d.name for d in full)
+
+
+def test_shard_skips_records_before_parsing(tmp_path: Path) -> None:
+    f = _write(tmp_path / "x.jsonl", '{"text": "a"}\nnot json\n{"text": "c"}\n')
+    assert [d.text for d in iter_documents(JsonlSource(path=str(f)), shard=(0, 2))] == ["a", "c"]
+    with pytest.raises(LmlabError, match="x.jsonl:2: invalid JSON"):
+        list(iter_documents(JsonlSource(path=str(f)), shard=(1, 2)))
+    with pytest.raises(ValueError, match="shard"):
+        list(iter_documents(JsonlSource(path=str(f)), shard=(2, 2)))
+
+
+# ---------------------------------------------------------------------------- open_sources
+
+
+def test_open_sources_skips_a_missing_source_with_a_warning(tmp_path: Path) -> None:
+    good = _write(tmp_path / "good.txt", "some text")
+    cfg = DataConfig(sources=[TextSource(path=str(tmp_path / "nope")), TextSource(path=str(good))])
+    with pytest.warns(UserWarning) as caught:
+        opened = open_sources(cfg)
+    assert [(o.index, o.label) for o in opened] == [(1, f"data.sources[1] text:{good}")]
+    assert [d.text for d in opened[0].documents] == ["some text"]
+    (w,) = caught
+    assert str(w.message).startswith(f"skipping data.sources[0] text:{tmp_path / 'nope'}: no such file or folder")
+    with pytest.warns(UserWarning, match="skipping data.sources.0."):
+        assert [d.text for d in load_documents(cfg)] == ["some text"]
+
+
+def test_open_sources_all_failing_is_one_error(tmp_path: Path) -> None:
+    _write(tmp_path / "x.csv", "a,b")
+    cfg = DataConfig(
+        sources=[TextSource(path=str(tmp_path / "nope")), TextSource(path=str(tmp_path), glob=["*.md"])]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warnings when everything fails: one error says it all
+        with pytest.raises(LmlabError) as e:
+            open_sources(cfg)
+    msg = str(e.value)
+    assert msg.startswith("no data source could be read: data.sources[0] text:")
+    assert "no such file or folder" in msg and "; data.sources[1] text:" in msg and "*.md" in msg
+    assert "\n" not in msg
+    with pytest.raises(LmlabError, match="no data source could be read"):
+        load_documents(DataConfig(sources=[TextSource(path=str(tmp_path / "nope"))]))
+
+
+def test_open_sources_min_text_length_and_empty_source(tmp_path: Path) -> None:
+    _write(tmp_path / "t" / "short.txt", "  tiny  ")
+    _write(tmp_path / "t" / "long.txt", "long enough text")
+    blank = _write(tmp_path / "blank.jsonl", '{"text": "  "}\n{"text": "abc"}\n')
+    cfg = DataConfig(
+        sources=[TextSource(path=str(tmp_path / "t")), JsonlSource(path=str(blank))], min_text_length=5
+    )
+    with pytest.warns(UserWarning, match=r"skipping data.sources\[1\] jsonl:.*min_text_length=5"):
+        opened = open_sources(cfg)
+    assert [d.text for o in opened for d in o.documents] == ["long enough text"]
+    cfg.min_text_length = 4  # "tiny" has 4 characters after stripping: kept
+    with pytest.warns(UserWarning, match="min_text_length=4"):
+        assert [d.text for d in load_documents(cfg)] == ["long enough text", "  tiny  "]
+
+
+def test_open_sources_later_errors_still_raise(tmp_path: Path) -> None:
+    f = _write(tmp_path / "x.jsonl", '{"text": "fine"}\n{"text": "also"}\n{oops\n')
+    (opened,) = open_sources(DataConfig(sources=[JsonlSource(path=str(f))]))
+    assert next(opened.documents).text == "fine"
+    with pytest.raises(LmlabError, match="x.jsonl:3: invalid JSON"):
+        list(opened.documents)
+
+
+def test_open_sources_shard(tmp_path: Path) -> None:
+    sources = _mixed_sources(tmp_path)
+    cfg = DataConfig(sources=sources)
+    full = load_documents(cfg)
+    parts = [[d for o in open_sources(cfg, shard=(k, 2)) for d in o.documents] for k in range(2)]
+    assert sorted(map(repr, parts[0] + parts[1])) == sorted(map(repr, full))
+    assert not set(parts[0]) & set(parts[1])

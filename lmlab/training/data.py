@@ -1,0 +1,98 @@
+"""Everything the trainer needs from the data side: a tokenizer and per-source token arrays.
+
+Sources are opened with the failure policy of ``open_sources`` (a source that cannot be read is
+skipped with a warning; none readable is an error). The tokenizer is fitted on training
+documents only; the token arrays are built streaming, in memory or into the on-disk token cache
+(``data.token_cache``), which later runs reuse when the tokenizer and sources are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lmlab import rundir
+from lmlab.config import RunConfig
+from lmlab.data.cache import TokenArrays, build_token_arrays, cache_status, open_token_cache
+from lmlab.data.sources import Document, doc_hash_fraction, open_sources
+from lmlab.errors import LmlabError
+from lmlab.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, resolve_backend
+from lmlab.training.distributed import DistInfo, barrier
+
+FINGERPRINT_KEYS = ("sources", "min_text_length", "val_fraction", "max_train_tokens", "max_val_tokens",
+                    "max_train_examples")
+
+
+def round_robin(streams: list[Iterator[Document]]) -> Iterator[Document]:
+    """One document from each stream in turn; exhausted streams drop out."""
+    live = list(streams)
+    while live:
+        for it in list(live):
+            doc = next(it, None)
+            if doc is None:
+                live.remove(it)
+            else:
+                yield doc
+
+
+def fit_texts(cfg: RunConfig, strict_utf8: bool) -> Iterator[str]:
+    """Training documents of every source, interleaved, for fitting the tokenizer."""
+    sources = open_sources(cfg.data, strict_utf8=strict_utf8)
+    docs = round_robin([s.documents for s in sources])
+    return (d.text for d in docs if doc_hash_fraction(d) >= cfg.data.val_fraction)
+
+
+def prepare_tokenizer(cfg: RunConfig, info: DistInfo, run_dir: Path, resuming: bool) -> Tokenizer:
+    """Rank 0 fits (or, resuming, keeps) the run's tokenizer; the other ranks read it after a barrier."""
+    strict = resolve_backend(cfg.tokenizer.type) != "byte"
+    if not resuming and info.is_main:
+        tok_cfg = cfg.tokenizer.model_copy(update={
+            k: v for k, v in (("fit_max_examples", cfg.data.tokenizer_fit_max_examples),
+                              ("fit_max_chars", cfg.data.tokenizer_fit_max_chars)) if v is not None})
+        tokenizer = build_tokenizer(tok_cfg, fit_texts(cfg, strict))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(rundir.tokenizer_dir(run_dir))
+    barrier(info)
+    if resuming or not info.is_main:
+        tokenizer = load_tokenizer(rundir.tokenizer_dir(run_dir))
+    return tokenizer
+
+
+def fingerprint(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """What a token cache depends on: the tokenizer's files and the data settings."""
+    h = hashlib.sha256()
+    for path in sorted(rundir.tokenizer_dir(run_dir).iterdir()):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return {"tokenizer": h.hexdigest(), "data": cfg.data.model_dump(mode="json", include=set(FINGERPRINT_KEYS))}
+
+
+def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir: Path) -> TokenArrays:
+    """Per-source train/val token arrays: from the token cache (built if needed) or in memory."""
+    d = cfg.data
+    strict = tokenizer.backend != "byte"
+
+    def build(out_dir: Path | None) -> TokenArrays:
+        sources = open_sources(d, strict_utf8=strict)
+        return build_token_arrays(
+            [(s.label, s.documents) for s in sources], tokenizer, val_fraction=d.val_fraction,
+            max_train_tokens=d.max_train_tokens, max_val_tokens=d.max_val_tokens,
+            max_train_examples=d.max_train_examples, out_dir=out_dir, fingerprint=fp)
+
+    fp = fingerprint(cfg, run_dir)
+    if not d.token_cache:
+        return build(None)  # every rank builds the same arrays: no files, no coordination
+    cache_dir = Path(d.token_cache_dir) if d.token_cache_dir else run_dir / "token_cache"
+    if info.is_main:
+        reason = cache_status(cache_dir, fp) if cache_dir.exists() else "absent"
+        if reason is not None and cache_dir.exists() and d.reuse_token_cache:
+            raise LmlabError(
+                f"token cache {cache_dir} does not match this run ({reason}); delete it, point "
+                "data.token_cache_dir elsewhere, or set data.reuse_token_cache: false to rebuild it"
+            )
+        if reason is not None:
+            build(cache_dir)
+    barrier(info)
+    return open_token_cache(cache_dir, fp)
+

@@ -1,0 +1,101 @@
+"""Hugging Face sources, offline through the local json/text/csv builders (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+
+from lmlab.config import DataConfig, HFSource, TextSource  # noqa: E402
+from lmlab.data.sources import iter_documents, open_sources  # noqa: E402
+from lmlab.errors import LmlabError  # noqa: E402
+
+pytest.importorskip("datasets", reason="hf sources need the datasets package")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline even if datasets was imported before the environment was set."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+QA = [{"question": f"What is {i}?", "answer": i * 2, "id": i} for i in range(7)]
+
+
+@pytest.fixture
+def qa_jsonl(tmp_path: Path) -> Path:
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in QA), encoding="utf-8")
+    return path
+
+
+def test_json_builder_multi_field_format(qa_jsonl: Path) -> None:
+    src = HFSource(dataset="json", data_files=str(qa_jsonl), fields=["question", "answer"],
+                   format="Q: {question}\nA: {answer}")
+    docs = list(iter_documents(src))
+    assert [d.text for d in docs] == [f"Q: What is {i}?\nA: {i * 2}" for i in range(7)]
+    assert [d.name for d in docs] == [f"train:{i}" for i in range(7)]
+    assert docs[0].source == f"hf:json[{qa_jsonl}]"
+    for n in (2, 3):
+        shards = [list(iter_documents(src, shard=(k, n))) for k in range(n)]
+        assert all(part == docs[k::n] for k, part in enumerate(shards))
+
+
+def test_text_and_csv_builders(tmp_path: Path) -> None:
+    txt = tmp_path / "lines.txt"
+    txt.write_text("first line\nsecond line\n\nfourth line\n", encoding="utf-8")
+    docs = list(iter_documents(HFSource(dataset="text", data_files=str(txt))))
+    assert [d.text for d in docs] == ["first line", "second line", "", "fourth line"]
+    table = tmp_path / "rows.csv"
+    table.write_text("body,n\nalpha,1\nbeta,2\n", encoding="utf-8")
+    src = HFSource(dataset="csv", data_files=[str(table)], text_field="body")
+    assert [d.text for d in iter_documents(src)] == ["alpha", "beta"]
+    # blank records are dropped when the source is opened
+    (opened,) = open_sources(DataConfig(sources=[HFSource(dataset="text", data_files=str(txt))]))
+    assert [d.text for d in opened.documents] == ["first line", "second line", "fourth line"]
+
+
+def test_missing_field_names_dataset_and_record(qa_jsonl: Path) -> None:
+    with pytest.raises(LmlabError) as e:
+        list(iter_documents(HFSource(dataset="json", data_files=str(qa_jsonl)), index=3))
+    msg = str(e.value)
+    assert "dataset 'json' split 'train' record 0" in msg and "no field 'text'" in msg
+    assert "fields: question, answer, id" in msg and "data.sources[3]" in msg and "\n" not in msg
+    with pytest.raises(LmlabError, match="field 'answer' is int, not a string"):
+        list(iter_documents(HFSource(dataset="json", data_files=str(qa_jsonl), text_field="answer")))
+
+
+def test_unloadable_datasets_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(LmlabError) as e:
+        list(iter_documents(HFSource(dataset="lmlab-tests/no-such-dataset"), index=1))
+    msg = str(e.value)
+    assert msg.startswith("data.sources[1]: cannot load dataset 'lmlab-tests/no-such-dataset'")
+    assert "\n" not in msg
+    with pytest.raises(LmlabError, match=r"cannot load dataset 'json' split 'train': .*nope\.jsonl"):
+        list(iter_documents(HFSource(dataset="json", data_files=str(tmp_path / "nope.jsonl"))))
+
+
+def test_failing_hf_source_is_skipped(tmp_path: Path) -> None:
+    good = tmp_path / "good.txt"
+    good.write_text("local text", encoding="utf-8")
+    cfg = DataConfig(sources=[HFSource(dataset="lmlab-tests/no-such-dataset"), TextSource(path=str(good))])
+    with pytest.warns(UserWarning, match=r"skipping data.sources\[0\] hf:lmlab-tests/no-such-dataset: cannot load"):
+        (opened,) = open_sources(cfg)
+    assert opened.label == f"data.sources[1] text:{good}"
+
+
+def test_missing_datasets_package(qa_jsonl: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(LmlabError, match=r"pip install 'lmlab\[data\]'"):
+        list(iter_documents(HFSource(dataset="json", data_files=str(qa_jsonl))))
