@@ -152,6 +152,9 @@ class DataConfig(Strict):
     """Tokenize once into on-disk memmap files (``.bin`` + ``index.json``) that training reads."""
     token_cache_dir: str | None = None
     """Where the cache lives (default: ``<train.out_dir>/token_cache``)."""
+    num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes per rank that build token-cache shards in parallel (0: in the
+    main process). The cache has ranks x max(1, num_workers) shards, each a disjoint share."""
     reuse_token_cache: bool = True
     """Reuse a cache built with the same tokenizer and sources; a mismatch is refused."""
     max_train_tokens: int | None = Field(None, ge=1)

@@ -151,7 +151,7 @@ def _fsync_dir(path: Path) -> None:
 # ------------------------------------------------------------------------------------ builder
 
 
-def _round_robin(streams: list[tuple[str, Iterable[Document]]]) -> Iterator[tuple[int, Document]]:
+def interleave(streams: list[tuple[str, Iterable[Document]]]) -> Iterator[tuple[int, Document]]:
     """(source index, document): one document from each live source in turn."""
     live = [(i, iter(docs)) for i, (_, docs) in enumerate(streams)]
     while live:
@@ -323,7 +323,7 @@ def build_token_arrays(
     b = _Builder(names, tokenizer, writer, val_fraction, max_train_tokens, max_val_tokens,
                  max_train_examples, batch_chars)
     try:
-        for source, doc in _round_robin(streams):
+        for source, doc in interleave(streams):
             b.add(source, doc)
             if b.done:
                 break

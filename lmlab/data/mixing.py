@@ -48,7 +48,7 @@ class MixState:
 class MixtureSampler:
     def __init__(
         self,
-        arrays: list[np.ndarray],
+        arrays: list[np.ndarray | list[np.ndarray]],
         names: list[str],
         block_size: int,
         micro_batch: int,
@@ -60,11 +60,16 @@ class MixtureSampler:
         weights: list[float] | None = None,
         adaptive: Adaptive | None = None,
     ):
-        self.arrays, self.names, self.block_size = arrays, names, block_size
+        # A source is one token array or several segments (one per cache shard); windows never
+        # cross a segment boundary.
+        self.parts = [list(a) if isinstance(a, (list, tuple)) else [a] for a in arrays]
+        self.names, self.block_size = names, block_size
         self.micro_batch, self.accum, self.world, self.rank, self.seed = micro_batch, accum, world, rank, seed
         self.strategy, self.adaptive = strategy, adaptive
         self.global_batch = micro_batch * accum * world
-        self.n_windows = [max(0, (len(a) - 1) // block_size) for a in arrays]
+        seg = [[max(0, (len(p) - 1) // block_size) for p in parts] for parts in self.parts]
+        self.seg_ends = [np.cumsum(c) for c in seg]  # per source: windows up to each segment's end
+        self.n_windows = [int(sum(c)) for c in seg]
         for name, n in zip(names, self.n_windows):
             if n == 0:
                 warnings.warn(f"source {name} has fewer than {block_size + 1} training tokens; it is not "
@@ -92,7 +97,7 @@ class MixtureSampler:
     def _perm(self, source: int, epoch: int) -> np.ndarray:
         key = (source, epoch)
         if key not in self._perms:
-            if len(self._perms) > 4 * len(self.arrays):
+            if len(self._perms) > 4 * len(self.parts):
                 self._perms.clear()
             rng = np.random.default_rng([self.seed, source, epoch])
             self._perms[key] = rng.permutation(self.n_windows[source])
@@ -113,25 +118,31 @@ class MixtureSampler:
         rng = np.random.default_rng([self.seed, step, 1])
         return live[rng.choice(len(live), size=G, p=w / w.sum())]
 
-    def plan(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sources, window starts) of the global batch of ``step``; advances the cursors. (G,) each"""
+    def plan(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sources, segments, window starts) of the global batch of ``step``; advances the cursors.
+        (G,) each."""
         sources = self._slot_sources(step)
+        segs = np.empty(len(sources), dtype=np.int64)
         starts = np.empty(len(sources), dtype=np.int64)
         for j, s in enumerate(sources):
             k = self.state.cursors[s]
             epoch, i = divmod(k, self.n_windows[s])
-            starts[j] = self._perm(int(s), epoch)[i] * self.block_size
+            w = int(self._perm(int(s), epoch)[i])  # window number within the source
+            seg = int(np.searchsorted(self.seg_ends[s], w, side="right"))
+            first = int(self.seg_ends[s][seg - 1]) if seg else 0
+            segs[j], starts[j] = seg, (w - first) * self.block_size
             self.state.cursors[s] = k + 1
-        return sources, starts
+        return sources, segs, starts
 
     def micro_batches(self, step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """This rank's ``accum`` micro-batches (x, y, source ids) for ``step``: (mb, T), (mb, T), (mb,)."""
-        sources, starts = self.plan(step)
+        sources, segs, starts = self.plan(step)
         mb, T = self.micro_batch, self.block_size
         for m in range(self.accum):
             k = m * self.world + self.rank
             sl = slice(k * mb, (k + 1) * mb)
-            rows = np.stack([self.arrays[s][st : st + T + 1] for s, st in zip(sources[sl], starts[sl])])
+            rows = np.stack([self.parts[s][g][st : st + T + 1]
+                             for s, g, st in zip(sources[sl], segs[sl], starts[sl])])
             t = torch.from_numpy(rows.astype(np.int64))
             yield t[:, :-1], t[:, 1:], torch.from_numpy(sources[sl].astype(np.int64))
 
@@ -144,7 +155,7 @@ class MixtureSampler:
         (with ``smoothing``) toward base_weight x recent_loss / mean recent loss, then is clamped.
         """
         st = self.state
-        for s in range(len(self.arrays)):
+        for s in range(len(self.parts)):
             st.loss_sum[s] += float(loss_sum[s])
             st.loss_count[s] += float(count[s])
         if self.adaptive is None:
@@ -161,8 +172,8 @@ class MixtureSampler:
                 target = self.base_weights[s] * recent[s] / mean
                 w = a.smoothing * st.weights[s] + (1 - a.smoothing) * target
                 st.weights[s] = min(a.max_weight, max(a.min_weight, w))
-        st.loss_sum = [0.0] * len(self.arrays)
-        st.loss_count = [0.0] * len(self.arrays)
+        st.loss_sum = [0.0] * len(self.parts)
+        st.loss_count = [0.0] * len(self.parts)
         st.tokens_since_update = 0
         return True
 
@@ -170,7 +181,7 @@ class MixtureSampler:
         """Current mixing weights by source name, as shares of 1."""
         if self.strategy == "sequential":
             return {}
-        w = [self.state.weights[s] if s in self.live else 0.0 for s in range(len(self.arrays))]
+        w = [self.state.weights[s] if s in self.live else 0.0 for s in range(len(self.parts))]
         total = sum(w) or 1.0
         return {name: wi / total for name, wi in zip(self.names, w)}
 
@@ -185,8 +196,8 @@ class MixtureSampler:
                 "tokens_since_update": st.tokens_since_update, "seq_counter": st.seq_counter}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        if len(d["cursors"]) != len(self.arrays):
+        if len(d["cursors"]) != len(self.parts):
             raise LmlabError(f"the checkpoint's data position covers {len(d['cursors'])} sources, "
-                             f"the data has {len(self.arrays)}")
+                             f"the data has {len(self.parts)}")
         self.state = MixState(d["cursors"].tolist(), d["weights"].tolist(), d["loss_sum"].tolist(),
                               d["loss_count"].tolist(), int(d["tokens_since_update"]), int(d["seq_counter"]))

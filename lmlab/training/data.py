@@ -15,8 +15,18 @@ from typing import Any
 
 from lmlab import rundir
 from lmlab.config import RunConfig
-from lmlab.data.cache import TokenArrays, build_token_arrays, cache_status, open_token_cache
-from lmlab.data.sources import Document, doc_hash_fraction, open_sources
+from lmlab.data.cache import TokenArrays, build_token_arrays, interleave
+from lmlab.data.shards import (
+    SHARDS_FILE,
+    ShardedTokens,
+    build_shards,
+    open_sharded_cache,
+    shard_dir,
+    sharded_cache_status,
+    split_budget,
+    write_shards_file,
+)
+from lmlab.data.sources import doc_hash_fraction, open_sources
 from lmlab.errors import LmlabError
 from lmlab.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, resolve_backend
 from lmlab.training.distributed import DistInfo, barrier
@@ -25,22 +35,10 @@ FINGERPRINT_KEYS = ("sources", "min_text_length", "val_fraction", "max_train_tok
                     "max_train_examples")
 
 
-def round_robin(streams: list[Iterator[Document]]) -> Iterator[Document]:
-    """One document from each stream in turn; exhausted streams drop out."""
-    live = list(streams)
-    while live:
-        for it in list(live):
-            doc = next(it, None)
-            if doc is None:
-                live.remove(it)
-            else:
-                yield doc
-
-
 def fit_texts(cfg: RunConfig, strict_utf8: bool) -> Iterator[str]:
     """Training documents of every source, interleaved, for fitting the tokenizer."""
     sources = open_sources(cfg.data, strict_utf8=strict_utf8)
-    docs = round_robin([s.documents for s in sources])
+    docs = (doc for _, doc in interleave([(s.label, s.documents) for s in sources]))
     return (d.text for d in docs if doc_hash_fraction(d) >= cfg.data.val_fraction)
 
 
@@ -68,31 +66,44 @@ def fingerprint(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     return {"tokenizer": h.hexdigest(), "data": cfg.data.model_dump(mode="json", include=set(FINGERPRINT_KEYS))}
 
 
-def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir: Path) -> TokenArrays:
-    """Per-source train/val token arrays: from the token cache (built if needed) or in memory."""
+def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir: Path) -> TokenArrays | ShardedTokens:
+    """Per-source train/val token arrays: in memory, or from the on-disk token cache.
+
+    The cache is built in ``world x max(1, data.num_workers)`` shards, one per (rank, worker),
+    each reading a disjoint share of every source; a complete cache with the same fingerprint
+    and shard count is reused (a different one is refused unless ``reuse_token_cache`` is off).
+    """
     d = cfg.data
     strict = tokenizer.backend != "byte"
+    fp = fingerprint(cfg, run_dir)
 
-    def build(out_dir: Path | None) -> TokenArrays:
-        sources = open_sources(d, strict_utf8=strict)
+    def build(out_dir: Path | None, shard: tuple[int, int] = (0, 1)) -> TokenArrays:
+        k, n = shard
+        sources = open_sources(d, strict_utf8=strict, shard=shard)
         return build_token_arrays(
             [(s.label, s.documents) for s in sources], tokenizer, val_fraction=d.val_fraction,
-            max_train_tokens=d.max_train_tokens, max_val_tokens=d.max_val_tokens,
-            max_train_examples=d.max_train_examples, out_dir=out_dir, fingerprint=fp)
+            max_train_tokens=split_budget(d.max_train_tokens, n), max_val_tokens=split_budget(d.max_val_tokens, n),
+            max_train_examples=split_budget(d.max_train_examples, n), out_dir=out_dir, fingerprint=fp)
 
-    fp = fingerprint(cfg, run_dir)
     if not d.token_cache:
         return build(None)  # every rank builds the same arrays: no files, no coordination
     cache_dir = Path(d.token_cache_dir) if d.token_cache_dir else run_dir / "token_cache"
-    if info.is_main:
-        reason = cache_status(cache_dir, fp) if cache_dir.exists() else "absent"
-        if reason is not None and cache_dir.exists() and d.reuse_token_cache:
-            raise LmlabError(
-                f"token cache {cache_dir} does not match this run ({reason}); delete it, point "
-                "data.token_cache_dir elsewhere, or set data.reuse_token_cache: false to rebuild it"
-            )
-        if reason is not None:
-            build(cache_dir)
+    n = info.world * max(1, d.num_workers)
+    reason = sharded_cache_status(cache_dir, fp, n) if cache_dir.exists() else "absent"
+    if reason is not None and cache_dir.exists() and d.reuse_token_cache:
+        raise LmlabError(
+            f"token cache {cache_dir} cannot be reused: {reason}; delete it, point data.token_cache_dir "
+            "elsewhere, or set data.reuse_token_cache: false to rebuild it"
+        )
+    if reason is not None:
+        if info.is_main:
+            (cache_dir / SHARDS_FILE).unlink(missing_ok=True)  # incomplete until rewritten
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        barrier(info)
+        build_shards(lambda k, n_: build(shard_dir(cache_dir, k, n_), (k, n_)), info.rank, info.world,
+                     d.num_workers)
+        barrier(info)
+        if info.is_main:
+            write_shards_file(cache_dir, fp, n)
     barrier(info)
-    return open_token_cache(cache_dir, fp)
-
+    return open_sharded_cache(cache_dir, fp, n)

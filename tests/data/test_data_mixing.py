@@ -113,3 +113,16 @@ def test_too_small_and_empty_sources():
     with pytest.warns(UserWarning, match="s1 has fewer than 9 training tokens"):
         s = _sampler([_arrays(10)[0], np.arange(3)])
     assert set(_rows(s, 0)[2].tolist()) == {0}
+
+
+def test_segments_of_a_source_are_one_pool_of_windows():
+    """A source split into shard segments: every window of every segment drawn once per epoch,
+    none crossing a segment boundary."""
+    segs = [np.arange(3 * B + 1) + 100, np.arange(5 * B + 1) + 500, np.arange(2) + 900]
+    s = MixtureSampler([segs], ["s0"], B, micro_batch=4, accum=1)
+    assert s.n_windows == [8]
+    firsts = torch.cat([_rows(s, i)[0][:, 0] for i in range(2)]).tolist()
+    assert sorted(firsts) == sorted([100 + B * i for i in range(3)] + [500 + B * i for i in range(5)])
+    for step in range(2, 6):
+        x, y, _ = _rows(s, step)
+        assert torch.equal(y[:, -1] - x[:, 0], torch.full((4,), B))  # contiguous within a segment

@@ -137,18 +137,31 @@ def _wait_for_snapshot(proc: subprocess.Popen, run: Path, timeout: float = 120) 
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("how", ["crash", "interrupt"])
-def test_interrupted_run_resumes_bit_for_bit(tiny_config, run_cli, tmp_path, how):
-    """A run killed (SIGKILL) or interrupted (SIGINT) and resumed ends with identical weights."""
-    path, raw, run = tiny_config(train={"max_steps": 300, "save_interval": 5, "eval_interval": 100,
-                                        "log_interval": 10})
+@pytest.mark.parametrize("how", ["crash", "interrupt", "crash-mixture"])
+def test_interrupted_run_resumes_bit_for_bit(tiny_config, run_cli, tmp_path, how, corpus_dir):
+    """A run killed (SIGKILL) or interrupted (SIGINT) and resumed ends with identical weights;
+    also with two sources, adaptive weights and a token cache built by 2 workers."""
+    data = {}
+    if how == "crash-mixture":
+        md = tmp_path / "md"
+        md.mkdir()
+        (md / "notes.md").write_text("\n\n".join(f"Note {i}: the garden light is on." * 20 for i in range(40)))
+        data = {"sources": [{"type": "text", "path": str(corpus_dir)}, {"type": "text", "path": str(md)}],
+                "mix_strategy": "weighted", "source_weights": [1.0, 2.0], "adaptive": True,
+                "adaptive_interval_tokens": 500, "token_cache": True, "num_workers": 2}
+    path, raw, run = tiny_config(data=data, train={"max_steps": 300, "save_interval": 5, "eval_interval": 100,
+                                                   "log_interval": 10})
     ref = run_cli("train", "--config", str(path), "--set", f"train.out_dir={tmp_path / 'ref'}")
+    assert ref.returncode == 0, ref.stderr
+    if how == "crash-mixture":  # the weights really moved during the run
+        weights = [r["source_weights"] for r in _metrics(tmp_path / "ref") if "source_weights" in r]
+        assert weights[0] != weights[-1]
     assert ref.returncode == 0, ref.stderr
 
     proc = subprocess.Popen([sys.executable, "-m", "lmlab", "train", "--config", str(path)],
                             env=run_cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_snapshot(proc, run)
-    proc.send_signal(signal.SIGKILL if how == "crash" else signal.SIGINT)
+    proc.send_signal(signal.SIGINT if how == "interrupt" else signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     stopped_at = json.loads((run / "checkpoints/current/meta.json").read_text())["step"]
     assert 0 < stopped_at < 300 and not (run / "metrics.json").exists()

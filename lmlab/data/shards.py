@@ -1,0 +1,126 @@
+"""The on-disk token cache, built in parallel: one shard per (rank, DataLoader worker).
+
+Layout::
+
+    CACHE/shards.json               written last: fingerprint, shard count (the cache is complete)
+    CACHE/shard-KKK-of-NNN/         a cache of build_token_arrays: train_i.bin, val_i.bin, index.json
+
+Shard ``k`` of ``n`` reads documents ``k, k + n, k + 2n, ...`` of every source (``open_sources``
+with ``shard=(k, n)``), so across all ranks and workers every document is read exactly once.
+Budgets (``max_train_tokens`` ...) are split evenly over the shards. Opening merges the shards
+by source label: each source becomes a list of segments, one per shard that has it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from lmlab.data.cache import open_token_cache
+from lmlab.errors import LmlabError
+
+SHARDS_FILE = "shards.json"
+
+
+@dataclass
+class ShardedTokens:
+    """Per-source token segments (one per shard) for training; val concatenated per source."""
+
+    names: list[str]
+    train: list[list[np.ndarray]]
+    val: list[np.ndarray]
+    stats: dict[str, Any]
+
+
+def shard_dir(cache_dir: Path, k: int, n: int) -> Path:
+    return cache_dir / f"shard-{k:03d}-of-{n:03d}"
+
+
+def split_budget(value: int | None, n: int) -> int | None:
+    """Each shard's share of a global budget (rounded up, so the shards together reach it)."""
+    return None if value is None else max(1, math.ceil(value / n))
+
+
+class _ShardBuilds(IterableDataset):
+    """Worker ``w`` of rank ``r`` builds shard ``r * workers + w`` and yields its number."""
+
+    def __init__(self, build: Callable[[int, int], None], rank: int, world: int, workers: int):
+        self.build, self.rank, self.world, self.workers = build, rank, world, max(1, workers)
+
+    def __iter__(self) -> Iterator[int]:
+        info = get_worker_info()
+        k = self.rank * self.workers + (info.id if info is not None else 0)
+        n = self.world * self.workers
+        self.build(k, n)
+        yield k
+
+
+def build_shards(build: Callable[[int, int], None], rank: int, world: int, workers: int) -> list[int]:
+    """Run this rank's shard builds: ``build(k, n)`` in ``workers`` DataLoader worker processes
+    (in this process when ``workers`` is 0). Returns the shard numbers built here."""
+    ds = _ShardBuilds(build, rank, world, workers)
+    if workers == 0:
+        return list(ds)
+    # HF tokenizers would warn (and disable its threads) in every forked worker otherwise.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    loader = DataLoader(ds, batch_size=None, num_workers=workers, multiprocessing_context="fork"
+                        if "fork" in torch.multiprocessing.get_all_start_methods() else None)
+    return [int(k) for k in loader]
+
+
+def write_shards_file(cache_dir: Path, fingerprint: dict[str, Any], n: int) -> None:
+    """Mark the cache complete (after every shard is built)."""
+    tmp = cache_dir / (SHARDS_FILE + ".tmp")
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "shards": n}, indent=2), encoding="utf-8")
+    os.replace(tmp, cache_dir / SHARDS_FILE)
+
+
+def sharded_cache_status(cache_dir: Path, fingerprint: dict[str, Any], n: int) -> str | None:
+    """None if ``cache_dir`` holds a complete cache of ``n`` shards for ``fingerprint``, else why not."""
+    path = cache_dir / SHARDS_FILE
+    if not path.is_file():
+        return f"no {SHARDS_FILE} (an incomplete or older cache)"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        return f"{path} is corrupt ({e})"
+    if meta.get("shards") != n:
+        return f"it has {meta.get('shards')} shards, this run builds {n} (ranks x data.num_workers)"
+    if json.loads(json.dumps(fingerprint)) != meta.get("fingerprint"):
+        old, new = meta.get("fingerprint", {}), json.loads(json.dumps(fingerprint))
+        key = next((k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), "?")
+        return f"it was built with another {key}"
+    return None
+
+
+def open_sharded_cache(cache_dir: Path, fingerprint: dict[str, Any], n: int) -> ShardedTokens:
+    """Open every shard and merge them by source label."""
+    reason = sharded_cache_status(cache_dir, fingerprint, n)
+    if reason is not None:
+        raise LmlabError(f"token cache {cache_dir}: {reason}")
+    names: list[str] = []
+    train: dict[str, list[np.ndarray]] = {}
+    val: dict[str, list[np.ndarray]] = {}
+    stats = []
+    for k in range(n):
+        arrays = open_token_cache(shard_dir(cache_dir, k, n), fingerprint)
+        stats.append(arrays.stats)
+        for name, tr, va in zip(arrays.names, arrays.train, arrays.val):
+            if name not in train:
+                names.append(name)
+                train[name], val[name] = [], []
+            train[name].append(tr)
+            val[name].append(va)
+    if not names:
+        raise LmlabError(f"token cache {cache_dir} holds no sources")
+    return ShardedTokens(names, [train[x] for x in names], [np.concatenate(val[x]) for x in names],
+                         {"shards": stats})
