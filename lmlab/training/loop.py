@@ -215,6 +215,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
     last_val: dict[str, float] = {}
     tick, tick_tokens = time.perf_counter(), tokens_seen
     log_src = torch.zeros(2, n_sources, dtype=torch.float64)
+    data_time = 0.0
     with _Interrupt() as interrupt:
         model.train()
         while step < budget.max_steps:
@@ -223,7 +224,9 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
                 group["lr"] = lr
             loss_sum = torch.zeros((), device=device)
             terms_sum: dict[str, torch.Tensor] = {}
+            t_data = time.perf_counter()
             batches = list(sampler.micro_batches(step))
+            data_time += time.perf_counter() - t_data
             src_stats = torch.zeros(2, n_sources, dtype=torch.float64)  # per-source CE sums, rows
             for m, (x, y, src) in enumerate(batches):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -258,10 +261,11 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
                 loss = all_reduce_mean(loss_sum / len(batches), info).item()
                 now = time.perf_counter()
                 tps = (tokens_seen - tick_tokens) / max(now - tick, 1e-9)
-                tick, tick_tokens = now, tokens_seen
+                data_wait = data_time / max(now - tick, 1e-9)  # share of wall time spent making batches
+                tick, tick_tokens, data_time = now, tokens_seen, 0.0
                 terms = {k: all_reduce_mean(v / len(batches), info).item() for k, v in terms_sum.items()}
                 row = {"step": step, "tokens": tokens_seen, "loss": loss, "lr": lr,
-                       "grad_norm": float(grad_norm), "tokens_per_s": tps, **terms}
+                       "grad_norm": float(grad_norm), "tokens_per_s": tps, "data_wait": data_wait, **terms}
                 if n_sources > 1:
                     row["source_loss"] = {n: (log_src[0, i] / log_src[1, i]).item()
                                           for i, n in enumerate(arrays.names) if log_src[1, i] > 0}

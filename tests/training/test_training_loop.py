@@ -41,7 +41,8 @@ def test_train_writes_the_whole_run_dir(tiny_config):
     assert [r["step"] for r in train_rows] == list(range(5, 41, 5))
     assert [r["step"] for r in val_rows] == [20, 40]
     assert train_rows[-1]["loss"] < train_rows[0]["loss"] - 0.3
-    assert {"lr", "grad_norm", "tokens_per_s", "ce", "tokens"} <= set(train_rows[0])
+    assert {"lr", "grad_norm", "tokens_per_s", "data_wait", "ce", "tokens"} <= set(train_rows[0])
+    assert all(0 <= r["data_wait"] < 1 for r in train_rows)
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["steps"] == 40 and summary["tokens"] == 40 * 4 * 32
     assert math.isclose(summary["val_ppl"], math.exp(summary["val_loss"]), rel_tol=1e-9)
