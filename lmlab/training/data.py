@@ -95,6 +95,7 @@ def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir
             f"token cache {cache_dir} cannot be reused: {reason}; delete it, point data.token_cache_dir "
             "elsewhere, or set data.reuse_token_cache: false to rebuild it"
         )
+    barrier(info)  # every rank has looked at the cache before any rank changes it
     if reason is not None:
         if info.is_main:
             (cache_dir / SHARDS_FILE).unlink(missing_ok=True)  # incomplete until rewritten

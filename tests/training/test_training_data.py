@@ -60,6 +60,12 @@ def test_token_cache_is_built_reused_refused_and_rebuilt(tiny_config, tmp_path):
     raw2["data"]["reuse_token_cache"] = False
     lmlab.train(raw2)
     assert (cache / shards[0] / "index.json").stat().st_mtime_ns != stamp
+    # Another tokenizer: refused too (the fingerprint hashes the tokenizer's files).
+    raw2["train"]["out_dir"] = str(tmp_path / "fourth")
+    raw2["data"]["reuse_token_cache"] = True
+    raw2["tokenizer"]["type"] = "byte"
+    with pytest.raises(LmlabError, match=r"cannot be reused: it was built with another tokenizer"):
+        lmlab.train(raw2)
 
 
 def test_cache_and_memory_paths_train_identically(tiny_config, tmp_path):
@@ -143,3 +149,16 @@ def test_two_ranks_two_workers_read_every_document_once(tiny_config, run_cli, tm
             seen += [piece[:3] for piece in text.split("<doc ")[1:]]
     assert sorted(seen) == [f"{i:03d}" for i in range(80)]  # every document once, none twice
     assert len(cache.train[0]) == 4  # one segment per shard
+
+
+def test_seed000_fit_bound_spellings_bound_the_tokenizer_fit(tiny_config, tmp_path):
+    """data.tokenizer_fit_max_chars stands in for tokenizer.fit_max_chars: a char tokenizer fitted
+    on 40 characters knows far fewer characters than one fitted on everything."""
+    _, raw, run = tiny_config(data={"tokenizer_fit_max_chars": 40})
+    lmlab.train(raw)
+    small = json.loads((run / "metrics.json").read_text())["vocab_size"]
+    raw["data"].pop("tokenizer_fit_max_chars")
+    raw["train"]["out_dir"] = str(tmp_path / "full")
+    lmlab.train(raw)
+    full = json.loads((tmp_path / "full" / "metrics.json").read_text())["vocab_size"]
+    assert small <= 40 + 2 < full
