@@ -49,7 +49,3 @@ def lm_metrics(nll: float, n_tokens: int, n_bytes: int, prefix: str = "val_") ->
     return {f"{prefix}loss": loss, f"{prefix}ppl": math.exp(min(loss, 50.0)),
             f"{prefix}bpb": nll / math.log(2) / max(1, n_bytes)}
 
-
-def evaluate_lm(model, windows, byte_lengths, device, batch_size, autocast=None) -> dict[str, float]:
-    """val_loss, val_ppl and val_bpb of ``windows`` (see :func:`lm_metrics`)."""
-    return lm_metrics(*score_windows(model, windows, byte_lengths, device, batch_size, autocast))
