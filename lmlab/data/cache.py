@@ -184,8 +184,9 @@ class _Builder:
 
     def __init__(self, names: list[str], tokenizer, writer, val_fraction: float,
                  max_train_tokens: int | None, max_val_tokens: int | None,
-                 max_train_examples: int | None, batch_chars: int):
+                 max_train_examples: int | None, batch_chars: int, balance_split: bool = True):
         self.tok, self.writer, self.val_fraction = tokenizer, writer, val_fraction
+        self.balance_split = balance_split
         self.dtype = writer.dtype
         self.eos = np.array([tokenizer.eos_id], dtype=self.dtype)
         self.limit = {"train": max_train_tokens, "val": max_val_tokens}
@@ -221,7 +222,7 @@ class _Builder:
         if self.held is not None and self.held.split != split:
             self._queue(self.held)  # the other side is non-empty now: no need to hold it any longer
             self.held = None
-        if not self.seen[other]:
+        if self.balance_split and not self.seen[other]:
             # Hold the document that would move across if the other side stays empty:
             # the smallest fraction among train documents, the largest among val ones.
             if self.held is None:
@@ -274,6 +275,9 @@ class _Builder:
 
     def finish(self) -> None:
         """Flush the last batch and move the held-back document to the side that is still empty."""
+        if not self.balance_split:  # one shard of many: an empty or one-sided share is fine
+            self.flush()
+            return
         if self.n_docs == 0:
             raise LmlabError("the corpus is empty: data.sources gave no text; add files with text")
         if self.n_docs == 1:
@@ -305,6 +309,7 @@ def build_token_arrays(
     out_dir: str | Path | None = None,
     fingerprint: dict[str, Any] | None = None,
     batch_chars: int = 1 << 20,
+    balance_split: bool = True,
 ) -> TokenArrays:
     """Tokenize ``streams`` (label, documents) into train/val arrays per source (see module doc).
 
@@ -312,6 +317,8 @@ def build_token_arrays(
     the new one is whole) and returned as read-only memmaps; else they are built in memory.
     ``fingerprint`` is stored in ``index.json`` for :func:`open_token_cache` to compare; it should
     cover everything the arrays depend on (tokenizer, sources, val_fraction, budgets).
+    ``balance_split=False`` (one shard of a sharded build) keeps the plain hash split, with no
+    held-back document and no minimum number of documents: the caller checks the merged totals.
     """
     if not 0.0 < val_fraction < 1.0:
         raise LmlabError(f"data.val_fraction: {val_fraction} must be between 0 and 1, e.g. 0.05")
@@ -321,7 +328,7 @@ def build_token_arrays(
         _MemoryWriter(len(names), dtype) if out_dir is None else _DiskWriter(Path(out_dir), len(names), dtype)
     )
     b = _Builder(names, tokenizer, writer, val_fraction, max_train_tokens, max_val_tokens,
-                 max_train_examples, batch_chars)
+                 max_train_examples, batch_chars, balance_split)
     try:
         for source, doc in interleave(streams):
             b.add(source, doc)

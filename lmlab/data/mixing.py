@@ -68,6 +68,7 @@ class MixtureSampler:
         self.strategy, self.adaptive = strategy, adaptive
         self.global_batch = micro_batch * accum * world
         seg = [[max(0, (len(p) - 1) // block_size) for p in parts] for parts in self.parts]
+        self.layout = seg  # windows per segment per source: the identity of the data drawn from
         self.seg_ends = [np.cumsum(c) for c in seg]  # per source: windows up to each segment's end
         self.n_windows = [int(sum(c)) for c in seg]
         for name, n in zip(names, self.n_windows):
@@ -193,11 +194,19 @@ class MixtureSampler:
                 "weights": torch.tensor(st.weights, dtype=torch.float64),
                 "loss_sum": torch.tensor(st.loss_sum, dtype=torch.float64),
                 "loss_count": torch.tensor(st.loss_count, dtype=torch.float64),
-                "tokens_since_update": st.tokens_since_update, "seq_counter": st.seq_counter}
+                "tokens_since_update": st.tokens_since_update, "seq_counter": st.seq_counter,
+                "layout": self.layout}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        if len(d["cursors"]) != len(self.parts):
-            raise LmlabError(f"the checkpoint's data position covers {len(d['cursors'])} sources, "
-                             f"the data has {len(self.parts)}")
+        """Restore a saved position; refused when the data is not laid out as it was (other
+        sources, another token cache, or a cache rebuilt with another shard count)."""
+        if d.get("layout") != self.layout:
+            saved = d.get("layout") or []
+            raise LmlabError(
+                f"the checkpoint was trained on other data ({len(saved)} sources, "
+                f"{sum(map(sum, saved))} windows in {sum(map(len, saved))} segments; now {len(self.layout)} "
+                f"sources, {sum(self.n_windows)} windows in {sum(map(len, self.layout))} segments): resume "
+                "with the same data, token cache and ranks x data.num_workers"
+            )
         self.state = MixState(d["cursors"].tolist(), d["weights"].tolist(), d["loss_sum"].tolist(),
                               d["loss_count"].tolist(), int(d["tokens_since_update"]), int(d["seq_counter"]))

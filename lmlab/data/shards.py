@@ -14,7 +14,6 @@ by source label: each source becomes a list of segments, one per shard that has 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,9 +44,11 @@ def shard_dir(cache_dir: Path, k: int, n: int) -> Path:
     return cache_dir / f"shard-{k:03d}-of-{n:03d}"
 
 
-def split_budget(value: int | None, n: int) -> int | None:
-    """Each shard's share of a global budget (rounded up, so the shards together reach it)."""
-    return None if value is None else max(1, math.ceil(value / n))
+def split_budget(value: int | None, n: int, k: int) -> int | None:
+    """Shard k's share of a global budget: the shares add up to it exactly (at least 1 each)."""
+    if value is None:
+        return None
+    return max(1, value // n + (k < value % n))
 
 
 class _ShardBuilds(IterableDataset):
@@ -122,5 +123,7 @@ def open_sharded_cache(cache_dir: Path, fingerprint: dict[str, Any], n: int) -> 
             val[name].append(va)
     if not names:
         raise LmlabError(f"token cache {cache_dir} holds no sources")
+    if not any(len(x) for parts in train.values() for x in parts):
+        raise LmlabError(f"token cache {cache_dir}: no training text in any shard; add text to data.sources")
     return ShardedTokens(names, [train[x] for x in names], [np.concatenate(val[x]) for x in names],
                          {"shards": stats})

@@ -171,6 +171,21 @@ def open_sources(
     return opened
 
 
+def source_streams(
+    cfg: DataConfig, indices: list[int], strict_utf8: bool = True, shard: Shard = (0, 1)
+) -> list[tuple[str, Iterator[Document]]]:
+    """(label, kept documents) of the sources at ``indices`` (those ``open_sources`` opened).
+
+    No failure policy here: which sources are readable is decided once, unsharded, so every
+    shard streams the same sources and an empty share of one is just empty.
+    """
+    return [
+        (f"data.sources[{i}] {source_label(cfg.sources[i])}",
+         _kept(iter_documents(cfg.sources[i], strict_utf8, i, shard), cfg.min_text_length))
+        for i in indices
+    ]
+
+
 def load_documents(cfg: DataConfig, strict_utf8: bool = True) -> list[Document]:
     """All kept documents of the readable sources, in config order (see :func:`open_sources`)."""
     return [doc for src in open_sources(cfg, strict_utf8) for doc in src.documents]

@@ -9,6 +9,7 @@ documents only; the token arrays are built streaming, in memory or into the on-d
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from lmlab.data.shards import (
     split_budget,
     write_shards_file,
 )
-from lmlab.data.sources import doc_hash_fraction, open_sources
+from lmlab.data.sources import doc_hash_fraction, open_sources, source_streams
 from lmlab.errors import LmlabError
 from lmlab.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, resolve_backend
 from lmlab.training.distributed import DistInfo, barrier
@@ -35,21 +36,28 @@ FINGERPRINT_KEYS = ("sources", "min_text_length", "val_fraction", "max_train_tok
                     "max_train_examples")
 
 
-def fit_texts(cfg: RunConfig, strict_utf8: bool) -> Iterator[str]:
-    """Training documents of every source, interleaved, for fitting the tokenizer."""
-    sources = open_sources(cfg.data, strict_utf8=strict_utf8)
-    docs = (doc for _, doc in interleave([(s.label, s.documents) for s in sources]))
+def readable_sources(cfg: RunConfig) -> list[int]:
+    """Indices of the sources that open (the failure policy: the others are skipped with a
+    warning, none readable is an error). Decided once, unsharded, for the whole run."""
+    strict = resolve_backend(cfg.tokenizer.type) != "byte"
+    return [o.index for o in open_sources(cfg.data, strict_utf8=strict)]
+
+
+def fit_texts(cfg: RunConfig, indices: list[int], strict_utf8: bool) -> Iterator[str]:
+    """Training documents of every readable source, interleaved, for fitting the tokenizer."""
+    docs = (doc for _, doc in interleave(source_streams(cfg.data, indices, strict_utf8)))
     return (d.text for d in docs if doc_hash_fraction(d) >= cfg.data.val_fraction)
 
 
-def prepare_tokenizer(cfg: RunConfig, info: DistInfo, run_dir: Path, resuming: bool) -> Tokenizer:
+def prepare_tokenizer(cfg: RunConfig, info: DistInfo, run_dir: Path, resuming: bool,
+                      indices: list[int]) -> Tokenizer:
     """Rank 0 fits (or, resuming, keeps) the run's tokenizer; the other ranks read it after a barrier."""
     strict = resolve_backend(cfg.tokenizer.type) != "byte"
     if not resuming and info.is_main:
         tok_cfg = cfg.tokenizer.model_copy(update={
             k: v for k, v in (("fit_max_examples", cfg.data.tokenizer_fit_max_examples),
                               ("fit_max_chars", cfg.data.tokenizer_fit_max_chars)) if v is not None})
-        tokenizer = build_tokenizer(tok_cfg, fit_texts(cfg, strict))
+        tokenizer = build_tokenizer(tok_cfg, fit_texts(cfg, indices, strict))
         run_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(rundir.tokenizer_dir(run_dir))
     barrier(info)
@@ -66,31 +74,39 @@ def fingerprint(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     return {"tokenizer": h.hexdigest(), "data": cfg.data.model_dump(mode="json", include=set(FINGERPRINT_KEYS))}
 
 
-def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir: Path) -> TokenArrays | ShardedTokens:
-    """Per-source train/val token arrays: in memory, or from the on-disk token cache.
+def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir: Path,
+                   indices: list[int]) -> TokenArrays | ShardedTokens:
+    """Per-source train/val token arrays of the readable sources ``indices``: in memory, or from
+    the on-disk token cache.
 
     The cache is built in ``world x max(1, data.num_workers)`` shards, one per (rank, worker),
     each reading a disjoint share of every source; a complete cache with the same fingerprint
-    and shard count is reused (a different one is refused unless ``reuse_token_cache`` is off).
+    and shard count is reused (a different one is refused unless ``reuse_token_cache`` is off;
+    an incomplete one, left by a crash, is rebuilt).
     """
     d = cfg.data
     strict = tokenizer.backend != "byte"
     fp = fingerprint(cfg, run_dir)
-
-    def build(out_dir: Path | None, shard: tuple[int, int] = (0, 1)) -> TokenArrays:
-        k, n = shard
-        sources = open_sources(d, strict_utf8=strict, shard=shard)
+    if not d.token_cache:  # every rank builds the same arrays: no files, no coordination
         return build_token_arrays(
-            [(s.label, s.documents) for s in sources], tokenizer, val_fraction=d.val_fraction,
-            max_train_tokens=split_budget(d.max_train_tokens, n), max_val_tokens=split_budget(d.max_val_tokens, n),
-            max_train_examples=split_budget(d.max_train_examples, n), out_dir=out_dir, fingerprint=fp)
+            source_streams(d, indices, strict), tokenizer, val_fraction=d.val_fraction,
+            max_train_tokens=d.max_train_tokens, max_val_tokens=d.max_val_tokens,
+            max_train_examples=d.max_train_examples, fingerprint=fp)
 
-    if not d.token_cache:
-        return build(None)  # every rank builds the same arrays: no files, no coordination
     cache_dir = Path(d.token_cache_dir) if d.token_cache_dir else run_dir / "token_cache"
     n = info.world * max(1, d.num_workers)
-    reason = sharded_cache_status(cache_dir, fp, n) if cache_dir.exists() else "absent"
-    if reason is not None and cache_dir.exists() and d.reuse_token_cache:
+
+    def build_shard(k: int, n_: int) -> None:
+        build_token_arrays(
+            source_streams(d, indices, strict, (k, n_)), tokenizer, val_fraction=d.val_fraction,
+            max_train_tokens=split_budget(d.max_train_tokens, n_, k),
+            max_val_tokens=split_budget(d.max_val_tokens, n_, k),
+            max_train_examples=split_budget(d.max_train_examples, n_, k),
+            out_dir=shard_dir(cache_dir, k, n_), fingerprint=fp, balance_split=n_ == 1)
+
+    complete = (cache_dir / SHARDS_FILE).is_file()
+    reason = sharded_cache_status(cache_dir, fp, n) if complete else "absent or incomplete"
+    if reason is not None and complete and d.reuse_token_cache:
         raise LmlabError(
             f"token cache {cache_dir} cannot be reused: {reason}; delete it, point data.token_cache_dir "
             "elsewhere, or set data.reuse_token_cache: false to rebuild it"
@@ -99,10 +115,11 @@ def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir
     if reason is not None:
         if info.is_main:
             (cache_dir / SHARDS_FILE).unlink(missing_ok=True)  # incomplete until rewritten
+            for old in cache_dir.glob("shard-*"):
+                shutil.rmtree(old)
             cache_dir.mkdir(parents=True, exist_ok=True)
         barrier(info)
-        build_shards(lambda k, n_: build(shard_dir(cache_dir, k, n_), (k, n_)), info.rank, info.world,
-                     d.num_workers)
+        build_shards(build_shard, info.rank, info.world, d.num_workers)
         barrier(info)
         if info.is_main:
             write_shards_file(cache_dir, fp, n)

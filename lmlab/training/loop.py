@@ -28,7 +28,7 @@ from lmlab.data.mixing import Adaptive, MixtureSampler
 from lmlab.errors import LmlabError
 from lmlab.registry import build_model
 from lmlab.report.plots import plot_loss_curve, read_metrics
-from lmlab.training.data import prepare_tokenizer, prepare_tokens
+from lmlab.training.data import prepare_tokenizer, prepare_tokens, readable_sources
 from lmlab.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -121,21 +121,23 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
     if snap is not None:
         check_resumable(cfg, snap.meta, run_dir)
 
-    tokenizer = prepare_tokenizer(cfg, info, run_dir, resuming=snap is not None)
+    indices = readable_sources(cfg)  # the failure policy, decided once for the run
+    tokenizer = prepare_tokenizer(cfg, info, run_dir, snap is not None, indices)
     if cfg.model.vocab_size not in (None, tokenizer.vocab_size):
         raise LmlabError(
             f"model.vocab_size = {cfg.model.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids; "
             "leave model.vocab_size unset to take the tokenizer's"
         )
     cfg.model.vocab_size = tokenizer.vocab_size
-    arrays = prepare_tokens(cfg, tokenizer, info, run_dir)
+    arrays = prepare_tokens(cfg, tokenizer, info, run_dir, indices)
     n_sources = len(arrays.names)
 
     block, d = cfg.model.block_size, cfg.data
     adaptive = (Adaptive(d.adaptive_interval_tokens, d.adaptive_smoothing, d.adaptive_min_weight,
                          d.adaptive_max_weight) if d.adaptive else None)
     sampler = MixtureSampler(arrays.train, arrays.names, block, t.batch_size, t.grad_accum_steps,
-                             info.world, info.rank, t.seed, d.mix_strategy, d.source_weights, adaptive)
+                             info.world, info.rank, t.seed, d.mix_strategy,
+                             [d.source_weights[i] for i in indices] if d.source_weights else None, adaptive)
     budget = resolve_budget(cfg, sampler)
     per_source = max(1, t.eval_batches * t.batch_size // n_sources)
     val_sets = [(name, eval_windows(v, block, per_source)) for name, v in zip(arrays.names, arrays.val)

@@ -126,3 +126,11 @@ def test_segments_of_a_source_are_one_pool_of_windows():
     for step in range(2, 6):
         x, y, _ = _rows(s, step)
         assert torch.equal(y[:, -1] - x[:, 0], torch.full((4,), B))  # contiguous within a segment
+
+
+def test_resume_onto_other_data_is_refused():
+    a = _sampler(_arrays(10, 10))
+    saved = a.state_dict()
+    b = _sampler([_arrays(10, 10)[0], [_arrays(10, 10)[1][:41], _arrays(10, 10)[1][41:]]])
+    with pytest.raises(LmlabError, match="the checkpoint was trained on other data"):
+        b.load_state_dict(saved)

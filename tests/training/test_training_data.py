@@ -162,3 +162,26 @@ def test_seed000_fit_bound_spellings_bound_the_tokenizer_fit(tiny_config, tmp_pa
     lmlab.train(raw)
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())["vocab_size"]
     assert small <= 40 + 2 < full
+
+
+def test_weights_follow_the_sources_that_opened(tiny_config, corpus_dir, tmp_path):
+    """A skipped source must not shift source_weights onto its neighbours."""
+    md = tmp_path / "md"
+    md.mkdir()
+    (md / "n.md").write_text("\n\n".join(f"Note {i}: the garden light is on." * 20 for i in range(40)))
+    sources = [{"type": "text", "path": str(tmp_path / "missing")}, {"type": "text", "path": str(corpus_dir)},
+               {"type": "text", "path": str(md)}]
+    _, raw, run = tiny_config(data={"sources": sources, "mix_strategy": "weighted", "source_weights": [1, 1, 8]})
+    with pytest.warns(UserWarning, match=r"skipping data.sources\[0\]"):
+        lmlab.train(raw)
+    weights = [r for r in _metrics(run) if "source_weights" in r][-1]["source_weights"]
+    assert weights == pytest.approx({f"data.sources[1] text:{corpus_dir}": 1 / 9, f"data.sources[2] text:{md}": 8 / 9})
+
+
+def test_an_incomplete_cache_is_rebuilt(tiny_config):
+    _, raw, run = tiny_config(data={"token_cache": True})
+    lmlab.train(raw)
+    (run / "token_cache" / "shards.json").unlink()  # as if the build had crashed before the end
+    raw["train"]["max_steps"] = 14
+    lmlab.train(raw)
+    assert (run / "token_cache" / "shards.json").is_file()
