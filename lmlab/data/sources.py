@@ -12,6 +12,7 @@ read or give no text, and fails only when none is left.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import itertools
@@ -245,11 +246,16 @@ def format_record(record: Mapping[str, Any], spec: Formatted, where: str, index:
 def _text_documents(
     source: TextSource, label: str, index: int, strict_utf8: bool
 ) -> Iterator[Document]:
-    """One document per file (or per ~8,000-character piece of a big file)."""
+    """One document per file (or per ~8,000-character piece of a big file), read in blocks."""
     for path, rel in find_files(source.path, source.glob, index):
-        chunks = chunk_text(_read_text(path, index, strict_utf8))
-        for k, chunk in enumerate(chunks):
-            yield Document(label, f"{rel}#{k}" if len(chunks) > 1 else rel, chunk)
+        chunks = _stream_chunks(path, index, strict_utf8)
+        first = next(chunks)
+        second = next(chunks, None)
+        if second is None:
+            yield Document(label, rel, first)
+            continue
+        for k, chunk in enumerate(itertools.chain([first, second], chunks)):
+            yield Document(label, f"{rel}#{k}", chunk)
 
 
 def _jsonl_documents(
@@ -259,8 +265,7 @@ def _jsonl_documents(
     k, n = shard
     position = 0
     for path, rel in find_files(source.path, source.glob, index):
-        text = _read_text(path, index, strict_utf8)
-        for lineno, line in enumerate(text.split("\n"), start=1):
+        for lineno, line in _lines(path, index, strict_utf8):
             if not line.strip():
                 continue
             position += 1
@@ -418,21 +423,52 @@ def find_files(path_str: str, patterns: list[str], index: int) -> list[tuple[Pat
     return [(found[rel], rel) for rel in sorted(found)]
 
 
-def _read_text(path: Path, index: int, strict_utf8: bool) -> str:
-    """The file decoded as UTF-8 (strictly, or with surrogateescape)."""
+def _decoded_blocks(path: Path, index: int, strict_utf8: bool, block: int = 1 << 20) -> Iterator[str]:
+    """The file decoded as UTF-8 (strictly, or with surrogateescape), ``block`` bytes at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict" if strict_utf8 else "surrogateescape")
+    offset = 0
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            while True:
+                data = f.read(block)
+                pending = len(decoder.getstate()[0])  # bytes of a character cut by the last block
+                try:
+                    text = decoder.decode(data, final=not data)
+                except UnicodeDecodeError as e:
+                    raise LmlabError(
+                        f"data.sources[{index}]: {path} is not UTF-8 (invalid byte 0x{e.object[e.start]:02x} "
+                        f"at offset {offset - pending + e.start}); convert it to UTF-8 or use tokenizer.type: byte"
+                    ) from None
+                offset += len(data)
+                if text:
+                    yield text
+                if not data:
+                    return
     except OSError as e:
         reason = e.strerror or type(e).__name__
         raise LmlabError(
             f"data.sources[{index}]: cannot read {path} ({reason}); check that it is a readable file"
         ) from None
-    if not strict_utf8:
-        return raw.decode("utf-8", errors="surrogateescape")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise LmlabError(
-            f"data.sources[{index}]: {path} is not UTF-8 (invalid byte 0x{raw[e.start]:02x} at "
-            f"offset {e.start}); convert it to UTF-8 or use tokenizer.type: byte"
-        ) from None
+
+
+def _stream_chunks(path: Path, index: int, strict_utf8: bool, max_chars: int = MAX_DOC_CHARS) -> Iterator[str]:
+    """``chunk_text`` of the whole file, in bounded memory: cuts only look ``max_chars`` ahead,
+    so cutting a buffer that holds more than that gives the same pieces as cutting the file."""
+    buf = ""
+    for piece in _decoded_blocks(path, index, strict_utf8):
+        buf += piece
+        if len(buf) > 2 * max_chars:
+            *done, buf = chunk_text(buf, max_chars)
+            yield from done
+    yield from chunk_text(buf, max_chars)
+
+
+def _lines(path: Path, index: int, strict_utf8: bool) -> Iterator[tuple[int, str]]:
+    """(line number, line) of the file, as ``text.split("\\n")`` would give, read in blocks."""
+    buf, lineno = "", 0
+    for piece in _decoded_blocks(path, index, strict_utf8):
+        *lines, buf = (buf + piece).split("\n")
+        for line in lines:
+            lineno += 1
+            yield lineno, line
+    yield lineno + 1, buf

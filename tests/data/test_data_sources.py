@@ -4,6 +4,7 @@ with its failure policy, and the train/val split."""
 from __future__ import annotations
 
 import json
+import random
 import warnings
 from pathlib import Path
 
@@ -102,10 +103,14 @@ def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
 def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     f = _write(tmp_path / "secret.txt", "x")
 
-    def deny(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied")
+    real_open = open
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    def deny(file, *args, **kwargs):
+        if str(file).endswith("secret.txt"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", deny)
     with pytest.raises(
         LmlabError, match=r"data.sources\[1\]: cannot read .*secret.txt \(Permission denied\)"
     ):
@@ -382,3 +387,32 @@ def test_open_sources_shard(tmp_path: Path) -> None:
     parts = [[d for o in open_sources(cfg, shard=(k, 2)) for d in o.documents] for k in range(2)]
     assert sorted(map(repr, parts[0] + parts[1])) == sorted(map(repr, full))
     assert not set(parts[0]) & set(parts[1])
+
+
+def test_big_files_stream_in_blocks_with_the_same_pieces_and_exact_offsets(tmp_path: Path) -> None:
+    """A 2.5 MB file (multi-byte characters across the 1 MB block edges) gives exactly the
+    pieces of chunk_text on the whole text; a bad byte past the first block is located exactly."""
+    rng = random.Random(0)
+    paras = ["".join(rng.choice("abcé✓ \n") for _ in range(rng.randint(50, 3000))) for _ in range(1200)]
+    text = "\n\n".join(paras)
+    f = tmp_path / "big.txt"
+    f.write_text(text, encoding="utf-8")
+    assert f.stat().st_size > 2_000_000
+    docs = list(iter_documents(TextSource(path=str(f))))
+    assert [d.text for d in docs] == chunk_text(text)
+    assert docs[0].name == "big.txt#0"
+    raw = bytearray(f.read_bytes())
+    at = 1_500_001
+    while raw[at] >= 0x80:  # put the bad byte at a character boundary
+        at += 1
+    raw[at] = 0xFF
+    f.write_bytes(bytes(raw))
+    with pytest.raises(LmlabError, match=f"invalid byte 0xff at offset {at}\\)"):
+        list(iter_documents(TextSource(path=str(f))))
+
+
+def test_jsonl_lines_across_blocks(tmp_path: Path) -> None:
+    f = tmp_path / "many.jsonl"
+    f.write_text("".join(json.dumps({"text": f"record {i} " + "é" * 300}) + "\n" for i in range(5000)))
+    docs = list(iter_documents(JsonlSource(path=str(f))))
+    assert len(docs) == 5000 and docs[-1].text.startswith("record 4999 ") and docs[-1].name == "many.jsonl:5000"
