@@ -50,12 +50,19 @@ def import_pypdf() -> ModuleType:
     return pypdf
 
 
-def iter_pdf_documents(source: PdfSource, label: str, index: int) -> Iterator[Document]:
-    """The documents of a PDF source: ``<file>#<k>`` for the k-th piece of each readable file."""
+def iter_pdf_documents(
+    source: PdfSource, label: str, index: int, files: list[tuple[Path, str]] | None = None
+) -> Iterator[Document]:
+    """The documents of a PDF source: ``<file>#<k>`` for the k-th piece of each readable file.
+
+    ``files`` restricts it to some of the source's files (a shard); then a share with no
+    readable PDF is not an error (the whole source was checked when it was opened).
+    """
     pypdf = import_pypdf()
     skipped: Counter[str] = Counter()
     read = 0
-    for path, rel in find_files(source.path, source.glob, index):
+    whole = files is None
+    for path, rel in find_files(source.path, source.glob, index) if whole else files:
         try:
             text = read_pdf_text(pypdf, path)
         except _Skip as skip:
@@ -68,7 +75,7 @@ def iter_pdf_documents(source: PdfSource, label: str, index: int) -> Iterator[Do
     if skipped:
         counts = ", ".join(f"{skipped[kind]} {kind}" for kind in SKIP_KINDS if skipped[kind])
         summary = f"pdf source {source.path!r}: {read} files read, skipped {counts}"
-        if not read:
+        if not read and whole:
             raise LmlabError(f"data.sources[{index}]: no readable PDF ({summary})")
         warnings.warn(summary, stacklevel=2)
 

@@ -19,7 +19,7 @@ import itertools
 import json
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,9 +79,11 @@ def iter_documents(
 
     With ``strict_utf8`` a file that is not UTF-8 is an error; otherwise undecodable bytes are
     kept as lone surrogates (``errors="surrogateescape"``) so the exact bytes can be recovered.
-    ``shard=(k, n)`` keeps only the documents at positions k, k + n, k + 2n, ... of the stream,
-    so the n shards are disjoint and together give exactly the unsharded stream. Records that
-    are not in the shard (jsonl lines, csv rows, hf records) are skipped before being formatted.
+    ``shard=(k, n)`` keeps the documents at positions k, k + n, k + 2n, ... of the stream, so
+    the n shards are disjoint and together give exactly the documents of the unsharded stream.
+    Records that are not in the shard (jsonl lines, csv rows, hf records) are skipped before
+    being formatted; text and pdf sources with at least n files are sharded by whole files
+    instead (file i to shard i mod n), so that each file is read and parsed once.
     """
     k, n = shard
     if not (n >= 1 and 0 <= k < n):
@@ -92,7 +94,8 @@ def iter_documents(
 
         yield from itertools.islice(iter_pydocs(), k, None, n)
     elif isinstance(source, TextSource):
-        yield from itertools.islice(_text_documents(source, label, index, strict_utf8), k, None, n)
+        yield from _by_file_or_document(
+            lambda files: _text_documents(source, label, index, strict_utf8, files), source, index, shard)
     elif isinstance(source, JsonlSource):
         yield from _jsonl_documents(source, label, index, strict_utf8, shard)
     elif isinstance(source, CsvSource):
@@ -100,7 +103,9 @@ def iter_documents(
     elif isinstance(source, PdfSource):
         from lmlab.data.pdf import iter_pdf_documents
 
-        yield from itertools.islice(iter_pdf_documents(source, label, index), k, None, n)
+        yield from _by_file_or_document(
+            lambda files: iter_pdf_documents(source, label, index, files if n > 1 else None),
+            source, index, shard)
     elif isinstance(source, HFSource):
         from lmlab.data.hf import iter_hf_documents
 
@@ -243,11 +248,25 @@ def format_record(record: Mapping[str, Any], spec: Formatted, where: str, index:
     return spec.format.format(**{f: str(record[f]) for f in fields})
 
 
+def _by_file_or_document(
+    make: Callable[[list[tuple[Path, str]]], Iterator[Document]], source: TextSource | PdfSource,
+    index: int, shard: Shard,
+) -> Iterator[Document]:
+    """Shard a file-based source: by whole files (file i to shard i mod n) when it has at least
+    n files, so each file is read by one shard only; else by document position."""
+    k, n = shard
+    files = find_files(source.path, source.glob, index)
+    if n > 1 and len(files) >= n:
+        yield from make(files[k::n])
+    else:
+        yield from itertools.islice(make(files), k, None, n)
+
+
 def _text_documents(
-    source: TextSource, label: str, index: int, strict_utf8: bool
+    source: TextSource, label: str, index: int, strict_utf8: bool, files: list[tuple[Path, str]]
 ) -> Iterator[Document]:
     """One document per file (or per ~8,000-character piece of a big file), read in blocks."""
-    for path, rel in find_files(source.path, source.glob, index):
+    for path, rel in files:
         chunks = _stream_chunks(path, index, strict_utf8)
         first = next(chunks)
         second = next(chunks, None)

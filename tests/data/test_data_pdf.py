@@ -141,6 +141,25 @@ def test_shared_pdfs_shard_by_document(shared_docs: list[Document]) -> None:
         assert list(iter_documents(src, shard=(k, 3))) == full[k::3]
 
 
+def test_shared_pdf_folder_shards_by_whole_file(shared_docs: list[Document]) -> None:
+    """3 PDFs over 2 shards: each file parsed by one shard only, together all documents once."""
+    src = PdfSource(path=str(SHARED_PDF))
+    parts = [list(iter_documents(src, shard=(k, 2))) for k in range(2)]
+    files = [{d.name.split("#")[0] for d in part} for part in parts]
+    assert files[0].isdisjoint(files[1]) and len(files[0] | files[1]) == 3
+    assert sorted(d.name for part in parts for d in part) == sorted(d.name for d in shared_docs)
+
+
+def test_a_shard_of_only_bad_pdfs_is_empty_not_an_error(tmp_path: Path) -> None:
+    bad_pdfs(tmp_path / "docs")  # corrupt.pdf, locked.pdf, blank.pdf
+    text_pdf(tmp_path / "docs" / "good.pdf", ["Hello."])
+    parts = []
+    with pytest.warns(UserWarning):
+        for k in range(4):
+            parts.append(list(iter_documents(PdfSource(path=str(tmp_path / "docs")), shard=(k, 4))))
+    assert [d.name for part in parts for d in part] == ["good.pdf#0"]
+
+
 # ---------------------------------------------------------------------------- skipped files
 
 

@@ -14,6 +14,7 @@ from lmlab.config import CsvSource, DataConfig, JsonlSource, TextSource
 from lmlab.data.sources import (
     Document,
     chunk_text,
+    find_files,
     iter_documents,
     load_documents,
     open_sources,
@@ -304,14 +305,19 @@ def _mixed_sources(tmp_path: Path) -> list:
     ]
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7])
 def test_shards_partition_the_stream_by_document_index(tmp_path: Path, n: int) -> None:
     for source in _mixed_sources(tmp_path):
         full = list(iter_documents(source))
         assert len({d.name for d in full}) == len(full) > 5  # names unique per source
         shards = [list(iter_documents(source, shard=(k, n))) for k in range(n)]
+        by_file = isinstance(source, TextSource) and n > 1
+        files = find_files(source.path, source.glob, 0) if by_file else []
         for k, part in enumerate(shards):
-            assert part == full[k::n]
+            if by_file and len(files) >= n:  # whole files: file i goes to shard i mod n
+                assert {d.name.split("#")[0] for d in part} == {rel for _, rel in files[k::n]}
+            else:
+                assert part == full[k::n]
         assert sorted(d.name for part in shards for d in part) == sorted(d.name for d in full)
 
 
