@@ -1,9 +1,11 @@
 """Hugging Face dataset sources, streamed with ``datasets.load_dataset(..., streaming=True)``.
 
-Each record becomes one document named ``<split>:<record index>``, its text made by
-:func:`~lmlab.data.sources.format_record`. Sharding keeps the records whose index is k modulo n
-and skips the others before formatting them (``split_dataset_by_node`` is not used: it hands out
-whole files when it can, which is not the modulo order).
+A streamed dataset is read file shard by file shard (``ds.shard(n_shards, i)``), and record j of
+file shard i becomes the document named ``<split>:<i>:<j>``, its text made by
+:func:`~lmlab.data.sources.format_record`. Names do not depend on how the stream is sharded,
+so the train/val split is the same for any number of ranks and workers. ``shard=(k, n)`` takes
+whole file shards k, k + n, ... when the dataset has at least n of them (each file is streamed
+by one shard only), else every n-th record of the whole stream, skipped before formatting.
 """
 
 from __future__ import annotations
@@ -29,10 +31,26 @@ def import_datasets() -> ModuleType:
 def iter_hf_documents(
     source: HFSource, label: str, index: int, shard: tuple[int, int] = (0, 1)
 ) -> Iterator[Document]:
-    """The documents of one streamed dataset split; records outside ``shard`` are skipped."""
+    """The documents of one streamed dataset split that fall in ``shard`` (see the module doc)."""
     k, n = shard
-    records = iter(open_dataset(source, index))
-    position = 0
+    ds = open_dataset(source, index)
+    n_files = max(1, int(getattr(ds, "n_shards", 1) or 1))
+    by_file = n > 1 and n_files >= n
+    position = 0  # record number in the whole stream, for record-wise sharding
+    for f in range(k, n_files, n) if by_file else range(n_files):
+        part = ds.shard(num_shards=n_files, index=f) if n_files > 1 else ds
+        for j, record in enumerate(_records(part, source, index, f)):
+            position += 1
+            if not by_file and (position - 1) % n != k:
+                continue
+            where = f"dataset {source.dataset!r} split {source.split!r} file shard {f} record {j}"
+            yield Document(label, f"{source.split}:{f}:{j}", format_record(record, source, where, index))
+
+
+def _records(part: Any, source: HFSource, index: int, f: int) -> Iterator[dict[str, Any]]:
+    """The records of one file shard, read errors as one-line LmlabErrors."""
+    records = iter(part)
+    j = 0
     while True:
         try:
             record = next(records)
@@ -40,14 +58,11 @@ def iter_hf_documents(
             return
         except Exception as e:  # datasets and its readers raise many types
             raise LmlabError(
-                f"data.sources[{index}]: dataset {source.dataset!r}: cannot read record {position} "
+                f"data.sources[{index}]: dataset {source.dataset!r}: cannot read file shard {f} record {j} "
                 f"({_first_line(e)})"
             ) from None
-        position += 1
-        if (position - 1) % n != k:
-            continue
-        where = f"dataset {source.dataset!r} split {source.split!r} record {position - 1}"
-        yield Document(label, f"{source.split}:{position - 1}", format_record(record, source, where, index))
+        j += 1
+        yield record
 
 
 def open_dataset(source: HFSource, index: int) -> Any:

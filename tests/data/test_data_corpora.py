@@ -72,11 +72,11 @@ def test_named_source_end_to_end_from_a_local_mirror(tmp_path: Path, monkeypatch
     assert opened.label == "data.sources[0] named:tinystories"
     docs = list(opened.documents)
     assert [(d.source, d.name, d.text) for d in docs] == [
-        ("named:tinystories", "train:0", "Once upon a time."),
-        ("named:tinystories", "train:2", "The end."),
-        ("named:tinystories", "train:3", "Another story."),
+        ("named:tinystories", "train:0:0", "Once upon a time."),
+        ("named:tinystories", "train:0:2", "The end."),
+        ("named:tinystories", "train:0:3", "Another story."),
     ]
-    assert [d.name for d in iter_documents(NamedSource(name="tinystories"), shard=(1, 2))] == ["train:1", "train:3"]
+    assert [d.name for d in iter_documents(NamedSource(name="tinystories"), shard=(1, 2))] == ["train:0:1", "train:0:3"]
 
 
 def test_named_source_reads_the_shared_tinystories_slice(monkeypatch: pytest.MonkeyPatch) -> None:

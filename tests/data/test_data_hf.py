@@ -45,7 +45,7 @@ def test_json_builder_multi_field_format(qa_jsonl: Path) -> None:
                    format="Q: {question}\nA: {answer}")
     docs = list(iter_documents(src))
     assert [d.text for d in docs] == [f"Q: What is {i}?\nA: {i * 2}" for i in range(7)]
-    assert [d.name for d in docs] == [f"train:{i}" for i in range(7)]
+    assert [d.name for d in docs] == [f"train:0:{i}" for i in range(7)]
     assert docs[0].source == f"hf:json[{qa_jsonl}]"
     for n in (2, 3):
         shards = [list(iter_documents(src, shard=(k, n))) for k in range(n)]
@@ -70,7 +70,7 @@ def test_missing_field_names_dataset_and_record(qa_jsonl: Path) -> None:
     with pytest.raises(LmlabError) as e:
         list(iter_documents(HFSource(dataset="json", data_files=str(qa_jsonl)), index=3))
     msg = str(e.value)
-    assert "dataset 'json' split 'train' record 0" in msg and "no field 'text'" in msg
+    assert "dataset 'json' split 'train' file shard 0 record 0" in msg and "no field 'text'" in msg
     assert "fields: question, answer, id" in msg and "data.sources[3]" in msg and "\n" not in msg
     with pytest.raises(LmlabError, match="field 'answer' is int, not a string"):
         list(iter_documents(HFSource(dataset="json", data_files=str(qa_jsonl), text_field="answer")))
@@ -99,3 +99,25 @@ def test_missing_datasets_package(qa_jsonl: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(LmlabError, match=r"pip install 'lmlab\[data\]'"):
         list(iter_documents(HFSource(dataset="json", data_files=str(qa_jsonl))))
+
+
+def test_multi_file_datasets_shard_by_file_with_stable_names(tmp_path: Path) -> None:
+    """3 data files: 2 or 3 shards take whole files, 5 shards take every 5th record; names (and so
+    the train/val split) are the same however the stream is sharded."""
+    files = []
+    for f in range(3):
+        path = tmp_path / f"part{f}.jsonl"
+        path.write_text("".join(json.dumps({"text": f"file {f} record {j}"}) + "\n" for j in range(5)))
+        files.append(str(path))
+    src = HFSource(dataset="json", data_files=files)
+    full = list(iter_documents(src))
+    assert [d.name for d in full[:6]] == ["train:0:0", "train:0:1", "train:0:2", "train:0:3", "train:0:4", "train:1:0"]
+    for n in (2, 3, 5):
+        parts = [list(iter_documents(src, shard=(k, n))) for k in range(n)]
+        assert sorted(d.name for p in parts for d in p) == sorted(d.name for d in full)
+        assert {d.text for d in full} == {d.text for p in parts for d in p}
+        if n <= 3:  # whole files: a file's records all land in one shard
+            owners = {d.name.split(":")[1]: k for k, p in enumerate(parts) for d in p}
+            assert all(owners[d.name.split(":")[1]] == k for k, p in enumerate(parts) for d in p)
+        else:
+            assert parts[1] == full[1::5]
