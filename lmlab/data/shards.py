@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lmlab.data.cache import open_token_cache
@@ -66,15 +65,14 @@ class _ShardBuilds(IterableDataset):
 
 
 def build_shards(build: Callable[[int, int], None], rank: int, world: int, workers: int) -> list[int]:
-    """Run this rank's shard builds: ``build(k, n)`` in ``workers`` DataLoader worker processes
-    (in this process when ``workers`` is 0). Returns the shard numbers built here."""
+    """Run this rank's shard builds: ``build(k, n)`` in ``workers`` spawned DataLoader worker
+    processes (in this process when ``workers`` is 0; ``build`` must then pickle). Returns the
+    shard numbers built here."""
     ds = _ShardBuilds(build, rank, world, workers)
     if workers == 0:
         return list(ds)
-    # HF tokenizers would warn (and disable its threads) in every forked worker otherwise.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    loader = DataLoader(ds, batch_size=None, num_workers=workers, multiprocessing_context="fork"
-                        if "fork" in torch.multiprocessing.get_all_start_methods() else None)
+    # Spawned, not forked: the parent may hold a process group's and tokenizers' threads.
+    loader = DataLoader(ds, batch_size=None, num_workers=workers, multiprocessing_context="spawn")
     return [int(k) for k in loader]
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lmlab import rundir
-from lmlab.config import RunConfig
+from lmlab.config import RunConfig, validate_config
 from lmlab.data.cache import TokenArrays, build_token_arrays, interleave
 from lmlab.data.shards import (
     SHARDS_FILE,
@@ -96,14 +97,7 @@ def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir
     cache_dir = Path(d.token_cache_dir) if d.token_cache_dir else run_dir / "token_cache"
     n = info.world * max(1, d.num_workers)
 
-    def build_shard(k: int, n_: int) -> None:
-        build_token_arrays(
-            source_streams(d, indices, strict, (k, n_)), tokenizer, val_fraction=d.val_fraction,
-            max_train_tokens=split_budget(d.max_train_tokens, n_, k),
-            max_val_tokens=split_budget(d.max_val_tokens, n_, k),
-            max_train_examples=split_budget(d.max_train_examples, n_, k),
-            out_dir=shard_dir(cache_dir, k, n_), fingerprint=fp, balance_split=n_ == 1)
-
+    job = ShardJob(cfg.to_dict(), indices, str(rundir.tokenizer_dir(run_dir)), str(cache_dir), fp)
     complete = (cache_dir / SHARDS_FILE).is_file()
     reason = sharded_cache_status(cache_dir, fp, n) if complete else "absent or incomplete"
     if reason is not None and complete and d.reuse_token_cache:
@@ -119,9 +113,31 @@ def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir
                 shutil.rmtree(old)
             cache_dir.mkdir(parents=True, exist_ok=True)
         barrier(info)
-        build_shards(build_shard, info.rank, info.world, d.num_workers)
+        build_shards(job, info.rank, info.world, d.num_workers)
         barrier(info)
         if info.is_main:
             write_shards_file(cache_dir, fp, n)
     barrier(info)
     return open_sharded_cache(cache_dir, fp, n)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Build shard k of n of the token cache. Plain data, so DataLoader workers can be spawned
+    rather than forked from a process that already runs threads and a process group."""
+
+    config: dict[str, Any]
+    indices: list[int]
+    tokenizer_dir: str
+    cache_dir: str
+    fingerprint: dict[str, Any]
+
+    def __call__(self, k: int, n: int) -> None:
+        d = validate_config(self.config).data
+        tokenizer = load_tokenizer(self.tokenizer_dir)
+        build_token_arrays(
+            source_streams(d, self.indices, tokenizer.backend != "byte", (k, n)), tokenizer,
+            val_fraction=d.val_fraction, max_train_tokens=split_budget(d.max_train_tokens, n, k),
+            max_val_tokens=split_budget(d.max_val_tokens, n, k),
+            max_train_examples=split_budget(d.max_train_examples, n, k),
+            out_dir=shard_dir(Path(self.cache_dir), k, n), fingerprint=self.fingerprint, balance_split=n == 1)
