@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from lmlab.errors import LmlabError
+from lmlab.fsio import fsync_dir, fsync_file
 
 FORMAT_VERSION = 1
 SNAPSHOTS = ("current", "prev", "prev2")
@@ -68,19 +69,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_snapshot(
     run_dir: str | Path,
     model: torch.nn.Module,
@@ -99,11 +87,11 @@ def save_snapshot(
         torch.save(trainer_state, tmp / TRAINER)
         files.append(TRAINER)
     for name in files:
-        _fsync_file(tmp / name)
+        fsync_file(tmp / name)
     meta = {**meta, "format_version": FORMAT_VERSION, "sha256": {n: _sha256(tmp / n) for n in files}}
     (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    _fsync_file(tmp / META)
-    _fsync_dir(tmp)
+    fsync_file(tmp / META)
+    fsync_dir(tmp)
     # Rotate: every intermediate state leaves at least one whole snapshot behind.
     if (ckpt / "prev2").exists():
         shutil.rmtree(ckpt / "prev2")
@@ -111,7 +99,7 @@ def save_snapshot(
         if (ckpt / newer).exists():
             os.replace(ckpt / newer, ckpt / older)
     os.replace(tmp, ckpt / "current")
-    _fsync_dir(ckpt)
+    fsync_dir(ckpt)
     return ckpt / "current"
 
 

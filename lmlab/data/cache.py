@@ -45,6 +45,7 @@ import numpy as np
 
 from lmlab.data.sources import Document, doc_hash_fraction
 from lmlab.errors import LmlabError
+from lmlab.fsio import fsync_dir
 
 CACHE_VERSION = 1
 INDEX_FILE = "index.json"
@@ -122,7 +123,7 @@ class _DiskWriter:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(self.tmp)
+        fsync_dir(self.tmp)
         # Move an older cache aside, then rename the new one in: at every instant out_dir is
         # either absent, the old whole cache or the new whole cache.
         old = None
@@ -130,7 +131,7 @@ class _DiskWriter:
             old = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-old-", dir=self.out_dir.parent))
             os.replace(self.out_dir, old / "cache")
         os.replace(self.tmp, self.out_dir)
-        _fsync_dir(self.out_dir.parent)
+        fsync_dir(self.out_dir.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return _open_arrays(self.out_dir, index)
@@ -138,14 +139,6 @@ class _DiskWriter:
     def abort(self) -> None:
         self._close(sync=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------ builder
