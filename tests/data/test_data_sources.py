@@ -150,14 +150,19 @@ def test_jsonl_field_extraction(tmp_path: Path) -> None:
         ('{"text": "ok"}\n{"text": "bad \\ud800"}\n', ["bad.jsonl:2:", "lone surrogate"]),
     ],
 )
-def test_jsonl_errors(tmp_path: Path, content: str, needles: list[str]) -> None:
-    f = _write(tmp_path / "bad.jsonl", content)
+def _assert_one_line_error(source, index: int, needles: list[str]) -> None:
+    """Reading ``source`` fails with a one-line LmlabError containing every needle."""
     with pytest.raises(LmlabError) as e:
-        list(iter_documents(JsonlSource(path=str(f)), index=4))
+        list(iter_documents(source, index=index))
     msg = str(e.value)
     assert "\n" not in msg
     for needle in needles:
         assert needle in msg
+
+
+def test_jsonl_errors(tmp_path: Path, content: str, needles: list[str]) -> None:
+    f = _write(tmp_path / "bad.jsonl", content)
+    _assert_one_line_error(JsonlSource(path=str(f)), 4, needles)
 
 
 # ------------------------------------------------------------------------------ load/split
@@ -272,12 +277,7 @@ def test_csv_errors(tmp_path: Path, content: str, needles: list[str] | None) -> 
     if needles is None:
         assert [d.text for d in iter_documents(CsvSource(path=str(f)))] == ["ok"]
         return
-    with pytest.raises(LmlabError) as e:
-        list(iter_documents(CsvSource(path=str(f)), index=2))
-    msg = str(e.value)
-    assert "\n" not in msg
-    for needle in needles:
-        assert needle in msg
+    _assert_one_line_error(CsvSource(path=str(f)), 2, needles)
 
 
 def test_csv_not_utf8(tmp_path: Path) -> None:
