@@ -131,6 +131,16 @@ def test_jsonl_field_extraction(tmp_path: Path) -> None:
     assert all(d.source == f"jsonl:{tmp_path / 'd'}" for d in docs)
 
 
+def _assert_one_line_error(source, index: int, needles: list[str]) -> None:
+    """Reading ``source`` fails with a one-line LmlabError containing every needle."""
+    with pytest.raises(LmlabError) as e:
+        list(iter_documents(source, index=index))
+    msg = str(e.value)
+    assert "\n" not in msg
+    for needle in needles:
+        assert needle in msg
+
+
 @pytest.mark.parametrize(
     ("content", "needles"),
     [
@@ -150,16 +160,6 @@ def test_jsonl_field_extraction(tmp_path: Path) -> None:
         ('{"text": "ok"}\n{"text": "bad \\ud800"}\n', ["bad.jsonl:2:", "lone surrogate"]),
     ],
 )
-def _assert_one_line_error(source, index: int, needles: list[str]) -> None:
-    """Reading ``source`` fails with a one-line LmlabError containing every needle."""
-    with pytest.raises(LmlabError) as e:
-        list(iter_documents(source, index=index))
-    msg = str(e.value)
-    assert "\n" not in msg
-    for needle in needles:
-        assert needle in msg
-
-
 def test_jsonl_errors(tmp_path: Path, content: str, needles: list[str]) -> None:
     f = _write(tmp_path / "bad.jsonl", content)
     _assert_one_line_error(JsonlSource(path=str(f)), 4, needles)
