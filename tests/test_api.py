@@ -42,7 +42,8 @@ def test_train_from_path_and_runconfig(api_run, tmp_path):
 def test_load_generate(api_run):
     lm = lmlab.load(api_run)
     out = lm.generate("The ", max_new_tokens=10, seed=1, stop_on_eos=False)
-    assert out.startswith("The ") and len(out) == 14
+    # 10 new ids; ids like EOS decode to nothing, so count characters as an upper bound only.
+    assert out.startswith("The ") and len("The ") < len(out) <= len("The ") + 10
     assert out == lm.generate("The ", max_new_tokens=10, seed=1, stop_on_eos=False)
     batch = lm.generate_batch(["The ", "A", "def f"], greedy=True, max_new_tokens=6)
     alone = [lm.generate(p, greedy=True, max_new_tokens=6) for p in ["The ", "A", "def f"]]

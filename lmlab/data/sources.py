@@ -389,8 +389,13 @@ def split_documents(
 
 
 def doc_hash_fraction(doc: Document) -> float:
-    """A stable number in [0, 1) from the document's source and name (sha256, not ``hash``)."""
-    key = f"{doc.source}\x00{doc.name}".encode("utf-8", "surrogatepass")
+    """A stable number in [0, 1) from the document's source type and name (sha256, not ``hash``).
+
+    Only the type (``text``, ``hf``, ...) of the source label enters, not its path: names are
+    relative to the source, so the train/val split stays the same when a corpus folder moves
+    (another machine, another checkout) and runs on identical data stay comparable.
+    """
+    key = f"{doc.source.split(':', 1)[0]}\x00{doc.name}".encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2.0**64
 
 

@@ -422,3 +422,14 @@ def test_jsonl_lines_across_blocks(tmp_path: Path) -> None:
     f.write_text("".join(json.dumps({"text": f"record {i} " + "é" * 300}) + "\n" for i in range(5000)))
     docs = list(iter_documents(JsonlSource(path=str(f))))
     assert len(docs) == 5000 and docs[-1].text.startswith("record 4999 ") and docs[-1].name == "many.jsonl:5000"
+
+
+def test_split_does_not_depend_on_where_the_corpus_lives(tmp_path: Path) -> None:
+    for root in ("a", "b/c"):
+        for i in range(30):
+            _write(tmp_path / root / f"doc{i}.txt", f"document {i}")
+    split = {}
+    for root in ("a", "b/c"):
+        docs = list(iter_documents(TextSource(path=str(tmp_path / root))))
+        split[root] = [d.name for d in split_documents(docs, 0.3)[1]]
+    assert split["a"] == split["b/c"] and split["a"]
