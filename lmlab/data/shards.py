@@ -14,7 +14,6 @@ by source label: each source becomes a list of segments, one per shard that has 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lmlab.data.cache import open_token_cache
 from lmlab.errors import LmlabError
+from lmlab.fsio import atomic_write_text
 
 SHARDS_FILE = "shards.json"
 
@@ -78,9 +78,7 @@ def build_shards(build: Callable[[int, int], None], rank: int, world: int, worke
 
 def write_shards_file(cache_dir: Path, fingerprint: dict[str, Any], n: int) -> None:
     """Mark the cache complete (after every shard is built)."""
-    tmp = cache_dir / (SHARDS_FILE + ".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "shards": n}, indent=2), encoding="utf-8")
-    os.replace(tmp, cache_dir / SHARDS_FILE)
+    atomic_write_text(cache_dir / SHARDS_FILE, json.dumps({"fingerprint": fingerprint, "shards": n}, indent=2))
 
 
 def sharded_cache_status(cache_dir: Path, fingerprint: dict[str, Any], n: int) -> str | None:

@@ -10,6 +10,7 @@ rebuilt from the last ``block_size // 2`` tokens, one prefill every ``block_size
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 
@@ -23,8 +24,13 @@ def generate_ids(
     prompts: list[list[int]],
     settings: DecodeSettings,
     eos_id: int,
+    stop_fn: Callable[[list[int]], bool] | None = None,
 ) -> list[list[int]]:
-    """New token ids for each prompt (without the prompt, cut before the first EOS if stopping)."""
+    """New token ids for each prompt (without the prompt, cut before the first EOS if stopping).
+
+    ``stop_fn(new_ids)`` is asked after every token of a row still running; True ends that row
+    (the batch ends when every row has): how stop sequences end generation early.
+    """
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     buckets: dict[int, list[int]] = defaultdict(list)
@@ -37,14 +43,16 @@ def generate_ids(
         for length in sorted(buckets):
             rows = buckets[length]
             batch = torch.tensor([[eos_id, *prompts[i]] for i in rows], device=device)
-            for row, ids in zip(rows, _decode_batch(model, batch, settings, eos_id, generator)):
+            for row, ids in zip(rows, _decode_batch(model, batch, settings, eos_id, generator, stop_fn)):
                 out[row] = ids
     finally:
         model.train(was_training)
     return out
 
 
-def _decode_batch(model, ids: torch.Tensor, s: DecodeSettings, eos_id: int, generator) -> list[list[int]]:
+def _decode_batch(
+    model, ids: torch.Tensor, s: DecodeSettings, eos_id: int, generator, stop_fn=None
+) -> list[list[int]]:
     """ids (B, T0) -> B lists of new tokens."""
     B = ids.size(0)
     context = getattr(model, "block_size", None)
@@ -66,8 +74,12 @@ def _decode_batch(model, ids: torch.Tensor, s: DecodeSettings, eos_id: int, gene
         history = torch.cat([history, nxt[:, None]], dim=1)
         if s.stop_on_eos:
             done |= nxt == eos_id
-            if bool(done.all()):
-                break
+        if stop_fn is not None:
+            so_far = torch.stack(new, dim=1).tolist()
+            done |= torch.tensor([bool(d) or stop_fn(r) for d, r in zip(done.tolist(), so_far)],
+                                 device=done.device)
+        if (s.stop_on_eos or stop_fn is not None) and bool(done.all()):
+            break
         if t == s.max_new_tokens - 1:
             break
         if context and filled + 1 > context:

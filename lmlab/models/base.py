@@ -32,11 +32,23 @@ class LanguageModel(nn.Module):
     """Base class of the families: default ``log_probs`` from the forward logits."""
 
     @torch.no_grad()
-    def log_probs(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """log p(x_t | x_<t) for t = 1..T-1. input_ids (B, T) -> (B, T-1)."""
+    def log_probs(
+        self, input_ids: torch.Tensor, return_greedy: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """log p(x_t | x_<t) for t = 1..T-1. input_ids (B, T) -> (B, T-1).
+
+        The scoring contract every family keeps (training eval, ``lmlab eval``, the lm-eval
+        adapter use nothing else). It must be causal: a position's score may not depend on later
+        tokens, so right-padding a row never changes its scores. ``return_greedy`` also returns
+        (B, T-1) bools: whether each target is the model's argmax (lambada's accuracy).
+        """
         logits = self(input_ids).logits[:, :-1].float()  # (B, T-1, V)
-        logp = torch.log_softmax(logits, dim=-1)
-        return logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        targets = input_ids[:, 1:, None]
+        # gather - logsumexp: one (B, T-1, V) tensor fewer than a full log_softmax.
+        logp = (logits.gather(-1, targets) - torch.logsumexp(logits, dim=-1, keepdim=True)).squeeze(-1)
+        if return_greedy:
+            return logp, logits.argmax(dim=-1) == targets.squeeze(-1)
+        return logp
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -128,6 +128,22 @@ def test_log_probs(model) -> None:
     torch.testing.assert_close(lp.float(), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_log_probs_greedy_and_right_padding(model) -> None:
+    # lmlab eval scores right-padded batches through log_probs: padding must not move a row's scores.
+    B, T = 2, _seq_len(model, 16)
+    x = _tokens(model, B, T)
+    lp, greedy = model.log_probs(x, return_greedy=True)
+    argmax = model(x).logits[:, :-1].argmax(-1)
+    assert torch.equal(greedy, argmax == x[:, 1:])
+    x[1, 1] = argmax[1, 0]  # make at least one target greedy so both outcomes are exercised
+    lp, greedy = model.log_probs(x, return_greedy=True)
+    assert bool(greedy[1, 0]) and torch.equal(greedy, model(x).logits[:, :-1].argmax(-1) == x[:, 1:])
+    short = T // 2
+    padded = x.clone()
+    padded[:, short:] = 0
+    torch.testing.assert_close(model.log_probs(padded)[:, : short - 1], lp[:, : short - 1], atol=1e-5, rtol=0)
+
+
 def test_cached_decoding_equals_recompute(model) -> None:
     _needs_step(model)
     B, T = 2, _seq_len(model, 20)
