@@ -61,10 +61,15 @@ def resolve_budget(cfg: RunConfig, sampler: MixtureSampler) -> Budget:
 
 
 def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None:
-    """A checkpoint continues only the same model, tokenizer, data and seed (the data order)."""
+    """A checkpoint continues only the same model, tokenizer, data and seed (the data order).
+
+    A weights-only snapshot (an imported model) has no data position to keep: its data and seed
+    may change, which is how it is fine-tuned on a new corpus.
+    """
     saved = meta["config"]
     now = cfg.to_dict()
-    for section in ("model", "tokenizer", "data", "train.seed"):
+    weights_only = rundir.TRAINER not in meta.get("sha256", {})
+    for section in ("model", "tokenizer") if weights_only else ("model", "tokenizer", "data", "train.seed"):
         section, _, only = section.partition(".")
         keys = [only] if only else sorted(set(saved.get(section, {})) | set(now[section]))
         for key in keys:
@@ -153,6 +158,9 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
     step, tokens_seen = 0, 0
     if snap is not None:
         snap.load_weights(model)
+    # A weights-only snapshot (an imported model, e.g. GPT-2) starts a fresh optimizer and data
+    # position: that is fine-tuning it in place.
+    if snap is not None and rundir.TRAINER in snap.meta.get("sha256", {}):
         state = snap.load_trainer_state()
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
