@@ -83,3 +83,14 @@ class LoadedModel:
 def load(run_dir: str | Path, device: str = "cpu") -> LoadedModel:
     """Load the latest whole checkpoint of a run dir."""
     return LoadedModel(run_dir, device)
+
+
+def evaluate(checkpoints: str | Path | list[str | Path], tasks: str | list[str], **kw: Any) -> dict[str, Any]:
+    """``lmlab eval`` from Python: the report dict (``runs``: per-checkpoint metrics, ``table``:
+    the markdown table). Keywords as :func:`lmlab.eval.runner.evaluate` (data_dir, max_examples,
+    max_input_len, batch_size, stride, output, device)."""
+    from lmlab.eval.runner import evaluate as run_eval
+
+    paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+    kw.setdefault("log", lambda line: None)
+    return run_eval([str(p) for p in paths], tasks, **kw)

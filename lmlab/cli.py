@@ -66,6 +66,35 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         print(f"--- sample {i + 1} ---\n{text}\n")
 
 
+def _cmd_eval(args: argparse.Namespace) -> None:
+    import os
+    import time
+
+    from lmlab.eval.runner import evaluate
+
+    data_dir = args.data_dir or os.environ.get("LMLAB_EVAL_DATA") or None
+    output = args.output or Path("runs/eval") / time.strftime("eval-%Y%m%d-%H%M%S.json")
+    report = evaluate(args.checkpoints, args.tasks, data_dir=data_dir, max_examples=args.max_examples,
+                      max_input_len=args.max_input_len, batch_size=args.batch_size, stride=args.stride,
+                      output=output, device=args.device, progress=args.progress)
+    print("\n" + report["table"])
+    print(f"results: {output} (table: {Path(output).with_suffix('.md')}); per run: RUN_DIR/eval_results.json")
+
+
+def _cmd_import_gpt2(args: argparse.Namespace) -> None:
+    from lmlab.interop.gpt2 import import_hf_gpt2
+
+    run = import_hf_gpt2(args.hf_dir, args.run_dir, tokenizer_from=args.tokenizer_from)
+    print(f"imported {args.hf_dir} -> {run} (lmlab sample / eval --checkpoints {run})")
+
+
+def _cmd_export_gpt2(args: argparse.Namespace) -> None:
+    from lmlab.interop.gpt2 import export_hf_gpt2
+
+    out = export_hf_gpt2(args.run_dir, args.out_dir)
+    print(f"exported {args.run_dir} -> {out} (transformers.GPT2LMHeadModel.from_pretrained)")
+
+
 def _positive_int(value: str) -> int:
     n = int(value)
     if n < 1:
@@ -100,6 +129,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-stop-on-eos", action="store_true", help="keep going past the end-of-text token")
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=_cmd_sample)
+
+    e = sub.add_parser("eval", help="perplexity / bits-per-byte and zero-shot tasks for checkpoints")
+    e.add_argument("--checkpoints", nargs="+", required=True, metavar="RUN_DIR",
+                   help="run dirs (or HF GPT-2 folders) to compare, one table column each")
+    e.add_argument("--tasks", required=True, metavar="LIST|GROUP",
+                   help="comma-separated tasks or a group (titans), file:PATH for any text file")
+    e.add_argument("--data-dir", metavar="DIR",
+                   help="local eval data laid out like shared/data (default: $LMLAB_EVAL_DATA, else the HF hub)")
+    e.add_argument("--max-examples", type=_positive_int, metavar="N", help="score the first N examples of each task")
+    e.add_argument("--max-input-len", type=_positive_int, metavar="N",
+                   help="most tokens per scored sequence, context cut from the left (default: block_size)")
+    e.add_argument("--batch-size", type=_positive_int, default=32, metavar="N")
+    e.add_argument("--stride", type=_positive_int, metavar="N",
+                   help="rolling perplexity: new tokens scored per window (default: max-input-len - 1, as lm-eval)")
+    e.add_argument("--output", metavar="FILE", help="combined JSON (default runs/eval/eval-TIMESTAMP.json; .md beside it)")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--progress", action="store_true", help="show a progress bar per task")
+    e.set_defaults(func=_cmd_eval)
+
+    i = sub.add_parser("import-gpt2", help="make an lmlab run dir from an HF GPT-2 folder")
+    i.add_argument("hf_dir", help="folder with config.json, model.safetensors (or pytorch_model.bin), tokenizer")
+    i.add_argument("run_dir", help="new lmlab run dir to create")
+    i.add_argument("--tokenizer-from", metavar="RUN_DIR", help="take the tokenizer of this lmlab run dir")
+    i.set_defaults(func=_cmd_import_gpt2)
+
+    x = sub.add_parser("export-gpt2", help="write an lmlab gpt2-flavor run as an HF GPT-2 folder")
+    x.add_argument("run_dir")
+    x.add_argument("out_dir", help="new folder (must not exist or be empty)")
+    x.set_defaults(func=_cmd_export_gpt2)
     return p
 
 
