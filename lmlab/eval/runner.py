@@ -77,7 +77,7 @@ def run_task(scorer: Scorer, task: str, docs: list[T.Doc], stride: int | None = 
     if not docs:
         raise LmlabError(f"{task}: no examples to score")
     t0 = time.perf_counter()
-    kind = "rolling" if task.startswith("file:") else T.TASKS[task].kind
+    kind = "rolling" if T.is_rolling(task) else T.TASKS[task].kind
     if kind == "rolling":
         res = _rolling(scorer, task, docs, stride)
     elif kind == "loglikelihood":
@@ -226,17 +226,27 @@ def evaluate(
     names = T.resolve_tasks(tasks)
     data = Path(data_dir) if data_dir is not None else None
     docs = {t: T.load_docs(t, data, max_examples) for t in names}  # fail on data before any scoring
+    if data is not None and "wikitext2" in names:
+        log("note: local wikitext2 is the tokenized WikiText-2 (wiki.test.tokens, with <unk>), not the raw "
+            "text lm-eval reads from the hub: compare its perplexities between lmlab runs only")
     settings = {"max_examples": max_examples, "max_input_len": max_input_len, "batch_size": batch_size,
                 "stride": stride, "data": str(data) if data else "hf-hub", "device": device}
     runs = []
     for path, name in zip(checkpoints, _run_names(checkpoints)):
         model, tokenizer, info = load_checkpoint(path, device)
-        scorer = Scorer(model, tokenizer, max_input_len=max_input_len, batch_size=batch_size, progress=progress)
-        run = {"name": name, "checkpoint": info, "settings": {**settings, "max_input_len": scorer.max_input_len},
+        # lmlab runs are trained with eos before every document; HF GPT-2 folders are scored as
+        # lm-eval's hf model scores GPT-2 (eos only before an empty context).
+        scorer = Scorer(model, tokenizer, max_input_len=max_input_len, batch_size=batch_size, progress=progress,
+                        always_prefix=info["format"] == "lmlab")
+        if any(T.is_rolling(t) for t in names):
+            scorer.check_stride(stride)  # before any task is scored
+        run = {"name": name, "checkpoint": info,
+               "settings": {**settings, "max_input_len": scorer.max_input_len, "eos_prefix":
+                            "always" if scorer.always_prefix else "empty context only"},
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tasks": {}}
         for task in names:
             res = run_task(scorer, task, docs[task], stride)
-            run["tasks"][task] = res.to_json()
+            run["tasks"][task] = {**res.to_json(), "data": T.data_source(task, data)}
             shown = ", ".join(f"{k} {_fmt(v, s)}" for k, (v, s) in res.metrics.items())
             log(f"[{name}] {task} (n={res.n}, {res.seconds:.1f}s): {shown}")
         if info["format"] == "lmlab":

@@ -2,7 +2,9 @@
 the lm-eval adapter.
 
 Every scored sequence is ``[eos] + context + continuation``: the end-of-text id separates
-documents in training, so it is the start token here as in generation. A sequence longer than
+documents in training, so it is the start token here as in generation. (``always_prefix=False``
+puts the eos only before an empty context, as lm-eval's ``hf`` model does for GPT-2; ``lmlab
+eval`` uses it for HF GPT-2 folders so their numbers are lm-eval's.) A sequence longer than
 ``max_input_len`` tokens loses its oldest tokens (the eos first), exactly as lm-eval truncates
 ``(context + continuation)[-(max_length + 1):]``; since ``log_probs`` runs the model over the
 whole sequence, lm-eval's ``max_length`` (model input tokens) is ``max_input_len - 1``.
@@ -33,6 +35,7 @@ class Scorer:
         max_input_len: int | None = None,
         batch_size: int = 32,
         progress: bool = False,
+        always_prefix: bool = True,
     ):
         block = getattr(model, "block_size", None)
         if max_input_len is None:
@@ -52,6 +55,7 @@ class Scorer:
         self.max_length = max_input_len - 1
         self.batch_size = batch_size
         self.progress = progress
+        self.always_prefix = always_prefix
         self.device = next(model.parameters()).device
 
     # ------------------------------------------------------------------ tokens
@@ -83,7 +87,8 @@ class Scorer:
         for i, (ctx, cont) in enumerate(pairs):
             if not cont:
                 raise LmlabError(f"request {i}: empty continuation (nothing to score)")
-            full = [self.eos_id, *ctx, *cont][-self.max_input_len :]
+            start = [self.eos_id] if self.always_prefix or not ctx else []
+            full = [*start, *ctx, *cont][-self.max_input_len :]
             seqs.append(full)
             n_scored.append(min(len(cont), len(full) - 1))  # a continuation longer than the window is cut
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first: OOM shows at once
@@ -107,6 +112,13 @@ class Scorer:
         """``loglikelihood_tokens`` of ``encode_pair`` of each (context, continuation) string pair."""
         return self.loglikelihood_tokens([self.encode_pair(c, x) for c, x in pairs])
 
+    def check_stride(self, stride: int | None) -> int:
+        """``stride`` (default ``max_length``), refused outside 1..max_length."""
+        stride = self.max_length if stride is None else stride
+        if not 1 <= stride <= self.max_length:
+            raise LmlabError(f"--stride must be in 1..{self.max_length} (max input length - 1), got {stride}")
+        return stride
+
     def rolling_windows(self, ids: Sequence[int], stride: int | None = None) -> list[tuple[list[int], list[int]]]:
         """(context, continuation) windows that score every token of ``ids`` exactly once.
 
@@ -114,9 +126,7 @@ class Scorer:
         the next ``stride`` tokens with as much preceding context as fits. ``stride ==
         max_length`` (the default) gives lm-eval's ``loglikelihood_rolling`` windows.
         """
-        stride = self.max_length if stride is None else stride
-        if not 1 <= stride <= self.max_length:
-            raise LmlabError(f"--stride must be in 1..{self.max_length} (max input length - 1), got {stride}")
+        stride = self.check_stride(stride)
         ids = list(ids)
         if not ids:
             return []
@@ -150,7 +160,7 @@ class Scorer:
         groups: dict[tuple, list[int]] = {}
         for i, (_, kw) in enumerate(requests):
             until = kw.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
+            until = [u for u in ([until] if isinstance(until, str) else until) if u]  # "" never stops
             unknown = set(kw) - {"until", "max_gen_toks", "do_sample", "temperature", "top_k", "top_p", "seed"}
             if unknown:
                 raise LmlabError(f"generate_until: unsupported generation options {sorted(unknown)} "
@@ -158,7 +168,7 @@ class Scorer:
             sample = kw.get("do_sample", float(kw.get("temperature", 0.0)) > 0)
             temperature = float(kw.get("temperature", 1.0)) if sample else 0.0
             key = (tuple(until), int(kw.get("max_gen_toks", 256)), temperature, kw.get("top_k"),
-                   float(kw.get("top_p", 1.0)), int(kw.get("seed", 0)))
+                   float(kw.get("top_p", 1.0)), int(kw.get("seed") or 0))
             groups.setdefault(key, []).append(i)
         out = [""] * len(requests)
         for (until, max_new, temperature, top_k, top_p, seed), rows in groups.items():

@@ -334,15 +334,45 @@ def find_eval_root(data_dir: Path) -> Path:
     return data_dir / "eval" if (data_dir / "eval").is_dir() else data_dir
 
 
+def is_rolling(task: str) -> bool:
+    return task.startswith("file:") or TASKS[task].kind == "rolling"
+
+
+def data_source(task: str, data_dir: Path | None) -> str:
+    """Where a task's documents came from, for the reports."""
+    if task.startswith("file:"):
+        return task
+    if data_dir is None:
+        path, name, split = TASKS[task].hub
+        return f"hf-hub:{path}" + (f"/{name}" if name else "") + f":{split}"
+    return f"local:{data_dir}" + (" (tokenized wiki.test.tokens)" if task == "wikitext2" else "")
+
+
 def load_docs(task: str, data_dir: Path | None, max_examples: int | None = None) -> list[Doc]:
-    """The task's documents (the first ``max_examples``), from ``data_dir`` or the HF hub."""
+    """The task's documents (the first ``max_examples``), from ``data_dir`` or the HF hub.
+
+    Every multiple-choice document is turned into its request here, so a malformed file fails
+    before anything is scored, naming the example."""
+    where = str(data_dir) if data_dir is not None else "the HF hub"
     if task.startswith("file:"):
         docs = text_file_docs(Path(task[5:]))
-    elif data_dir is not None:
-        docs = TASKS[task].local(find_eval_root(data_dir))
     else:
-        docs = _hub_docs(TASKS[task])
-    return docs[:max_examples] if max_examples else docs
+        try:
+            docs = TASKS[task].local(find_eval_root(data_dir)) if data_dir is not None else _hub_docs(TASKS[task])
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise LmlabError(f"{task}: unexpected data layout in {where} ({type(e).__name__}: {e}); "
+                             "see shared/data/MANIFEST.md for each file's format") from None
+    docs = docs[:max_examples] if max_examples else docs
+    if not is_rolling(task) and TASKS[task].kind == "multiple_choice":
+        for i, d in enumerate(docs):
+            try:
+                ex = multiple_choice(task, d)
+            except (KeyError, ValueError, TypeError, AttributeError) as e:
+                raise LmlabError(f"{task}: example {i} from {where} is malformed ({type(e).__name__}: {e})") from None
+            if not 0 <= ex.gold < len(ex.pairs):
+                raise LmlabError(f"{task}: example {i} from {where} has gold answer index {ex.gold}, "
+                                 f"expected 0..{len(ex.pairs) - 1} (check its label file)")
+    return docs
 
 
 def _hub_docs(task: Task) -> list[Doc]:

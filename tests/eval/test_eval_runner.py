@@ -92,6 +92,8 @@ def test_hf_gpt2_folder_is_a_checkpoint(eval_run, eval_data, tmp_path):
     report = lmlab.evaluate(hf, "piqa", data_dir=eval_data, max_examples=6)  # the Python API
     run = report["runs"][0]
     assert run["checkpoint"]["format"] == "hf-gpt2" and run["tasks"]["piqa"]["n"] == 6
+    assert run["settings"]["eos_prefix"] == "empty context only"  # as lm-eval's hf model scores GPT-2
+    assert run["tasks"]["piqa"]["data"] == f"local:{eval_data}"
     assert not (hf / runner.RESULTS_FILE).exists()  # an HF folder is not ours to write into
 
 
@@ -107,3 +109,18 @@ def test_cli_eval(eval_run, eval_data, tmp_path, run_cli):
     missing = run_cli("eval", "--checkpoints", str(tmp_path / "nope"), "--tasks", "piqa",
                       "--data-dir", str(eval_data), "--max-examples", "2")
     assert missing.returncode == 2 and "run dir not found" in missing.stderr
+
+
+def test_bad_stride_fails_before_any_task_is_scored(eval_run, eval_data, tmp_path):
+    import shutil
+
+    from lmlab.errors import LmlabError
+
+    run = tmp_path / "run"
+    shutil.copytree(eval_run, run)
+    (run / runner.RESULTS_FILE).unlink(missing_ok=True)
+    logs = []
+    with pytest.raises(LmlabError, match=r"--stride must be in 1..63"):
+        runner.evaluate([str(run)], "piqa,wikitext2", data_dir=eval_data, max_examples=2, stride=5000,
+                        log=logs.append)
+    assert not any(line.startswith("[") for line in logs) and not (run / runner.RESULTS_FILE).exists()

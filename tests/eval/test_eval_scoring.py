@@ -58,6 +58,19 @@ def test_greedy_flag_is_true_for_the_models_own_continuation(lm):
     assert greedy and not other and ll < 0
 
 
+@torch.no_grad()
+def test_eos_only_before_an_empty_context_when_asked(lm):
+    # lm-eval's hf model on GPT-2: no start token unless the context is empty.
+    scorer = Scorer(lm.model, lm.tokenizer, always_prefix=False)
+    ctx, cont = lm.tokenizer.encode("The value"), lm.tokenizer.encode(" of x")
+    ids = torch.tensor([[*ctx, *cont]])
+    logp = torch.log_softmax(lm.model(ids).logits[0, :-1].double(), -1).gather(-1, ids[0, 1:, None])
+    (ll, _), (ll_empty, _) = scorer.loglikelihood_tokens([(ctx, cont), ([], cont)])
+    assert ll == pytest.approx(float(logp[-len(cont):].sum()), abs=1e-4)
+    assert ll_empty == pytest.approx(_brute(lm, [], cont, 64)[0], abs=1e-4)
+    assert ll != pytest.approx(_brute(lm, ctx, cont, 64)[0], abs=1e-4)
+
+
 def test_max_input_len_truncates_and_is_checked(lm):
     pairs = _random_pairs(lm.tokenizer.vocab_size, 6, 40, seed=1)
     short = Scorer(lm.model, lm.tokenizer, max_input_len=16)
@@ -130,5 +143,7 @@ def test_generate_until_stops_and_matches_plain_greedy(lm):
     sampled = [(p, {"until": [], "max_gen_toks": 12, "do_sample": True, "temperature": 1.5, "top_k": 50,
                     "seed": 3}) for p in prompts]
     assert scorer.generate_until(sampled) == scorer.generate_until(sampled) != free  # seeded sampling
+    assert scorer.generate_until([("The ", {"until": ["", s], "max_gen_toks": 12, "seed": None})
+                                  for s in stops[:1]]) == cut[:1]  # "" is no stop string
     with pytest.raises(LmlabError, match="unsupported generation options"):
         scorer.generate_until([("The ", {"num_beams": 4})])

@@ -120,3 +120,18 @@ def test_hub_path_uses_lm_eval_datasets(monkeypatch):
     assert calls == [("Rowan/hellaswag", None, "validation"), ("baber/piqa", None, "validation")]
     with pytest.raises(LmlabError, match=r"siqa: could not load lighteval/siqa from the HF hub \(offline\); pass --data-dir"):
         T.load_docs("siqa", None)
+
+
+def test_bad_labels_are_refused_before_scoring(eval_data, tmp_path):
+    import shutil
+
+    root = tmp_path / "eval"
+    shutil.copytree(eval_data / "eval" / "siqa", root / "siqa")
+    labels = root / "siqa" / "dev-labels.lst"
+    labels.write_text("\n".join(str(int(x) - 1) for x in labels.read_text().split()) + "\n")  # 0-based
+    with pytest.raises(LmlabError, match=r"siqa: example \d+ from .* has gold answer index -1, expected 0..2"):
+        T.load_docs("siqa", tmp_path)
+    (root / "boolq").mkdir()
+    (root / "boolq" / "val.jsonl").write_text('{"question": "q", "passage": "p", "label": "yes"}\n')
+    with pytest.raises(LmlabError, match=r"boolq: unexpected data layout in .* \(KeyError: 'yes'\)"):
+        T.load_docs("boolq", tmp_path)
