@@ -17,6 +17,7 @@ def lm(eval_run):
     return lmlab.load(eval_run)
 
 
+@torch.no_grad()
 def _brute(lm, ctx: list[int], cont: list[int], max_len: int) -> tuple[float, bool]:
     full = [lm.tokenizer.eos_id, *ctx, *cont][-max_len:]
     ids = torch.tensor([full])
