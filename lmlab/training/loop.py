@@ -238,6 +238,8 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
             batches = list(sampler.micro_batches(step))
             data_time += time.perf_counter() - t_data
             src_stats = torch.zeros(2, n_sources, dtype=torch.float64)  # per-source CE sums, rows
+            if hasattr(model, "set_train_step"):  # families with step-dependent loss weights
+                model.set_train_step(step)
             for m, (x, y, src) in enumerate(batches):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 last = m == len(batches) - 1

@@ -1,0 +1,293 @@
+"""APEL-R: a transformer executor whose next-token distribution is gated by a planner's belief
+over K latent plan states (docs/apelr.md).
+
+Shapes: B batch, T positions, D d_model, K plan states, r expert rank, V vocab.
+Expert k's logits are the shared head plus a rank-r correction: ``base + delta_k``, with
+``base = head(h)`` and ``delta_k = (h A_k) (W_head B_k)^T``; the correction's (V, r) factor is
+built once per call, so K experts cost r x K (not D x K) multiply-adds per vocabulary entry.
+
+- v1 ``v1_filtered_mixture``: p(x_{t+1}) = sum_k b_t(k) p_k(x_{t+1}): the exact online mixture
+  (the forward algorithm over chunk-level plan states, in log space); the logits returned are
+  its log-probabilities.
+- v2 ``v2_planner_required``: logits = base + sum_k g_t(k) delta_k, where the gate g blends the
+  belief with its lookahead forecasts; the experts' own likelihoods still filter the belief.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmlab.models.apelr.config import V1, ApelrConfig
+from lmlab.models.apelr.planner import Planner, PlannerState, PlannerTrace
+from lmlab.models.base import ModelOutput, lm_loss
+from lmlab.models.common.attention import KVCache
+from lmlab.models.transformer.model import Transformer
+
+
+@dataclass
+class GenerationOptions:
+    """Decoding-time planner controls (``lmlab sample`` flags)."""
+
+    force_state: int | None = None
+    freeze_planner: bool = False
+    planner_temperature: float = 1.0
+    lookahead_feedback_scale: float | None = None
+    async_planner: bool | None = None
+    record: bool = False
+    """Keep per-position beliefs and lookahead forecasts in the decoding state (``history``)."""
+
+
+@dataclass
+class ApelrState:
+    caches: list[KVCache]
+    planner: PlannerState
+    pos: int = 0
+    pending: torch.Tensor | None = None  # (B, K, V) expert log-probs at the last position
+    frozen: torch.Tensor | None = None  # (B, K) the belief a frozen planner keeps
+    history: list[dict] = field(default_factory=list)
+
+
+def _entropy(logp: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return -(logp.exp() * logp).sum(dim)
+
+
+class Apelr(Transformer):
+    def __init__(self, cfg: ApelrConfig):
+        super().__init__(cfg)
+        K, r, D = cfg.num_plan_states, cfg.expert_rank, cfg.d_model
+        self.planner = Planner(K, D, cfg.chunk_size, cfg.planner_self_bias, cfg.planner_context_scale)
+        self.expert_down = nn.Linear(D, K * r, bias=False)  # A_k, stacked
+        self.expert_up = nn.Parameter(torch.empty(K, r, D))  # B_k
+        # Loss-only modules exist only when their loss is on: no parameter without a gradient
+        # (DDP refuses those), and a run's checkpoint holds exactly what it trained.
+        w = cfg.weight
+        v2 = cfg.version != V1
+        if w("chunk_bow_weight") or (v2 and w("future_contrastive")):
+            self.plan_emb = nn.Parameter(torch.empty(K, D))  # a vector per plan state
+        if w("chunk_post_kl_weight"):
+            self.recognizer = nn.Linear(D, K)  # chunk recognizer q(z_c | whole chunk)
+            nn.init.zeros_(self.recognizer.bias)
+        if v2 and w("future_contrastive"):
+            self.future_proj = nn.Linear(D, D, bias=False)
+        for name in ("plan_emb", "recognizer", "future_proj"):
+            if hasattr(self, name):
+                p = getattr(self, name)
+                nn.init.normal_(p if isinstance(p, nn.Parameter) else p.weight, std=0.02)
+        nn.init.normal_(self.expert_down.weight, std=0.02)
+        nn.init.normal_(self.expert_up, std=0.02)
+        self.gen = GenerationOptions()
+        self.train_step = 0
+        self._pool: ThreadPoolExecutor | None = None
+
+    # ------------------------------------------------------------------ pieces
+
+    def set_train_step(self, step: int) -> None:
+        """The trainer's global step (``chunk_bow_warmup_steps`` ramps on it)."""
+        self.train_step = step
+
+    def _experts(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, T, D) -> base logits (B, T, V) and expert corrections delta (B, T, K, V)."""
+        B, T, _ = h.shape
+        K, r = self.cfg.num_plan_states, self.cfg.expert_rank
+        base = self.lm_head(h)
+        z = self.expert_down(h).view(B, T, K, r)
+        factor = torch.einsum("vd,krd->kvr", self.lm_head.weight, self.expert_up)  # (K, V, r)
+        return base, torch.einsum("btkr,kvr->btkv", z, factor)
+
+    @staticmethod
+    def _expert_logp(base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """log p_k(v | x_<=t) (B, T, K, V), in fp32."""
+        return F.log_softmax(base.float().unsqueeze(2) + delta.float(), dim=-1)
+
+    def _gate(self, log_belief: torch.Tensor, feedback: float | None = None) -> torch.Tensor:
+        """Mixture weights over experts (log, shape of ``log_belief``): the belief, sharpened by
+        the planner temperature, blended (v2) with the mean of its lookahead forecasts."""
+        g = self.gen
+        if g.force_state is not None:
+            onehot = torch.full_like(log_belief, -math.inf)
+            onehot[..., g.force_state] = 0.0
+            return onehot
+        lb = log_belief
+        if g.planner_temperature != 1.0:
+            lb = F.log_softmax(lb / g.planner_temperature, dim=-1)
+        lam = self.cfg.lookahead_feedback_scale if feedback is None else feedback
+        if self.cfg.version == V1 or lam == 0 or self.cfg.lookahead_horizon == 0:
+            return lb
+        ahead = torch.stack(self.planner.lookahead(lb, self.cfg.lookahead_horizon)).exp().mean(0)
+        return torch.log((1 - lam) * lb.exp() + lam * ahead).clamp_min(-1e4)
+
+    def _emit(self, base: torch.Tensor, delta: torch.Tensor, elogp: torch.Tensor | None,
+              log_gate: torch.Tensor) -> torch.Tensor:
+        """Token logits from the gate: v1 the log of the gate-weighted mixture of the experts'
+        distributions; v2 the gate-weighted mixture of the experts' logits."""
+        if self.cfg.version == V1:
+            return torch.logsumexp(log_gate.unsqueeze(-1) + elogp, dim=-2)
+        return base + torch.einsum("...k,...kv->...v", log_gate.exp().to(delta.dtype), delta)
+
+    @staticmethod
+    def _observed_ell(elogp: torch.Tensor, next_ids: torch.Tensor) -> torch.Tensor:
+        """log p_k(observed next token) (B, T, K); 0 at the last position (not observed yet).
+        elogp (B, T, K, V), next_ids (B, T-1)."""
+        B, T, K, _ = elogp.shape
+        ell = elogp.new_zeros(B, T, K)
+        if T > 1:
+            idx = next_ids[:, :, None, None].expand(B, T - 1, K, 1)
+            ell[:, :-1] = elogp[:, :-1].gather(-1, idx).squeeze(-1)
+        return ell
+
+    # ------------------------------------------------------------------ training / scoring
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
+                label_smoothing: float = 0.0) -> ModelOutput:
+        """input_ids, targets (B, T) -> logits (B, T, V) and, with targets, CE + weighted terms."""
+        h = self._trunk(input_ids)
+        base, delta = self._experts(h)
+        elogp = self._expert_logp(base, delta)
+        ell = self._observed_ell(elogp, input_ids[:, 1:])
+        state = PlannerState()
+        trace = self.planner.filter(self.planner.context(h), ell, state, self._filtering())
+        trace.posteriors.append(self.planner.final_posterior(state))
+        logits = self._emit(base, delta, elogp, self._gate(trace.log_belief))
+        if targets is None:
+            return ModelOutput(logits)
+        ce = lm_loss(logits, targets, label_smoothing)
+        terms = {"ce": ce.detach()}
+        loss = ce
+        for name, (weight, value) in self._aux_terms(h, elogp, trace, input_ids).items():
+            loss = loss + weight * value
+            terms[name] = (weight * value).detach()
+        return ModelOutput(logits, loss, terms)
+
+    def _filtering(self) -> bool:
+        return self.cfg.version == V1 or self.cfg.token_filtering
+
+    def _aux_terms(self, h, elogp, trace: PlannerTrace, input_ids) -> dict[str, tuple[float, torch.Tensor]]:
+        """Named (weight, value) of every active auxiliary loss (docs/apelr.md, "Losses")."""
+        cfg, out = self.cfg, {}
+        w = cfg.weight
+        lb = trace.log_belief  # (B, T, K)
+        priors = torch.stack(trace.priors, dim=1)  # (B, nC, K)
+        posts = torch.stack(trace.posteriors, dim=1)  # (B, nC, K)
+        B, T, K = lb.shape
+        C, nC = cfg.chunk_size, priors.size(1)
+        if cfg.version == V1 and w("entropy_reg_weight"):
+            out["entropy_reg"] = (w("entropy_reg_weight"), _entropy(lb).mean())
+        if cfg.version != V1 and w("boundary_entropy"):
+            out["boundary_entropy"] = (w("boundary_entropy"), _entropy(priors).mean())
+        usage_w = w("usage_balance_weight") if cfg.version == V1 else w("usage_balance")
+        if usage_w:
+            usage = lb.exp().mean(dim=(0, 1))  # (K,)
+            out["usage_balance"] = (usage_w, (usage * (usage * K).clamp_min(1e-12).log()).sum())
+        if w("chunk_bow_weight"):
+            ramp = min(1.0, (self.train_step + 1) / cfg.chunk_bow_warmup_steps) if cfg.chunk_bow_warmup_steps else 1.0
+            bow = F.log_softmax(self.lm_head(self.plan_emb).float(), dim=-1)  # (K, V)
+            chunk_of = torch.arange(T - 1, device=lb.device) // C  # target j+1 belongs to chunk of j
+            tok_logp = bow[:, input_ids[:, 1:]].permute(1, 2, 0)  # (B, T-1, K)
+            mixed = torch.logsumexp(priors[:, chunk_of] + tok_logp, dim=-1)  # (B, T-1)
+            out["chunk_bow"] = (w("chunk_bow_weight") * ramp, -mixed.mean())
+        if w("plan_mi_weight") or (cfg.version != V1 and w("plan_js_div")):
+            ent_k = _entropy(elogp)  # (B, T, K)
+            if w("plan_mi_weight"):  # I(z; x) = H(sum_k b_k p_k) - sum_k b_k H(p_k)
+                mix = torch.logsumexp(lb.unsqueeze(-1) + elogp, dim=-2)
+                mi = _entropy(mix) - (lb.exp() * ent_k).sum(-1)
+                out["plan_mi"] = (w("plan_mi_weight"), -mi.mean())
+            if cfg.version != V1 and w("plan_js_div"):  # JS of the experts, equal weights
+                mean_p = torch.logsumexp(elogp, dim=-2) - math.log(K)
+                js = _entropy(mean_p) - ent_k.mean(-1)
+                out["plan_js_div"] = (w("plan_js_div"), -js.mean())
+        if w("chunk_post_kl_weight") or (cfg.version != V1 and w("future_contrastive")):
+            pad = nC * C - T
+            hc = F.pad(h, (0, 0, 0, pad)).view(B, nC, C, -1)
+            counts = torch.full((nC,), float(C), device=h.device)
+            counts[-1] = C - pad
+            summary = hc.sum(2) / counts[None, :, None]  # (B, nC, D): mean hidden state per chunk
+            if w("chunk_post_kl_weight"):  # KL(recognizer || online-filtered posterior)
+                q = F.log_softmax(self.recognizer(summary).float(), dim=-1)
+                kl = (q.exp() * (q - posts)).sum(-1)
+                out["chunk_post_kl"] = (w("chunk_post_kl_weight"), kl.mean())
+            if cfg.version != V1 and w("future_contrastive"):  # prior of chunk c vs its content
+                plan = F.normalize(self.future_proj(priors.exp().to(h.dtype) @ self.plan_emb), dim=-1)
+                fut = F.normalize(summary, dim=-1)
+                sim = plan.reshape(B * nC, -1) @ fut.reshape(B * nC, -1).T / cfg.contrastive_temperature
+                labels = torch.arange(B * nC, device=h.device)
+                out["future_contrastive"] = (w("future_contrastive"), F.cross_entropy(sim.float(), labels))
+        return out
+
+    # ------------------------------------------------------------------ decoding
+
+    def set_generation_options(self, **options) -> None:
+        """``force_state``, ``freeze_planner``, ``planner_temperature``, ``lookahead_feedback_scale``,
+        ``async_planner``, ``record`` (see :class:`GenerationOptions`); unset ones reset."""
+        opts = GenerationOptions(**options)
+        if opts.force_state is not None and not 0 <= opts.force_state < self.cfg.num_plan_states:
+            raise ValueError(f"force_state {opts.force_state} is not a plan state (0..{self.cfg.num_plan_states - 1})")
+        if opts.planner_temperature <= 0:
+            raise ValueError(f"planner_temperature must be > 0, got {opts.planner_temperature}")
+        self.gen = opts
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> ApelrState:
+        return ApelrState(super().init_state(batch_size, device).caches, PlannerState())
+
+    def _planner_step(self, state: ApelrState, tokens: torch.Tensor) -> torch.Tensor:
+        """Single-token decoding: fold the new token into the belief (its likelihood under each
+        expert was computed at the previous position), cross a boundary if due, and return the
+        gate (B, K). Needs no hidden state of the new position, so it can run beside the trunk."""
+        st = state.planner
+        if state.frozen is not None:
+            lb = state.frozen
+        else:
+            st.acc = st.acc + state.pending.gather(-1, tokens[:, :1, None].expand(-1, st.acc.size(1), 1)).squeeze(-1)
+            trace = self.planner.filter(st.u_last[:, None], st.acc.new_zeros(st.acc.shape)[:, None], st,
+                                        self._filtering())
+            st.pos -= 1  # filter() advanced pos; the trunk's pass below advances it for real
+            lb = trace.log_belief[:, -1]
+        return lb
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor, state: ApelrState) -> tuple[torch.Tensor, ApelrState]:
+        """Feed tokens (B, n) after the cached positions -> logits of the last one (B, V)."""
+        n = tokens.size(1)
+        single = n == 1 and state.pending is not None
+        future = None
+        if single:
+            run_async = self.cfg.async_planner if self.gen.async_planner is None else self.gen.async_planner
+            if run_async:
+                self._pool = self._pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="apelr-planner")
+                future = self._pool.submit(self._planner_step, state, tokens)
+            else:
+                lb_last = self._planner_step(state, tokens)
+        h = self._trunk(tokens, state.caches, state.pos)
+        base, delta = self._experts(h)
+        elogp = self._expert_logp(base, delta)
+        if single:
+            lb_last = future.result() if future is not None else lb_last
+            st = state.planner
+            st.u_last = self.planner.context(h[:, -1]).float()  # u at this position, for the next boundary
+            st.pos += 1
+            log_belief = lb_last[:, None]
+        else:
+            if state.pending is not None:  # a multi-token call after decoding: fold, then filter
+                st = state.planner
+                st.acc = st.acc + state.pending.gather(-1, tokens[:, :1, None].expand(-1, st.acc.size(1), 1)).squeeze(-1)
+            ell = self._observed_ell(elogp, tokens[:, 1:])
+            trace = self.planner.filter(self.planner.context(h), ell, state.planner, self._filtering())
+            log_belief = trace.log_belief
+            if state.frozen is not None:
+                log_belief = state.frozen[:, None].expand_as(log_belief)
+        if self.gen.freeze_planner and state.frozen is None:
+            state.frozen = log_belief[:, -1]
+        state.pending = elogp[:, -1]
+        state.pos += n
+        gate = self._gate(log_belief[:, -1], self.gen.lookahead_feedback_scale)
+        if self.gen.record:
+            ahead = self.planner.lookahead(log_belief[:, -1], max(1, self.cfg.lookahead_horizon))
+            state.history.append({"pos": state.pos - 1, "belief": log_belief[:, -1].exp().cpu(),
+                                  "lookahead": [a.exp().cpu() for a in ahead]})
+        logits = self._emit(base[:, -1], delta[:, -1], elogp[:, -1], gate)
+        return logits, state

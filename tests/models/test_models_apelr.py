@@ -1,0 +1,191 @@
+"""APEL-R's math pinned: brute-force likelihood, Bayes filtering, chunk-only updates, decoding."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmlab.config import build_model_config
+from lmlab.models.apelr import V1, V2, Apelr
+from lmlab.models.apelr.planner import PlannerState
+from lmlab.registry import build_model
+
+ALL_LOSSES = {"entropy_reg_weight": 0.1, "usage_balance_weight": 0.1, "chunk_bow_weight": 0.1,
+              "chunk_bow_warmup_steps": 10, "plan_mi_weight": 0.1, "chunk_post_kl_weight": 0.1,
+              "loss_weights": {"future_contrastive": 0.1, "plan_js_div": 0.1}}
+
+
+def _model(version: str = V2, vocab: int = 11, **kw) -> Apelr:
+    raw = {"family": "apelr", "preset": "tiny", "vocab_size": vocab, "version": version, **kw}
+    torch.manual_seed(0)
+    model = build_model(build_model_config(raw)).eval()
+    with torch.no_grad():  # a non-trivial planner: random transition, initial state and context
+        model.planner.trans_logits.add_(torch.randn_like(model.planner.trans_logits))
+        model.planner.init_logits.add_(torch.randn_like(model.planner.init_logits))
+        model.expert_up.mul_(50)  # experts that really differ
+    return model
+
+
+@torch.no_grad()
+def test_v1_likelihood_equals_brute_force_over_plan_paths():
+    C, T = 3, 8
+    model = _model(V1, vocab=5, chunk_size=C, num_plan_states=2, planner_context_scale=0.0)
+    x = torch.randint(0, 5, (1, T), generator=torch.Generator().manual_seed(3))
+    logp = torch.log_softmax(model(x).logits.double(), -1)[0, :-1].gather(-1, x[0, 1:, None]).sum()
+    h = model._trunk(x)
+    elogp = model._expert_logp(*model._experts(h)).double()[0]  # (T, K, V)
+    log_a = model.planner.log_transition().double()
+    log_pi = F.log_softmax(model.planner.init_logits.double(), -1)
+    n_chunks = (T - 2) // C + 1  # predictions at positions 0..T-2
+    total = []
+    for path in itertools.product(range(2), repeat=n_chunks):
+        lp = log_pi[path[0]] + sum(log_a[a, b] for a, b in zip(path, path[1:]))
+        lp = lp + sum(elogp[t, path[t // C], x[0, t + 1]] for t in range(T - 1))
+        total.append(lp)
+    assert float(logp) == pytest.approx(float(torch.logsumexp(torch.stack(total), 0)), abs=1e-4)
+
+
+def test_filtering_is_bayes_rule_and_boundaries_push_through_the_transition():
+    model = _model(V1, chunk_size=4, num_plan_states=3)
+    planner = model.planner
+    g = torch.Generator().manual_seed(0)
+    B, T, K = 2, 11, 3
+    u, ell = torch.randn(B, T, K, generator=g), -3 * torch.rand(B, T, K, generator=g)
+    with torch.no_grad():
+        trace = planner.filter(u, ell, PlannerState())
+        log_a = planner.log_transition()
+        b = F.softmax(planner.init_logits, -1).expand(B, K)
+        for t in range(T):
+            if t and t % 4 == 0:  # boundary: (posterior A) * exp(s u_{t-1}), normalised
+                pushed = b @ log_a.exp()
+                b = pushed * torch.exp(planner.context_scale * u[:, t - 1])
+                b = b / b.sum(-1, keepdim=True)
+            torch.testing.assert_close(trace.log_belief[:, t].exp(), b, atol=1e-5, rtol=1e-5)
+            b = b * ell[:, t].exp()  # Bayes: prior x likelihood of the observed token, normalised
+            b = b / b.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_belief_stays_a_distribution_on_long_sequences(dtype):
+    model = _model(V1, chunk_size=16, num_plan_states=4)
+    g = torch.Generator().manual_seed(1)
+    T = 4096
+    u = torch.randn(2, T, 4, generator=g).to(dtype)
+    ell = (-40 * torch.rand(2, T, 4, generator=g)).to(dtype)  # very unlikely tokens too
+    with torch.no_grad():
+        lb = model.planner.filter(u, ell, PlannerState()).log_belief
+    assert torch.isfinite(lb).all()
+    torch.testing.assert_close(lb.exp().sum(-1), torch.ones(2, T), atol=1e-5, rtol=0)
+    x = torch.randint(0, 11, (2, 64), generator=g)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x).logits
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits.float().exp().sum(-1), torch.ones(2, 64), atol=1e-3, rtol=0)
+
+
+def test_without_token_filtering_beliefs_move_only_at_chunk_boundaries():
+    model = _model(V2, chunk_size=4, token_filtering=False)
+    x = torch.randint(0, 11, (2, 17), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        h = model._trunk(x)
+        elogp = model._expert_logp(*model._experts(h))
+        trace = model.planner.filter(model.planner.context(h), model._observed_ell(elogp, x[:, 1:]),
+                                     PlannerState(), token_filtering=False)
+    lb = trace.log_belief
+    for t in range(1, 17):
+        same = torch.allclose(lb[:, t], lb[:, t - 1])
+        assert same == (t % 4 != 0), t
+
+
+@pytest.mark.parametrize("version,filtering", [(V1, True), (V2, True), (V2, False)])
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_cached_decoding_equals_recompute(version, filtering, asynchronous):
+    model = _model(version, token_filtering=filtering)
+    model.set_generation_options(async_planner=asynchronous)
+    x = torch.randint(0, 11, (2, 30), generator=torch.Generator().manual_seed(4))
+    full = model(x).logits  # (B, T, V)
+    state = model.init_state(2)
+    logits, state = model.step(x[:, :5], state)  # prefill, then one token at a time (crosses chunks)
+    torch.testing.assert_close(logits, full[:, 4], atol=1e-4, rtol=1e-4)
+    for t in range(5, 30):
+        logits, state = model.step(x[:, t : t + 1], state)
+        torch.testing.assert_close(logits, full[:, t], atol=1e-4, rtol=1e-4)
+
+
+def test_async_planner_output_identical_to_sync():
+    from lmlab.config import DecodeSettings
+    from lmlab.generate.decode import generate_ids
+
+    model = _model(V2)
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8]]
+    s = DecodeSettings(max_new_tokens=40, temperature=1.0, top_k=None, seed=5, stop_on_eos=False)
+    outs = []
+    for asynchronous in (False, True):
+        model.set_generation_options(async_planner=asynchronous)
+        outs.append(generate_ids(model, prompts, s, eos_id=0))
+    assert outs[0] == outs[1] and len(outs[0][0]) == 40
+
+
+def test_forced_states_and_frozen_planner():
+    model = _model(V2)
+    x = torch.randint(0, 11, (1, 20), generator=torch.Generator().manual_seed(6))
+    dists = []
+    for k in range(model.cfg.num_plan_states):
+        model.set_generation_options(force_state=k)
+        logits, _ = model.step(x, model.init_state(1))
+        dists.append(torch.log_softmax(logits, -1))
+    kl = [float(F.kl_div(b, a, log_target=True, reduction="sum")) for a, b in itertools.combinations(dists, 2)]
+    assert min(kl) > 1e-3  # each state is its own next-token distribution
+    model.set_generation_options(freeze_planner=True, record=True)
+    state = model.init_state(1)
+    _, state = model.step(x[:, :6], state)
+    for t in range(6, 20):
+        _, state = model.step(x[:, t : t + 1], state)
+    beliefs = torch.stack([h["belief"] for h in state.history])
+    assert torch.equal(beliefs, beliefs[:1].expand_as(beliefs))
+    model.set_generation_options(record=True)  # unfrozen: the belief moves
+    state = model.init_state(1)
+    for t in range(20):
+        _, state = model.step(x[:, t : t + 1], state)
+    assert not torch.allclose(state.history[3]["belief"], state.history[12]["belief"])
+    with pytest.raises(ValueError, match="force_state 9 is not a plan state"):
+        model.set_generation_options(force_state=9)
+
+
+@pytest.mark.parametrize("version", [V1, V2])
+def test_every_loss_term_is_logged_finite_and_trains_its_modules(version):
+    model = _model(version, **ALL_LOSSES).train()
+    x = torch.randint(0, 11, (3, 41), generator=torch.Generator().manual_seed(7))
+    out = model(x[:, :-1], targets=x[:, 1:])
+    expected = {"ce", "usage_balance", "chunk_bow", "plan_mi", "chunk_post_kl"}
+    expected |= {"entropy_reg"} if version == V1 else {"boundary_entropy", "future_contrastive", "plan_js_div"}
+    assert set(out.terms) == expected
+    assert all(torch.isfinite(v) for v in out.terms.values())
+    total = sum(v for k, v in out.terms.items())
+    torch.testing.assert_close(out.loss.detach(), total, atol=1e-5, rtol=1e-5)
+    out.loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    model.set_train_step(0)  # chunk_bow ramps over its warmup
+    early = model(x[:, :-1], targets=x[:, 1:]).terms["chunk_bow"]
+    model.set_train_step(100)
+    late = model(x[:, :-1], targets=x[:, 1:]).terms["chunk_bow"]
+    torch.testing.assert_close(early * 10, late)
+
+
+def test_v2_weights_fall_back_to_v1_names():
+    cfg = build_model_config({"family": "apelr", "preset": "tiny", "entropy_reg_weight": 0.3,
+                              "usage_balance_weight": 0.2, "loss_weights": {"usage_balance": 0.7}})
+    assert cfg.version == V2
+    assert cfg.weight("boundary_entropy") == 0.3 and cfg.weight("usage_balance") == 0.7
+    assert cfg.weight("entropy_reg_weight") == 0.0 and cfg.weight("future_contrastive") == 0.0
+    v1 = build_model_config({"family": "apelr", "preset": "tiny", "version": V1, "entropy_reg_weight": 0.3})
+    assert v1.weight("entropy_reg_weight") == 0.3 and v1.weight("boundary_entropy") == 0.0
+    fresh = build_model(build_model_config({"family": "apelr", "preset": "tiny", "vocab_size": 11,
+                                            "planner_self_bias": 2.0}))
+    stay = fresh.planner.log_transition().exp().diagonal()  # initialised toward staying
+    torch.testing.assert_close(stay, torch.full((3,), math.exp(2) / (math.exp(2) + 2)))
