@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 from lmlab.config import DecodeSettings, RunConfig, deep_merge, load_config
 from lmlab.errors import LmlabError
 from lmlab.generate import complete
+from lmlab.generate.decode import generate_ids
 from lmlab.rundir import load_run
 
 
@@ -47,6 +49,10 @@ def train(config: str | Path | dict | RunConfig | None = None, **overrides: Any)
     return run_training(cfg)
 
 
+PLANNER_OPTIONS = ("force_state", "freeze_planner", "planner_temperature", "lookahead_feedback_scale",
+                   "async_planner")
+
+
 class LoadedModel:
     """A trained model with its tokenizer and config, ready to generate."""
 
@@ -65,9 +71,55 @@ class LoadedModel:
             err = e.errors()[0]
             raise LmlabError(f"{'.'.join(map(str, err['loc']))} = {err.get('input')!r}: {err['msg']}") from None
 
+    def _planner_options(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Pop the planner knobs (apelr: force_state, freeze_planner, ...) out of ``settings``."""
+        opts = {k: settings.pop(k) for k in PLANNER_OPTIONS if k in settings}
+        opts = {k: v for k, v in opts.items() if v is not None}
+        if opts and not hasattr(self.model, "set_generation_options"):
+            raise LmlabError(f"{', '.join(sorted(opts))}: planner options, but the {self.config.model.family} "
+                             "family has no planner (apelr has)")
+        return opts
+
+    @contextmanager
+    def _planner(self, opts: dict[str, Any]):
+        if not hasattr(self.model, "set_generation_options"):
+            yield
+            return
+        try:
+            self.model.set_generation_options(**opts)
+        except ValueError as e:
+            raise LmlabError(str(e)) from None
+        try:
+            yield
+        finally:
+            self.model.set_generation_options()
+
     def generate_batch(self, prompts: list[str], **settings: Any) -> list[str]:
-        """Continue each prompt; returns prompt + generated text for each."""
-        return complete(self.model, self.tokenizer, prompts, self.settings(**settings))
+        """Continue each prompt; returns prompt + generated text for each. apelr runs also take
+        ``force_state``, ``freeze_planner``, ``planner_temperature``, ``lookahead_feedback_scale``
+        and ``async_planner``."""
+        opts = self._planner_options(settings)
+        with self._planner(opts):
+            return complete(self.model, self.tokenizer, prompts, self.settings(**settings))
+
+    def generate_with_plan(self, prompt: str, lookahead_steps: int = 0, **settings: Any) -> tuple[str, list[dict]]:
+        """Continue one prompt with a planner family and report, per generated token: its text,
+        the active plan state (the gate's argmax), the belief, and ``lookahead_steps`` forecasts
+        of the belief (transition applied 1..n times)."""
+        opts = self._planner_options(settings)
+        if not hasattr(self.model, "set_generation_options"):
+            raise LmlabError(f"the {self.config.model.family} family has no planner to report (apelr has)")
+        s = self.settings(**settings)
+        ids = self.tokenizer.encode(prompt, strict=True)
+        with self._planner({**opts, "record": True, "lookahead_steps": lookahead_steps}):
+            new = generate_ids(self.model, [ids], s, self.tokenizer.eos_id)[0]
+            history = list(self.model.plan_history)
+        plan = []
+        for tok, rec in zip(new, history):
+            plan.append({"token": self.tokenizer.decode([tok]), "state": int(rec["gate"][0].argmax()),
+                         "belief": rec["belief"][0].tolist(), "lookahead": [a[0].tolist() for a in rec["lookahead"]]})
+        text = prompt + self.tokenizer.decode(new)
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), plan
 
     def generate(self, prompt: str, **settings: Any) -> str:
         """Continue one prompt (see :meth:`settings` for the knobs)."""

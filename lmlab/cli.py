@@ -54,16 +54,49 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         knobs["temperature"] = 0.0
     if args.no_stop_on_eos:
         knobs["stop_on_eos"] = False
+    planner = {"force_state": args.force_state, "freeze_planner": args.freeze_planner or None,
+               "planner_temperature": args.planner_temperature,
+               "lookahead_feedback_scale": args.lookahead_feedback_scale,
+               "async_planner": False if args.no_async_planner else None}
+    planner = lm._planner_options({k: v for k, v in planner.items() if v is not None})
     settings = lm.settings(**knobs)
+    if args.lookahead_steps is not None or args.show_plan:
+        for i, prompt in enumerate(prompts):
+            text, plan = lm.generate_with_plan(prompt, lookahead_steps=args.lookahead_steps or 0,
+                                               **planner, **settings.model_dump())
+            print(f"--- sample {i + 1} ---\n{text}\n")
+            print("plan: " + _plan_line(prompt, plan))
+            if plan and args.lookahead_steps:
+                first = plan[0]
+                print("belief at the first new token: " + _probs(first["belief"]))
+                for h, forecast in enumerate(first["lookahead"], 1):
+                    print(f"  lookahead +{h} chunk(s): " + _probs(forecast))
+            print()
+        return
     context = getattr(lm.model, "block_size", None)
     longest = max(len(lm.tokenizer.encode(p)) for p in prompts) + 1
     if context and longest + settings.max_new_tokens > context:
         print(f"note: prompt + max_new_tokens ({longest + settings.max_new_tokens}) exceeds the context "
               f"({context}); the window slides (the model sees the last {context // 2}+ tokens)",
               file=sys.stderr)
-    texts = lm.generate_batch(prompts, **settings.model_dump())
+    texts = lm.generate_batch(prompts, **planner, **settings.model_dump())
     for i, text in enumerate(texts):
         print(f"--- sample {i + 1} ---\n{text}\n")
+
+
+def _probs(p: list[float]) -> str:
+    return "[" + " ".join(f"{x:.2f}" for x in p) + "]"
+
+
+def _plan_line(prompt: str, plan: list[dict]) -> str:
+    """The generated text with ``[sK]`` wherever the active plan state changes."""
+    out, last = [prompt], None
+    for step in plan:
+        if step["state"] != last:
+            out.append(f"[s{step['state']}]")
+            last = step["state"]
+        out.append(step["token"])
+    return "".join(out).replace("\n", "\\n")
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
@@ -128,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--greedy", action="store_true", help="always take the most likely token")
     s.add_argument("--no-stop-on-eos", action="store_true", help="keep going past the end-of-text token")
     s.add_argument("--device", default="cpu")
+    p_ = s.add_argument_group("planner families (apelr)")
+    p_.add_argument("--lookahead-steps", type=int, metavar="N",
+                    help="print the planner's forecast beliefs N chunks ahead and the active state per token")
+    p_.add_argument("--show-plan", action="store_true", help="print which plan state was active where")
+    p_.add_argument("--force-state", type=int, metavar="K", help="decode with plan state K only")
+    p_.add_argument("--freeze-planner", action="store_true", help="keep the belief the prompt produced")
+    p_.add_argument("--planner-temperature", type=float, help="sharpen (<1) or flatten (>1) the belief")
+    p_.add_argument("--lookahead-feedback-scale", type=float, help="override model.lookahead_feedback_scale")
+    p_.add_argument("--no-async-planner", action="store_true",
+                    help="compute lookahead in the decoding thread (same output, no overlap)")
     s.set_defaults(func=_cmd_sample)
 
     e = sub.add_parser("eval", help="perplexity / bits-per-byte and zero-shot tasks for checkpoints")

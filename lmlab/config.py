@@ -266,6 +266,10 @@ class TrainConfig(Strict):
     eval_batches: int = Field(20, ge=1)
     save_interval: int = Field(200, ge=1)
     progress: bool = True
+    eval_planner_diagnostics: bool = False
+    """Planner families (apelr): add the planner diagnostics to planner_eval.json at every eval."""
+    final_eval_planner_diagnostics: bool = True
+    """Planner families: write the final planner diagnostics to planner_eval.json."""
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainConfig:

@@ -49,12 +49,20 @@ class Snapshot:
         return int(self.meta["step"])
 
     def load_weights(self, model: torch.nn.Module) -> None:
-        """Load the weights into ``model`` (strict: every tensor must match by name and shape)."""
+        """Load the weights into ``model``: every tensor must match by name and shape, unless the
+        model class sets ``tolerant_load`` (then added / missing tensors are a warning that
+        lists them; a shape mismatch is still an error)."""
+        tolerant = bool(getattr(model, "tolerant_load", False))
         try:
-            load_model(model, self.path / WEIGHTS, strict=True, device=str(next(model.parameters()).device))
+            missing, unexpected = load_model(model, self.path / WEIGHTS, strict=not tolerant,
+                                             device=str(next(model.parameters()).device))
         except (RuntimeError, KeyError) as e:
             first = str(e).strip().splitlines()[0]
             raise LmlabError(f"{self.path / WEIGHTS}: weights do not fit the model: {first}") from None
+        if missing or unexpected:
+            warnings.warn(f"{self.path / WEIGHTS}: loaded with missing tensors {sorted(missing)} (kept at "
+                          f"their initial values) and unexpected tensors {sorted(unexpected)} (ignored)",
+                          stacklevel=2)
 
     def load_trainer_state(self) -> dict[str, Any]:
         """The trainer state (plain tensors and containers; never unpickles objects)."""
@@ -160,6 +168,20 @@ def config_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "config.yaml"
 
 
+def checkpoint_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """The run config a snapshot was saved with, upgraded by its family's config class where
+    the family defines ``upgrade_checkpoint_config`` (e.g. apelr: no version means v1)."""
+    from lmlab.registry import get_family
+
+    raw = json.loads(json.dumps(meta["config"]))  # a copy
+    model = raw.get("model", {})
+    cfg_cls, _ = get_family(model.get("family", "transformer"))
+    upgrade = getattr(cfg_cls, "upgrade_checkpoint_config", None)
+    if upgrade is not None:
+        raw["model"] = upgrade(model)
+    return raw
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     """Rebuild (model, tokenizer, run config, snapshot) from a run dir alone, model in eval mode."""
     from lmlab.config import validate_config
@@ -167,7 +189,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     from lmlab.tokenizers import load_tokenizer
 
     snap = latest_snapshot(run_dir)
-    cfg = validate_config(snap.meta["config"], source=str(snap.path / META))
+    cfg = validate_config(checkpoint_config(snap.meta), source=str(snap.path / META))
     tokenizer = load_tokenizer(tokenizer_dir(run_dir))
     if tokenizer.vocab_size != cfg.model.vocab_size:
         raise LmlabError(

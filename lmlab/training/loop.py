@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -26,6 +27,7 @@ from lmlab.config import RunConfig, save_config
 from lmlab.data.batches import eval_windows
 from lmlab.data.mixing import Adaptive, MixtureSampler
 from lmlab.errors import LmlabError
+from lmlab.fsio import atomic_write_text
 from lmlab.registry import build_model
 from lmlab.report.plots import plot_loss_curve, read_metrics
 from lmlab.training.data import prepare_tokenizer, prepare_tokens, readable_sources
@@ -66,7 +68,7 @@ def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None
     A weights-only snapshot (an imported model) has no data position to keep: its data and seed
     may change, which is how it is fine-tuned on a new corpus.
     """
-    saved = meta["config"]
+    saved = rundir.checkpoint_config(meta)
     now = cfg.to_dict()
     weights_only = rundir.TRAINER not in meta.get("sha256", {})
     for section in ("model", "tokenizer") if weights_only else ("model", "tokenizer", "data", "train.seed"):
@@ -185,6 +187,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
             return
         meta = {
             "family": cfg.model.family,
+            "model_version": getattr(cfg.model, "version", None),  # families that version their math
             "config": cfg.to_dict(),
             "tokenizer": {"backend": tokenizer.backend, "vocab_size": tokenizer.vocab_size,
                           "special_ids": tokenizer.special_ids},
@@ -212,6 +215,23 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
         if len(scores) > 1:
             out["val_loss_by_source"] = {n: lm_metrics(*sc)["val_loss"] for n, sc in scores.items()}
         return out
+
+    planner_log: dict[str, Any] = {"periodic": []}
+
+    def planner_eval(final: bool) -> None:
+        """planner_eval.json: the planner diagnostics of the first val windows (rank 0)."""
+        diagnose = getattr(model, "planner_diagnostics", None)
+        if diagnose is None or not info.is_main:
+            return
+        windows = [w for _, ws in val_sets for w in ws]
+        windows = [w for w in windows if len(w) == len(windows[0])][: max(1, t.batch_size)]
+        ids = torch.from_numpy(np.stack(windows).astype(np.int64)).to(device)
+        entry = {"step": step, **diagnose(ids)}
+        if final:
+            planner_log["final"] = entry
+        else:
+            planner_log["periodic"].append(entry)
+        atomic_write_text(run_dir / "planner_eval.json", json.dumps(planner_log, indent=2) + "\n")
 
     if info.is_main:
         start = f"resuming {snap.path} at step {step}" if snap is not None else "starting"
@@ -288,6 +308,8 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
             if step % t.eval_interval == 0 or step == budget.max_steps:
                 last_val = evaluate()
                 log.write({"step": step, "tokens": tokens_seen, **last_val})
+                if t.eval_planner_diagnostics:
+                    planner_eval(final=False)
                 if info.is_main and t.progress:
                     bar.write(f"step {step}: val loss {last_val['val_loss']:.4f}, "
                               f"ppl {last_val['val_ppl']:.2f}, bpb {last_val['val_bpb']:.4f}")
@@ -315,6 +337,8 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
                             "tokens_per_s": train_rows[-1]["tokens_per_s"]})
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         plot_loss_curve(run_dir)
+        if t.final_eval_planner_diagnostics:
+            planner_eval(final=True)
         _write_samples(model, tokenizer, cfg, run_dir)
     return run_dir
 

@@ -145,13 +145,13 @@ def test_forced_states_and_frozen_planner():
     _, state = model.step(x[:, :6], state)
     for t in range(6, 20):
         _, state = model.step(x[:, t : t + 1], state)
-    beliefs = torch.stack([h["belief"] for h in state.history])
+    beliefs = torch.stack([h["belief"] for h in model.plan_history])
     assert torch.equal(beliefs, beliefs[:1].expand_as(beliefs))
     model.set_generation_options(record=True)  # unfrozen: the belief moves
     state = model.init_state(1)
     for t in range(20):
         _, state = model.step(x[:, t : t + 1], state)
-    assert not torch.allclose(state.history[3]["belief"], state.history[12]["belief"])
+    assert not torch.allclose(model.plan_history[3]["belief"], model.plan_history[12]["belief"])
     with pytest.raises(ValueError, match="force_state 9 is not a plan state"):
         model.set_generation_options(force_state=9)
 
@@ -189,3 +189,23 @@ def test_v2_weights_fall_back_to_v1_names():
                                             "planner_self_bias": 2.0}))
     stay = fresh.planner.log_transition().exp().diagonal()  # initialised toward staying
     torch.testing.assert_close(stay, torch.full((3,), math.exp(2) / (math.exp(2) + 2)))
+
+
+def test_checkpoint_without_version_loads_as_v1_and_loading_is_tolerant(tmp_path):
+    import json
+
+    from lmlab import rundir
+
+    with_bow = _model(V2, chunk_bow_weight=0.1)
+    cfg = {"model": {**with_bow.cfg.model_dump(), "vocab_size": 11}}
+    del cfg["model"]["version"]  # written before versions existed
+    snap = rundir.save_snapshot(tmp_path, with_bow, {"config": cfg, "step": 0})
+    raw = rundir.checkpoint_config(json.loads((snap / rundir.META).read_text()))
+    assert raw["model"]["version"] == V1
+    plain = _model(V2)  # no chunk_bow module: plan_emb is unexpected
+    with pytest.warns(UserWarning, match=r"unexpected tensors \['plan_emb'\]"):
+        rundir.latest_snapshot(tmp_path).load_weights(plain)
+    torch.testing.assert_close(plain.expert_up, with_bow.expert_up)
+    with pytest.warns(UserWarning, match=r"missing tensors \['plan_emb'\]"):
+        rundir.save_snapshot(tmp_path / "b", plain, {"config": cfg, "step": 0})
+        rundir.latest_snapshot(tmp_path / "b").load_weights(_model(V2, chunk_bow_weight=0.1))

@@ -68,6 +68,11 @@ class ApelrConfig(TransformerConfig):
             raise ValueError(f"chunk_size ({self.chunk_size}) must not exceed block_size ({self.block_size})")
         return self
 
+    @classmethod
+    def upgrade_checkpoint_config(cls, model: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint saved without ``version`` predates v2: it is a v1 model."""
+        return model if "version" in model else {**model, "version": V1}
+
     def weight(self, name: str) -> float:
         """The effective weight of a loss term, v2 fallbacks applied."""
         if self.version == V1:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,8 @@ class GenerationOptions:
     lookahead_feedback_scale: float | None = None
     async_planner: bool | None = None
     record: bool = False
-    """Keep per-position beliefs and lookahead forecasts in the decoding state (``history``)."""
+    """Append each decoding step's belief (and ``lookahead_steps`` forecasts) to ``model.plan_history``."""
+    lookahead_steps: int = 0
 
 
 @dataclass
@@ -50,7 +51,6 @@ class ApelrState:
     pos: int = 0
     pending: torch.Tensor | None = None  # (B, K, V) expert log-probs at the last position
     frozen: torch.Tensor | None = None  # (B, K) the belief a frozen planner keeps
-    history: list[dict] = field(default_factory=list)
 
 
 def _entropy(logp: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -58,6 +58,10 @@ def _entropy(logp: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 class Apelr(Transformer):
+    # Checkpoints of other versions of this family load with a warning listing added / missing
+    # tensors (docs/model_versions.md).
+    tolerant_load = True
+
     def __init__(self, cfg: ApelrConfig):
         super().__init__(cfg)
         K, r, D = cfg.num_plan_states, cfg.expert_rank, cfg.d_model
@@ -82,6 +86,7 @@ class Apelr(Transformer):
         nn.init.normal_(self.expert_down.weight, std=0.02)
         nn.init.normal_(self.expert_up, std=0.02)
         self.gen = GenerationOptions()
+        self.plan_history: list[dict] = []
         self.train_step = 0
         self._pool: ThreadPoolExecutor | None = None
 
@@ -219,6 +224,12 @@ class Apelr(Transformer):
                 out["future_contrastive"] = (w("future_contrastive"), F.cross_entropy(sim.float(), labels))
         return out
 
+    def planner_diagnostics(self, input_ids: torch.Tensor) -> dict:
+        """Usage, belief entropy, transition and the intervention test on windows (N, T)."""
+        from lmlab.models.apelr.diagnostics import planner_diagnostics
+
+        return planner_diagnostics(self, input_ids)
+
     # ------------------------------------------------------------------ decoding
 
     def set_generation_options(self, **options) -> None:
@@ -229,7 +240,10 @@ class Apelr(Transformer):
             raise ValueError(f"force_state {opts.force_state} is not a plan state (0..{self.cfg.num_plan_states - 1})")
         if opts.planner_temperature <= 0:
             raise ValueError(f"planner_temperature must be > 0, got {opts.planner_temperature}")
+        if opts.lookahead_steps < 0:
+            raise ValueError(f"lookahead_steps must be >= 0, got {opts.lookahead_steps}")
         self.gen = opts
+        self.plan_history = []
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> ApelrState:
         return ApelrState(super().init_state(batch_size, device).caches, PlannerState())
@@ -285,9 +299,9 @@ class Apelr(Transformer):
         state.pending = elogp[:, -1]
         state.pos += n
         gate = self._gate(log_belief[:, -1], self.gen.lookahead_feedback_scale)
-        if self.gen.record:
-            ahead = self.planner.lookahead(log_belief[:, -1], max(1, self.cfg.lookahead_horizon))
-            state.history.append({"pos": state.pos - 1, "belief": log_belief[:, -1].exp().cpu(),
-                                  "lookahead": [a.exp().cpu() for a in ahead]})
+        if self.gen.record:  # (B, K) each: the belief predicting the next token, and its forecasts
+            ahead = self.planner.lookahead(log_belief[:, -1], self.gen.lookahead_steps)
+            self.plan_history.append({"pos": state.pos - 1, "belief": log_belief[:, -1].exp().cpu(),
+                                      "gate": gate.exp().cpu(), "lookahead": [a.exp().cpu() for a in ahead]})
         logits = self._emit(base[:, -1], delta[:, -1], elogp[:, -1], gate)
         return logits, state
