@@ -37,7 +37,7 @@ def test_v1_likelihood_equals_brute_force_over_plan_paths():
     x = torch.randint(0, 5, (1, T), generator=torch.Generator().manual_seed(3))
     logp = torch.log_softmax(model(x).logits.double(), -1)[0, :-1].gather(-1, x[0, 1:, None]).sum()
     h = model._trunk(x)
-    elogp = model._expert_logp(*model._experts(h)).double()[0]  # (T, K, V)
+    elogp = model._experts(h).logp().double()[0]  # (T, K, V)
     log_a = model.planner.log_transition().double()
     log_pi = F.log_softmax(model.planner.init_logits.double(), -1)
     n_chunks = (T - 2) // C + 1  # predictions at positions 0..T-2
@@ -47,6 +47,23 @@ def test_v1_likelihood_equals_brute_force_over_plan_paths():
         lp = lp + sum(elogp[t, path[t // C], x[0, t + 1]] for t in range(T - 1))
         total.append(lp)
     assert float(logp) == pytest.approx(float(torch.logsumexp(torch.stack(total), 0)), abs=1e-4)
+
+
+@torch.no_grad()
+def test_factored_experts_equal_the_full_tables():
+    model = _model(V2, expert_rank=4)
+    x = torch.randint(0, 11, (2, 13), generator=torch.Generator().manual_seed(8))
+    h = model._trunk(x)
+    ex = model._experts(h)
+    fast_ell = ex.ell(x[:, 1:])  # logit of the token minus the log-normaliser, no full table
+    delta = torch.einsum("btkr,kvr->btkv", ex.z, ex.factor)
+    full = torch.log_softmax(ex.base.unsqueeze(2) + delta, -1)  # (B, T, K, V)
+    torch.testing.assert_close(ex.logp(), full)
+    torch.testing.assert_close(fast_ell[:, :-1], full[:, :-1].gather(-1, x[:, 1:, None, None].expand(2, 12, 3, 1))[..., 0])
+    assert torch.equal(ex.ell(x[:, 1:]), torch.cat([full[:, :-1].gather(-1, x[:, 1:, None, None].expand(2, 12, 3, 1))[..., 0],
+                                                     torch.zeros(2, 1, 3)], 1))  # from the cached table now
+    gate = torch.softmax(torch.randn(2, 13, 3), -1)
+    torch.testing.assert_close(ex.mix(gate), ex.base + torch.einsum("btk,btkv->btv", gate, delta))
 
 
 def test_filtering_is_bayes_rule_and_boundaries_push_through_the_transition():
@@ -92,8 +109,7 @@ def test_without_token_filtering_beliefs_move_only_at_chunk_boundaries():
     x = torch.randint(0, 11, (2, 17), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         h = model._trunk(x)
-        elogp = model._expert_logp(*model._experts(h))
-        trace = model.planner.filter(model.planner.context(h), model._observed_ell(elogp, x[:, 1:]),
+        trace = model.planner.filter(model.planner.context(h), model._experts(h).ell(x[:, 1:]),
                                      PlannerState(), token_filtering=False)
     lb = trace.log_belief
     for t in range(1, 17):

@@ -76,3 +76,21 @@ def test_v1_run_resumes_and_old_checkpoints_load_as_v1(apelr_run, tmp_path):
     lm = lmlab.load(old)
     assert lm.config.model.version == V1  # the same weights, read with v1's math
     assert torch.isfinite(lm.log_probs("The value")).all()
+
+
+@pytest.mark.parametrize("name", ["smoke", "iter", "small", "selfbias_smoke", "tinystories_smoke",
+                                  "shakespeare", "baseline_transformer"])
+def test_apelr_presets_validate_and_match_the_baseline_size(name):
+    from pathlib import Path
+
+    from lmlab.config import build_model_config, load_config
+    from lmlab.registry import build_model
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_config(repo / "configs" / "apelr" / f"{name}.yaml")
+    assert cfg.model.family == ("transformer" if name == "baseline_transformer" else "apelr")
+    if name == "baseline_transformer":  # the same size as shakespeare.yaml's apelr (char vocab 67)
+        apelr = load_config(repo / "configs" / "apelr" / "shakespeare.yaml")
+        sizes = [build_model(build_model_config({**c.model.model_dump(), "vocab_size": 67})).num_params()
+                 for c in (cfg, apelr)]
+        assert abs(sizes[0] - sizes[1]) / sizes[1] < 0.02

@@ -55,6 +55,9 @@ class ApelrConfig(TransformerConfig):
     chunk_post_kl_weight: float = Field(0.0, ge=0)
     loss_weights: LossWeights = Field(default_factory=LossWeights)
     contrastive_temperature: float = Field(0.1, gt=0)
+    divergence_positions: int = Field(32, ge=1)
+    """plan_mi / plan_js_div need every expert's whole distribution: they are averaged over this
+    many evenly spaced positions per sequence (all of them when the sequence is shorter)."""
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"n_layer": 2, "n_head": 2, "d_model": 64, "block_size": 64, "num_plan_states": 3,

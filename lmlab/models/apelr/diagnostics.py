@@ -22,10 +22,9 @@ def planner_diagnostics(model, input_ids: torch.Tensor) -> dict[str, Any]:
     model.eval()
     try:
         h = model._trunk(input_ids)
-        base, delta = model._experts(h)
-        elogp = model._expert_logp(base, delta)
-        trace = model.planner.filter(model.planner.context(h), model._observed_ell(elogp, input_ids[:, 1:]),
-                                     PlannerState(), model._filtering())
+        ex = model._experts(h)
+        trace = model.planner.filter(model.planner.context(h), ex.ell(input_ids[:, 1:]), PlannerState(),
+                                     model._filtering())
         lb = trace.log_belief  # (N, T, K)
         K = lb.size(-1)
         priors = torch.stack(trace.priors, dim=1)
@@ -33,7 +32,7 @@ def planner_diagnostics(model, input_ids: torch.Tensor) -> dict[str, Any]:
         for k in range(K):  # the output distribution with plan state k forced
             gate = torch.full_like(lb, -math.inf)
             gate[..., k] = 0.0
-            forced.append(F.log_softmax(model._emit(base, delta, elogp, gate).float(), dim=-1))
+            forced.append(F.log_softmax(model._emit(ex, gate).float(), dim=-1))
         js = torch.zeros(K, K)
         kls = []
         for a, b in itertools.combinations(range(K), 2):

@@ -57,6 +57,54 @@ def _entropy(logp: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return -(logp.exp() * logp).sum(dim)
 
 
+class Experts:
+    """The K expert distributions of one call, kept factored so v2 never needs a (B, T, K, V)
+    tensor for its logits: expert k's logits are ``base + z_k M_k^T`` with base (B, T, V),
+    z (B, T, K, r) and M (K, V, r)."""
+
+    def __init__(self, base: torch.Tensor, z: torch.Tensor, factor: torch.Tensor):
+        self.base, self.z, self.factor = base, z, factor
+        self._logp: torch.Tensor | None = None
+
+    def logp(self) -> torch.Tensor:
+        """log p_k(v | x_<=t) (B, T, K, V) in fp32 (built once, on demand: v1 and some losses)."""
+        if self._logp is None:
+            delta = torch.einsum("btkr,kvr->btkv", self.z, self.factor)
+            self._logp = F.log_softmax(self.base.float().unsqueeze(2) + delta.float(), dim=-1)
+        return self._logp
+
+    def ell(self, next_ids: torch.Tensor) -> torch.Tensor:
+        """log p_k(observed next token) (B, T, K); 0 at the last position (not observed yet).
+        next_ids (B, T-1). Without the full table: logit of the token minus each expert's
+        log-normaliser."""
+        B, T, K, _ = self.z.shape
+        ell = self.z.new_zeros(B, T, K, dtype=torch.float32)
+        if T == 1:
+            return ell
+        if self._logp is not None:
+            idx = next_ids[:, :, None, None].expand(B, T - 1, K, 1)
+            ell[:, :-1] = self._logp[:, :-1].gather(-1, idx).squeeze(-1)
+            return ell
+        z = self.z[:, :-1]
+        delta = torch.einsum("btkr,kvr->btkv", z, self.factor)  # (B, T-1, K, V)
+        lse = torch.logsumexp(self.base[:, :-1].float().unsqueeze(2) + delta.float(), dim=-1)
+        rows = self.factor[:, next_ids].permute(1, 2, 0, 3)  # (B, T-1, K, r): M_k[x_{t+1}]
+        observed = self.base[:, :-1].gather(-1, next_ids[..., None]).float() + (z * rows).sum(-1).float()
+        ell[:, :-1] = observed - lse
+        return ell
+
+    def mix(self, gate: torch.Tensor) -> torch.Tensor:
+        """base + sum_k gate_k z_k M_k^T (..., V) for gate (B, T, K) probabilities: one matmul
+        with inner size K r."""
+        K, V, r = self.factor.shape
+        w = (gate.to(self.z.dtype).unsqueeze(-1) * self.z).flatten(-2)  # (B, T, K r)
+        return self.base + w @ self.factor.permute(0, 2, 1).reshape(K * r, V)
+
+    def last(self) -> Experts:
+        """The experts of the last position only (a T = 1 view)."""
+        return Experts(self.base[:, -1:], self.z[:, -1:], self.factor)
+
+
 class Apelr(Transformer):
     # Checkpoints of other versions of this family load with a warning listing added / missing
     # tensors (docs/model_versions.md).
@@ -96,19 +144,13 @@ class Apelr(Transformer):
         """The trainer's global step (``chunk_bow_warmup_steps`` ramps on it)."""
         self.train_step = step
 
-    def _experts(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h (B, T, D) -> base logits (B, T, V) and expert corrections delta (B, T, K, V)."""
+    def _experts(self, h: torch.Tensor) -> Experts:
+        """The K expert distributions at every position of h (B, T, D), kept factored."""
         B, T, _ = h.shape
         K, r = self.cfg.num_plan_states, self.cfg.expert_rank
-        base = self.lm_head(h)
         z = self.expert_down(h).view(B, T, K, r)
         factor = torch.einsum("vd,krd->kvr", self.lm_head.weight, self.expert_up)  # (K, V, r)
-        return base, torch.einsum("btkr,kvr->btkv", z, factor)
-
-    @staticmethod
-    def _expert_logp(base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """log p_k(v | x_<=t) (B, T, K, V), in fp32."""
-        return F.log_softmax(base.float().unsqueeze(2) + delta.float(), dim=-1)
+        return Experts(self.lm_head(h), z, factor)
 
     def _gate(self, log_belief: torch.Tensor, feedback: float | None = None) -> torch.Tensor:
         """Mixture weights over experts (log, shape of ``log_belief``): the belief, sharpened by
@@ -127,24 +169,12 @@ class Apelr(Transformer):
         ahead = torch.stack(self.planner.lookahead(lb, self.cfg.lookahead_horizon)).exp().mean(0)
         return torch.log((1 - lam) * lb.exp() + lam * ahead).clamp_min(-1e4)
 
-    def _emit(self, base: torch.Tensor, delta: torch.Tensor, elogp: torch.Tensor | None,
-              log_gate: torch.Tensor) -> torch.Tensor:
-        """Token logits from the gate: v1 the log of the gate-weighted mixture of the experts'
-        distributions; v2 the gate-weighted mixture of the experts' logits."""
+    def _emit(self, ex: Experts, log_gate: torch.Tensor) -> torch.Tensor:
+        """Token logits from the gate (B, T, K): v1 the log of the gate-weighted mixture of the
+        experts' distributions; v2 the gate-weighted mixture of the experts' logits."""
         if self.cfg.version == V1:
-            return torch.logsumexp(log_gate.unsqueeze(-1) + elogp, dim=-2)
-        return base + torch.einsum("...k,...kv->...v", log_gate.exp().to(delta.dtype), delta)
-
-    @staticmethod
-    def _observed_ell(elogp: torch.Tensor, next_ids: torch.Tensor) -> torch.Tensor:
-        """log p_k(observed next token) (B, T, K); 0 at the last position (not observed yet).
-        elogp (B, T, K, V), next_ids (B, T-1)."""
-        B, T, K, _ = elogp.shape
-        ell = elogp.new_zeros(B, T, K)
-        if T > 1:
-            idx = next_ids[:, :, None, None].expand(B, T - 1, K, 1)
-            ell[:, :-1] = elogp[:, :-1].gather(-1, idx).squeeze(-1)
-        return ell
+            return torch.logsumexp(log_gate.unsqueeze(-1) + ex.logp(), dim=-2)
+        return ex.mix(log_gate.exp())
 
     # ------------------------------------------------------------------ training / scoring
 
@@ -152,19 +182,17 @@ class Apelr(Transformer):
                 label_smoothing: float = 0.0) -> ModelOutput:
         """input_ids, targets (B, T) -> logits (B, T, V) and, with targets, CE + weighted terms."""
         h = self._trunk(input_ids)
-        base, delta = self._experts(h)
-        elogp = self._expert_logp(base, delta)
-        ell = self._observed_ell(elogp, input_ids[:, 1:])
+        ex = self._experts(h)
         state = PlannerState()
-        trace = self.planner.filter(self.planner.context(h), ell, state, self._filtering())
+        trace = self.planner.filter(self.planner.context(h), ex.ell(input_ids[:, 1:]), state, self._filtering())
         trace.posteriors.append(self.planner.final_posterior(state))
-        logits = self._emit(base, delta, elogp, self._gate(trace.log_belief))
+        logits = self._emit(ex, self._gate(trace.log_belief))
         if targets is None:
             return ModelOutput(logits)
         ce = lm_loss(logits, targets, label_smoothing)
         terms = {"ce": ce.detach()}
         loss = ce
-        for name, (weight, value) in self._aux_terms(h, elogp, trace, input_ids).items():
+        for name, (weight, value) in self._aux_terms(h, ex, trace, input_ids).items():
             loss = loss + weight * value
             terms[name] = (weight * value).detach()
         return ModelOutput(logits, loss, terms)
@@ -172,7 +200,7 @@ class Apelr(Transformer):
     def _filtering(self) -> bool:
         return self.cfg.version == V1 or self.cfg.token_filtering
 
-    def _aux_terms(self, h, elogp, trace: PlannerTrace, input_ids) -> dict[str, tuple[float, torch.Tensor]]:
+    def _aux_terms(self, h, ex: Experts, trace: PlannerTrace, input_ids) -> dict[str, tuple[float, torch.Tensor]]:
         """Named (weight, value) of every active auxiliary loss (docs/apelr.md, "Losses")."""
         cfg, out = self.cfg, {}
         w = cfg.weight
@@ -197,10 +225,15 @@ class Apelr(Transformer):
             mixed = torch.logsumexp(priors[:, chunk_of] + tok_logp, dim=-1)  # (B, T-1)
             out["chunk_bow"] = (w("chunk_bow_weight") * ramp, -mixed.mean())
         if w("plan_mi_weight") or (cfg.version != V1 and w("plan_js_div")):
-            ent_k = _entropy(elogp)  # (B, T, K)
+            # These two need whole distributions (a (B, T', K, V) table): evenly spaced positions.
+            stride = max(1, -(-T // cfg.divergence_positions))
+            sub = Experts(ex.base[:, ::stride], ex.z[:, ::stride], ex.factor)
+            elogp = sub.logp()  # (B, T', K, V)
+            lb_sub = lb[:, ::stride]
+            ent_k = _entropy(elogp)  # (B, T', K)
             if w("plan_mi_weight"):  # I(z; x) = H(sum_k b_k p_k) - sum_k b_k H(p_k)
-                mix = torch.logsumexp(lb.unsqueeze(-1) + elogp, dim=-2)
-                mi = _entropy(mix) - (lb.exp() * ent_k).sum(-1)
+                mix = torch.logsumexp(lb_sub.unsqueeze(-1) + elogp, dim=-2)
+                mi = _entropy(mix) - (lb_sub.exp() * ent_k).sum(-1)
                 out["plan_mi"] = (w("plan_mi_weight"), -mi.mean())
             if cfg.version != V1 and w("plan_js_div"):  # JS of the experts, equal weights
                 mean_p = torch.logsumexp(elogp, dim=-2) - math.log(K)
@@ -277,8 +310,7 @@ class Apelr(Transformer):
             else:
                 lb_last = self._planner_step(state, tokens)
         h = self._trunk(tokens, state.caches, state.pos)
-        base, delta = self._experts(h)
-        elogp = self._expert_logp(base, delta)
+        ex = self._experts(h)
         if single:
             lb_last = future.result() if future is not None else lb_last
             st = state.planner
@@ -289,19 +321,20 @@ class Apelr(Transformer):
             if state.pending is not None:  # a multi-token call after decoding: fold, then filter
                 st = state.planner
                 st.acc = st.acc + state.pending.gather(-1, tokens[:, :1, None].expand(-1, st.acc.size(1), 1)).squeeze(-1)
-            ell = self._observed_ell(elogp, tokens[:, 1:])
-            trace = self.planner.filter(self.planner.context(h), ell, state.planner, self._filtering())
+            trace = self.planner.filter(self.planner.context(h), ex.ell(tokens[:, 1:]), state.planner,
+                                        self._filtering())
             log_belief = trace.log_belief
             if state.frozen is not None:
                 log_belief = state.frozen[:, None].expand_as(log_belief)
         if self.gen.freeze_planner and state.frozen is None:
             state.frozen = log_belief[:, -1]
-        state.pending = elogp[:, -1]
+        last = ex.last()
+        state.pending = last.logp()[:, 0]  # (B, K, V): scores the next token when it arrives
         state.pos += n
         gate = self._gate(log_belief[:, -1], self.gen.lookahead_feedback_scale)
         if self.gen.record:  # (B, K) each: the belief predicting the next token, and its forecasts
             ahead = self.planner.lookahead(log_belief[:, -1], self.gen.lookahead_steps)
             self.plan_history.append({"pos": state.pos - 1, "belief": log_belief[:, -1].exp().cpu(),
                                       "gate": gate.exp().cpu(), "lookahead": [a.exp().cpu() for a in ahead]})
-        logits = self._emit(base[:, -1], delta[:, -1], elogp[:, -1], gate)
+        logits = self._emit(last, gate[:, None])[:, 0]
         return logits, state
