@@ -281,20 +281,26 @@ class Apelr(Transformer):
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> ApelrState:
         return ApelrState(super().init_state(batch_size, device).caches, PlannerState())
 
+    @staticmethod
+    def _fold_pending(state: ApelrState, tokens: torch.Tensor) -> None:
+        """Add the first new token's likelihood under each expert (scored at the previous
+        position, kept in ``state.pending``) to the current chunk's evidence."""
+        st = state.planner
+        idx = tokens[:, :1, None].expand(-1, st.acc.size(1), 1)  # (B, K, 1)
+        st.acc = st.acc + state.pending.gather(-1, idx).squeeze(-1)
+
     def _planner_step(self, state: ApelrState, tokens: torch.Tensor) -> torch.Tensor:
-        """Single-token decoding: fold the new token into the belief (its likelihood under each
-        expert was computed at the previous position), cross a boundary if due, and return the
-        gate (B, K). Needs no hidden state of the new position, so it can run beside the trunk."""
+        """Single-token decoding: fold the new token into the belief, cross a boundary if due,
+        advance the planner one position and return the log belief (B, K). Needs no hidden state
+        of the new position, so it can run beside the trunk."""
         st = state.planner
         if state.frozen is not None:
-            lb = state.frozen
-        else:
-            st.acc = st.acc + state.pending.gather(-1, tokens[:, :1, None].expand(-1, st.acc.size(1), 1)).squeeze(-1)
-            trace = self.planner.filter(st.u_last[:, None], st.acc.new_zeros(st.acc.shape)[:, None], st,
-                                        self._filtering())
-            st.pos -= 1  # filter() advanced pos; the trunk's pass below advances it for real
-            lb = trace.log_belief[:, -1]
-        return lb
+            st.pos += 1
+            return state.frozen
+        self._fold_pending(state, tokens)
+        # One position whose own token is not observed yet (likelihood 0); u_last stays as is.
+        trace = self.planner.filter(st.u_last[:, None], torch.zeros_like(st.acc)[:, None], st, self._filtering())
+        return trace.log_belief[:, -1]
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, state: ApelrState) -> tuple[torch.Tensor, ApelrState]:
@@ -315,12 +321,10 @@ class Apelr(Transformer):
             lb_last = future.result() if future is not None else lb_last
             st = state.planner
             st.u_last = self.planner.context(h[:, -1]).float()  # u at this position, for the next boundary
-            st.pos += 1
             log_belief = lb_last[:, None]
         else:
             if state.pending is not None:  # a multi-token call after decoding: fold, then filter
-                st = state.planner
-                st.acc = st.acc + state.pending.gather(-1, tokens[:, :1, None].expand(-1, st.acc.size(1), 1)).squeeze(-1)
+                self._fold_pending(state, tokens)
             trace = self.planner.filter(self.planner.context(h), ex.ell(tokens[:, 1:]), state.planner,
                                         self._filtering())
             log_belief = trace.log_belief
