@@ -66,6 +66,66 @@ def test_factored_experts_equal_the_full_tables():
     torch.testing.assert_close(ex.mix(gate), ex.base + torch.einsum("btk,btkv->btv", gate, delta))
 
 
+def _tables(base, z, factor):
+    """Reference: the (N, K, V) log-softmax table the fused kernels avoid."""
+    return torch.log_softmax(base.unsqueeze(1) + torch.einsum("nkr,kvr->nkv", z, factor), -1)
+
+
+@pytest.mark.parametrize("block_bytes", [4 * 3 * 7 * 5, 1 << 22])  # 5 rows per block; one block
+def test_fused_kernels_equal_the_full_tables_with_exact_gradients(monkeypatch, block_bytes):
+    from lmlab.models.apelr import fused
+
+    monkeypatch.setattr(fused, "_BLOCK_BYTES", block_bytes)
+    g = torch.Generator().manual_seed(5)
+    N, K, V, r = 23, 3, 7, 4
+    base, z, factor = (torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_()
+                       for s in ((N, V), (N, K, r), (K, V, r)))
+    ids = torch.randint(0, V, (N,), generator=g)
+    logp = _tables(base, z, factor)
+    torch.testing.assert_close(fused.expert_log_likelihoods(base, z, factor, ids),
+                               logp.gather(-1, ids[:, None, None].expand(N, K, 1))[..., 0], rtol=0, atol=1e-12)
+    m = logp.exp().mean(1)
+    js = -(m * m.log()).sum(-1) + (logp.exp() * logp).sum(-1).mean(1)  # H(m) - mean_k H(p_k)
+    torch.testing.assert_close(fused.expert_js_divergence(base, z, factor), js, rtol=0, atol=1e-12)
+    log_gate = torch.log_softmax(torch.randn(N, K, generator=g, dtype=torch.float64), -1).requires_grad_()
+    torch.testing.assert_close(fused.expert_mixture(base, z, factor, log_gate),
+                               torch.logsumexp(log_gate[..., None] + logp, 1), rtol=0, atol=1e-12)
+    forced = torch.full((N, K), -math.inf, dtype=torch.float64)
+    forced[:, 1] = 0.0
+    torch.testing.assert_close(fused.expert_mixture(base, z, factor, forced), logp[:, 1], rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda b, z, f: fused.expert_log_likelihoods(b, z, f, ids), (base, z, factor))
+    assert torch.autograd.gradcheck(fused.expert_js_divergence, (base, z, factor))
+    assert torch.autograd.gradcheck(fused.expert_mixture, (base, z, factor, log_gate))
+
+
+def test_fused_kernels_are_stable_and_keep_input_dtypes():
+    from lmlab.models.apelr.fused import (
+        expert_js_divergence,
+        expert_log_likelihoods,
+        expert_mixture,
+    )
+
+    g = torch.Generator().manual_seed(6)
+    base = 1000 * torch.randn(9, 50, generator=g)  # logits far outside exp's range
+    z, factor = torch.randn(9, 2, 3, generator=g), 30 * torch.randn(2, 50, 3, generator=g)
+    ids = torch.randint(0, 50, (9,), generator=g)
+    ell = expert_log_likelihoods(base, z, factor, ids)
+    ref = _tables(base.double(), z.double(), factor.double()).gather(-1, ids[:, None, None].expand(9, 2, 1))[..., 0]
+    assert torch.isfinite(ell).all() and (ell <= 0).all()
+    torch.testing.assert_close(ell.double(), ref, rtol=1e-5, atol=1e-2)
+    js = expert_js_divergence(base, z, factor)
+    assert torch.isfinite(js).all() and (js >= -1e-5).all() and (js <= math.log(2) + 1e-5).all()
+    mix = expert_mixture(base, z, factor, torch.log_softmax(torch.randn(9, 2, generator=g), -1))
+    assert torch.isfinite(mix).all()
+    torch.testing.assert_close(mix.exp().sum(-1), torch.ones(9), rtol=0, atol=1e-3)  # fp32 at |logit| ~ 1000
+    bf = [t.bfloat16().requires_grad_() for t in (base / 100, z, factor / 30)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the kernels opt out: fp32 blocks
+        out = expert_log_likelihoods(*bf, ids) + expert_js_divergence(*bf)[:, None]
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert all(t.grad.dtype == torch.bfloat16 and torch.isfinite(t.grad.float()).all() for t in bf)
+
+
 def test_filtering_is_bayes_rule_and_boundaries_push_through_the_transition():
     model = _model(V1, chunk_size=4, num_plan_states=3)
     planner = model.planner

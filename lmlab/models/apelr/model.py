@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmlab.models.apelr.config import V1, ApelrConfig
+from lmlab.models.apelr.fused import expert_js_divergence, expert_log_likelihoods, expert_mixture
 from lmlab.models.apelr.planner import Planner, PlannerState, PlannerTrace
 from lmlab.models.base import ModelOutput, lm_loss
 from lmlab.models.common.attention import KVCache
@@ -66,17 +67,20 @@ class Experts:
         self.base, self.z, self.factor = base, z, factor
         self._logp: torch.Tensor | None = None
 
+    def logits(self) -> torch.Tensor:
+        """Every expert's logits (B, T, K, V) in fp32 (a full table: v1 and some losses)."""
+        delta = torch.einsum("btkr,kvr->btkv", self.z, self.factor)
+        return self.base.float().unsqueeze(2) + delta.float()
+
     def logp(self) -> torch.Tensor:
-        """log p_k(v | x_<=t) (B, T, K, V) in fp32 (built once, on demand: v1 and some losses)."""
+        """log p_k(v | x_<=t) (B, T, K, V) in fp32 (built once, on demand)."""
         if self._logp is None:
-            delta = torch.einsum("btkr,kvr->btkv", self.z, self.factor)
-            self._logp = F.log_softmax(self.base.float().unsqueeze(2) + delta.float(), dim=-1)
+            self._logp = F.log_softmax(self.logits(), dim=-1)
         return self._logp
 
     def ell(self, next_ids: torch.Tensor) -> torch.Tensor:
         """log p_k(observed next token) (B, T, K); 0 at the last position (not observed yet).
-        next_ids (B, T-1). Without the full table: logit of the token minus each expert's
-        log-normaliser."""
+        next_ids (B, T-1). Without the full table: fused, blockwise normalisers (fused.py)."""
         B, T, K, _ = self.z.shape
         ell = self.z.new_zeros(B, T, K, dtype=torch.float32)
         if T == 1:
@@ -85,20 +89,28 @@ class Experts:
             idx = next_ids[:, :, None, None].expand(B, T - 1, K, 1)
             ell[:, :-1] = self._logp[:, :-1].gather(-1, idx).squeeze(-1)
             return ell
-        z = self.z[:, :-1]
-        delta = torch.einsum("btkr,kvr->btkv", z, self.factor)  # (B, T-1, K, V)
-        lse = torch.logsumexp(self.base[:, :-1].float().unsqueeze(2) + delta.float(), dim=-1)
-        rows = self.factor[:, next_ids].permute(1, 2, 0, 3)  # (B, T-1, K, r): M_k[x_{t+1}]
-        observed = self.base[:, :-1].gather(-1, next_ids[..., None]).float() + (z * rows).sum(-1).float()
-        ell[:, :-1] = observed - lse
-        return ell
+        # Every position goes in (the last with a dummy id, dropped after): slicing the (B, T, V)
+        # logits would cost a (B, T, V) zero-fill and copy in backward.
+        V, r = self.base.size(-1), self.z.size(-1)
+        ids = F.pad(next_ids, (0, 1)).reshape(-1)
+        flat = expert_log_likelihoods(self.base.reshape(-1, V), self.z.reshape(-1, K, r), self.factor, ids)
+        flat = flat.view(B, T, K)
+        return torch.cat([flat[:, :-1], torch.zeros_like(flat[:, -1:])], dim=1)
 
     def mix(self, gate: torch.Tensor) -> torch.Tensor:
         """base + sum_k gate_k z_k M_k^T (..., V) for gate (B, T, K) probabilities: one matmul
         with inner size K r."""
         K, V, r = self.factor.shape
         w = (gate.to(self.z.dtype).unsqueeze(-1) * self.z).flatten(-2)  # (B, T, K r)
-        return self.base + w @ self.factor.permute(0, 2, 1).reshape(K * r, V)
+        out = torch.addmm(self.base.reshape(-1, V), w.reshape(-1, K * r), self.factor.permute(0, 2, 1).reshape(K * r, V))
+        return out.view(self.base.shape)
+
+    def mixture(self, log_gate: torch.Tensor) -> torch.Tensor:
+        """v1: log sum_k gate_k p_k(v) (B, T, V) fp32 for log_gate (B, T, K), fused (fused.py)."""
+        B, T, K, r = self.z.shape
+        V = self.base.size(-1)
+        out = expert_mixture(self.base.reshape(-1, V), self.z.reshape(-1, K, r), self.factor, log_gate.reshape(-1, K))
+        return out.view(B, T, V)
 
     def last(self) -> Experts:
         """The experts of the last position only (a T = 1 view)."""
@@ -173,7 +185,7 @@ class Apelr(Transformer):
         """Token logits from the gate (B, T, K): v1 the log of the gate-weighted mixture of the
         experts' distributions; v2 the gate-weighted mixture of the experts' logits."""
         if self.cfg.version == V1:
-            return torch.logsumexp(log_gate.unsqueeze(-1) + ex.logp(), dim=-2)
+            return ex.mixture(log_gate)
         return ex.mix(log_gate.exp())
 
     # ------------------------------------------------------------------ training / scoring
@@ -227,17 +239,16 @@ class Apelr(Transformer):
         if w("plan_mi_weight") or (cfg.version != V1 and w("plan_js_div")):
             # These two need whole distributions (a (B, T', K, V) table): evenly spaced positions.
             stride = max(1, -(-T // cfg.divergence_positions))
-            sub = Experts(ex.base[:, ::stride], ex.z[:, ::stride], ex.factor)
-            elogp = sub.logp()  # (B, T', K, V)
-            lb_sub = lb[:, ::stride]
-            ent_k = _entropy(elogp)  # (B, T', K)
+            hs = h[:, ::stride]  # heads recomputed on these rows: slicing ex.base costs more
+            sub = Experts(self.lm_head(hs), self.expert_down(hs).unflatten(-1, (K, cfg.expert_rank)), ex.factor)
             if w("plan_mi_weight"):  # I(z; x) = H(sum_k b_k p_k) - sum_k b_k H(p_k)
+                elogp = sub.logp()  # (B, T', K, V)
+                lb_sub = lb[:, ::stride]
                 mix = torch.logsumexp(lb_sub.unsqueeze(-1) + elogp, dim=-2)
-                mi = _entropy(mix) - (lb_sub.exp() * ent_k).sum(-1)
+                mi = _entropy(mix) - (lb_sub.exp() * _entropy(elogp)).sum(-1)
                 out["plan_mi"] = (w("plan_mi_weight"), -mi.mean())
             if cfg.version != V1 and w("plan_js_div"):  # JS of the experts, equal weights
-                mean_p = torch.logsumexp(elogp, dim=-2) - math.log(K)
-                js = _entropy(mean_p) - ent_k.mean(-1)
+                js = expert_js_divergence(sub.base.flatten(0, 1), sub.z.flatten(0, 1), sub.factor)  # (B T',)
                 out["plan_js_div"] = (w("plan_js_div"), -js.mean())
         if w("chunk_post_kl_weight") or (cfg.version != V1 and w("future_contrastive")):
             pad = nC * C - T
