@@ -246,6 +246,8 @@ class TrainConfig(Strict):
     batch_size: int = Field(16, ge=1)
     """Sequences per micro-batch per process; the global batch is this x grad_accum x world."""
     grad_accum_steps: int = Field(1, ge=1)
+    seq_len: int | None = Field(None, ge=1)
+    """Training and eval window length in tokens; None: ``model.block_size`` (it may not exceed it)."""
     max_steps: int | None = Field(1000, ge=1)
     """Training budget: one of max_steps, max_tokens (global tokens) or epochs over the train split."""
     max_tokens: int | None = Field(None, ge=1)
@@ -260,6 +262,8 @@ class TrainConfig(Strict):
     """Max global grad norm; 0 disables clipping."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
+    grad_checkpoint: bool = False
+    """Recompute each block's activations in backward (less memory, ~1/3 more compute)."""
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     log_interval: int = Field(10, ge=1)
     eval_interval: int = Field(200, ge=1)
@@ -429,6 +433,9 @@ def validate_config(
         raise ConfigError(_format_validation_error(e, raw, [], where)) from None
     # Assign after validation so the family subclass (not the base) is kept.
     object.__setattr__(cfg, "model", model_cfg)
+    if cfg.train.seq_len is not None and cfg.train.seq_len > model_cfg.block_size:
+        raise ConfigError(f"{where(['train', 'seq_len'])}: train.seq_len = {cfg.train.seq_len} exceeds "
+                          f"model.block_size = {model_cfg.block_size}; lower it or raise block_size")
     return cfg
 
 

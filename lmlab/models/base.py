@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -29,7 +30,26 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float 
 
 
 class LanguageModel(nn.Module):
-    """Base class of the families: default ``log_probs`` from the forward logits."""
+    """Base class of the families: default ``log_probs`` from the forward logits, and the
+    gradient-checkpointing switch (``train.grad_checkpoint``)."""
+
+    # Families whose trunk routes its blocks through ``checkpointed`` set this to True.
+    supports_grad_checkpointing = False
+    grad_checkpointing = False
+
+    def set_grad_checkpointing(self, on: bool = True) -> None:
+        """Recompute each block's activations in backward instead of keeping them (training
+        only; decoding and no-grad scoring are unaffected)."""
+        if on and not self.supports_grad_checkpointing:
+            raise NotImplementedError(f"{type(self).__name__} does not support gradient checkpointing")
+        self.grad_checkpointing = on
+
+    def checkpointed(self, fn, *args):
+        """``fn(*args)``, checkpointed when switched on, training, and building a graph. The
+        RNG state is replayed in the recompute, so dropout masks match."""
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
 
     @torch.no_grad()
     def log_probs(

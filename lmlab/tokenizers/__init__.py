@@ -23,6 +23,7 @@ __all__ = [
     "CharTokenizer",
     "build_tokenizer",
     "load_tokenizer",
+    "load_tokenizer_path",
     "resolve_backend",
 ]
 
@@ -86,7 +87,7 @@ def build_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
     (sentencepiece may need more: 256 byte pieces + every character); ``tok.vocab_size`` is the truth.
     """
     if cfg.model_path is not None:
-        return load_tokenizer(cfg.model_path)
+        return load_tokenizer_path(cfg.model_path)
     backend = resolve_backend(cfg.type)
     if backend == "byte":
         return ByteTokenizer()
@@ -138,3 +139,33 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     raise LmlabError(
         f"{meta_path}: unknown tokenizer backend {backend!r} (expected one of {', '.join(BACKENDS)})"
     )
+
+
+def load_tokenizer_path(path: str | Path) -> Tokenizer:
+    """A prebuilt tokenizer: a dir saved by lmlab, a SentencePiece ``.model`` file, or an HF
+    tokenizers ``.json`` file (byte-level BPE with an ``<|endoftext|>`` token, e.g. GPT-2's)."""
+    p = Path(path)
+    if p.is_dir() or not p.exists():
+        return load_tokenizer(p)
+    try:
+        if p.suffix == ".model":
+            resolve_backend("sentencepiece")
+            from lmlab.tokenizers.sentencepiece import SentencePieceTokenizer
+
+            tok = SentencePieceTokenizer(p.read_bytes())
+            if tok.eos_id < 0:
+                raise LmlabError("the SentencePiece model has no EOS piece (lmlab separates documents with it)")
+            return tok
+        if p.suffix == ".json":
+            resolve_backend("bpe")
+            from tokenizers import Tokenizer as HFTokenizer
+
+            from lmlab.tokenizers.bpe import BPETokenizer
+
+            return BPETokenizer(HFTokenizer.from_file(str(p)))
+    except LmlabError as e:
+        raise LmlabError(f"tokenizer {p}: {e}") from None
+    except Exception as e:  # a corrupt file: the library's own message, with the path
+        raise LmlabError(f"tokenizer {p}: cannot read it: {e}") from None
+    raise LmlabError(f"tokenizer {p}: expected an lmlab tokenizer dir, a SentencePiece .model or an HF "
+                     "tokenizers .json file")

@@ -25,11 +25,13 @@ from tqdm import tqdm
 from lmlab import rundir
 from lmlab.config import RunConfig, save_config
 from lmlab.data.batches import eval_windows
+from lmlab.data.cache import TokenArrays
 from lmlab.data.mixing import Adaptive, MixtureSampler
 from lmlab.errors import LmlabError
 from lmlab.fsio import atomic_write_text
-from lmlab.registry import build_model
+from lmlab.registry import build_model, get_family
 from lmlab.report.plots import plot_loss_curve, read_metrics
+from lmlab.tokenizers import Tokenizer
 from lmlab.training.data import prepare_tokenizer, prepare_tokens, readable_sources
 from lmlab.training.distributed import (
     DistInfo,
@@ -49,9 +51,14 @@ class Budget:
     tokens_per_step: int
 
 
+def _n_tokens(arrays: list) -> int:
+    """Tokens in per-source arrays, each one array or a list of segments (cache shards)."""
+    return sum(len(a) if isinstance(a, np.ndarray) else sum(len(x) for x in a) for a in arrays)
+
+
 def resolve_budget(cfg: RunConfig, sampler: MixtureSampler) -> Budget:
     """Turn max_steps / max_tokens / epochs into a number of optimizer steps."""
-    per_step = sampler.global_batch * cfg.model.block_size
+    per_step = sampler.global_batch * sampler.block_size
     t = cfg.train
     if t.max_tokens is not None:
         steps = math.ceil(t.max_tokens / per_step)
@@ -107,19 +114,31 @@ class _Interrupt:
             signal.signal(sig, old)
 
 
-def train(cfg: RunConfig, resume: bool = True) -> Path:
+@dataclass
+class PreparedData:
+    """Data made outside the config's sources (``lmlab.TextData``): the tokenizer and the
+    train/val token arrays, used instead of reading ``cfg.data`` and fitting ``cfg.tokenizer``."""
+
+    tokenizer: Tokenizer
+    arrays: TokenArrays
+
+
+def train(cfg: RunConfig, resume: bool = True, prepared: PreparedData | None = None) -> Path:
     """Train ``cfg`` into ``cfg.train.out_dir`` (resuming its latest checkpoint if any); return it."""
     t = cfg.train
     info = setup_distributed(t.device)
     try:
-        return _train(cfg, info, resume)
+        return _train(cfg, info, resume, prepared)
     finally:
         teardown_distributed()
 
 
-def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
+def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData | None = None) -> Path:
     t = cfg.train
     run_dir = Path(t.out_dir)
+    if t.grad_checkpoint and not get_family(cfg.model.family)[1].supports_grad_checkpointing:
+        raise LmlabError(f"train.grad_checkpoint: the {cfg.model.family} family does not support gradient "
+                         "checkpointing; set train.grad_checkpoint: false")
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     torch.manual_seed(t.seed + info.rank)
@@ -128,18 +147,23 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
     if snap is not None:
         check_resumable(cfg, snap.meta, run_dir)
 
-    indices = readable_sources(cfg)  # the failure policy, decided once for the run
-    tokenizer = prepare_tokenizer(cfg, info, run_dir, snap is not None, indices)
+    if prepared is None:
+        indices = readable_sources(cfg)  # the failure policy, decided once for the run
+        tokenizer = prepare_tokenizer(cfg, info, run_dir, snap is not None, indices)
+    else:
+        indices, tokenizer = list(range(len(prepared.arrays.names))), prepared.tokenizer
+        if info.is_main and not rundir.tokenizer_dir(run_dir).is_dir():
+            tokenizer.save(rundir.tokenizer_dir(run_dir))
     if cfg.model.vocab_size not in (None, tokenizer.vocab_size):
         raise LmlabError(
             f"model.vocab_size = {cfg.model.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids; "
             "leave model.vocab_size unset to take the tokenizer's"
         )
     cfg.model.vocab_size = tokenizer.vocab_size
-    arrays = prepare_tokens(cfg, tokenizer, info, run_dir, indices)
+    arrays = prepare_tokens(cfg, tokenizer, info, run_dir, indices) if prepared is None else prepared.arrays
     n_sources = len(arrays.names)
 
-    block, d = cfg.model.block_size, cfg.data
+    block, d = t.seq_len or cfg.model.block_size, cfg.data
     adaptive = (Adaptive(d.adaptive_interval_tokens, d.adaptive_smoothing, d.adaptive_min_weight,
                          d.adaptive_max_weight) if d.adaptive else None)
     sampler = MixtureSampler(arrays.train, arrays.names, block, t.batch_size, t.grad_accum_steps,
@@ -155,6 +179,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
 
     device = info.device
     model = build_model(cfg.model).to(device)
+    model.set_grad_checkpointing(t.grad_checkpoint)
     optimizer = build_optimizer(model, t, device)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
     step, tokens_seen = 0, 0
@@ -237,7 +262,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
         start = f"resuming {snap.path} at step {step}" if snap is not None else "starting"
         print(f"lmlab: {start}: {cfg.model.family} ({model.num_params() / 1e6:.2f}M params) | "
               f"tokenizer {tokenizer.backend} ({tokenizer.vocab_size} ids) | {n_sources} source(s), train "
-              f"{sum(len(a) for a in arrays.train):,} / val {sum(len(a) for a in arrays.val):,} tokens | {budget.max_steps} steps x {budget.tokens_per_step:,} tokens | "
+              f"{_n_tokens(arrays.train):,} / val {sum(len(a) for a in arrays.val):,} tokens | {budget.max_steps} steps x {budget.tokens_per_step:,} tokens | "
               f"{device}, {t.precision}, world {info.world} | {run_dir}", flush=True)
     log = _MetricsLog(run_dir, info.is_main)
     bar = tqdm(total=budget.max_steps, initial=step, disable=not (t.progress and info.is_main),
@@ -329,7 +354,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool) -> Path:
         summary = {"steps": step, "tokens": tokens_seen, "max_steps": budget.max_steps,
                    "num_params": sum(p.numel() for p in model.parameters()),
                    "tokenizer": tokenizer.backend, "vocab_size": tokenizer.vocab_size,
-                   "train_tokens": sum(len(a) for a in arrays.train), "val_tokens": sum(len(a) for a in arrays.val),
+                   "train_tokens": _n_tokens(arrays.train), "val_tokens": sum(len(a) for a in arrays.val),
                    "sources": arrays.names, **last_val}
         train_rows = [r for r in read_metrics(run_dir) if "loss" in r]
         if train_rows:

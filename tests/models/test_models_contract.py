@@ -236,3 +236,39 @@ def test_one_training_step_on_cpu(family: str) -> None:
     assert torch.isfinite(loss)
     moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
     assert moved, "no parameter changed after an optimizer step"
+
+
+def test_grad_checkpointing_gives_the_same_gradients(family: str) -> None:
+    _, model_cls = FAMILIES[family]
+    if not model_cls.supports_grad_checkpointing:
+        with pytest.raises(NotImplementedError):
+            _build(family).set_grad_checkpointing(True)
+        return
+    raw = {"family": family, "preset": "tiny", "vocab_size": VOCAB}
+    if "dropout" in FAMILIES[family][0].model_fields:
+        raw["dropout"] = 0.2  # the recompute must replay the same dropout masks
+    torch.manual_seed(0)
+    model = build_model(build_model_config(raw)).train()
+    x = _tokens(model, 3, _seq_len(model, 24))
+    calls = []  # forward calls of the first checkpointed unit: 2 per step when recomputed
+    unit = model.blocks[0] if hasattr(model, "blocks") else None
+    if unit is not None:
+        unit.register_forward_pre_hook(lambda *_: calls.append(1))
+    grads, counts = [], []
+    for on in (False, True):
+        model.set_grad_checkpointing(on)
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(7)
+        calls.clear()
+        model(x, x).loss.backward()
+        counts.append(len(calls))
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6, msg=name)
+    if unit is not None:
+        assert counts == [1, 2], f"checkpointing should recompute the block once in backward: {counts}"
+        with torch.no_grad():  # a training-time switch: no recompute without a graph
+            calls.clear()
+            model(x)
+            assert len(calls) == 1

@@ -218,6 +218,26 @@ def test_ddp_two_processes_match_one_process(tiny_config, run_cli, tmp_path):
 
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                     reason="torch.compile on CPU needs a C compiler (cc/gcc) for Inductor")
+def test_grad_checkpoint_trains_the_same_weights(tiny_config, tmp_path):
+    _, raw, run = tiny_config(train={"max_steps": 4}, model={"dropout": 0.1})
+    lmlab.train(raw)
+    raw["train"].update(grad_checkpoint=True, out_dir=str(tmp_path / "ckpt"))
+    lmlab.train(raw)
+    a, b = _weights(run), _weights(tmp_path / "ckpt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_grad_checkpoint_is_refused_up_front_for_a_family_without_it(tiny_config, monkeypatch):
+    from lmlab.models.transformer import Transformer
+
+    monkeypatch.setattr(Transformer, "supports_grad_checkpointing", False)
+    _, raw, run = tiny_config(train={"grad_checkpoint": True})
+    with pytest.raises(LmlabError, match="train.grad_checkpoint: the transformer family does not support"):
+        lmlab.train(raw)
+    assert not run.exists()  # refused before anything was written
+
+
 def test_compile_matches_eager(tiny_config, tmp_path):
     _, raw, run = tiny_config(train={"max_steps": 4})
     lmlab.train(raw)

@@ -37,6 +37,8 @@ class Block(nn.Module):
 
 
 class Transformer(LanguageModel):
+    supports_grad_checkpointing = True
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.cfg = cfg
@@ -83,7 +85,7 @@ class Transformer(LanguageModel):
         x = self.drop(x)
         rope = self.rope_table if self.cfg.pos_encoding == "rope" else None
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, caches[i] if caches is not None else None, pos)
+            x = self.checkpointed(block, x, rope, caches[i] if caches is not None else None, pos)
         return self.norm_f(x)
 
     def forward(

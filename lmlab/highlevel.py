@@ -1,0 +1,450 @@
+"""The one-call API of seed 002 (``psannLM`` / ``psannLMDataPrep``), for every lmlab family.
+
+``TextData`` turns texts or files into documents, splits them, fits (or loads) a tokenizer and
+cuts token windows; ``LM`` holds a model spec, trains it with the lmlab trainer (``fit``: a real
+run dir with checkpoints, metrics and samples), generates with the shared decoding loop, and
+saves / loads as an lmlab run dir (``lmlab sample`` / ``lmlab eval`` read it too).
+
+    data = TextData(["hello world", "goodnight moon"], max_length=256)
+    model = LM(base="waveresnet", d_model=64, n_layers=2, n_heads=4, vocab_size=data.vocab_size)
+    model.fit(data, epochs=1, batch_tokens=4096, lr=2e-3)
+    print(model.generate("hello", max_new_tokens=16))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmlab import rundir
+from lmlab.api import LoadedModel, overrides_to_dict
+from lmlab.config import DataConfig, TokenizerConfig, TrainConfig, deep_merge, validate_config
+from lmlab.data.batches import encode_documents
+from lmlab.data.cache import TokenArrays
+from lmlab.data.sources import load_documents
+from lmlab.errors import LmlabError
+from lmlab.registry import FAMILIES
+from lmlab.tokenizers import Tokenizer, build_tokenizer, load_tokenizer_path
+
+TOKENIZER_NAMES = {"auto": "auto", "sentencepiece": "sentencepiece", "tokenizers": "bpe", "bpe": "bpe",
+                   "simple": "char", "char": "char", "byte": "byte"}
+PSANN_BASES = ("respsann", "waveresnet")
+# Seed 002's TrainConfig spellings -> lmlab's train section.
+TRAIN_ALIASES = {"grad_accum_steps": "grad_accum_steps", "checkpoint_dir": "out_dir",
+                 "log_interval_steps": "log_interval", "save_interval_steps": "save_interval"}
+
+
+def _source_for(path: Path) -> dict[str, Any]:
+    """The lmlab data source reading one file (or a directory of text files)."""
+    if path.suffix == ".jsonl":
+        return {"type": "jsonl", "path": str(path)}
+    if path.suffix == ".pdf":
+        return {"type": "pdf", "path": str(path)}
+    return {"type": "text", "path": str(path)}
+
+
+class LMDataset(torch.utils.data.Dataset):
+    """Next-token windows: item i is (x, y), two (T,) int64 tensors, y = x shifted by one."""
+
+    def __init__(self, segments: list[np.ndarray], window: int):
+        self.segments, self.window = segments, window
+        # Non-overlapping windows of window + 1 tokens inside each segment (the trainer's layout).
+        counts = [max(0, (len(s) - 1) // window) for s in segments]
+        self.index = [(i, k * window) for i, n in enumerate(counts) for k in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        seg, start = self.index[i]
+        w = torch.from_numpy(self.segments[seg][start : start + self.window + 1].astype(np.int64))
+        return w[:-1], w[1:]
+
+
+class TextData:
+    """Documents, their train/val split, a tokenizer and token windows, ready for ``LM.fit``.
+
+    ``texts_or_paths``: one string or an iterable of them (and/or ``Path``s). A string naming an
+    existing file or directory is read as a data source (text, ``.jsonl`` with a ``text`` field,
+    ``.pdf``; long text files are cut into documents at blank lines), any other string is one
+    document. ``tokenizer``: ``auto`` (sentencepiece -> tokenizers -> char, by what imports),
+    ``sentencepiece``, ``tokenizers``/``bpe``, ``char``/``simple`` or ``byte``; fitted on the
+    training documents with ``vocab_size`` entries, unless ``tokenizer_model_path`` names a
+    prebuilt one (an lmlab tokenizer dir, a SentencePiece ``.model``, an HF tokenizers ``.json``).
+    ``val_split`` of the documents (shuffled with ``seed``) are held out. ``pack_sequences``:
+    documents are concatenated (EOS-separated) and cut into windows of ``max_length`` tokens;
+    otherwise windows never cross a document boundary and shorter documents are not used.
+    """
+
+    def __init__(
+        self,
+        texts_or_paths: str | Path | Iterable[str | Path],
+        tokenizer: str = "auto",
+        tokenizer_model_path: str | Path | None = None,
+        max_length: int = 256,
+        pack_sequences: bool = True,
+        val_split: float = 0.05,
+        seed: int = 1337,
+        vocab_size: int = 4096,
+        min_text_length: int = 0,
+    ):
+        if tokenizer not in TOKENIZER_NAMES:
+            raise LmlabError(f"TextData: tokenizer {tokenizer!r} is not one of {', '.join(TOKENIZER_NAMES)}")
+        if max_length < 1:
+            raise LmlabError(f"TextData: max_length must be >= 1, got {max_length}")
+        if not 0 <= val_split < 1:
+            raise LmlabError(f"TextData: val_split must be in [0, 1), got {val_split}")
+        self.max_length, self.pack_sequences, self.val_split, self.seed = max_length, pack_sequences, val_split, seed
+        items = [texts_or_paths] if isinstance(texts_or_paths, (str, Path)) else list(texts_or_paths)
+        self.texts: list[str] = []  # in-memory documents
+        self.sources: list[dict[str, Any]] = []  # files, as lmlab data sources
+        for item in items:
+            if isinstance(item, Path) or (isinstance(item, str) and item.strip() == item and item
+                                          and "\n" not in item and len(item) < 4096 and Path(item).exists()):
+                if not Path(item).exists():
+                    raise LmlabError(f"TextData: {item}: no such file or directory")
+                self.sources.append(_source_for(Path(item)))
+            elif isinstance(item, str):
+                self.texts.append(item)
+            else:
+                raise LmlabError(f"TextData: expected texts or paths, got {type(item).__name__}: {item!r}")
+        docs = [t for t in self.texts if t.strip() and len(t.strip()) >= min_text_length]
+        if self.sources:
+            data_cfg = DataConfig(sources=self.sources, min_text_length=min_text_length)
+            docs += [d.text for d in load_documents(data_cfg, strict_utf8=tokenizer != "byte")]
+        if not docs:
+            raise LmlabError("TextData: no text: every input is empty (or shorter than min_text_length)")
+        order = np.random.default_rng(seed).permutation(len(docs))
+        n_val = int(val_split * len(docs))
+        self.val_texts = [docs[i] for i in sorted(order[:n_val])]
+        self.train_texts = [docs[i] for i in sorted(order[n_val:])]
+        if val_split > 0 and n_val == 0:
+            warnings.warn(f"TextData: {len(docs)} document(s) are too few for a {val_split:.0%} validation "
+                          "split; none held out", stacklevel=2)
+        if tokenizer_model_path is not None:
+            self.tokenizer: Tokenizer = load_tokenizer_path(tokenizer_model_path)
+        else:
+            cfg = TokenizerConfig(type=TOKENIZER_NAMES[tokenizer], vocab_size=vocab_size)
+            self.tokenizer = build_tokenizer(cfg, self.train_texts)
+        self.tokenizer_backend: str = self.tokenizer.backend
+        self.tokenizer_name = tokenizer if tokenizer_model_path is None else str(tokenizer_model_path)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def pad_id(self) -> int:
+        """The tokenizer's pad id, else its EOS id (windows are packed: nothing is padded)."""
+        return self.tokenizer.pad_id if self.tokenizer.pad_id is not None else self.tokenizer.eos_id
+
+    def segments(self, texts: list[str], tokenizer: Tokenizer | None = None) -> list[np.ndarray]:
+        """Token arrays of ``texts`` (each document followed by EOS): one stream when packing,
+        one array per document otherwise."""
+        tok = tokenizer or self.tokenizer
+        if self.pack_sequences:
+            return [encode_documents(texts, tok)]
+        return [encode_documents([t], tok) for t in texts]
+
+    @cached_property
+    def train_segments(self) -> list[np.ndarray]:
+        return self.segments(self.train_texts)
+
+    @cached_property
+    def val_segments(self) -> list[np.ndarray]:
+        return self.segments(self.val_texts)
+
+    @property
+    def window(self) -> int:
+        """Window length: ``max_length``, or the whole stream when a tiny corpus is shorter."""
+        longest = max((len(s) for s in self.train_segments), default=0)
+        return max(1, min(self.max_length, longest - 1))
+
+    @cached_property
+    def dataset(self) -> LMDataset:
+        """Training windows (built on first use)."""
+        return LMDataset(self.train_segments, self.window)
+
+    @cached_property
+    def val_dataset(self) -> LMDataset | None:
+        """Validation windows, or None without a validation split."""
+        return LMDataset(self.val_segments, self.window) if self.val_texts else None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __repr__(self) -> str:
+        return (f"TextData({len(self.train_texts)} train / {len(self.val_texts)} val documents, "
+                f"{self.tokenizer_backend} tokenizer of {self.vocab_size} ids, {len(self)} windows of {self.window})")
+
+
+class LM:
+    """A model spec that trains, generates, saves and loads in one call each.
+
+    ``base``: ``respsann`` / ``waveresnet`` (the psann family) or any registered family
+    (``transformer``, ``apelr``, ...). The common shape arguments map onto the family's config
+    (``n_layers`` -> ``n_layer``, ``n_heads`` -> ``n_head``, ``d_mlp`` -> ``d_ff``,
+    ``positional_encoding`` -> ``pos_encoding``, ``sine_params`` for psann); ``family_options``
+    are passed to the family config as they are (e.g. ``num_plan_states=4`` for apelr).
+    """
+
+    def __init__(
+        self,
+        base: str = "waveresnet",
+        d_model: int = 256,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        d_mlp: int | None = None,
+        vocab_size: int | None = None,
+        positional_encoding: str = "rope",
+        sine_params: dict[str, Any] | None = None,
+        **family_options: Any,
+    ):
+        if base in PSANN_BASES:
+            family, extra = "psann", {"base": base}
+        elif base in FAMILIES:
+            family, extra = base, {}
+        else:
+            raise LmlabError(f"LM: unknown base {base!r}; choose {', '.join(PSANN_BASES)} or a family: "
+                             f"{', '.join(sorted(FAMILIES))}")
+        if family not in FAMILIES:
+            raise LmlabError(f"LM: the {family} family is not available in this build")
+        if sine_params is not None:
+            if family != "psann":
+                raise LmlabError(f"LM: sine_params apply to respsann / waveresnet, not {base}")
+            extra["sine_params"] = dict(sine_params)
+        self.base = base
+        self.model_section: dict[str, Any] = {
+            "family": family, "d_model": d_model, "n_layer": n_layers, "n_head": n_heads,
+            "pos_encoding": positional_encoding, **({"d_ff": d_mlp} if d_mlp is not None else {}),
+            **extra, **family_options}
+        self.vocab_size = vocab_size
+        self.run_dir: Path | None = None
+        self._loaded: LoadedModel | None = None
+        # Fail now, not at fit: validate the section with a placeholder vocab and context.
+        validate_config({"model": {**self.model_section, "vocab_size": vocab_size or 2}}, source="LM(...)")
+
+    # ------------------------------------------------------------------------------ training
+
+    def fit(
+        self,
+        train_data: TextData,
+        val_data: TextData | None = None,
+        epochs: float = 1,
+        batch_tokens: int = 65_536,
+        lr: float = 2e-4,
+        amp: str | None = None,
+        ddp: str = "auto",
+        out_dir: str | Path | None = None,
+        **overrides: Any,
+    ) -> LM:
+        """Train with the lmlab trainer for ``epochs`` over ``train_data``'s windows, about
+        ``batch_tokens`` tokens per optimizer step; returns self.
+
+        ``amp``: ``bf16`` / ``fp16`` / ``fp32`` (None: fp32). ``ddp``: ``auto`` (distributed
+        when launched with torchrun), ``on`` (require it) or ``off``. ``out_dir`` keeps the run
+        (default: a temporary dir; ``save`` copies it). Other keywords: any ``train`` field
+        (``warmup_steps=50``, ``grad_checkpoint=True``, seed-002 spellings such as
+        ``log_interval_steps``), or dotted / double-underscore keys for any section
+        (``sample__max_new_tokens=32``). Calling ``fit`` again continues from the current
+        weights with a fresh optimizer and schedule.
+        """
+        if not isinstance(train_data, TextData):
+            raise LmlabError(f"LM.fit: train_data must be a TextData, got {type(train_data).__name__}")
+        if self.vocab_size not in (None, train_data.vocab_size):
+            raise LmlabError(f"LM.fit: the model was built for vocab_size {self.vocab_size} but the data's "
+                             f"tokenizer has {train_data.vocab_size} ids; pass vocab_size=data.vocab_size")
+        world = _check_ddp(ddp)
+        if amp not in (None, "bf16", "fp16", "fp32"):
+            raise LmlabError(f"LM.fit: amp must be bf16, fp16 or fp32, got {amp!r}")
+        tok = train_data.tokenizer
+        window = train_data.window
+        n_windows = len(train_data.dataset)
+        if n_windows == 0:
+            raise LmlabError("LM.fit: no training window: every document is shorter than two tokens "
+                             "(pack_sequences=False uses whole documents only)")
+        train_raw, extra = _split_overrides(overrides)
+        accum = int(train_raw.get("grad_accum_steps", 1))
+        sequences = max(1, batch_tokens // window)  # per optimizer step, all processes
+        batch_size = max(1, min(math.ceil(sequences / (world * accum)), n_windows // (world * accum) or 1))
+        steps_per_epoch = max(1, n_windows // (batch_size * world * accum))
+        out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lmlab-lm-"))
+        # The trainer resumes a whole checkpoint in ``out`` at its step; a fresh dir (or one
+        # seeded with the current weights) counts from 0.
+        full = rundir.has_checkpoint(out) and rundir.TRAINER in rundir.latest_snapshot(out).meta.get("sha256", {})
+        start = int(rundir.latest_snapshot(out).meta.get("step", 0)) if full else 0
+        steps = max(1, math.ceil(epochs * steps_per_epoch))
+        every = max(1, min(200, steps // 4))
+        train_section = {
+            "out_dir": str(out), "lr": lr, "min_lr": min(lr, train_raw.pop("min_lr", lr / 10)),
+            "batch_size": batch_size, "max_steps": start + steps, "seq_len": window,
+            "precision": amp or "fp32", "warmup_steps": min(100, max(1, steps // 10)),
+            "eval_interval": every, "save_interval": every, **train_raw}
+        raw = deep_merge({
+            "data": {"sources": [*train_data.sources] or [{"type": "builtin", "name": "pydocs"}]},
+            "tokenizer": {"type": tok.backend, "model_path": str(rundir.tokenizer_dir(out).resolve())},
+            "model": {**self.model_section, "block_size": max(train_data.max_length, window),
+                      "vocab_size": tok.vocab_size},
+            "train": train_section,
+        }, extra)
+        cfg = validate_config(raw, source="LM.fit")
+        arrays = self._arrays(train_data, val_data, window)
+        from lmlab.training.loop import PreparedData
+        from lmlab.training.loop import train as run_training
+
+        if self._loaded is not None and not rundir.has_checkpoint(out):
+            self._seed_run(out, cfg, tok)
+        run_training(cfg, prepared=PreparedData(tok, arrays))
+        self.run_dir, self.vocab_size = out, tok.vocab_size
+        device = cfg.train.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._loaded = LoadedModel(out, device=device)
+        return self
+
+    def _arrays(self, data: TextData, val: TextData | None, window: int) -> TokenArrays:
+        """The trainer's token arrays: train windows from ``data``, val from ``val`` (encoded
+        with ``data``'s tokenizer), else ``data``'s split, else (no validation text at all) the
+        training tokens, with a warning."""
+        train = data.train_segments
+        if val is not None:
+            val_arr = np.concatenate(data.segments(val.train_texts + val.val_texts) or [np.zeros(0)])
+        elif data.val_texts:
+            val_arr = np.concatenate(data.val_segments)
+        else:
+            warnings.warn("LM.fit: no validation text (val_split gave none and no val_data): eval metrics "
+                          "are measured on the training tokens", stacklevel=3)
+            val_arr = np.concatenate(train)
+        if len(val_arr) < 2:
+            val_arr = np.concatenate(train)
+        # One source; unpacked documents are its segments (windows never cross them).
+        return TokenArrays(["textdata"], [train if len(train) > 1 else train[0]], [val_arr],
+                           {"window": window})
+
+    def _seed_run(self, out: Path, cfg, tok: Tokenizer) -> None:
+        """Start ``out`` from the current weights: a weights-only snapshot (a fresh optimizer)."""
+        from lmlab.config import save_config
+
+        model = self._loaded.model
+        out.mkdir(parents=True, exist_ok=True)
+        tok.save(rundir.tokenizer_dir(out))
+        save_config(cfg, rundir.config_path(out))
+        meta = {"family": cfg.model.family, "model_version": getattr(cfg.model, "version", None),
+                "config": cfg.to_dict(), "step": 0, "tokens_seen": 0,
+                "tokenizer": {"backend": tok.backend, "vocab_size": tok.vocab_size, "special_ids": tok.special_ids},
+                "num_params": sum(p.numel() for p in model.parameters()), "continued_from": str(self.run_dir)}
+        rundir.save_snapshot(out, model, meta)
+
+    # ---------------------------------------------------------------------------- generation
+
+    def _model(self) -> LoadedModel:
+        if self._loaded is None:
+            raise LmlabError("LM: no weights yet; call fit(...) or LM.load(path) first")
+        return self._loaded
+
+    def generate(self, prompt: str, max_new_tokens: int = 128, top_k: int | None = None, top_p: float = 0.9,
+                 temperature: float = 1.0, repetition_penalty: float | None = None, **settings: Any) -> str:
+        """Sample a continuation of ``prompt``; returns prompt + continuation."""
+        return self.generate_batch([prompt], max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p,
+                                   temperature=temperature, repetition_penalty=repetition_penalty, **settings)[0]
+
+    def generate_batch(self, prompts: list[str], max_new_tokens: int = 128, top_k: int | None = None,
+                       top_p: float = 0.9, temperature: float = 1.0, repetition_penalty: float | None = None,
+                       **settings: Any) -> list[str]:
+        """Continue every prompt (bucketed by length, each bucket one cached batch)."""
+        return self._model().generate_batch(
+            list(prompts), max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p, temperature=temperature,
+            repetition_penalty=1.0 if repetition_penalty is None else repetition_penalty, **settings)
+
+    # ------------------------------------------------------------------------------ save/load
+
+    def save(self, path: str | Path) -> Path:
+        """Write the run (config with the architecture, tokenizer, latest checkpoint) to ``path``,
+        an lmlab run dir that ``LM.load``, ``lmlab sample`` and ``lmlab eval`` read."""
+        src = self._model().run_dir
+        dst = Path(path)
+        if dst.resolve() == src.resolve():
+            return dst
+        if rundir.has_checkpoint(dst):
+            raise LmlabError(f"LM.save: {dst} already holds a checkpoint; save to a new path")
+        tmp = Path(tempfile.mkdtemp(prefix=".lm-save-", dir=dst.parent if dst.parent.exists() else None))
+        try:
+            shutil.copytree(src, tmp / "run", ignore=shutil.ignore_patterns("token_cache", ".tmp-*"))
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.exists():
+                dst.rmdir()  # an empty dir only (a non-empty one raises: nothing is overwritten)
+            (tmp / "run").rename(dst)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return dst
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> LM:
+        """An LM from a run dir (``save`` output or any lmlab run): architecture, positional
+        encoding and sine settings come from its config."""
+        loaded = LoadedModel(path, device=device)
+        m = loaded.config.model
+        self = cls.__new__(cls)
+        self.base = getattr(m, "base", m.family) if m.family == "psann" else m.family
+        self.model_section = {k: v for k, v in m.model_dump(mode="json").items()
+                              if k not in ("vocab_size", "block_size", "preset")}
+        self.vocab_size, self.run_dir, self._loaded = m.vocab_size, Path(path), loaded
+        return self
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self._model().model
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._model().tokenizer
+
+    def __repr__(self) -> str:
+        state = f"trained in {self.run_dir}" if self.run_dir else "untrained"
+        return f"LM(base={self.base!r}, {state})"
+
+
+def _check_ddp(ddp: str) -> int:
+    """The world size the trainer will see, checked against ``ddp``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if ddp not in ("auto", "on", "off"):
+        raise LmlabError(f"LM.fit: ddp must be auto, on or off, got {ddp!r}")
+    if ddp == "on" and world < 2:
+        raise LmlabError("LM.fit: ddp='on' needs a distributed launch (torchrun --nproc_per_node N ...)")
+    if ddp == "off" and world > 1:
+        raise LmlabError(f"LM.fit: ddp='off' but this process was launched with WORLD_SIZE={world}; "
+                         "run it without torchrun")
+    return world
+
+
+def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(train fields, other sections) from ``fit``'s keywords."""
+    train, other = {}, {}
+    for key, value in overrides.items():
+        if "." in key or "__" in key:
+            other[key] = value
+        elif key in TRAIN_ALIASES:
+            train[TRAIN_ALIASES[key]] = value
+        elif key in TrainConfig.model_fields:
+            train[key] = value
+        else:
+            raise LmlabError(f"LM.fit: unknown option {key!r}; use a train field ({', '.join(TrainConfig.model_fields)})"
+                             " or a dotted key such as sample.max_new_tokens")
+    nested = overrides_to_dict(other)
+    train.update(nested.pop("train", {}))
+    return train, nested
+
+
+# Seed 002's names.
+psannLM = LM
+psannLMDataPrep = TextData

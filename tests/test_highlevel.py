@@ -1,0 +1,197 @@
+"""The one-call API: TextData (documents, split, tokenizer, windows) and LM (fit, generate,
+save/load) through the real trainer; seed 002's quickstart as written apart from the import."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from lmlab import LM, TextData, psannLM, psannLMDataPrep
+from lmlab.errors import LmlabError
+from lmlab.registry import FAMILIES
+from lmlab.rundir import latest_snapshot
+
+QUIET = {"progress": False, "log_interval": 1, "sample__max_new_tokens": 4, "num_threads": 1}
+
+
+def _docs(corpus_dir) -> list[str]:
+    return [p.read_text(encoding="utf-8") for p in sorted(corpus_dir.rglob("*.txt"))]
+
+
+@pytest.mark.skipif("psann" not in FAMILIES, reason="the psann family is not registered")
+def test_seed_002_quickstart_runs_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    texts = ["hello world", "goodnight moon"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # two documents: no validation split (warned)
+        dp = psannLMDataPrep(
+            texts,
+            tokenizer="auto",             # sentencepiece -> tokenizers -> char fallback
+            tokenizer_model_path=None,
+            max_length=256,
+            pack_sequences=True,
+        )
+        model = psannLM(
+            base="waveresnet",
+            d_model=32,                   # the seed's 512 / 8 / 8, small for CPU
+            n_layers=2,
+            n_heads=2,
+            vocab_size=dp.vocab_size,
+            positional_encoding="rope",
+            sine_params=dict(amp_init=1.0, freq_init=1.0, damp_init=0.01, trainable=True),
+        )
+        model.fit(dp, epochs=1, batch_tokens=65_536, lr=2e-4, amp="bf16")
+    out = model.generate("Once upon a time", top_p=0.9, max_new_tokens=64)
+    batch = model.generate_batch(["hello", "goodnight"], max_new_tokens=32)
+    assert out.startswith("Once upon a time") and isinstance(out, str)
+    assert [b[: len(p)] for b, p in zip(batch, ["hello", "goodnight"])] == ["hello", "goodnight"]
+    assert dp.tokenizer_backend == "sentencepiece"
+    cfg = model.model.cfg
+    assert (cfg.family, cfg.base, cfg.pos_encoding) == ("psann", "waveresnet", "rope")
+
+
+def test_textdata_reads_texts_and_files_splits_by_document_and_exposes_the_seed_properties(corpus_dir, tmp_path):
+    jsonl = tmp_path / "extra.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": f"record number {i} says hi"}) for i in range(5)) + "\n")
+    data = TextData([str(corpus_dir), jsonl, "an in-memory document"], tokenizer="simple", max_length=32,
+                    val_split=0.2, seed=3)
+    n_docs = len(data.train_texts) + len(data.val_texts)
+    assert n_docs == 41 + 5 + 1  # 40 .txt + notes.md (text source reads both), 5 records, 1 text
+    assert len(data.val_texts) == int(0.2 * n_docs)
+    assert "an in-memory document" in data.train_texts + data.val_texts
+    assert data.tokenizer_backend == "char" and data.vocab_size == data.tokenizer.vocab_size
+    assert data.pad_id == data.tokenizer.eos_id  # char has no pad: packed windows need none
+    # Same seed, same split; another seed, another split.
+    again = TextData([str(corpus_dir), jsonl, "an in-memory document"], tokenizer="char", max_length=32,
+                     val_split=0.2, seed=3)
+    other = TextData([str(corpus_dir), jsonl, "an in-memory document"], tokenizer="char", max_length=32,
+                     val_split=0.2, seed=4)
+    assert again.val_texts == data.val_texts and other.val_texts != data.val_texts
+    # Windows: (x, y) of max_length, y shifted by one, from the packed stream (docs + EOS).
+    assert "dataset" not in vars(data)  # lazy
+    x, y = data.dataset[3]
+    assert x.shape == y.shape == (32,) and torch.equal(x[1:], y[:-1])
+    stream = np.concatenate(data.train_segments)
+    assert len(data) == (len(stream) - 1) // 32
+    assert torch.equal(x, torch.from_numpy(stream[3 * 32 : 4 * 32].astype(np.int64)))
+    assert len(data.val_dataset) > 0
+
+
+def test_unpacked_windows_never_cross_a_document(tmp_path):
+    docs = ["a" * 50, "b" * 10, "c" * 70]
+    data = TextData(docs, tokenizer="char", max_length=16, pack_sequences=False, val_split=0.0)
+    assert len(data) == 49 // 16 + 0 + 70 // 16  # each doc + EOS: 51, 11, 71 tokens
+    for i in range(len(data)):
+        x, y = data.dataset[i]
+        text = data.tokenizer.decode(torch.cat([x, y[-1:]]).tolist())
+        assert len(set(text)) == 1  # one document's characters only (EOS decodes to nothing)
+
+
+def test_tokenizer_choices_and_prebuilt_models(tmp_path, corpus_dir):
+    docs = _docs(corpus_dir)
+    bpe = TextData(docs, tokenizer="tokenizers", vocab_size=300, val_split=0.1)
+    assert bpe.tokenizer_backend == "bpe" and bpe.vocab_size == 300
+    sp = TextData(docs, tokenizer="sentencepiece", vocab_size=400, val_split=0.1)
+    assert sp.tokenizer_backend == "sentencepiece"
+    # Prebuilt: an lmlab tokenizer dir, the raw HF .json and the raw SentencePiece .model.
+    bpe.tokenizer.save(tmp_path / "tok_bpe")
+    sp.tokenizer.save(tmp_path / "tok_sp")
+    text = docs[0][:200]
+    for path, ref in ((tmp_path / "tok_bpe", bpe), (tmp_path / "tok_bpe" / "tokenizer.json", bpe),
+                      (tmp_path / "tok_sp" / "tokenizer.model", sp)):
+        loaded = TextData(docs[:5], tokenizer_model_path=path, val_split=0.0)
+        assert loaded.tokenizer.encode(text) == ref.tokenizer.encode(text), path
+    with pytest.raises(LmlabError, match="tokenizer .*nope"):
+        TextData(docs[:5], tokenizer_model_path=tmp_path / "nope")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(LmlabError, match="bad.json: cannot read it"):
+        TextData(docs[:5], tokenizer_model_path=tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"tokenizer": "wordpiece"}, "tokenizer 'wordpiece' is not one of"),
+    ({"val_split": 1.0}, "val_split must be in"),
+    ({"max_length": 0}, "max_length must be >= 1"),
+])
+def test_textdata_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(LmlabError, match=match):
+        TextData(["some text"], **kwargs)
+
+
+def test_textdata_rejects_empty_input_and_missing_paths(tmp_path):
+    with pytest.raises(LmlabError, match="no text"):
+        TextData(["", "   "])
+    with pytest.raises(LmlabError, match="no such file"):
+        TextData([tmp_path / "missing.txt"])
+
+
+def test_fit_generate_save_load_and_continue(corpus_dir, tmp_path):
+    data = TextData(_docs(corpus_dir), tokenizer="char", max_length=32, val_split=0.1, seed=1)
+    model = LM(base="transformer", d_model=32, n_layers=1, n_heads=2, vocab_size=data.vocab_size)
+    with pytest.raises(LmlabError, match="no weights yet"):
+        model.generate("x")
+    model.fit(data, epochs=0.5, batch_tokens=8 * 32, lr=3e-3, out_dir=tmp_path / "run", **QUIET)
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    steps = max(m["step"] for m in metrics if "loss" in m)
+    assert steps == -(-(len(data) // 8) // 2)  # half an epoch of 8-window batches
+    assert losses[-1] < losses[0]
+    assert any("val_loss" in m for m in metrics)
+    greedy = model.generate("The ", max_new_tokens=12, temperature=0)
+    saved = model.save(tmp_path / "saved")
+    again = LM.load(saved)
+    assert again.generate("The ", max_new_tokens=12, temperature=0) == greedy
+    assert again.model_section["n_layer"] == 1 and again.base == "transformer"
+    with pytest.raises(LmlabError, match="already holds a checkpoint"):
+        model.save(saved)
+    # A second fit continues from the current weights (a new run, fresh optimizer).
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    model.fit(data, epochs=0.5, batch_tokens=8 * 32, lr=3e-3, out_dir=tmp_path / "run2", **QUIET)
+    first = [json.loads(line) for line in (tmp_path / "run2" / "metrics.jsonl").read_text().splitlines()]
+    assert min(m["step"] for m in first if "loss" in m) == 1
+    assert max(m["step"] for m in first if "loss" in m) == steps
+    assert abs([m["loss"] for m in first if "loss" in m][0] - losses[-1]) < 0.5  # not from scratch
+    assert any(not torch.equal(before[k], v) for k, v in model.model.state_dict().items())
+    # fit into the same dir again resumes its whole checkpoint and trains as many steps more.
+    model.fit(data, epochs=0.5, batch_tokens=8 * 32, lr=3e-3, out_dir=tmp_path / "run2", **QUIET)
+    assert latest_snapshot(tmp_path / "run2").meta["step"] == 2 * steps
+
+
+def test_fit_checks_its_arguments(corpus_dir, tmp_path, monkeypatch):
+    data = TextData(_docs(corpus_dir)[:10], tokenizer="char", max_length=16, val_split=0.1)
+    model = LM(base="transformer", d_model=32, n_layers=1, n_heads=2, vocab_size=data.vocab_size + 1)
+    with pytest.raises(LmlabError, match="vocab_size"):
+        model.fit(data, out_dir=tmp_path / "a")
+    model = LM(base="transformer", d_model=32, n_layers=1, n_heads=2)
+    with pytest.raises(LmlabError, match="unknown option 'learning_rate'"):
+        model.fit(data, learning_rate=1.0, out_dir=tmp_path / "b")
+    with pytest.raises(LmlabError, match="ddp='on' needs a distributed launch"):
+        model.fit(data, ddp="on", out_dir=tmp_path / "c")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(LmlabError, match="ddp='off'"):
+        model.fit(data, ddp="off", out_dir=tmp_path / "d")
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(LmlabError, match="amp must be"):
+        model.fit(data, amp="fp8", out_dir=tmp_path / "e")
+    assert not any((tmp_path / d).exists() for d in "abcde")  # refused before anything was written
+    with pytest.raises(LmlabError, match="unknown base 'mamba'"):
+        LM(base="mamba")
+    with pytest.raises(LmlabError, match="sine_params apply to respsann / waveresnet"):
+        LM(base="transformer", sine_params={"amp_init": 1.0})
+    with pytest.raises(LmlabError, match="n_head"):
+        LM(base="transformer", d_model=30, n_heads=4)
+
+
+def test_val_data_and_family_options(corpus_dir, tmp_path):
+    docs = _docs(corpus_dir)
+    train = TextData(docs[:30], tokenizer="char", max_length=32, val_split=0.0)
+    val = TextData(docs[30:], tokenizer="char", max_length=32, val_split=0.0)
+    model = LM(base="apelr", d_model=32, n_layers=1, n_heads=2, num_plan_states=2, chunk_size=8)
+    model.fit(train, val_data=val, epochs=0.3, batch_tokens=4 * 32, lr=3e-3, out_dir=tmp_path / "run", **QUIET)
+    assert model.model.cfg.num_plan_states == 2
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["val_tokens"] == len(np.concatenate(train.segments(val.train_texts)))
