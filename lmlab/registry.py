@@ -7,11 +7,13 @@ from torch import nn
 from lmlab.config import ModelConfig
 from lmlab.errors import ConfigError
 from lmlab.models.apelr import Apelr, ApelrConfig
+from lmlab.models.psann import Psann, PsannConfig
 from lmlab.models.transformer import Transformer, TransformerConfig
 
 FAMILIES: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
     "transformer": (TransformerConfig, Transformer),
     "apelr": (ApelrConfig, Apelr),
+    "psann": (PsannConfig, Psann),
 }
 
 

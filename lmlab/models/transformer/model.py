@@ -52,7 +52,7 @@ class Transformer(LanguageModel):
             table = rope_cache(cfg.d_model // cfg.n_head, cfg.block_size, cfg.rope_base)
             self.register_buffer("rope_table", table, persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(self._make_block(cfg, i) for i in range(cfg.n_layer))
         self.norm_f = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
@@ -63,6 +63,10 @@ class Transformer(LanguageModel):
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
+    def _make_block(self, cfg: TransformerConfig, layer: int) -> nn.Module:
+        """Layer ``layer``'s block (families with other blocks override this)."""
+        return Block(cfg)
+
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -72,8 +76,11 @@ class Transformer(LanguageModel):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def _trunk(self, idx: torch.Tensor, caches: list[KVCache] | None = None, pos: int = 0) -> torch.Tensor:
-        """Token ids (B, T) at positions pos..pos+T-1 -> final hidden states (B, T, C)."""
+    def _trunk(self, idx: torch.Tensor, caches: list[KVCache] | None = None, pos: int = 0,
+               extras: list | None = None) -> torch.Tensor:
+        """Token ids (B, T) at positions pos..pos+T-1 -> final hidden states (B, T, C).
+        ``extras[i]``, when given, is passed to block i after ``pos`` (a family's own per-layer
+        decoding state, e.g. psann's conv history)."""
         T = idx.size(1)
         if pos + T > self.block_size:
             raise ValueError(f"sequence of {pos + T} positions exceeds block_size {self.block_size}")
@@ -85,7 +92,8 @@ class Transformer(LanguageModel):
         x = self.drop(x)
         rope = self.rope_table if self.cfg.pos_encoding == "rope" else None
         for i, block in enumerate(self.blocks):
-            x = self.checkpointed(block, x, rope, caches[i] if caches is not None else None, pos)
+            extra = () if extras is None else (extras[i],)
+            x = self.checkpointed(block, x, rope, caches[i] if caches is not None else None, pos, *extra)
         return self.norm_f(x)
 
     def forward(
