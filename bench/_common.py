@@ -110,3 +110,27 @@ def write_json(path: str | None, payload: dict) -> None:
     if path:
         with open(path, "w") as f:
             json.dump(payload, f, indent=2)
+
+
+def time_train_steps(models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor, train_cfg,
+                     repeats: int, steps: int = 3, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per optimizer step (forward with the model's own loss, backward, the trainer's
+    AdamW from ``train_cfg``) of each model on (x, y): warmed up, then measured interleaved."""
+    from lmlab.training.optim import build_optimizer
+
+    fns = {}
+    for name, model in models.items():
+        opt = build_optimizer(model, train_cfg, torch.device("cpu"))
+        model.train()
+        if hasattr(model, "set_train_step"):
+            model.set_train_step(10_000)  # past every warmup: all loss terms at full weight
+
+        def step(model=model, opt=opt) -> None:
+            model(x, y).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        for _ in range(warmup):
+            step()
+        fns[name] = lambda step=step: timed(lambda: [step() for _ in range(steps)]) / steps
+    return interleaved(fns, repeats)

@@ -34,7 +34,15 @@ import time
 from pathlib import Path
 
 import torch
-from _common import interleaved, machine, median, print_table, seed_everything, timed, write_json
+from _common import (
+    interleaved,
+    machine,
+    median,
+    print_table,
+    seed_everything,
+    time_train_steps,
+    write_json,
+)
 
 from lmlab.config import DecodeSettings, load_config
 from lmlab.generate.decode import generate_ids
@@ -83,35 +91,14 @@ def variants(vocab: int, solve_baseline: bool) -> dict[str, torch.nn.Module]:
     return {"transformer": base, "apelr v1": v1, "apelr v2": v2, "apelr v2 (CE only)": v2_ce}
 
 
-def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
-    """A closure running one optimizer step on (x, y), with the trainer's optimizer."""
-    train_cfg = load_config(APELR_CFG).train  # lr 2e-3, betas (0.9, 0.95), wd 0.1
-    opt = build_optimizer(model, train_cfg, torch.device("cpu"))
-    model.train()
-    if hasattr(model, "set_train_step"):
-        model.set_train_step(10_000)  # past every warmup: all loss terms at full weight
-
-    def step() -> None:
-        model(x, y).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
-
-
 def bench_steps(shape: str, vocab: int, solve_baseline: bool, repeats: int, steps: int, warmup: int) -> list[dict]:
     models = variants(vocab, solve_baseline)
     cfg = load_config(APELR_CFG)
     batch, block = cfg.train.batch_size, cfg.model.block_size
     data = torch.randint(0, vocab, (batch, block + 1), generator=torch.Generator().manual_seed(1))
     x, y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
-    fns = {}
-    for name, model in models.items():
-        step = make_step(model, x, y)
-        for _ in range(warmup):
-            step()
-        fns[name] = lambda step=step: timed(lambda: [step() for _ in range(steps)]) / steps
-    times = interleaved(fns, repeats)
+    # lr 2e-3, betas (0.9, 0.95), wd 0.1: the preset's optimizer
+    times = time_train_steps(models, x, y, cfg.train, repeats, steps, warmup)
     ref = median(times["transformer"])
     base_n = n_params(models["transformer"])
     rows = []
@@ -228,10 +215,12 @@ def profile_v2(vocab: int, top: int) -> None:
     model = apelr_model(vocab, version=V2)
     cfg = load_config(APELR_CFG)
     data = torch.randint(0, vocab, (cfg.train.batch_size, cfg.model.block_size + 1))
-    step = make_step(model, data[:, :-1].contiguous(), data[:, 1:].contiguous())
-    step()
+    x, y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
+    time_train_steps({"v2": model}, x, y, cfg.train, repeats=1, steps=1, warmup=1)
+    opt = build_optimizer(model, cfg.train, torch.device("cpu"))
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        step()
+        model(x, y).loss.backward()
+        opt.step()
     print(f"\nv2 step profile, vocab {vocab} (self CPU time, top {top} ops by shape):\n")
     print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=top))
 

@@ -33,12 +33,19 @@ import time
 from pathlib import Path
 
 import torch
-from _common import interleaved, machine, median, print_table, seed_everything, timed, write_json
+from _common import (
+    interleaved,
+    machine,
+    median,
+    print_table,
+    seed_everything,
+    time_train_steps,
+    write_json,
+)
 
 from lmlab.config import DecodeSettings, load_config
 from lmlab.generate.decode import generate_ids
 from lmlab.registry import build_model
-from lmlab.training.optim import build_optimizer
 
 CONFIGS = {"transformer": "configs/psann/transformer_shakespeare.yaml",
            "respsann": "configs/psann/respsann_shakespeare.yaml",
@@ -69,19 +76,6 @@ def solve_d_ff(kind: str, target: int, **overrides) -> int:
 # --------------------------------------------------------------------------------- (a) steps
 
 
-def make_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor):
-    train_cfg = load_config(CONFIGS["respsann"]).train
-    opt = build_optimizer(model, train_cfg, torch.device("cpu"))
-    model.train()
-
-    def step() -> None:
-        model(x, y).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    return step
-
-
 def bench_steps(repeats: int, steps: int = 3, warmup: int = 2) -> list[dict]:
     seed_everything(0)
     ff = load_config(CONFIGS["transformer"]).model.ff_dim
@@ -92,13 +86,7 @@ def bench_steps(repeats: int, steps: int = 3, warmup: int = 2) -> list[dict]:
     batch, block = cfg.train.batch_size, cfg.model.block_size
     data = torch.randint(0, CHAR_VOCAB, (batch, block + 1), generator=torch.Generator().manual_seed(1))
     x, y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
-    fns = {}
-    for name, model in models.items():
-        step = make_step(model, x, y)
-        for _ in range(warmup):
-            step()
-        fns[name] = lambda step=step: timed(lambda: [step() for _ in range(steps)]) / steps
-    times = interleaved(fns, repeats)
+    times = time_train_steps(models, x, y, cfg.train, repeats, steps, warmup)
     ref = median(times["transformer (gelu)"])
     return [{"model": name, "params": n_params(models[name]), "d_ff": ff,
              "ms_per_step": round(1000 * median(ts), 1), "tokens_per_s": round(batch * block / median(ts)),
