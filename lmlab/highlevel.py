@@ -278,6 +278,8 @@ class LM:
         sequences = max(1, batch_tokens // window)  # per optimizer step, all processes
         batch_size = max(1, min(math.ceil(sequences / (world * accum)), n_windows // (world * accum) or 1))
         steps_per_epoch = max(1, n_windows // (batch_size * world * accum))
+        if out_dir is None and world > 1:  # each rank would make its own temp dir
+            raise LmlabError("LM.fit: a distributed run needs out_dir= (one path every rank shares)")
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lmlab-lm-"))
         # The trainer resumes a whole checkpoint in ``out`` at its step; a fresh dir (or one
         # seeded with the current weights) counts from 0.

@@ -52,6 +52,12 @@ def test_seed_002_quickstart_runs_as_written(tmp_path, monkeypatch):
     assert dp.tokenizer_backend == "sentencepiece"
     cfg = model.model.cfg
     assert (cfg.family, cfg.base, cfg.pos_encoding) == ("psann", "waveresnet", "rope")
+    # save / load restores the architecture, positions and sine settings from the run dir.
+    greedy = model.generate("hello", max_new_tokens=8, temperature=0)
+    again = LM.load(model.save(tmp_path / "saved"))
+    cfg2 = again.model.cfg
+    assert (cfg2.base, cfg2.pos_encoding, cfg2.sine_params) == ("waveresnet", "rope", cfg.sine_params)
+    assert again.base == "waveresnet" and again.generate("hello", max_new_tokens=8, temperature=0) == greedy
 
 
 def test_textdata_reads_texts_and_files_splits_by_document_and_exposes_the_seed_properties(corpus_dir, tmp_path):
@@ -174,6 +180,8 @@ def test_fit_checks_its_arguments(corpus_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(LmlabError, match="ddp='off'"):
         model.fit(data, ddp="off", out_dir=tmp_path / "d")
+    with pytest.raises(LmlabError, match="needs out_dir="):
+        model.fit(data)
     monkeypatch.delenv("WORLD_SIZE")
     with pytest.raises(LmlabError, match="amp must be"):
         model.fit(data, amp="fp8", out_dir=tmp_path / "e")
