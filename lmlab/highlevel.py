@@ -13,6 +13,7 @@ saves / loads as an lmlab run dir (``lmlab sample`` / ``lmlab eval`` read it too
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -292,8 +293,14 @@ class LM:
             "batch_size": batch_size, "max_steps": start + steps, "seq_len": window,
             "precision": amp or "fp32", "warmup_steps": min(100, max(1, steps // 10)),
             "eval_interval": every, "save_interval": every, **train_raw}
+        sources = list(train_data.sources)
+        if train_data.texts:  # the in-memory documents, kept in the run so its config names real data
+            texts_file = out / "data" / "texts.jsonl"
+            texts_file.parent.mkdir(parents=True, exist_ok=True)
+            texts_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_data.texts), encoding="utf-8")
+            sources.append({"type": "jsonl", "path": str(texts_file.resolve())})
         raw = deep_merge({
-            "data": {"sources": [*train_data.sources] or [{"type": "builtin", "name": "pydocs"}]},
+            "data": {"sources": sources},
             "tokenizer": {"type": tok.backend, "model_path": str(rundir.tokenizer_dir(out).resolve())},
             "model": {**self.model_section, "block_size": max(train_data.max_length, window),
                       "vocab_size": tok.vocab_size},

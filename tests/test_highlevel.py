@@ -58,6 +58,10 @@ def test_seed_002_quickstart_runs_as_written(tmp_path, monkeypatch):
     cfg2 = again.model.cfg
     assert (cfg2.base, cfg2.pos_encoding, cfg2.sine_params) == ("waveresnet", "rope", cfg.sine_params)
     assert again.base == "waveresnet" and again.generate("hello", max_new_tokens=8, temperature=0) == greedy
+    # The run's config names its data: the in-memory texts are kept beside it.
+    sources = again._model().config.data.sources
+    kept = [json.loads(line)["text"] for line in open(sources[-1].path, encoding="utf-8")]
+    assert kept == texts
 
 
 def test_textdata_reads_texts_and_files_splits_by_document_and_exposes_the_seed_properties(corpus_dir, tmp_path):
