@@ -24,7 +24,10 @@ def _docs(corpus_dir) -> list[str]:
 
 @pytest.mark.skipif("psann" not in FAMILIES, reason="the psann family is not registered")
 def test_seed_002_quickstart_runs_as_written(tmp_path, monkeypatch):
+    import tempfile
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # fit's default run dir lands here
     texts = ["hello world", "goodnight moon"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # two documents: no validation split (warned)
@@ -50,6 +53,7 @@ def test_seed_002_quickstart_runs_as_written(tmp_path, monkeypatch):
     assert out.startswith("Once upon a time") and isinstance(out, str)
     assert [b[: len(p)] for b, p in zip(batch, ["hello", "goodnight"])] == ["hello", "goodnight"]
     assert dp.tokenizer_backend == "sentencepiece"
+    assert model.run_dir.parent == tmp_path
     cfg = model.model.cfg
     assert (cfg.family, cfg.base, cfg.pos_encoding) == ("psann", "waveresnet", "rope")
     # save / load restores the architecture, positions and sine settings from the run dir.
