@@ -2,8 +2,9 @@
 
 (a) Train step time at equal shape: one optimizer step (forward, backward,
     ``lmlab.training.optim.build_optimizer``'s AdamW; fp32, batch 16 x 192, char vocab 67) of
-    configs/psann/transformer_shakespeare.yaml's transformer (GELU MLP), respsann and waveresnet
-    (interleave) with the same n_layer / n_head / d_model / d_ff. After a warmup, interleaved,
+    configs/psann/transformer_shakespeare.yaml's transformer (GELU MLP), respsann (and respsann
+    with the GELU toggle: the cost of the sine alone) and waveresnet (interleave, replace_mlp)
+    with the same n_layer / n_head / d_model / d_ff. After a warmup, interleaved,
     median.
 (b) Generation: waveresnet (untrained) continues a batch of 8 prompts of 96 tokens by 64 new
     tokens (greedy), cached (``lmlab.generate.decode.generate_ids``: one prefill, then one token
@@ -80,6 +81,7 @@ def bench_steps(repeats: int, steps: int = 3, warmup: int = 2) -> list[dict]:
     seed_everything(0)
     ff = load_config(CONFIGS["transformer"]).model.ff_dim
     models = {"transformer (gelu)": build("transformer", d_ff=ff), "respsann": build("respsann", d_ff=ff),
+              "respsann (activation: gelu)": build("respsann", d_ff=ff, activation="gelu"),
               "waveresnet (interleave)": build("waveresnet", d_ff=ff),
               "waveresnet (replace_mlp)": build("waveresnet", d_ff=ff, conv_mode="replace_mlp")}
     cfg = load_config(CONFIGS["transformer"])
