@@ -348,10 +348,7 @@ class LM:
         out.mkdir(parents=True, exist_ok=True)
         tok.save(rundir.tokenizer_dir(out))
         save_config(cfg, rundir.config_path(out))
-        meta = {"family": cfg.model.family, "model_version": getattr(cfg.model, "version", None),
-                "config": cfg.to_dict(), "step": 0, "tokens_seen": 0,
-                "tokenizer": {"backend": tok.backend, "vocab_size": tok.vocab_size, "special_ids": tok.special_ids},
-                "num_params": sum(p.numel() for p in model.parameters()), "continued_from": str(self.run_dir)}
+        meta = rundir.snapshot_meta(cfg, tok, model, 0, 0, continued_from=str(self.run_dir))
         rundir.save_snapshot(out, model, meta)
 
     # ---------------------------------------------------------------------------- generation

@@ -77,6 +77,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def snapshot_meta(cfg, tokenizer, model: torch.nn.Module, step: int, tokens_seen: int,
+                  **extra: Any) -> dict[str, Any]:
+    """``meta.json`` of a snapshot (docs/model_versions.md): family, family model version,
+    the whole config, the tokenizer's identity, progress and size, plus ``extra`` keys."""
+    return {
+        "family": cfg.model.family,
+        "model_version": getattr(cfg.model, "version", None),  # families that version their math
+        "config": cfg.to_dict(),
+        "tokenizer": {"backend": tokenizer.backend, "vocab_size": tokenizer.vocab_size,
+                      "special_ids": tokenizer.special_ids},
+        "step": step,
+        "tokens_seen": tokens_seen,
+        "num_params": sum(p.numel() for p in model.parameters()),
+        **extra,
+    }
+
+
 def save_snapshot(
     run_dir: str | Path,
     model: torch.nn.Module,

@@ -361,19 +361,7 @@ def import_hf_gpt2(
         shutil.rmtree(tok_dir)
     tokenizer.save(tok_dir)
     save_config(cfg, rundir.config_path(run_dir))
-    meta = {
-        "family": cfg.model.family,
-        "config": cfg.to_dict(),
-        "tokenizer": {
-            "backend": tokenizer.backend,
-            "vocab_size": tokenizer.vocab_size,
-            "special_ids": tokenizer.special_ids,
-        },
-        "step": 0,
-        "tokens_seen": 0,
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "imported_from": str(hf_dir),
-    }
+    meta = rundir.snapshot_meta(cfg, tokenizer, model, 0, 0, imported_from=str(hf_dir))
     rundir.save_snapshot(run_dir, model, meta)  # last: a failed import leaves no checkpoint
     return run_dir
 

@@ -210,16 +210,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
         rng = _rng_state(info)  # a collective: every rank takes part, rank 0 writes
         if not info.is_main:
             return
-        meta = {
-            "family": cfg.model.family,
-            "model_version": getattr(cfg.model, "version", None),  # families that version their math
-            "config": cfg.to_dict(),
-            "tokenizer": {"backend": tokenizer.backend, "vocab_size": tokenizer.vocab_size,
-                          "special_ids": tokenizer.special_ids},
-            "step": step,
-            "tokens_seen": tokens_seen,
-            "num_params": sum(p.numel() for p in model.parameters()),
-        }
+        meta = rundir.snapshot_meta(cfg, tokenizer, model, step, tokens_seen)
         trainer_state = {
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
