@@ -20,6 +20,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from lmlab.training.loop import train
 
     overrides = list(args.set or [])
+    extra: dict = {}
+    if args.load_base_from:
+        if not Path(args.load_base_from).exists():
+            raise LmlabError(f"--load-base-from {args.load_base_from}: no such file or run dir (the stage-1 "
+                             "save_base_components_path, or its run dir)")
+        extra = {"model": {"load_base_from": args.load_base_from}}  # a value, not a --set string
     if args.resume:
         run = Path(args.resume)
         if not rundir.has_checkpoint(run):
@@ -27,9 +33,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if args.config:
             raise LmlabError("--resume continues a run with its own config.yaml; drop --config (use --set to change train.*)")
         # The run dir goes in as a value, not a --set string: "2024" must stay a path, not a number.
-        cfg = load_config(rundir.config_path(run), overrides, raw={"train": {"out_dir": str(run)}})
+        cfg = load_config(rundir.config_path(run), overrides, raw={"train": {"out_dir": str(run)}, **extra})
     else:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides, raw=extra or None)
     train(cfg)
 
 
@@ -128,6 +134,20 @@ def _cmd_export_gpt2(args: argparse.Namespace) -> None:
     print(f"exported {args.run_dir} -> {out} (transformers.GPT2LMHeadModel.from_pretrained)")
 
 
+def _cmd_report(args: argparse.Namespace) -> None:
+    from lmlab.report.patches import write_patch_report
+
+    if args.file is not None:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise LmlabError(f"--file {args.file}: cannot read it ({e.__class__.__name__}: {e})") from None
+    else:
+        text = args.text
+    out = write_patch_report(args.run_dir, text, args.out or Path(args.run_dir) / "patches.html", log=print)
+    print(f"wrote {out}")
+
+
 def _positive_int(value: str) -> int:
     n = int(value)
     if n < 1:
@@ -144,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a config value, parsed as YAML (repeatable), e.g. --set train.lr=3e-4")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    t.add_argument("--load-base-from", metavar="PATH",
+                   help="abstractinator stage 2: load the levels from a stage-1 base file (or run dir) and "
+                        "freeze them (sets model.load_base_from)")
     t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("sample", help="generate text from a trained run")
@@ -201,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("run_dir")
     x.add_argument("out_dir", help="new folder (must not exist or be empty)")
     x.set_defaults(func=_cmd_export_gpt2)
+
+    r = sub.add_parser("report", help="reports on a trained run")
+    rsub = r.add_subparsers(dest="report", required=True)
+    rp = rsub.add_parser("patches", help="abstractinator: an HTML page of where each level cuts a text into patches")
+    rp.add_argument("run_dir", metavar="RUN_DIR", help="an abstractinator run dir")
+    src = rp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="the text to cut")
+    src.add_argument("--file", metavar="FILE", help="a UTF-8 text file to cut")
+    rp.add_argument("--out", metavar="FILE", help="the HTML file to write (default: RUN_DIR/patches.html)")
+    rp.set_defaults(func=_cmd_report)
     return p
 
 

@@ -433,6 +433,10 @@ def validate_config(
         raise ConfigError(_format_validation_error(e, raw, [], where)) from None
     # Assign after validation so the family subclass (not the base) is kept.
     object.__setattr__(cfg, "model", model_cfg)
+    need = getattr(model_cfg, "required_tokenizer", None)
+    if need is not None and cfg.tokenizer.type != need:
+        raise ConfigError(f"{where(['tokenizer', 'type'])}: tokenizer.type = {cfg.tokenizer.type!r}: the "
+                          f"{model_cfg.family} family reads {need}s; set tokenizer.type: {need}")
     if cfg.train.seq_len is not None and cfg.train.seq_len > model_cfg.block_size:
         raise ConfigError(f"{where(['train', 'seq_len'])}: train.seq_len = {cfg.train.seq_len} exceeds "
                           f"model.block_size = {model_cfg.block_size}; lower it or raise block_size")

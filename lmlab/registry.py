@@ -6,6 +6,7 @@ from torch import nn
 
 from lmlab.config import ModelConfig
 from lmlab.errors import ConfigError
+from lmlab.models.abstractinator import AbstractinatorConfig, AbstractinatorPyramid
 from lmlab.models.apelr import Apelr, ApelrConfig
 from lmlab.models.psann import Psann, PsannConfig
 from lmlab.models.transformer import Transformer, TransformerConfig
@@ -14,6 +15,7 @@ FAMILIES: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
     "transformer": (TransformerConfig, Transformer),
     "apelr": (ApelrConfig, Apelr),
     "psann": (PsannConfig, Psann),
+    "abstractinator": (AbstractinatorConfig, AbstractinatorPyramid),
 }
 
 

@@ -31,6 +31,8 @@ def generate_ids(
     ``stop_fn(new_ids)`` is asked after every token of a row still running; True ends that row
     (the batch ends when every row has): how stop sequences end generation early.
     """
+    if hasattr(model, "generate_ids"):  # a family that does not decode token by token
+        return model.generate_ids(prompts, settings, eos_id, stop_fn)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     buckets: dict[int, list[int]] = defaultdict(list)

@@ -185,6 +185,8 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
     step, tokens_seen = 0, 0
     if snap is not None:
         snap.load_weights(model)
+    if hasattr(model, "on_train_start"):  # e.g. abstractinator stage 2 loads its frozen base
+        model.on_train_start(resumed=snap is not None)
     # A weights-only snapshot (an imported model, e.g. GPT-2) starts a fresh optimizer and data
     # position: that is fine-tuning it in place.
     if snap is not None and rundir.TRAINER in snap.meta.get("sha256", {}):
@@ -221,6 +223,8 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
             "data": {"step": step, "epoch": step // sampler.steps_per_epoch, "sampler": sampler.state_dict()},
         }
         rundir.save_snapshot(run_dir, model, meta, trainer_state)
+        if hasattr(model, "on_checkpoint"):  # e.g. abstractinator stage 1 writes its base file
+            model.on_checkpoint()
 
     def evaluate() -> dict[str, Any]:
         """Overall val metrics, plus val loss by source when there are several."""
@@ -234,9 +238,14 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
 
     planner_log: dict[str, Any] = {"periodic": []}
 
+    # A family's own diagnostics of the first val windows (rank 0): planner families write
+    # planner_eval.json, others with a ``diagnostics`` hook (abstractinator) diagnostics.json.
+    diagnose = getattr(model, "planner_diagnostics", None)
+    diag_file = "planner_eval.json"
+    if diagnose is None:
+        diagnose, diag_file = getattr(model, "diagnostics", None), "diagnostics.json"
+
     def planner_eval(final: bool) -> None:
-        """planner_eval.json: the planner diagnostics of the first val windows (rank 0)."""
-        diagnose = getattr(model, "planner_diagnostics", None)
         if diagnose is None or not info.is_main:
             return
         windows = [w for _, ws in val_sets for w in ws]
@@ -247,7 +256,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
             planner_log["final"] = entry
         else:
             planner_log["periodic"].append(entry)
-        atomic_write_text(run_dir / "planner_eval.json", json.dumps(planner_log, indent=2) + "\n")
+        atomic_write_text(run_dir / diag_file, json.dumps(planner_log, indent=2) + "\n")
 
     if info.is_main:
         start = f"resuming {snap.path} at step {step}" if snap is not None else "starting"

@@ -1,0 +1,99 @@
+"""Abstractinator: one level of the pyramid (seed 003). It cuts its input into entropy patches,
+pools each patch into a vector, quantises it to a code, and learns to expand codes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lmlab.models.abstractinator.compressor import SegmentCompressor
+from lmlab.models.abstractinator.config import AbstractinatorConfig, LevelConfig
+from lmlab.models.abstractinator.entropy import EntropyModel, segment_ids
+from lmlab.models.abstractinator.expander import DecoderOnlyExpanderRVQ
+from lmlab.models.abstractinator.vq import ResidualVQ
+
+
+@dataclass
+class LevelOut:
+    """What one level made of its input (B rows, T symbols, K = the most codes in a row)."""
+
+    seg: torch.Tensor  # (B, T) code index covering each symbol (>= K for padding)
+    n_codes: torch.Tensor  # (B,) codes per row
+    code_valid: torch.Tensor  # (B, K)
+    z_q: torch.Tensor  # (B, K, d_c) quantised vectors (straight-through in training)
+    codes: torch.Tensor  # (B, K, S) code indices
+    pooled: torch.Tensor  # (B, K, D) continuous pooled vectors (the next level's compression input)
+    forced: torch.Tensor  # (B, K) codes whose patch opens a document (the next level must cut there)
+    vq_loss: torch.Tensor
+    entropy_loss: torch.Tensor
+    perplexity: list[float]
+    dead: list[int]
+
+
+class Abstractinator(nn.Module):
+    """Level ``index``: bytes at level 0, else the codes (and pooled vectors) of ``below``."""
+
+    def __init__(self, cfg: AbstractinatorConfig, lcfg: LevelConfig, below: ResidualVQ | None):
+        super().__init__()
+        D, nh, form, backend, r = cfg.d_model, cfg.n_head, cfg.attn_form, cfg.attn_backend, cfg.mla_kv_rank
+        V, T = cfg.vocab_size, cfg.block_size
+        self.lcfg = lcfg
+        self.entropy = EntropyModel(lcfg.entropy, D, nh, form, backend, r, T, vocab=V if below is None else None,
+                                    below=below)
+        if below is None:
+            self.embed = nn.Embedding(V, D)
+        else:
+            self.inp = nn.Linear(D, D, bias=False)
+        self.compressor = SegmentCompressor(D, nh, lcfg.compressor_layers, lcfg.window, lcfg.n_queries, form,
+                                            backend, r, T)
+        self.down = nn.Linear(D, lcfg.d_c, bias=False)
+        self.vq = ResidualVQ(lcfg.vq_stages, lcfg.codebook_size, lcfg.d_c, beta=lcfg.vq_beta, decay=lcfg.vq_decay,
+                             ema=lcfg.vq_ema, dead_threshold=lcfg.dead_code_threshold)
+        self.expander = DecoderOnlyExpanderRVQ(D, nh, lcfg.expander_layers, form, backend, r, T, lcfg.d_c,
+                                               vocab=V if below is None else None, d_lo=lcfg.d_lo, below=below)
+
+    def compress(self, sym: torch.Tensor, valid: torch.Tensor, forced: torch.Tensor,
+                 cont: torch.Tensor | None) -> LevelOut:
+        """sym (B, T) bytes or (B, T, S) codes, valid/forced (B, T), cont (B, T, D) the pooled
+        vectors of the level below (None at the byte level) -> LevelOut."""
+        ent_loss, entropy = self.entropy(sym, valid)
+        starts = self.entropy.cut(entropy, forced, valid)
+        seg = segment_ids(starts)  # (B, T)
+        B, T = seg.shape
+        last = valid.long().sum(1).clamp(min=1) - 1  # the valid prefix of each row
+        n_codes = seg.gather(1, last[:, None]).squeeze(1) + 1  # (B,)
+        K = int(n_codes.max())
+        seg = torch.where(valid, seg, torch.full_like(seg, K))  # padding belongs to no code
+        x = self.embed(sym) if cont is None else self.inp(cont)
+        pooled = self.compressor(x, seg, K)  # (B, K, D)
+        code_valid = torch.arange(K, device=seg.device)[None] < n_codes[:, None]
+        q = self.vq(self.down(pooled)[code_valid])
+        z_q = pooled.new_zeros(B, K, q.z_q.size(-1), dtype=q.z_q.dtype).masked_scatter(code_valid[..., None], q.z_q)
+        codes = torch.zeros(B, K, q.codes.size(-1), dtype=torch.long, device=seg.device)
+        codes[code_valid] = q.codes
+        # Where each code's patch begins: a patch that opens a document forces a cut above.
+        pos = torch.arange(T, device=seg.device).expand(B, T)
+        first = torch.full((B, K + 1), T - 1, dtype=torch.long, device=seg.device)
+        first = first.scatter_reduce(1, seg, pos, reduce="amin")[:, :K]
+        return LevelOut(seg, n_codes, code_valid, z_q, codes, pooled, forced.gather(1, first) & code_valid,
+                        q.loss, ent_loss, q.perplexity, q.dead)
+
+    def target_seg(self, out: LevelOut) -> torch.Tensor:
+        """(B, T) the code covering the symbol each expander position predicts: bytes predict
+        the next byte (the last position reuses its own code), codes predict themselves."""
+        if self.expander.byte_level:
+            return torch.cat([out.seg[:, 1:], out.seg[:, -1:]], dim=1)
+        return out.seg
+
+    def reconstruct(self, sym: torch.Tensor, out: LevelOut, z_q: torch.Tensor | None = None):
+        """Teacher-forced expander over this level's input. Bytes: (logits (B, T, V), log p of
+        x_{t+1} (B, T-1)); codes: (None, log p(code_t) (B, T))."""
+        h = self.expander.hidden(sym, self.target_seg(out), out.z_q if z_q is None else z_q, out.code_valid)
+        if self.expander.byte_level:
+            logits = self.expander.byte_logits(h)
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, sym[:, 1:, None]).squeeze(-1)
+            return logits, logp
+        lp, _ = self.expander.head.log_prob(h, sym)
+        return None, lp

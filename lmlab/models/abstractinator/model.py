@@ -1,0 +1,350 @@
+"""AbstractinatorPyramid: the registered ``abstractinator`` family (seed 003).
+
+Levels compress bottom-up (bytes -> level-1 codes -> level-2 codes ...), each expander
+reconstructs its level's input from its codes, and an optional CodeSequenceTransformer models
+the top codes. ``log_probs`` is the two-part code length (top codes under the top model, then
+every level's input given the codes above), so bits-per-byte compares with byte-level LMs.
+Generation (``generate_bytes``) continues the top codes and expands them level by level.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lmlab.errors import LmlabError
+from lmlab.models.abstractinator.config import AbstractinatorConfig
+from lmlab.models.abstractinator.level import Abstractinator, LevelOut
+from lmlab.models.abstractinator.top import CodeSequenceTransformer
+from lmlab.models.base import LanguageModel, ModelOutput
+
+
+class AbstractinatorPyramid(LanguageModel):
+    # Forward logits reconstruct bytes given codes that cover later bytes: they are not
+    # next-token predictions, and the contract's logits checks do not apply (see log_probs).
+    next_token_logits = False
+
+    def __init__(self, cfg: AbstractinatorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.block_size = cfg.block_size
+        self.eos_id = cfg.eos
+        levels, below = [], None
+        for lcfg in cfg.levels:
+            level = Abstractinator(cfg, lcfg, below)
+            levels.append(level)
+            below = level.vq
+        self.levels = nn.ModuleList(levels)
+        top = cfg.top_transformer_config
+        self.top = None
+        if top is not None:
+            self.top = CodeSequenceTransformer(cfg.d_model, top.n_head or cfg.n_head, top.n_layer, cfg.attn_form,
+                                               cfg.attn_backend, cfg.mla_kv_rank, cfg.block_size, below,
+                                               top.continuous)
+        self.apply(self._init_weights)
+        for level in self.levels:  # factorised bytes: a unit-scale table, so up(embed) is not 0.02^2 small
+            if level.expander.byte_level:
+                nn.init.normal_(level.expander.low_embed.weight, std=1.0)
+        # Two-stage training: frozen parts take no gradient and keep their buffers (EMA
+        # codebooks, tracked thresholds) bit-identical; see ``train``.
+        self.frozen: list[nn.Module] = []
+        if cfg.load_base_from is not None:
+            self.frozen = list(self.levels)
+        elif cfg.load_entropy_from is not None:
+            self.frozen = [level.entropy for level in self.levels]
+        for module in self.frozen:
+            module.requires_grad_(False)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def train(self, mode: bool = True) -> AbstractinatorPyramid:
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
+
+    # ------------------------------------------------------------------------------ compress
+
+    def compress_all(self, input_ids: torch.Tensor) -> list[LevelOut]:
+        """Bytes (B, T) -> every level's output, bottom first."""
+        sym, valid = input_ids, torch.ones_like(input_ids, dtype=torch.bool)
+        forced, cont = input_ids == self.eos_id, None
+        outs = []
+        for level in self.levels:
+            out = level.compress(sym, valid, forced, cont)
+            outs.append(out)
+            sym, valid, forced, cont = out.codes, out.code_valid, out.forced, out.pooled
+        return outs
+
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
+                label_smoothing: float = 0.0) -> ModelOutput:
+        """Bytes (B, T) -> byte logits (B, T, V): position t reconstructs x_{t+1} given x_<=t and
+        the codes covering up to it. With targets, the loss of docs/abstractinator.md; targets
+        of -1 drop those byte positions from the byte reconstruction."""
+        outs = self.compress_all(input_ids)
+        sym = input_ids
+        terms: dict[str, torch.Tensor] = {}
+        logits = None
+        L = len(self.levels)
+        for i, (level, out) in enumerate(zip(self.levels, outs)):
+            lg, logp = level.reconstruct(sym, out)
+            if lg is not None:
+                logits = lg
+                mask = torch.ones_like(logp, dtype=torch.bool) if targets is None else targets[:, :-1] >= 0
+            else:
+                mask = outs[i - 1].code_valid
+            recon = -(logp * mask).sum() / mask.sum().clamp(min=1)
+            lc = level.lcfg
+            terms[f"recon_l{i + 1}"] = self.cfg.w_recon * recon / L
+            terms[f"vq_l{i + 1}"] = lc.w_vq * out.vq_loss
+            if lc.w_entropy_ce > 0:
+                terms[f"entropy_l{i + 1}"] = lc.w_entropy_ce * out.entropy_loss
+            sym = out.codes
+        if self.top is not None and self.cfg.top_lm_loss_weight > 0:
+            top = outs[-1]
+            terms["top_lm"] = self.cfg.top_lm_loss_weight * self.top.loss(top.codes, top.code_valid)
+        if targets is None:
+            return ModelOutput(logits)
+        loss = sum(terms.values())
+        return ModelOutput(logits, loss, {k: v.detach() for k, v in terms.items()})
+
+    # ------------------------------------------------------------------------------- scoring
+
+    @torch.no_grad()
+    def code_lengths(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Nats of the two-part code of bytes (B, T), by part: ``top`` (B,) the top codes under
+        the top model (uniform S*log K nats per code without a discrete one), ``level{i}`` (B,)
+        level i's input given its codes (bytes x_1.. at level 1)."""
+        lp = self._two_part(input_ids)
+        return {k: -v.sum(1) for k, v in lp.items()}
+
+    def _two_part(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-part log-probs charged to byte positions (B, T-1): entry t-1 holds what is paid
+        when x_t is decoded. A code is charged at the last byte of its span, so a scored
+        continuation always pays for every code that covers one of its bytes."""
+        outs = self.compress_all(input_ids)
+        B, T = input_ids.shape
+        parts: dict[str, torch.Tensor] = {}
+        _, parts["level1"] = self.levels[0].reconstruct(input_ids, outs[0], self.levels[0].vq.embed(outs[0].codes))
+        pos = torch.arange(T, device=input_ids.device).expand(B, T)
+        # end[b, j]: the last byte covered by code j of the current level.
+        end = torch.zeros(B, outs[0].codes.size(1) + 1, dtype=torch.long, device=input_ids.device)
+        end = end.scatter_reduce(1, outs[0].seg, pos, reduce="amax")[:, :-1]
+        for i in range(1, len(self.levels)):
+            level, out, below = self.levels[i], outs[i], outs[i - 1]
+            _, lp = level.reconstruct(below.codes, out, level.vq.embed(out.codes))  # (B, K_below)
+            parts[f"level{i + 1}"] = self._charge(lp * below.code_valid, end, T)
+            K = out.codes.size(1)
+            up = torch.zeros(B, K + 1, dtype=torch.long, device=end.device)
+            idx = torch.arange(end.size(1), device=end.device).expand_as(end)
+            last = up.scatter_reduce(1, out.seg, idx, reduce="amax")[:, :-1]  # last child of each code
+            end = end.gather(1, last)
+        top = outs[-1]
+        if self.top is not None and not self.top.continuous:
+            lp = self.top.log_prob(top.codes)
+        else:  # no discrete prior: each code costs its uniform length, an upper bound
+            rvq = self.levels[-1].vq
+            lp = torch.full(top.codes.shape[:2], -len(rvq.stages) * math.log(rvq.K), device=end.device)
+        parts["top"] = self._charge(lp * top.code_valid, end, T)
+        return parts
+
+    @staticmethod
+    def _charge(lp: torch.Tensor, end: torch.Tensor, T: int) -> torch.Tensor:
+        """Scatter per-code log-probs (B, K) to byte entries (B, T-1) at index end - 1 (>= 0)."""
+        out = torch.zeros(lp.size(0), T - 1, dtype=torch.float32, device=lp.device)
+        return out.scatter_add(1, (end - 1).clamp(min=0), lp.float())
+
+    @torch.no_grad()
+    def log_probs(self, input_ids: torch.Tensor, return_greedy: bool = False):
+        """The two-part code length per byte (B, T-1), in nats (negated): summed over a text it is
+        -(bits of all codes + bits of the bytes given them) * ln 2. ``return_greedy``: whether
+        each byte is the argmax of the byte expander given its codes (a reconstruction check,
+        not a next-byte prediction)."""
+        parts = self._two_part(input_ids)
+        total = sum(parts.values())
+        if not return_greedy:
+            return total
+        outs = self.compress_all(input_ids)
+        logits, _ = self.levels[0].reconstruct(input_ids, outs[0], self.levels[0].vq.embed(outs[0].codes))
+        return total, logits[:, :-1].argmax(-1) == input_ids[:, 1:]
+
+    # ---------------------------------------------------------------------------- generate
+
+    @torch.no_grad()
+    def generate_bytes(self, prompt: bytes | list[int], max_len: int = 200, temperature: float = 0.0,
+                       top_k: int | None = None, top_p: float = 1.0, repetition_penalty: float = 1.0,
+                       stop_on_eos: bool = True, seed: int = 0, stop_fn=None) -> list[int]:
+        """New byte ids after ``prompt`` (at most ``max_len``; cut before an eos when stopping).
+
+        The prompt (after the eos start id) is compressed to codes at every level; the top model
+        continues the top codes and the expanders turn them back into bytes, patch by patch.
+        The prompt is cut from the left so that prompt and continuation fit ``block_size``.
+        """
+        from lmlab.generate.sampling import apply_repetition_penalty, sample_next
+        from lmlab.models.abstractinator.generate import start
+
+        max_len = min(max_len, self.block_size - 1)
+        ids = [self.eos_id, *prompt][-(self.block_size - max_len):]
+        device = next(self.parameters()).device
+        g = torch.Generator(device=device).manual_seed(seed)
+        x = torch.tensor([ids], device=device)
+
+        def pick_byte(logits: torch.Tensor) -> torch.Tensor:
+            logits = apply_repetition_penalty(logits, exp.seqs[0], repetition_penalty)
+            return sample_next(logits, temperature, top_k, top_p, g)
+
+        def pick_code(logits: torch.Tensor) -> torch.Tensor:
+            return sample_next(logits, temperature, top_k, top_p, g)
+
+        was_training = self.training
+        self.eval()
+        try:
+            exp = start(self, x, pick_byte, pick_code)
+            new: list[int] = []
+            while len(new) < max_len and exp.extend(0):
+                new.append(int(exp.seqs[0][0, -1]))
+                if (stop_on_eos and new[-1] == self.eos_id) or (stop_fn is not None and stop_fn(new)):
+                    break
+        finally:
+            self.train(was_training)
+        if stop_on_eos and self.eos_id in new:
+            new = new[: new.index(self.eos_id)]
+        return new
+
+    def generate_ids(self, prompts: list[list[int]], settings, eos_id: int, stop_fn=None) -> list[list[int]]:
+        """The decoding loop's entry for this family (``lmlab sample``, samples after training,
+        eval's generation tasks): :meth:`generate_bytes` per prompt."""
+        if eos_id != self.eos_id:
+            raise LmlabError(f"the tokenizer's eos id {eos_id} is not the model's {self.eos_id}; "
+                             "abstractinator runs use tokenizer.type: byte")
+        if settings.no_repeat_ngram_size:
+            raise LmlabError("no_repeat_ngram_size is not supported by the abstractinator's patch decoder")
+        return [self.generate_bytes(p, settings.max_new_tokens, settings.temperature, settings.top_k,
+                                    settings.top_p, settings.repetition_penalty, settings.stop_on_eos,
+                                    settings.seed + i, stop_fn) for i, p in enumerate(prompts)]
+
+    # --------------------------------------------------------------------------- diagnose
+
+    @torch.no_grad()
+    def diagnostics(self, input_ids: torch.Tensor, free_running_rows: int = 2) -> dict:
+        """Per level: symbols per code, bytes per code, code perplexity (by stage), dead codes,
+        teacher-forced reconstruction accuracy; free-running byte accuracy from the level-1
+        codes; the two-part bits per byte by part. input_ids (B, T) byte windows."""
+        from lmlab.models.abstractinator.generate import free_running_accuracy
+
+        was_training = self.training
+        self.eval()
+        try:
+            outs = self.compress_all(input_ids)
+            n_bytes = input_ids.numel()
+            levels, sym, n_sym = [], input_ids, n_bytes
+            for i, (level, out) in enumerate(zip(self.levels, outs)):
+                codes = out.codes[out.code_valid]  # (N, S)
+                n_codes = codes.size(0)
+                usage = []
+                for s in range(codes.size(1)):
+                    p = torch.bincount(codes[:, s], minlength=level.vq.K).float() / max(n_codes, 1)
+                    usage.append(float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum())))
+                h = level.expander.hidden(sym, level.target_seg(out), level.vq.embed(out.codes), out.code_valid)
+                if level.expander.byte_level:
+                    acc = float((level.expander.byte_logits(h)[:, :-1].argmax(-1) == sym[:, 1:]).float().mean())
+                else:
+                    greedy = level.expander.head.sample(h.flatten(0, 1), lambda lg: lg.argmax(-1)).view_as(sym)
+                    valid = outs[i - 1].code_valid
+                    acc = float(((greedy == sym).all(-1) & valid).sum() / valid.sum().clamp(min=1))
+                levels.append({
+                    "level": i + 1, "codes": n_codes, "symbols_per_code": n_sym / max(n_codes, 1),
+                    "bytes_per_code": n_bytes / max(n_codes, 1), "code_perplexity": usage,
+                    "dead_codes": [int((vq.ema_count < vq.dead_threshold).sum()) for vq in level.vq.stages],
+                    "codebook_size": level.vq.K, "threshold": float(level.entropy.threshold),
+                    "recon_acc_teacher_forced": acc,
+                })
+                sym, n_sym = out.codes, n_codes
+            rows = input_ids[:free_running_rows]
+            parts = {k: float(v.sum()) / (math.log(2) * (input_ids.size(1) - 1) * input_ids.size(0))
+                     for k, v in self.code_lengths(input_ids).items()}
+            return {"levels": levels, "bytes_per_top_code": levels[-1]["bytes_per_code"],
+                    "recon_acc_free_running": free_running_accuracy(self, rows),
+                    "two_part_bpb": {**parts, "total": sum(parts.values())}}
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ two-stage workflow
+
+    def base_state_dict(self) -> dict[str, torch.Tensor]:
+        """The levels' weights and buffers (entropy models, compressors, quantisers, expanders)."""
+        return {f"levels.{k}": v for k, v in self.levels.state_dict().items()}
+
+    def save_base_components(self, path: str | Path) -> None:
+        """Write :meth:`base_state_dict` to ``path`` (safetensors, atomically)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.base_state_dict().items()}, str(tmp))
+        tmp.replace(path)
+
+    def load_base_components(self, source: str | Path, entropy_only: bool = False) -> int:
+        """Copy the levels' tensors (or only the entropy models') from a base file or a run dir;
+        returns how many tensors were loaded. Shapes must match this config."""
+        state = _read_weights(source)
+        want = {k: v for k, v in self.base_state_dict().items() if not entropy_only or ".entropy." in k}
+        missing = sorted(k for k in want if k not in state)
+        if missing:
+            raise LmlabError(f"{source}: no {missing[0]} (and {len(missing) - 1} more): not a base file of "
+                             "this level layout; check model.levels against the stage-1 run")
+        for k, v in want.items():
+            if state[k].shape != v.shape:
+                raise LmlabError(f"{source}: {k} has shape {tuple(state[k].shape)} but this config needs "
+                                 f"{tuple(v.shape)}; use the stage-1 run's model settings")
+        own = dict(self.named_parameters()) | dict(self.named_buffers())
+        with torch.no_grad():
+            for k in want:
+                own[k].copy_(state[k])
+        return len(want)
+
+    def on_train_start(self, resumed: bool) -> None:
+        """Trainer hook: a fresh stage-2 run loads the frozen parts (a resumed one has them)."""
+        if resumed:
+            return
+        if self.cfg.load_base_from is not None:
+            n = self.load_base_components(self.cfg.load_base_from)
+            print(f"lmlab: loaded {n} base tensors from {self.cfg.load_base_from} (frozen)", flush=True)
+        elif self.cfg.load_entropy_from is not None:
+            n = self.load_base_components(self.cfg.load_entropy_from, entropy_only=True)
+            print(f"lmlab: loaded {n} entropy-model tensors from {self.cfg.load_entropy_from} (frozen)", flush=True)
+
+    def on_checkpoint(self) -> None:
+        """Trainer hook (rank 0, after each snapshot): stage 1 writes the base components."""
+        if self.cfg.save_base_components_path is not None:
+            self.save_base_components(self.cfg.save_base_components_path)
+
+
+def _read_weights(source: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, or of the latest snapshot of an lmlab run dir."""
+    from safetensors.torch import load_file
+
+    from lmlab import rundir
+
+    p = Path(source)
+    if p.is_dir():
+        if not rundir.has_checkpoint(p):
+            raise LmlabError(f"{p}: neither a base file nor a run dir with a checkpoint")
+        p = rundir.latest_snapshot(p).path / rundir.WEIGHTS
+    if not p.is_file():
+        raise LmlabError(f"{source}: no such file; give the stage-1 save_base_components_path or its run dir")
+    try:
+        return load_file(str(p))
+    except Exception as e:  # safetensors raises its own error types for a corrupt header
+        raise LmlabError(f"{source}: not a safetensors file ({e.__class__.__name__}: {e})") from None

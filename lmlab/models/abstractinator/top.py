@@ -1,0 +1,59 @@
+"""CodeSequenceTransformer: a causal transformer over the top level's codes.
+
+Discrete (default): log p(code_k | code_<k) stage by stage (cross-entropy). ``continuous``: it
+regresses the next code's vector (MSE) and generation snaps the prediction to the nearest code.
+A learned start vector shifts the sequence, so the first code is predicted too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmlab.models.abstractinator.attention import Stack, causal_mask
+from lmlab.models.abstractinator.vq import CodeHead, ResidualVQ
+
+
+class CodeSequenceTransformer(nn.Module):
+    def __init__(self, d_model: int, n_head: int, layers: int, form: str, backend: str, kv_rank: int,
+                 max_len: int, rvq: ResidualVQ, continuous: bool = False):
+        super().__init__()
+        self.rvq, self.continuous = [rvq], continuous
+        self.up = nn.Linear(rvq.d_c, d_model, bias=False)
+        self.bos = nn.Parameter(torch.randn(d_model) * 0.02)
+        self.trunk = Stack(layers, d_model, n_head, form, backend, kv_rank, max_len=max_len)
+        if continuous:
+            self.out = nn.Linear(d_model, rvq.d_c, bias=False)
+        else:
+            self.head = CodeHead(d_model, rvq)
+
+    def hidden(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, K, S) -> hidden (B, K, D); position k sees codes < k."""
+        prev = self.up(self.rvq[0].embed(codes[:, :-1]).to(self.up.weight.dtype))
+        x = torch.cat([self.bos.expand(codes.size(0), 1, -1), prev], dim=1)
+        return self.trunk(x, causal_mask())
+
+    def loss(self, codes: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Mean CE (nats per code) or MSE over the valid codes. codes (B, K, S), valid (B, K)."""
+        h = self.hidden(codes)
+        n = valid.sum().clamp(min=1)
+        if self.continuous:
+            target = self.rvq[0].embed(codes).float()
+            err = F.mse_loss(self.out(h).float(), target, reduction="none").mean(-1)
+            return (err * valid).sum() / n
+        lp, _ = self.head.log_prob(h, codes)
+        return -(lp * valid).sum() / n
+
+    def log_prob(self, codes: torch.Tensor) -> torch.Tensor:
+        """log p(code_k | code_<k) (B, K) under the discrete model."""
+        lp, _ = self.head.log_prob(self.hidden(codes), codes)
+        return lp
+
+    def next_code(self, codes: torch.Tensor, pick) -> torch.Tensor:
+        """The next code (B, S) after codes (B, K, S); ``pick(logits) -> idx`` chooses each stage."""
+        pad = torch.zeros_like(codes[:, :1])
+        h = self.hidden(torch.cat([codes, pad], dim=1))[:, -1]  # position K sees codes 0..K-1
+        if self.continuous:
+            return self.rvq[0].quantize(self.out(h).float())
+        return self.head.sample(h, pick)

@@ -1,0 +1,190 @@
+"""Vector quantisation: an EMA codebook with dead-code resets, stacked into residual VQ, and the
+stage-wise code head that scores a code index by index in the code space d_c."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Quantized:
+    """``z_q`` (N, d_c) with straight-through gradients to the input; ``codes`` (N, S) indices;
+    ``loss`` the weighted commitment (+ codebook) loss; usage statistics of this batch."""
+
+    z_q: torch.Tensor
+    codes: torch.Tensor
+    loss: torch.Tensor
+    perplexity: list[float]
+    dead: list[int]
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour quantiser over ``K`` codes of width ``d_c``.
+
+    With ``ema`` the codebook is a buffer moved toward the mean of the vectors assigned to each
+    code (decay ``decay``, Laplace-smoothed counts; sums are all-reduced under DDP so every rank
+    holds the same codebook) and the loss is the commitment term ``beta * |z - sg(q)|^2``.
+    Without it the codebook is a parameter and ``|sg(z) - q|^2`` is added. A code whose EMA count
+    falls below ``dead_threshold`` is reset to a vector of the batch (rank 0's choice).
+    """
+
+    def __init__(self, K: int, d_c: int, beta: float = 0.25, decay: float = 0.99, ema: bool = True,
+                 dead_threshold: float = 1e-2):
+        super().__init__()
+        self.K, self.d_c, self.beta, self.decay, self.ema = K, d_c, beta, decay, ema
+        self.dead_threshold = dead_threshold
+        init = torch.randn(K, d_c) / math.sqrt(d_c)
+        # Counts start at 0: every code is dead until used, so the first training batch resets
+        # them all onto its own vectors (a data-dependent init, no collapse onto one code).
+        if ema:
+            self.register_buffer("codebook", init)
+            self.register_buffer("ema_count", torch.zeros(K))
+            self.register_buffer("ema_sum", torch.zeros(K, d_c))  # consistent with the zero counts
+        else:
+            self.codebook = nn.Parameter(init)
+            self.register_buffer("ema_count", torch.zeros(K))  # usage only (dead-code resets)
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code of each row of z (N, d_c) -> (N,)."""
+        c = self.codebook.detach().to(z.dtype)
+        d = (z.pow(2).sum(-1, keepdim=True) - 2 * z @ c.T + c.pow(2).sum(-1))  # (N, K)
+        return d.argmin(-1)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, int]:
+        """z (N, d_c) -> (q (N, d_c) without straight-through, idx (N,), loss, perplexity, dead)."""
+        z32 = z.float()
+        idx = self.nearest(z32.detach())
+        q = self.codebook[idx].float()  # (N, d_c)
+        onehot = F.one_hot(idx, self.K).float()
+        counts = _all_reduce(onehot.sum(0))
+        if self.training:
+            self._update(z32.detach(), onehot, counts)
+        loss = self.beta * F.mse_loss(z32, q.detach()) if z.numel() else z32.sum()
+        if not self.ema and z.numel():
+            loss = loss + F.mse_loss(q, z32.detach())
+        p = counts / counts.sum().clamp(min=1)
+        perplexity = float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum()))
+        dead = int((self.ema_count < self.dead_threshold).sum())
+        return q, idx, loss, perplexity, dead
+
+    @torch.no_grad()
+    def _update(self, z: torch.Tensor, onehot: torch.Tensor, counts: torch.Tensor) -> None:
+        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        if self.ema:
+            sums = _all_reduce(onehot.T @ z)  # (K, d_c)
+            self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+            n = self.ema_count.sum()
+            smoothed = (self.ema_count + 1e-5) / (n + self.K * 1e-5) * n  # Laplace: no division by 0
+            self.codebook.copy_(self.ema_sum / smoothed[:, None])
+        dead = self.ema_count < self.dead_threshold
+        if dead.any() and z.size(0):
+            self.reset(dead, z)
+
+    @torch.no_grad()
+    def reset(self, dead: torch.Tensor, z: torch.Tensor) -> None:
+        """Move the ``dead`` (K,) codes onto random rows of z (N, d_c); counts restart at 1."""
+        n_dead = int(dead.sum())
+        pick = torch.randint(0, z.size(0), (n_dead,), device=z.device)
+        fresh = z[pick].to(self.codebook.dtype)
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(fresh, src=0)  # every rank resets to the same vectors
+        self.codebook.data[dead] = fresh
+        if self.ema:
+            self.ema_sum[dead] = fresh
+        self.ema_count[dead] = 1.0
+
+
+class ResidualVQ(nn.Module):
+    """``stages`` quantisers in series, each coding what the previous ones left: a code is one
+    index per stage and its vector the sum of the stages' code vectors."""
+
+    def __init__(self, stages: int, K: int, d_c: int, **kw):
+        super().__init__()
+        self.stages = nn.ModuleList(VectorQuantizer(K, d_c, **kw) for _ in range(stages))
+        self.K, self.d_c = K, d_c
+
+    def forward(self, z: torch.Tensor) -> Quantized:
+        """z (N, d_c) -> Quantized (straight-through z_q, codes (N, S))."""
+        residual, total = z.float(), torch.zeros_like(z, dtype=torch.float32)
+        codes, loss, perp, dead = [], z.new_zeros((), dtype=torch.float32), [], []
+        for vq in self.stages:
+            q, idx, stage_loss, p, d = vq(residual)
+            total = total + q
+            residual = residual - q.detach()
+            codes.append(idx)
+            loss = loss + stage_loss
+            perp.append(p)
+            dead.append(d)
+        z_q = z + (total - z.float()).detach().to(z.dtype)  # straight-through estimator
+        return Quantized(z_q, torch.stack(codes, dim=-1), loss, perp, dead)
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (..., S) -> their vectors (..., d_c): the sum over stages (no gradient)."""
+        out = 0
+        for s, vq in enumerate(self.stages):
+            out = out + vq.codebook.detach()[codes[..., s]]
+        return out
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes (N, S) of vectors z (N, d_c), without updating anything."""
+        codes, residual = [], z.float()
+        for vq in self.stages:
+            idx = vq.nearest(residual)
+            residual = residual - vq.codebook.detach()[idx].float()
+            codes.append(idx)
+        return torch.stack(codes, dim=-1)
+
+
+class CodeHead(nn.Module):
+    """Scores a residual code stage by stage, factorised in the code space d_c.
+
+    Stage s projects the hidden state into d_c, subtracts the vectors of the stages before it
+    (the residual that stage s quantised) and scores each code c by -|u - c|^2 (up to a per-row
+    constant). log p(code) = sum_s log p(idx_s | idx_<s, h): teacher-forced on the true earlier
+    stages when scoring, sampled stage after stage when generating.
+    """
+
+    def __init__(self, d_model: int, rvq: ResidualVQ):
+        super().__init__()
+        self.rvq = [rvq]  # a reference, not a submodule: the codebook belongs to its level
+        self.proj = nn.ModuleList(nn.Linear(d_model, rvq.d_c, bias=False) for _ in rvq.stages)
+        self.scale = nn.Parameter(torch.ones(len(rvq.stages)))
+
+    def _logits(self, s: int, h: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        c = self.rvq[0].stages[s].codebook.detach().to(h.dtype)  # (K, d_c)
+        u = self.proj[s](h) - prev  # (..., d_c)
+        return self.scale[s] * (2 * u @ c.T - c.pow(2).sum(-1))  # (..., K)
+
+    def log_prob(self, h: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (..., D), codes (..., S) -> (log p(code) (...), entropy of stage 0 given h (...))."""
+        prev = torch.zeros(*h.shape[:-1], self.rvq[0].d_c, device=h.device, dtype=h.dtype)
+        total, entropy = 0, None
+        for s, vq in enumerate(self.rvq[0].stages):
+            logp = torch.log_softmax(self._logits(s, h, prev).float(), dim=-1)
+            total = total + logp.gather(-1, codes[..., s : s + 1]).squeeze(-1)
+            if entropy is None:
+                entropy = -(logp.exp() * logp).sum(-1)
+            prev = prev + vq.codebook.detach().to(h.dtype)[codes[..., s]]
+        return total, entropy
+
+    def sample(self, h: torch.Tensor, pick) -> torch.Tensor:
+        """Codes (N, S) for hidden states h (N, D); ``pick(logits (N, K)) -> (N,)`` chooses."""
+        prev = torch.zeros(h.size(0), self.rvq[0].d_c, device=h.device, dtype=h.dtype)
+        codes = []
+        for s, vq in enumerate(self.rvq[0].stages):
+            idx = pick(self._logits(s, h, prev).float())
+            codes.append(idx)
+            prev = prev + vq.codebook.detach().to(h.dtype)[idx]
+        return torch.stack(codes, dim=-1)

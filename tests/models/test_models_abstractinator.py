@@ -1,0 +1,295 @@
+"""Abstractinator components: the boundary rule, learned-query pooling, EMA VQ, the two-part code,
+reconstruction, generation, attention backends and config checks (CPU, tiny shapes)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lmlab.config import build_model_config, validate_config
+from lmlab.errors import ConfigError, LmlabError
+from lmlab.models.abstractinator.attention import Attention, causal_mask
+from lmlab.models.abstractinator.compressor import LearnedQueryAttention
+from lmlab.models.abstractinator.entropy import patch_starts, segment_ids
+from lmlab.models.abstractinator.vq import ResidualVQ, VectorQuantizer
+from lmlab.registry import build_model
+
+TINY_LEVEL = {"compressor_layers": 1, "expander_layers": 1, "codebook_size": 32, "c_vq_d_c": 16, "d_lo_d_c": 16,
+              "window": 8, "entropy": {"n_layer": 1, "threshold": 2.5, "max_patch_len": 8}}
+LEVEL2 = {**TINY_LEVEL, "vq_stages": 2, "window": 4, "entropy": {"n_layer": 1, "threshold": 2.0, "max_patch_len": 4}}
+TEXT = b"The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy cat."
+
+
+def _model(seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    return build_model(build_model_config({"family": "abstractinator", "preset": "tiny", "vocab_size": 257, **kw}))
+
+
+def _bytes(rows: int = 2, T: int = 48) -> torch.Tensor:
+    data = list(TEXT)
+    return torch.tensor([[256] + data[i : i + T - 1] for i in range(rows)])
+
+
+# ------------------------------------------------------------------------------ boundaries
+
+
+def test_boundary_rule_on_a_hand_made_entropy_sequence():
+    inf = float("inf")
+    H = torch.tensor([[inf, 0.5, 3.0, 1.0, 1.0, 2.5, 0.1, 4.0]])
+    assert patch_starts(H, 2.0)[0].tolist() == [1, 0, 1, 0, 0, 1, 0, 1]
+    # max_len 2: a patch is cut after two symbols whatever the entropy.
+    assert patch_starts(H, 2.0, max_len=2)[0].tolist() == [1, 0, 1, 0, 1, 1, 0, 1]
+    # Monotonic (BLT): cut where entropy rises by more than the threshold over the previous one.
+    assert patch_starts(H, 2.0, monotonic=True)[0].tolist() == [1, 0, 1, 0, 0, 0, 0, 1]
+    forced = torch.zeros_like(H, dtype=torch.bool)
+    forced[0, 3] = True
+    assert patch_starts(H, 2.0, forced=forced)[0].tolist() == [1, 0, 1, 1, 0, 1, 0, 1]
+    assert segment_ids(patch_starts(H, 2.0))[0].tolist() == [0, 0, 1, 1, 1, 2, 2, 3]
+
+
+def test_target_patch_len_threshold_tracks_the_target_in_training_only():
+    model = _model(levels=[{**TINY_LEVEL, "entropy": {"n_layer": 1, "target_patch_len": 4.0, "max_patch_len": 64,
+                                                      "threshold_ema": 0.0}}])
+    ent = model.levels[0].entropy
+    H = torch.cat([torch.full((4, 1), math.inf), torch.rand(4, 399)], dim=1)
+    forced = torch.zeros(4, 400, dtype=torch.bool)
+    ent.train()
+    starts = ent.cut(H, forced)
+    assert 400 * 4 / starts.sum().item() == pytest.approx(4.0, rel=0.15)
+    before = float(ent.threshold)
+    ent.eval()
+    ent.cut(H * 3, forced)
+    assert float(ent.threshold) == before  # frozen at eval: cutting stays a function of the prefix
+
+
+# --------------------------------------------------------------------------------- pooling
+
+
+@pytest.mark.parametrize("n_queries", [1, 3])
+def test_learned_query_pooling_masks_each_segment(n_queries):
+    torch.manual_seed(0)
+    pool = LearnedQueryAttention(16, 2, n_queries, "regular", "sdpa", 8)
+    h = torch.randn(2, 10, 16)
+    seg = torch.tensor([[0, 0, 0, 1, 1, 2, 2, 2, 2, 3]] * 2)
+    base = pool(h, seg, 4)
+    assert base.shape == (2, 4, 16)
+    changed = h.clone()
+    changed[:, 3:5] += torch.randn(2, 2, 16)  # only segment 1's positions
+    out = pool(changed, seg, 4)
+    torch.testing.assert_close(out[:, [0, 2, 3]], base[:, [0, 2, 3]])
+    assert not torch.allclose(out[:, 1], base[:, 1])
+
+
+# -------------------------------------------------------------------------------------- VQ
+
+
+def test_ema_update_matches_a_hand_computation():
+    vq = VectorQuantizer(K=3, d_c=2, beta=0.25, decay=0.5, dead_threshold=0.0)
+    with torch.no_grad():
+        vq.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]]))
+        vq.ema_sum.copy_(vq.codebook)
+        vq.ema_count.fill_(1.0)
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [9.0, 1.0]])
+    vq.train()
+    q, idx, loss, perplexity, dead = vq(z)
+    assert idx.tolist() == [0, 0, 1]
+    torch.testing.assert_close(q, torch.tensor([[0.0, 0.0], [0.0, 0.0], [10.0, 0.0]]))
+    assert loss.item() == pytest.approx(0.25 * (1 + 1 + 1 + 1) / 6)
+    # counts: 0.5*1 + 0.5*[2, 1, 0] = [1.5, 1, 0.5]; sums: 0.5*old + 0.5*assigned sums
+    torch.testing.assert_close(vq.ema_count, torch.tensor([1.5, 1.0, 0.5]))
+    sums = torch.tensor([[0.5, 0.5], [9.5, 0.5], [0.0, 5.0]])
+    n = vq.ema_count.sum()
+    smoothed = (vq.ema_count + 1e-5) / (n + 3e-5) * n
+    torch.testing.assert_close(vq.codebook, sums / smoothed[:, None])
+    assert perplexity == pytest.approx(math.exp(-(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))), rel=1e-5)
+
+
+def test_dead_codes_are_reset_onto_batch_vectors():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(K=4, d_c=2, decay=0.5, dead_threshold=0.3)
+    with torch.no_grad():
+        vq.codebook.copy_(torch.tensor([[0.0, 0.0], [50.0, 50.0], [60.0, 60.0], [70.0, 70.0]]))
+        vq.ema_sum.copy_(vq.codebook)
+        vq.ema_count.copy_(torch.tensor([1.0, 1.0, 0.5, 0.1]))
+    z = torch.randn(8, 2) * 0.1
+    vq.train()
+    vq(z)  # all rows pick code 0; counts of 1..3 decay: [.., 0.5, 0.25, 0.05] -> codes 2, 3 dead
+    rows = {tuple(r.tolist()) for r in z}
+    for k in (2, 3):
+        assert tuple(vq.codebook[k].tolist()) in rows
+        assert vq.ema_count[k] == 1.0
+    assert tuple(vq.codebook[1].tolist()) not in rows
+
+
+def test_untouched_codebook_starts_from_data():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(K=8, d_c=4)
+    z = torch.randn(32, 4) + 5.0
+    vq.train()
+    vq(z)
+    assert (vq.codebook.mean(0) - 5.0).abs().max() < 1.5  # every code was moved onto the batch
+
+
+def test_residual_vq_codes_and_vectors_agree():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(3, 16, 4)
+    rvq.train()
+    z = torch.randn(64, 4)
+    rvq(z)
+    rvq.eval()
+    out = rvq(z)
+    torch.testing.assert_close(rvq.embed(out.codes), out.z_q.detach(), atol=1e-5, rtol=0)
+    assert torch.equal(rvq.quantize(z), out.codes)
+    # each stage shrinks the residual of the ones before
+    err = [(z - sum(vq.codebook[out.codes[:, i]] for i, vq in enumerate(list(rvq.stages)[: s + 1]))).pow(2).mean()
+           for s in range(3)]
+    assert err[0] > err[1] > err[2]
+
+
+# ------------------------------------------------------------------------------- two-part
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_two_part_code_length_adds_up_and_is_charged_at_span_ends(levels):
+    model = _model(levels=[TINY_LEVEL, LEVEL2][:levels]).eval()
+    x = _bytes()
+    lp = model.log_probs(x)
+    parts = model.code_lengths(x)
+    torch.testing.assert_close(-lp.sum(1), sum(parts.values()), rtol=1e-5, atol=1e-3)
+    outs = model.compress_all(x)
+    top = outs[-1]
+    expected_top = -(model.top.log_prob(top.codes) * top.code_valid).sum(1)
+    torch.testing.assert_close(parts["top"], expected_top, rtol=1e-5, atol=1e-4)
+    _, byte_lp = model.levels[0].reconstruct(x, outs[0], model.levels[0].vq.embed(outs[0].codes))
+    torch.testing.assert_close(parts["level1"], -byte_lp.sum(1), rtol=1e-5, atol=1e-4)
+    # Every code's cost sits at the last byte of its span: the bytes of a patch's interior pay
+    # only their own conditional bits.
+    per = model._two_part(x)["top"][0]
+    seg = outs[0].seg[0]
+    if levels == 2:
+        seg = outs[1].seg[0][seg]
+    ends = {int((seg == k).nonzero().max()) for k in range(int(top.n_codes[0]))}
+    charged = {int(i) + 1 for i in per.nonzero()}
+    assert charged <= {max(e, 1) for e in ends}
+
+
+def test_without_a_top_model_codes_cost_their_uniform_length():
+    model = _model(top_transformer_config=None, top_lm_loss_weight=0.0).eval()
+    x = _bytes()
+    top = model.compress_all(x)[-1]
+    torch.testing.assert_close(model.code_lengths(x)["top"], top.n_codes.float() * math.log(32))
+
+
+def test_right_padding_with_eos_keeps_every_level_of_codes():
+    model = _model(levels=[TINY_LEVEL, LEVEL2]).eval()
+    x = _bytes(T=40)
+    padded = torch.cat([x, torch.full((2, 20), 256)], dim=1)
+    lp, lp_pad = model.log_probs(x), model.log_probs(padded)
+    torch.testing.assert_close(lp_pad[:, :39], lp, atol=1e-5, rtol=0)
+
+
+# -------------------------------------------------------------------------- reconstruction
+
+
+def test_tiny_pyramid_overfits_one_batch_to_exact_reconstruction():
+    model = _model(levels=[{**TINY_LEVEL, "codebook_size": 64}], top_lm_loss_weight=0.1)
+    x = _bytes(rows=2, T=48)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(300):
+        loss = model(x[:, :-1], x[:, 1:]).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    diag = model.diagnostics(x, free_running_rows=2)
+    assert diag["levels"][0]["recon_acc_teacher_forced"] == 1.0, diag
+    assert diag["recon_acc_free_running"] == 1.0, diag
+
+
+def test_generate_bytes_returns_valid_bytes_and_is_seeded():
+    model = _model(levels=[TINY_LEVEL, LEVEL2]).eval()
+    out = model.generate_bytes(b"The quick", max_len=30, temperature=1.0, stop_on_eos=False, seed=3)
+    assert len(out) == 30 and all(0 <= b <= 256 for b in out)
+    assert out == model.generate_bytes(b"The quick", max_len=30, temperature=1.0, stop_on_eos=False, seed=3)
+    stopped = model.generate_bytes(b"The quick", max_len=30, temperature=1.0, seed=3)
+    assert all(0 <= b < 256 for b in stopped) and len(stopped) <= 30
+    assert model.training is False
+
+
+def test_a_stage_one_model_reconstructs_but_does_not_generate():
+    model = _model(top_transformer_config=None, top_lm_loss_weight=0.0).eval()
+    with pytest.raises(LmlabError, match="no top transformer"):
+        model.generate_bytes(b"Hi", max_len=40, temperature=1.0, stop_on_eos=False)
+    assert 0.0 <= model.diagnostics(_bytes())["recon_acc_free_running"] <= 1.0
+
+
+def test_continuous_top_model_trains_and_generates():
+    model = _model(top_transformer_config={"n_layer": 1, "continuous": True})
+    x = _bytes()
+    out = model(x[:, :-1], x[:, 1:])
+    assert "top_lm" in out.terms and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert model.top.out.weight.grad is not None
+    model.eval()
+    assert len(model.generate_bytes(b"The", max_len=10, stop_on_eos=False)) == 10
+    # no discrete prior: the code stream is charged its uniform length
+    top = model.compress_all(x)[-1]
+    torch.testing.assert_close(model.code_lengths(x)["top"], top.n_codes.float() * math.log(32))
+
+
+# ------------------------------------------------------------------------------- attention
+
+
+@pytest.mark.parametrize("form", ["regular", "mla"])
+def test_flex_backend_matches_sdpa_forward(form):
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    torch.manual_seed(0)
+    sdpa = Attention(16, 2, form, "sdpa", kv_rank=8, rope=True)
+    flex = Attention(16, 2, form, "flex", kv_rank=8, rope=True)
+    flex.load_state_dict(sdpa.state_dict())
+    x = torch.randn(2, 24, 16)
+    seg = torch.tensor([[0] * 5 + [1] * 9 + [2] * 10, [0] * 12 + [1] * 12])
+    masks = [causal_mask(), causal_mask(4), lambda b, q, k: (k <= q) & (seg[b, k] == seg[b, q])]
+    with torch.no_grad():
+        for mask in masks:
+            torch.testing.assert_close(flex(x, mask), sdpa(x, mask), atol=1e-5, rtol=1e-4)
+
+
+def test_flex_backend_refuses_cpu_training_with_the_fallback_named():
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    model = _model(attn_backend="flex")
+    x = _bytes()
+    if torch.cuda.is_available():
+        pytest.skip("this check is about CPU")
+    with pytest.raises(LmlabError, match="attn_backend: sdpa"):
+        model(x[:, :-1], x[:, 1:]).loss.backward()
+
+
+def test_mla_form_trains():
+    model = _model(attn_form="mla")
+    assert any("kv_down" in n for n, _ in model.named_parameters())
+    x = _bytes()
+    out = model(x[:, :-1], x[:, 1:])
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match="tokenizer.type: byte"):
+        validate_config({"tokenizer": {"type": "char"}, "model": {"family": "abstractinator", "preset": "tiny"}})
+    validate_config({"tokenizer": {"type": "byte"}, "model": {"family": "abstractinator", "preset": "tiny"}})
+    with pytest.raises(ConfigError, match="load_entropy_from"):
+        build_model_config({"family": "abstractinator", "preset": "regular_flex_entropy_frozen"})
+    with pytest.raises(ConfigError, match="only one of threshold and target_patch_len"):
+        build_model_config({"family": "abstractinator", "levels": [{"entropy": {"threshold": 1.0,
+                                                                                "target_patch_len": 4}}]})
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_model_config({"family": "abstractinator", "levels": [{"entropy": {"treshold": 1.0}}]})
+    for preset in ("regular_sdpa", "regular_flex", "mla_sdpa", "mla_flex", "regular_flex_512", "tiny"):
+        cfg = build_model_config({"family": "abstractinator", "preset": preset, "vocab_size": 257})
+        assert cfg.levels and cfg.levels[0].d_c > 0

@@ -1,0 +1,125 @@
+"""The abstractinator through the shared trainer, CLI, sampler and evaluation: the two-stage
+workflow (stage 2 leaves the base bit-identical), diagnostics, sampling, scoring."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import lmlab
+from lmlab import rundir
+
+LEVEL = {"compressor_layers": 1, "expander_layers": 1, "codebook_size": 32, "c_vq_d_c": 16, "d_lo_d_c": 16,
+         "window": 8, "entropy": {"n_layer": 1, "threshold": 2.5, "max_patch_len": 8}}
+
+
+def _raw(make_raw, corpus_dir, out_dir, **model):
+    raw = make_raw(corpus_dir, out_dir)
+    raw["tokenizer"] = {"type": "byte"}
+    raw["model"] = {"family": "abstractinator", "preset": "tiny", "block_size": 48, "levels": [LEVEL, LEVEL],
+                    **model}
+    raw["train"].update({"max_steps": 16, "eval_interval": 8, "save_interval": 8})
+    raw["sample"] = {"prompts": ["The "], "max_new_tokens": 12}
+    return raw
+
+
+@pytest.fixture(scope="module")
+def stages(corpus_dir, tmp_path_factory, make_raw):
+    root = tmp_path_factory.mktemp("abstractinator")
+    base = root / "stage1_base.safetensors"
+    stage1 = lmlab.train(_raw(make_raw, corpus_dir, root / "stage1", top_transformer_config=None,
+                              top_lm_loss_weight=0.0, save_base_components_path=str(base)))
+    return root, base, stage1
+
+
+def test_stage_one_writes_the_base_and_logs_every_term(stages):
+    root, base, stage1 = stages
+    assert base.is_file()
+    tensors = load_file(str(base))
+    assert tensors and all(k.startswith("levels.") for k in tensors)
+    assert any(".entropy." in k for k in tensors) and any(".expander." in k for k in tensors)
+    rows = [json.loads(x) for x in (stage1 / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    assert {"recon_l1", "recon_l2", "vq_l1", "vq_l2", "entropy_l1", "entropy_l2"} <= set(train_rows[-1])
+    assert "top_lm" not in train_rows[-1]
+    assert "val_bpb" in rows[-1] or any("val_bpb" in r for r in rows)
+    diag = json.loads((stage1 / "diagnostics.json").read_text())["final"]
+    assert [lv["level"] for lv in diag["levels"]] == [1, 2]
+    assert diag["bytes_per_top_code"] >= diag["levels"][0]["bytes_per_code"] >= 1.0
+    assert 0.0 <= diag["recon_acc_free_running"] <= 1.0
+    # the stage-1 base equals the run's own final weights
+    own = load_file(str(rundir.latest_snapshot(stage1).path / rundir.WEIGHTS))
+    assert all(torch.equal(own[k], v) for k, v in tensors.items())
+
+
+def test_stage_two_trains_the_top_and_leaves_the_base_bit_identical(stages, make_raw, corpus_dir, run_cli):
+    root, base, _ = stages
+    raw = _raw(make_raw, corpus_dir, root / "stage2")
+    cfg_path = root / "stage2.json"
+    cfg_path.write_text(json.dumps(raw), encoding="utf-8")
+    res = run_cli("train", "--config", str(cfg_path), "--load-base-from", str(base))
+    assert res.returncode == 0, res.stderr
+    assert "base tensors from" in res.stdout
+    weights = load_file(str(rundir.latest_snapshot(root / "stage2").path / rundir.WEIGHTS))
+    before = load_file(str(base))
+    for k, v in before.items():
+        assert torch.equal(weights[k], v), k  # weights and buffers (EMA codebooks) alike
+    assert any(k.startswith("top.") for k in weights)
+    rows = [json.loads(x) for x in (root / "stage2" / "metrics.jsonl").read_text().splitlines()]
+    assert "top_lm" in [r for r in rows if "loss" in r][-1]
+    # the config keeps the base path; sampling and eval need no config and no base file
+    lm = lmlab.load(root / "stage2")
+    assert lm.config.model.load_base_from == str(base)
+    text = lm.generate("The ", max_new_tokens=12, temperature=1.0, seed=1, stop_on_eos=False)
+    assert text.startswith("The ") and len(text.encode("utf-8", "surrogateescape")) >= 4
+    res = run_cli("sample", "--checkpoint", str(root / "stage2"), "--prompt", "The ", "--max-new-tokens", "8")
+    assert res.returncode == 0, res.stderr
+    # resuming stage 2 keeps the base frozen and does not need to re-read the base file
+    moved = root / "moved_base.safetensors"
+    base.rename(moved)
+    try:
+        res = run_cli("train", "--resume", str(root / "stage2"), "--set", "train.max_steps=20")
+        assert res.returncode == 0, res.stderr
+    finally:
+        moved.rename(base)
+    weights = load_file(str(rundir.latest_snapshot(root / "stage2").path / rundir.WEIGHTS))
+    assert all(torch.equal(weights[k], v) for k, v in before.items())
+
+
+def test_missing_base_file_is_one_line_error(stages, make_raw, corpus_dir, run_cli, tmp_path):
+    cfg_path = tmp_path / "c.json"
+    cfg_path.write_text(json.dumps(_raw(make_raw, corpus_dir, tmp_path / "r")), encoding="utf-8")
+    res = run_cli("train", "--config", str(cfg_path), "--load-base-from", str(tmp_path / "nope.safetensors"))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "--load-base-from" in res.stderr
+    res = run_cli("train", "--config", str(cfg_path), "--set", "tokenizer.type=char")
+    assert res.returncode == 2 and "tokenizer.type: byte" in res.stderr
+
+
+def test_entropy_stack_loads_frozen_from_a_run_dir(stages, make_raw, corpus_dir, tmp_path):
+    _, _, stage1 = stages
+    raw = _raw(make_raw, corpus_dir, tmp_path / "ent", load_entropy_from=str(stage1))
+    raw["train"]["max_steps"] = 4
+    run = lmlab.train(raw)
+    first = load_file(str(rundir.latest_snapshot(stage1).path / rundir.WEIGHTS))
+    now = load_file(str(rundir.latest_snapshot(run).path / rundir.WEIGHTS))
+    ent = [k for k in first if ".entropy." in k]
+    assert ent and all(torch.equal(now[k], first[k]) for k in ent)
+    moved = [k for k in first if k.startswith("levels.") and ".compressor." in k and not torch.equal(now[k], first[k])]
+    assert moved  # the rest of the base trains
+
+
+def test_eval_scores_two_part_bits_per_byte(stages, tmp_path):
+    _, _, stage1 = stages
+    doc = tmp_path / "doc.txt"
+    doc.write_text("The quick brown fox jumps over the dog.", encoding="utf-8")  # one window of 48
+    report = lmlab.evaluate(stage1, f"file:{doc}")
+    assert report["runs"][0]["checkpoint"]["family"] == "abstractinator"
+    bpb = report["runs"][0]["tasks"][f"file:{doc}"]["metrics"]["bits_per_byte"]["value"]
+    data = doc.read_bytes()
+    lm = lmlab.load(stage1)
+    nats = -float(lm.model.log_probs(torch.tensor([[256, *data]])).sum())
+    assert bpb == pytest.approx(nats / math.log(2) / len(data), rel=1e-4)
