@@ -33,7 +33,9 @@ class EntropyModelConfig(Strict):
     over the previous position (H_t - H_{t-1} > threshold) instead of where it is high."""
     max_patch_len: int = Field(32, ge=1)
     """A patch is cut after this many symbols whatever the entropy (bounds decoding and memory)."""
-    threshold_ema: float = Field(0.99, ge=0, lt=1)
+    threshold_ema: float = Field(0.9, ge=0, lt=1)
+    """target_patch_len: how slowly the tracked threshold follows the batch quantile (the first
+    training batch sets it)."""
 
     @model_validator(mode="after")
     def _one_rule(self) -> EntropyModelConfig:

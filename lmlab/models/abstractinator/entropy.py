@@ -75,6 +75,7 @@ class EntropyModel(nn.Module):
         # The cutting threshold: fixed, or tracked toward target_patch_len during training.
         start = cfg.threshold if cfg.threshold is not None else 0.5 * math.log(vocab or below.K)
         self.register_buffer("threshold", torch.tensor(float(start)))
+        self.register_buffer("tracked", torch.tensor(False))  # target_patch_len: set once trained
 
     def _symbols(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
@@ -131,7 +132,11 @@ class EntropyModel(nn.Module):
                 if dist.is_available() and dist.is_initialized():  # ranks keep one threshold
                     dist.all_reduce(q)
                     q = q / dist.get_world_size()
-                self.threshold.mul_(cfg.threshold_ema).add_((1 - cfg.threshold_ema) * q)
+                if self.tracked:
+                    self.threshold.mul_(cfg.threshold_ema).add_((1 - cfg.threshold_ema) * q)
+                else:  # the first batch sets it: no warm-up from an arbitrary start
+                    self.threshold.copy_(q)
+                    self.tracked.fill_(True)
         starts = patch_starts(entropy, float(self.threshold), cfg.monotonic, cfg.max_patch_len, forced)
         if valid is not None:
             starts = starts | ~valid  # padding: one patch per slot, dropped by the caller
