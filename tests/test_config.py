@@ -75,7 +75,7 @@ def test_wrong_type_and_bad_value_name_what_is_allowed():
 
 
 def test_family_and_preset_misses_list_valid_names():
-    with pytest.raises(ConfigError, match="valid families: apelr, psann, transformer"):
+    with pytest.raises(ConfigError, match="valid families: abstractinator, apelr, psann, transformer"):
         load_config(overrides=["model.family=gpt9"])
     with pytest.raises(ConfigError, match="allowed: gpt2, small, tiny"):
         load_config(overrides=["model.preset=huge"])

@@ -33,7 +33,7 @@ class EntropyModelConfig(Strict):
     over the previous position (H_t - H_{t-1} > threshold) instead of where it is high."""
     max_patch_len: int = Field(32, ge=1)
     """A patch is cut after this many symbols whatever the entropy (bounds decoding and memory)."""
-    threshold_ema: float = Field(0.9, ge=0, lt=1)
+    threshold_ema: float = Field(0.5, ge=0, lt=1)
     """target_patch_len: how slowly the tracked threshold follows the batch quantile (the first
     training batch sets it)."""
 
@@ -65,9 +65,16 @@ class LevelConfig(Strict):
     vq_decay: float = Field(0.99, gt=0, lt=1)
     vq_beta: float = Field(0.25, ge=0)
     """Commitment weight."""
-    dead_code_threshold: float = Field(1e-2, ge=0)
-    """A code whose EMA usage count falls below this is reset to a random batch vector."""
+    vq_diversity: float = Field(0.1, ge=0)
+    """Weight of the code-usage diversity loss (1 - normalised entropy of the batch's soft
+    code assignments), which keeps patches from collapsing onto one code."""
+    dead_code_threshold: float = Field(0.1, ge=0)
+    """A code whose EMA usage count (vectors per step) falls below this is reset to a random
+    batch vector."""
     expander_layers: int = Field(2, ge=1)
+    expander_context: Literal["patch", "full"] = "patch"
+    """What the expander's self-attention sees: the patch being decoded (codes carry the rest)
+    or every earlier symbol (a strong decoder that tends to ignore its codes)."""
     d_lo_d_c: int | None = Field(None, ge=1)
     """Byte level only: width of the factorised byte embedding and logits (None: 64)."""
     w_entropy_ce: float = Field(1.0, ge=0)

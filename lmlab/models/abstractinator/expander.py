@@ -1,7 +1,10 @@
 """DecoderOnlyExpanderRVQ: reconstructs a level's input from the codes above it.
 
 A causal transformer over the lower sequence (bytes, or the codes of the level below) with
-cross-attention to the codes above. Position t is told which code covers the symbol it predicts
+cross-attention to the codes above. With ``expander_context: patch`` (the default) its
+self-attention stays inside the patch being decoded, so the codes must carry everything from
+earlier patches (an expander that sees the whole past learns to ignore its codes, and the
+quantiser collapses onto one code); ``full`` lets it see every earlier symbol. Position t is told which code covers the symbol it predicts
 (that code's vector is added to its input) and may attend to every code up to it, never past
 it. Training teacher-forces the lower sequence; generation runs the same network one symbol
 at a time. Scores live in the small code space: bytes through a ``d_lo_d_c``-wide factorised
@@ -23,8 +26,9 @@ class DecoderOnlyExpanderRVQ(nn.Module):
 
     def __init__(self, d_model: int, n_head: int, layers: int, form: str, backend: str, kv_rank: int,
                  max_len: int, d_c_above: int, vocab: int | None = None, d_lo: int = 64,
-                 below: ResidualVQ | None = None):
+                 below: ResidualVQ | None = None, context: str = "patch"):
         super().__init__()
+        self.patch_local = context == "patch"
         if below is None:
             self.low_embed = nn.Embedding(vocab, d_lo)  # (V, d_lo): the factorised byte space
             self.low_up = nn.Linear(d_lo, d_model, bias=False)
@@ -53,7 +57,16 @@ class DecoderOnlyExpanderRVQ(nn.Module):
         mem = self.mem_up(codes_vec.to(self.mem_up.weight.dtype))  # (B, K, D)
         cur = tseg.clamp(0, mem.size(1) - 1)
         x = x + mem.gather(1, cur[..., None].expand(-1, -1, mem.size(-1)))  # the covering code
-        return self.trunk(x, causal_mask(), mem, lambda b, q, k: (k <= tseg[b, q]) & code_valid[b, k])
+        if self.patch_local:
+            # Position t sees only the symbols of the patch it is decoding (and itself): whatever
+            # it needs from earlier patches must come through the codes. own[t] is the patch of
+            # position t's input symbol (bytes: x_t; codes: code t-1 after the start vector).
+            first = 0 if self.byte_level else -1
+            own = torch.cat([torch.full_like(tseg[:, :1], first), tseg[:, :-1]], dim=1)
+            mask = lambda b, q, k: (k <= q) & ((own[b, k] == tseg[b, q]) | (k == q))  # noqa: E731
+        else:
+            mask = causal_mask()
+        return self.trunk(x, mask, mem, lambda b, q, k: (k <= tseg[b, q]) & code_valid[b, k])
 
     def byte_logits(self, h: torch.Tensor) -> torch.Tensor:
         """hidden (B, T, D) -> byte logits (B, T, V) through the d_lo space (tied embedding)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from lmlab.models.abstractinator.compressor import SegmentCompressor
@@ -49,10 +50,15 @@ class Abstractinator(nn.Module):
         self.compressor = SegmentCompressor(D, nh, lcfg.compressor_layers, lcfg.window, lcfg.n_queries, form,
                                             backend, r, T)
         self.down = nn.Linear(D, lcfg.d_c, bias=False)
+        self.register_buffer("z_mean", torch.zeros(lcfg.d_c))
+        self.register_buffer("z_var", torch.ones(lcfg.d_c))
+        self.register_buffer("z_stats_set", torch.tensor(False))
         self.vq = ResidualVQ(lcfg.vq_stages, lcfg.codebook_size, lcfg.d_c, beta=lcfg.vq_beta, decay=lcfg.vq_decay,
-                             ema=lcfg.vq_ema, dead_threshold=lcfg.dead_code_threshold)
+                             ema=lcfg.vq_ema, dead_threshold=lcfg.dead_code_threshold,
+                             diversity=lcfg.vq_diversity)
         self.expander = DecoderOnlyExpanderRVQ(D, nh, lcfg.expander_layers, form, backend, r, T, lcfg.d_c,
-                                               vocab=V if below is None else None, d_lo=lcfg.d_lo, below=below)
+                                               vocab=V if below is None else None, d_lo=lcfg.d_lo, below=below,
+                                               context=lcfg.expander_context)
 
     def compress(self, sym: torch.Tensor, valid: torch.Tensor, forced: torch.Tensor,
                  cont: torch.Tensor | None) -> LevelOut:
@@ -69,7 +75,7 @@ class Abstractinator(nn.Module):
         x = self.embed(sym) if cont is None else self.inp(cont)
         pooled = self.compressor(x, seg, K)  # (B, K, D)
         code_valid = torch.arange(K, device=seg.device)[None] < n_codes[:, None]
-        q = self.vq(self.down(pooled)[code_valid])
+        q = self.vq(self.code_space(self.down(pooled)[code_valid]))
         z_q = pooled.new_zeros(B, K, q.z_q.size(-1), dtype=q.z_q.dtype).masked_scatter(code_valid[..., None], q.z_q)
         codes = torch.zeros(B, K, q.codes.size(-1), dtype=torch.long, device=seg.device)
         codes[code_valid] = q.codes
@@ -79,6 +85,32 @@ class Abstractinator(nn.Module):
         first = first.scatter_reduce(1, seg, pos, reduce="amin")[:, :K]
         return LevelOut(seg, n_codes, code_valid, z_q, codes, pooled, forced.gather(1, first) & code_valid,
                         q.loss, ent_loss, q.perplexity, q.dead)
+
+    def code_space(self, z: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs (N, d_c) -> the vectors the quantiser sees: batch-normalised per
+        feature (no affine), with running statistics at eval (so a code never depends on other
+        rows there). A component every patch shares says nothing about any patch; left in, it
+        dominates the vectors at init and they drift together onto one code. Unit variance per
+        feature also bounds the codes, so the distance-based code scores -|u - c|^2 stay tame.
+        """
+        z = z.float()
+        if self.training and z.size(0) > 1:
+            mean, var = z.mean(0), z.var(0, unbiased=False)
+            with torch.no_grad():
+                stats = torch.stack([mean, var])
+                if dist.is_available() and dist.is_initialized():  # ranks keep one running estimate
+                    dist.all_reduce(stats)
+                    stats = stats / dist.get_world_size()
+                if self.z_stats_set:
+                    self.z_mean.mul_(0.9).add_(0.1 * stats[0])
+                    self.z_var.mul_(0.9).add_(0.1 * stats[1])
+                else:  # the first batch sets them
+                    self.z_mean.copy_(stats[0])
+                    self.z_var.copy_(stats[1])
+                    self.z_stats_set.fill_(True)
+        else:
+            mean, var = self.z_mean, self.z_var
+        return (z - mean) * torch.rsqrt(var + 1e-5)
 
     def target_seg(self, out: LevelOut) -> torch.Tensor:
         """(B, T) the code covering the symbol each expander position predicts: bytes predict

@@ -45,8 +45,8 @@ class AbstractinatorPyramid(LanguageModel):
                                                cfg.attn_backend, cfg.mla_kv_rank, cfg.block_size, below,
                                                top.continuous)
         self.apply(self._init_weights)
-        for level in self.levels:  # factorised bytes: a unit-scale table, so up(embed) is not 0.02^2 small
-            if level.expander.byte_level:
+        for level in self.levels:
+            if level.expander.byte_level:  # factorised bytes: a unit-scale table, so up(embed) is not 0.02^2 small
                 nn.init.normal_(level.expander.low_embed.weight, std=1.0)
         # Two-stage training: frozen parts take no gradient and keep their buffers (EMA
         # codebooks, tracked thresholds) bit-identical; see ``train``.

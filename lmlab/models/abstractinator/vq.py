@@ -41,9 +41,10 @@ class VectorQuantizer(nn.Module):
     """
 
     def __init__(self, K: int, d_c: int, beta: float = 0.25, decay: float = 0.99, ema: bool = True,
-                 dead_threshold: float = 1e-2):
+                 dead_threshold: float = 1e-2, diversity: float = 0.0):
         super().__init__()
         self.K, self.d_c, self.beta, self.decay, self.ema = K, d_c, beta, decay, ema
+        self.diversity = diversity
         self.dead_threshold = dead_threshold
         init = torch.randn(K, d_c) / math.sqrt(d_c)
         # Counts start at 0: every code is dead until used, so the first training batch resets
@@ -74,10 +75,23 @@ class VectorQuantizer(nn.Module):
         loss = self.beta * F.mse_loss(z32, q.detach()) if z.numel() else z32.sum()
         if not self.ema and z.numel():
             loss = loss + F.mse_loss(q, z32.detach())
+        if self.training and self.diversity > 0 and z.numel():
+            loss = loss + self.diversity * self._diversity(z32)
         p = counts / counts.sum().clamp(min=1)
         perplexity = float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum()))
         dead = int((self.ema_count < self.dead_threshold).sum())
         return q, idx, loss, perplexity, dead
+
+    def _diversity(self, z: torch.Tensor) -> torch.Tensor:
+        """1 - H(mean soft assignment) / log K, in [0, 1]: 0 when the batch spreads evenly over
+        the codebook (wav2vec 2.0's diversity loss). Its gradient pushes the encoder's vectors
+        apart, against all patches drifting onto one code."""
+        c = self.codebook.detach()
+        d = z.pow(2).sum(-1, keepdim=True) - 2 * z @ c.T + c.pow(2).sum(-1)  # (N, K)
+        p = torch.softmax(-d / math.sqrt(self.d_c), dim=-1).mean(0)
+        p = _all_reduce(p.clone()) if dist.is_available() and dist.is_initialized() else p
+        p = p / p.sum()
+        return 1 + (p * p.clamp(min=1e-12).log()).sum() / math.log(self.K)
 
     @torch.no_grad()
     def _update(self, z: torch.Tensor, onehot: torch.Tensor, counts: torch.Tensor) -> None:
@@ -94,16 +108,19 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def reset(self, dead: torch.Tensor, z: torch.Tensor) -> None:
-        """Move the ``dead`` (K,) codes onto random rows of z (N, d_c); counts restart at 1."""
+        """Move the ``dead`` (K,) codes onto random rows of z (N, d_c). Their counts restart at
+        twice the threshold: a reset code nobody picks is dead again after ~ln 2 / (1 - decay)
+        steps and gets another chance, instead of sitting unused for hundreds of steps."""
         n_dead = int(dead.sum())
         pick = torch.randint(0, z.size(0), (n_dead,), device=z.device)
         fresh = z[pick].to(self.codebook.dtype)
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(fresh, src=0)  # every rank resets to the same vectors
+        count = max(2 * self.dead_threshold, 1e-3)
         self.codebook.data[dead] = fresh
         if self.ema:
-            self.ema_sum[dead] = fresh
-        self.ema_count[dead] = 1.0
+            self.ema_sum[dead] = fresh * count  # sum / count = the fresh vector
+        self.ema_count[dead] = count
 
 
 class ResidualVQ(nn.Module):
@@ -151,8 +168,9 @@ class CodeHead(nn.Module):
     """Scores a residual code stage by stage, factorised in the code space d_c.
 
     Stage s projects the hidden state into d_c, subtracts the vectors of the stages before it
-    (the residual that stage s quantised) and scores each code c by -|u - c|^2 (up to a per-row
-    constant). log p(code) = sum_s log p(idx_s | idx_<s, h): teacher-forced on the true earlier
+    (the residual that stage s quantised) and scores each code c by a scaled dot product u . c plus a per-code bias
+    (a K-way head tied to the codebook; -|u - c|^2 would add a -|c|^2 prior that favours small
+    codes). log p(code) = sum_s log p(idx_s | idx_<s, h): teacher-forced on the true earlier
     stages when scoring, sampled stage after stage when generating.
     """
 
@@ -160,12 +178,15 @@ class CodeHead(nn.Module):
         super().__init__()
         self.rvq = [rvq]  # a reference, not a submodule: the codebook belongs to its level
         self.proj = nn.ModuleList(nn.Linear(d_model, rvq.d_c, bias=False) for _ in rvq.stages)
-        self.scale = nn.Parameter(torch.ones(len(rvq.stages)))
+        # Codes have norm ~sqrt(d_c): a 1/sqrt(d_c) start keeps the first scores near uniform.
+        self.scale = nn.Parameter(torch.full((len(rvq.stages),), rvq.d_c ** -0.5))
+        # A bias per code: how often a code is used is learnt at once, not through u's direction.
+        self.bias = nn.Parameter(torch.zeros(len(rvq.stages), rvq.K))
 
     def _logits(self, s: int, h: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         c = self.rvq[0].stages[s].codebook.detach().to(h.dtype)  # (K, d_c)
         u = self.proj[s](h) - prev  # (..., d_c)
-        return self.scale[s] * (2 * u @ c.T - c.pow(2).sum(-1))  # (..., K)
+        return self.scale[s] * (u @ c.T) + self.bias[s]  # (..., K)
 
     def log_prob(self, h: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h (..., D), codes (..., S) -> (log p(code) (...), entropy of stage 0 given h (...))."""
