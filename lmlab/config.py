@@ -252,6 +252,8 @@ class TrainConfig(Strict):
     """Training budget: one of max_steps, max_tokens (global tokens) or epochs over the train split."""
     max_tokens: int | None = Field(None, ge=1)
     epochs: float | None = Field(None, gt=0)
+    num_epochs: float | None = Field(None, gt=0)
+    """Seed-003 spelling of ``epochs`` (the abstractinator's ``exp_config['num_epochs']``)."""
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0)
@@ -277,6 +279,12 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainConfig:
+        if self.num_epochs is not None:
+            if self.epochs is not None and self.epochs != self.num_epochs:
+                raise ValueError(f"num_epochs ({self.num_epochs}) and epochs ({self.epochs}) name one budget; "
+                                 "set only one")
+            object.__setattr__(self, "epochs", self.num_epochs)
+            self.model_fields_set.add("epochs")
         # Setting max_tokens or epochs replaces the default max_steps.
         if "max_steps" not in self.model_fields_set and (self.max_tokens or self.epochs):
             object.__setattr__(self, "max_steps", None)
@@ -376,9 +384,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """
     out = json.loads(json.dumps(raw))
     parsed = [parse_override(item) for item in overrides]
-    budget = {keys[1] for keys, _ in parsed if len(keys) == 2 and keys[0] == "train" and keys[1] in BUDGET_KEYS}
+    budget_keys = (*BUDGET_KEYS, "num_epochs")
+    budget = {keys[1] for keys, _ in parsed if len(keys) == 2 and keys[0] == "train" and keys[1] in budget_keys}
     if budget and isinstance(out.get("train"), dict):
-        for key in BUDGET_KEYS:
+        for key in budget_keys:
             if key not in budget and key in out["train"]:
                 out["train"][key] = None
     for keys, value in parsed:

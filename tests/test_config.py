@@ -122,3 +122,12 @@ def test_budget_override_replaces_the_files_budget(tmp_path):
     assert cfg.train.max_steps == 7 and cfg.train.max_tokens is None
     cfg = load_config(p, ["train.epochs=2"])
     assert cfg.train.epochs == 2 and cfg.train.max_tokens is None and cfg.train.max_steps is None
+
+
+def test_num_epochs_is_the_seed_spelling_of_epochs():
+    cfg = load_config(overrides=["train.num_epochs=2"])
+    assert cfg.train.epochs == 2 and cfg.train.max_steps is None
+    cfg = load_config(raw={"train": {"num_epochs": 2}}, overrides=["train.max_steps=5"])
+    assert cfg.train.max_steps == 5 and cfg.train.epochs is None
+    with pytest.raises(ConfigError, match="name one budget"):
+        load_config(overrides=["train.num_epochs=2", "train.epochs=3"])

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,3 +127,24 @@ def test_eval_scores_two_part_bits_per_byte(stages, tmp_path):
     lm = lmlab.load(stage1)
     nats = -float(lm.model.log_probs(torch.tensor([[256, *data]])).sum())
     assert bpb == pytest.approx(nats / math.log(2) / len(data), rel=1e-4)
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_two_ranks_train_with_shared_codebooks_and_thresholds(make_raw, corpus_dir, run_cli, tmp_path):
+    """torchrun x2: the quantisers' EMA sums, dead-code resets (rank 0's vectors), tracked
+    thresholds and code-space statistics go through collectives; the run must finish and agree."""
+    level = {**LEVEL, "entropy": {"n_layer": 1, "target_patch_len": 3, "max_patch_len": 8}}
+    raw = _raw(make_raw, corpus_dir, tmp_path / "ddp", levels=[level, level])
+    raw["train"].update({"max_steps": 6, "batch_size": 2, "eval_interval": 6, "save_interval": 6})
+    path = tmp_path / "ddp.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "lmlab", "train", "--config",
+                           str(path)], env=run_cli.env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    weights = load_file(str(rundir.latest_snapshot(tmp_path / "ddp").path / rundir.WEIGHTS))
+    assert weights["levels.0.entropy.tracked"].item() is True
+    assert all(torch.isfinite(v.float()).all() for v in weights.values())
+    diag = json.loads((tmp_path / "ddp" / "diagnostics.json").read_text())["final"]
+    assert diag["levels"][0]["symbols_per_code"] > 1.0

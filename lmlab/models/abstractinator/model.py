@@ -55,6 +55,13 @@ class AbstractinatorPyramid(LanguageModel):
             self.frozen = list(self.levels)
         elif cfg.load_entropy_from is not None:
             self.frozen = [level.entropy for level in self.levels]
+        # A part whose loss has weight 0 would get no gradient: freeze it rather than leave
+        # parameters that DDP waits on forever and AdamW keeps decaying.
+        if self.top is not None and cfg.top_lm_loss_weight == 0:
+            self.frozen.append(self.top)
+        for level, lcfg in zip(self.levels, cfg.levels):
+            if lcfg.w_entropy_ce == 0 and level.entropy not in self.frozen and level not in self.frozen:
+                self.frozen.append(level.entropy)
         for module in self.frozen:
             module.requires_grad_(False)
 

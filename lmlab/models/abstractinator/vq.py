@@ -69,7 +69,9 @@ class VectorQuantizer(nn.Module):
         idx = self.nearest(z32.detach())
         q = self.codebook[idx].float()  # (N, d_c)
         onehot = F.one_hot(idx, self.K).float()
-        counts = _all_reduce(onehot.sum(0))
+        counts = onehot.sum(0)
+        if self.training:  # collectives only in training: eval, diagnostics, sampling run on rank 0 alone
+            counts = _all_reduce(counts)
         if self.training:
             self._update(z32.detach(), onehot, counts)
         loss = self.beta * F.mse_loss(z32, q.detach()) if z.numel() else z32.sum()
@@ -88,9 +90,7 @@ class VectorQuantizer(nn.Module):
         apart, against all patches drifting onto one code."""
         c = self.codebook.detach()
         d = z.pow(2).sum(-1, keepdim=True) - 2 * z @ c.T + c.pow(2).sum(-1)  # (N, K)
-        p = torch.softmax(-d / math.sqrt(self.d_c), dim=-1).mean(0)
-        p = _all_reduce(p.clone()) if dist.is_available() and dist.is_initialized() else p
-        p = p / p.sum()
+        p = torch.softmax(-d / math.sqrt(self.d_c), dim=-1).mean(0)  # this rank's batch (DDP averages grads)
         return 1 + (p * p.clamp(min=1e-12).log()).sum() / math.log(self.K)
 
     @torch.no_grad()
