@@ -34,6 +34,11 @@ default shape (d_model 128, 4 heads, per level a 2-layer entropy model, compress
 512 codes of width 64; a 4-layer top transformer); ``--size tiny`` is its ``tiny`` preset, for
 smoke tests. Parameter counts are trainable parameters (the EMA codebooks are buffers).
 
+``--staged`` adds a row "abstractinator 2L staged": level 1 alone (no top model) for half the
+steps, then level 2 and the top model on the frozen level 1 (``load_base_from`` with
+``base_levels: 1``) for the other half, on the following batches; no step time (the stages
+differ), same evaluation.
+
 Prints the command line first and a markdown table last; writes
 reports/abstractinator/<UTC timestamp>/metrics.json (with the loss curves and full diagnostics).
 
@@ -125,9 +130,9 @@ def level_cfg(size: str, patch_len: float, ema: float | None) -> dict:
 
 
 def abstractinator(size: str, n_levels: int, block: int, patch_lens: list[float],
-                   ema: float | None) -> torch.nn.Module:
+                   ema: float | None, **extra) -> torch.nn.Module:
     raw: dict = {"family": "abstractinator", "vocab_size": VOCAB, "block_size": block,
-                 "levels": [level_cfg(size, p, ema) for p in patch_lens[:n_levels]]}
+                 "levels": [level_cfg(size, p, ema) for p in patch_lens[:n_levels]], **extra}
     if size == "tiny":
         raw["preset"] = "tiny"  # the preset's levels are replaced as a whole: level_cfg starts from them
     return build_model(build_model_config(raw))
@@ -279,12 +284,45 @@ def run_dataset(name: str, args) -> dict:
             "ms_per_step": round(1000 * median(ts), 1) if ts else None,
             "timed_steps": len(ts), **ev[m_name], **log[m_name],
         }
+    if args.staged and 2 in args.levels:
+        out["models"]["abstractinator 2L staged"] = staged_two_levels(train_bytes, windows, args)
+        pairs["abstractinator 2L staged"] = pairs["abstractinator 2L"]
+        out["models"]["abstractinator 2L staged"]["matched_transformer"] = pairs["abstractinator 2L"]
     for a_name, tf_name in pairs.items():
         a, t = out["models"][a_name], out["models"][tf_name]
         if a["ms_per_step"] and t["ms_per_step"]:
             a["step_time_vs_transformer"] = round(a["ms_per_step"] / t["ms_per_step"], 2)
         a["params_vs_transformer"] = round(a["params"] / t["params"] - 1, 4)
     return out
+
+
+def staged_two_levels(train_bytes: torch.Tensor, windows: torch.Tensor, args) -> dict:
+    """``--staged``: level 1 alone (no top model) for half the steps, then the 2-level model on
+    the frozen level 1 (``load_base_from`` + ``base_levels: 1``) for the other half, on the same
+    batch stream; evaluated like the others (no step time: the stages differ)."""
+    import tempfile
+
+    half = copy.copy(args)
+    half.steps = args.steps // 2
+    lens = [args.l1_patch_len, args.l2_patch_len]
+    seed_everything(args.seed)
+    one = abstractinator(args.size, 1, args.block_size, lens, args.threshold_ema, top_transformer_config=None,
+                         top_lm_loss_weight=0.0)
+    print("  staged: level 1 alone", flush=True)
+    train({"abstractinator 1L (stage a)": one}, train_bytes, half)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base.safetensors"
+        one.save_base_components(base)
+        seed_everything(args.seed)
+        two = abstractinator(args.size, 2, args.block_size, lens, args.threshold_ema, load_base_from=str(base),
+                             base_levels=1)
+        two.on_train_start(resumed=False)
+    half.steps = args.steps - half.steps
+    half.seed = args.seed + 1  # the next batches of the stream, not the same ones again
+    print("  staged: level 2 and the top model on the frozen level 1", flush=True)
+    log = train({"abstractinator 2L staged": two}, train_bytes, half)["abstractinator 2L staged"]
+    ev = evaluate({"abstractinator 2L staged": two}, windows, args)["abstractinator 2L staged"]
+    return {"params": n_params(two), "ms_per_step": None, **ev, **log}
 
 
 def fmt(x, nd: int = 3) -> str:
@@ -337,6 +375,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="EMA decay of the tracked entropy thresholds (default: the family's threshold_ema)")
     ap.add_argument("--val-windows", type=int, default=32, help="val windows of --block-size bytes")
     ap.add_argument("--free-running-rows", type=int, default=2, help="val windows decoded free-running (slow)")
+    ap.add_argument("--staged", action="store_true",
+                    help="also train 2 levels in stages: level 1 alone for half the steps, then level 2 and the "
+                         "top model on the frozen level 1 (base_levels: 1)")
     ap.add_argument("--timing-warmup", type=int, default=5, help="first steps left out of the step-time median")
     ap.add_argument("--log-interval", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)

@@ -37,6 +37,7 @@ from lmlab.training.distributed import (
     DistInfo,
     all_reduce_mean,
     all_reduce_sum,
+    barrier,
     gather_to_all,
     setup_distributed,
     teardown_distributed,
@@ -365,6 +366,9 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
         if t.final_eval_planner_diagnostics:
             planner_eval(final=True)
         _write_samples(model, tokenizer, cfg, run_dir)
+    # Ranks leave together: a rank that tears its process group down while rank 0 still writes
+    # the summary and samples is a known race at gloo teardown (PyTorch's advice: barrier first).
+    barrier(info)
     return run_dir
 
 

@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 import lmlab
 from lmlab import rundir
+from lmlab.config import build_model_config
+from lmlab.errors import ConfigError
 
 LEVEL = {"compressor_layers": 1, "expander_layers": 1, "codebook_size": 32, "c_vq_d_c": 16, "d_lo_d_c": 16,
          "window": 8, "entropy": {"n_layer": 1, "threshold": 2.5, "max_patch_len": 8}}
@@ -148,3 +150,23 @@ def test_two_ranks_train_with_shared_codebooks_and_thresholds(make_raw, corpus_d
     assert all(torch.isfinite(v.float()).all() for v in weights.values())
     diag = json.loads((tmp_path / "ddp" / "diagnostics.json").read_text())["final"]
     assert diag["levels"][0]["symbols_per_code"] > 1.0
+
+
+def test_levels_train_in_stages_with_base_levels(make_raw, corpus_dir, tmp_path):
+    """Level 1 alone, then level 2 on the frozen level 1 (base_levels: 1), then the top model."""
+    base1, base2 = tmp_path / "base1.safetensors", tmp_path / "base2.safetensors"
+    raw = _raw(make_raw, corpus_dir, tmp_path / "l1", levels=[LEVEL], top_transformer_config=None,
+               top_lm_loss_weight=0.0, save_base_components_path=str(base1))
+    raw["train"]["max_steps"] = 4
+    lmlab.train(raw)
+    raw = _raw(make_raw, corpus_dir, tmp_path / "l2", top_transformer_config=None, top_lm_loss_weight=0.0,
+               load_base_from=str(base1), base_levels=1, save_base_components_path=str(base2))
+    raw["train"]["max_steps"] = 4
+    lmlab.train(raw)
+    first, both = load_file(str(base1)), load_file(str(base2))
+    assert first and all(k.startswith("levels.0.") for k in first)
+    assert all(torch.equal(both[k], v) for k, v in first.items())  # level 1 frozen, bit-identical
+    assert any(k.startswith("levels.1.") for k in both)
+    with pytest.raises(ConfigError, match="base_levels = 3"):
+        build_model_config({"family": "abstractinator", "levels": [LEVEL], "load_base_from": "x",
+                                         "base_levels": 3})

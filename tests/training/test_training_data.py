@@ -137,7 +137,7 @@ def test_two_ranks_two_workers_read_every_document_once(tiny_config, run_cli, tm
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "lmlab", "train", "--config",
                            str(path)], env=run_cli.env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     from lmlab.data.shards import open_sharded_cache
     from lmlab.training.data import fingerprint
 

@@ -121,6 +121,9 @@ class AbstractinatorConfig(ModelConfig):
     here (safetensors) at every checkpoint."""
     load_base_from: str | None = None
     """Stage 2: load the levels' weights from this file and freeze them (``--load-base-from``)."""
+    base_levels: int | None = Field(None, ge=1)
+    """How many bottom levels ``load_base_from`` holds, loads and freezes (None: all). Fewer than
+    ``len(levels)`` stages the levels: train level 1, then level 2 on the frozen level 1, ..."""
     load_entropy_from: str | None = None
     """Load only the entropy models (from a base file or an lmlab checkpoint) and freeze them."""
     eos_id: int | None = Field(None, ge=0)
@@ -161,6 +164,10 @@ class AbstractinatorConfig(ModelConfig):
         if top is not None and top.n_head is not None and self.d_model % top.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by top_transformer_config.n_head "
                              f"({top.n_head})")
+        if self.base_levels is not None and self.base_levels > len(self.levels):
+            raise ValueError(f"base_levels = {self.base_levels} but the model has {len(self.levels)} level(s)")
+        if self.base_levels is not None and self.load_base_from is None:
+            raise ValueError("base_levels says how much of load_base_from to load: set load_base_from too")
         if self.preset == "regular_flex_entropy_frozen" and self.load_entropy_from is None:
             raise ValueError("preset regular_flex_entropy_frozen loads a pretrained entropy stack: set "
                              "model.load_entropy_from to a base file or a run dir")

@@ -52,7 +52,7 @@ class AbstractinatorPyramid(LanguageModel):
         # codebooks, tracked thresholds) bit-identical; see ``train``.
         self.frozen: list[nn.Module] = []
         if cfg.load_base_from is not None:
-            self.frozen = list(self.levels)
+            self.frozen = list(self.levels)[: cfg.base_levels]
         elif cfg.load_entropy_from is not None:
             self.frozen = [level.entropy for level in self.levels]
         # A part whose loss has weight 0 would get no gradient: freeze it rather than leave
@@ -302,11 +302,14 @@ class AbstractinatorPyramid(LanguageModel):
         save_file({k: v.detach().contiguous().cpu() for k, v in self.base_state_dict().items()}, str(tmp))
         tmp.replace(path)
 
-    def load_base_components(self, source: str | Path, entropy_only: bool = False) -> int:
-        """Copy the levels' tensors (or only the entropy models') from a base file or a run dir;
-        returns how many tensors were loaded. Shapes must match this config."""
+    def load_base_components(self, source: str | Path, entropy_only: bool = False, levels: int | None = None) -> int:
+        """Copy the tensors of the bottom ``levels`` levels (all by default; or only their entropy
+        models) from a base file or a run dir; returns how many tensors were loaded. Shapes must
+        match this config."""
         state = _read_weights(source)
-        want = {k: v for k, v in self.base_state_dict().items() if not entropy_only or ".entropy." in k}
+        keep = tuple(f"levels.{i}." for i in range(levels if levels is not None else len(self.levels)))
+        want = {k: v for k, v in self.base_state_dict().items()
+                if k.startswith(keep) and (not entropy_only or ".entropy." in k)}
         missing = sorted(k for k in want if k not in state)
         if missing:
             raise LmlabError(f"{source}: no {missing[0]} (and {len(missing) - 1} more): not a base file of "
@@ -326,7 +329,7 @@ class AbstractinatorPyramid(LanguageModel):
         if resumed:
             return
         if self.cfg.load_base_from is not None:
-            n = self.load_base_components(self.cfg.load_base_from)
+            n = self.load_base_components(self.cfg.load_base_from, levels=self.cfg.base_levels)
             print(f"lmlab: loaded {n} base tensors from {self.cfg.load_base_from} (frozen)", flush=True)
         elif self.cfg.load_entropy_from is not None:
             n = self.load_base_components(self.cfg.load_entropy_from, entropy_only=True)
