@@ -20,6 +20,7 @@ from lmlab.models.abstractinator.config import AbstractinatorConfig
 from lmlab.models.abstractinator.level import Abstractinator, LevelOut
 from lmlab.models.abstractinator.top import CodeSequenceTransformer
 from lmlab.models.base import LanguageModel, ModelOutput
+from lmlab.models.common.layers import init_gpt2
 
 
 class AbstractinatorPyramid(LanguageModel):
@@ -44,7 +45,7 @@ class AbstractinatorPyramid(LanguageModel):
             self.top = CodeSequenceTransformer(cfg.d_model, top.n_head or cfg.n_head, top.n_layer, cfg.attn_form,
                                                cfg.attn_backend, cfg.mla_kv_rank, cfg.block_size, below,
                                                top.continuous)
-        self.apply(self._init_weights)
+        self.apply(init_gpt2)
         for level in self.levels:
             if level.expander.byte_level:  # factorised bytes: a unit-scale table, so up(embed) is not 0.02^2 small
                 nn.init.normal_(level.expander.low_embed.weight, std=1.0)
@@ -64,15 +65,6 @@ class AbstractinatorPyramid(LanguageModel):
                 self.frozen.append(level.entropy)
         for module in self.frozen:
             module.requires_grad_(False)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def train(self, mode: bool = True) -> AbstractinatorPyramid:
         super().train(mode)

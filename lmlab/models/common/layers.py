@@ -79,3 +79,13 @@ class MLP(nn.Module):
         else:
             h = F.gelu(self.up(x), approximate="tanh" if self.kind == "gelu_tanh" else "none")
         return self.dropout(self.down(h))
+
+
+def init_gpt2(module: nn.Module) -> None:
+    """GPT-2's init, for ``model.apply``: N(0, 0.02) linear and embedding weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)

@@ -10,7 +10,7 @@ from torch import nn
 
 from lmlab.models.base import LanguageModel, ModelOutput, lm_loss
 from lmlab.models.common.attention import CausalSelfAttention, KVCache
-from lmlab.models.common.layers import MLP, build_norm
+from lmlab.models.common.layers import MLP, build_norm, init_gpt2
 from lmlab.models.common.positions import rope_cache, sinusoidal_table
 from lmlab.models.transformer.config import TransformerConfig
 
@@ -57,7 +57,7 @@ class Transformer(LanguageModel):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.lm_head.weight = self.wte.weight
-        self.apply(self._init_weights)
+        self.apply(init_gpt2)
         # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer).
         for name, p in self.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
@@ -66,15 +66,6 @@ class Transformer(LanguageModel):
     def _make_block(self, cfg: TransformerConfig, layer: int) -> nn.Module:
         """Layer ``layer``'s block (families with other blocks override this)."""
         return Block(cfg)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def _trunk(self, idx: torch.Tensor, caches: list[KVCache] | None = None, pos: int = 0,
                extras: list | None = None) -> torch.Tensor:
