@@ -124,17 +124,19 @@ class AbstractinatorPyramid(LanguageModel):
         """Nats of the two-part code of bytes (B, T), by part: ``top`` (B,) the top codes under
         the top model (uniform S*log K nats per code without a discrete one), ``level{i}`` (B,)
         level i's input given its codes (bytes x_1.. at level 1)."""
-        lp = self._two_part(input_ids)
-        return {k: -v.sum(1) for k, v in lp.items()}
+        parts, _ = self._two_part(input_ids)
+        return {k: -v.sum(1) for k, v in parts.items()}
 
-    def _two_part(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _two_part(self, input_ids: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Per-part log-probs charged to byte positions (B, T-1): entry t-1 holds what is paid
         when x_t is decoded. A code is charged at the last byte of its span, so a scored
-        continuation always pays for every code that covers one of its bytes."""
+        continuation always pays for every code that covers one of its bytes. Also the byte
+        expander's logits (B, T, V) given the codes."""
         outs = self.compress_all(input_ids)
         B, T = input_ids.shape
         parts: dict[str, torch.Tensor] = {}
-        _, parts["level1"] = self.levels[0].reconstruct(input_ids, outs[0], self.levels[0].vq.embed(outs[0].codes))
+        logits, parts["level1"] = self.levels[0].reconstruct(input_ids, outs[0],
+                                                             self.levels[0].vq.embed(outs[0].codes))
         pos = torch.arange(T, device=input_ids.device).expand(B, T)
         # end[b, j]: the last byte covered by code j of the current level.
         end = torch.zeros(B, outs[0].codes.size(1) + 1, dtype=torch.long, device=input_ids.device)
@@ -155,7 +157,7 @@ class AbstractinatorPyramid(LanguageModel):
             rvq = self.levels[-1].vq
             lp = torch.full(top.codes.shape[:2], -len(rvq.stages) * math.log(rvq.K), device=end.device)
         parts["top"] = self._charge(lp * top.code_valid, end, T)
-        return parts
+        return parts, logits
 
     @staticmethod
     def _charge(lp: torch.Tensor, end: torch.Tensor, T: int) -> torch.Tensor:
@@ -169,12 +171,10 @@ class AbstractinatorPyramid(LanguageModel):
         -(bits of all codes + bits of the bytes given them) * ln 2. ``return_greedy``: whether
         each byte is the argmax of the byte expander given its codes (a reconstruction check,
         not a next-byte prediction)."""
-        parts = self._two_part(input_ids)
+        parts, logits = self._two_part(input_ids)
         total = sum(parts.values())
         if not return_greedy:
             return total
-        outs = self.compress_all(input_ids)
-        logits, _ = self.levels[0].reconstruct(input_ids, outs[0], self.levels[0].vq.embed(outs[0].codes))
         return total, logits[:, :-1].argmax(-1) == input_ids[:, 1:]
 
     # ---------------------------------------------------------------------------- generate
