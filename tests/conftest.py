@@ -13,6 +13,23 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def _one_line_error(proc, *needles: str) -> str:
+    """Assert a CLI run failed the user-error way (exit 2, one stderr line, no traceback) and that
+    the line names every needle; returns the line."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def one_line_error():
+    """``one_line_error(proc, *needles) -> str``: the CLI user-error check (see ``_one_line_error``)."""
+    return _one_line_error
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """Every test uses tiny shapes: one thread avoids OpenMP overhead and contention on 2 cores."""

@@ -7,15 +7,6 @@ import json
 import pytest
 
 
-def _one_line_error(proc, *needles: str) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def trained_run(corpus_dir, tmp_path_factory, make_raw):
     """One tiny char-level run shared by the tests that only read it."""
@@ -52,33 +43,33 @@ def test_resume_flag_continues_with_more_steps(tiny_config, run_cli):
     assert json.loads((run / "checkpoints/current/meta.json").read_text())["step"] == 16
 
 
-def test_unknown_key_and_wrong_type(tiny_config, run_cli):
+def test_unknown_key_and_wrong_type(tiny_config, run_cli, one_line_error):
     path, raw, run = tiny_config()
-    _one_line_error(run_cli("train", "--config", str(path), "--set", "train.batchsize=3"),
+    one_line_error(run_cli("train", "--config", str(path), "--set", "train.batchsize=3"),
                     "train.batchsize", "did you mean 'batch_size'")
-    _one_line_error(run_cli("train", "--config", str(path), "--set", "model.d_model=big"),
+    one_line_error(run_cli("train", "--config", str(path), "--set", "model.d_model=big"),
                     "model.d_model = 'big'", "valid integer")
     assert not run.exists()
 
 
-def test_missing_and_empty_corpus(tiny_config, run_cli, tmp_path):
+def test_missing_and_empty_corpus(tiny_config, run_cli, tmp_path, one_line_error):
     path, _, _ = tiny_config()
-    _one_line_error(run_cli("train", "--config", str(path), "--set",
+    one_line_error(run_cli("train", "--config", str(path), "--set",
                             f"data.sources=[{{type: text, path: {tmp_path / 'nope'}}}]"),
                     "no data source could be read", "data.sources[0]", "no such file or folder")
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "blank.txt").write_text("   \n\n")
-    _one_line_error(run_cli("train", "--config", str(path), "--set",
+    one_line_error(run_cli("train", "--config", str(path), "--set",
                             f"data.sources=[{{type: text, path: {empty}}}]"), "corpus is empty")
 
 
-def test_non_utf8_file_char_reports_byte_accepts(tiny_config, run_cli, tmp_path, corpus_dir):
+def test_non_utf8_file_char_reports_byte_accepts(tiny_config, run_cli, tmp_path, corpus_dir, one_line_error):
     latin = tmp_path / "latin1.txt"
     latin.write_bytes(("caf\xe9 au lait.\n\n" * 3000).encode("latin-1"))  # several documents
     path, raw, run = tiny_config()
     only = f"data.sources=[{{type: text, path: {latin}}}]"
-    _one_line_error(run_cli("train", "--config", str(path), "--set", only), "latin1.txt", "not UTF-8",
+    one_line_error(run_cli("train", "--config", str(path), "--set", only), "latin1.txt", "not UTF-8",
                     "tokenizer.type: byte")
     ok = run_cli("train", "--config", str(path), "--set", only, "--set", "tokenizer.type=byte")
     assert ok.returncode == 0, ok.stderr
@@ -89,25 +80,25 @@ def test_non_utf8_file_char_reports_byte_accepts(tiny_config, run_cli, tmp_path,
     assert "warning: skipping data.sources[1]" in mixed.stderr and "not UTF-8" in mixed.stderr
 
 
-def test_resume_without_checkpoint(run_cli, tmp_path):
-    _one_line_error(run_cli("train", "--resume", str(tmp_path)), "no checkpoint")
+def test_resume_without_checkpoint(run_cli, tmp_path, one_line_error):
+    one_line_error(run_cli("train", "--resume", str(tmp_path)), "no checkpoint")
 
 
-def test_checkpoint_of_another_vocabulary(tiny_config, run_cli):
+def test_checkpoint_of_another_vocabulary(tiny_config, run_cli, one_line_error):
     path, raw, run = tiny_config()
     assert run_cli("train", "--config", str(path)).returncode == 0
-    _one_line_error(run_cli("train", "--config", str(path), "--set", "tokenizer.type=byte"),
+    one_line_error(run_cli("train", "--config", str(path), "--set", "tokenizer.type=byte"),
                     "tokenizer.type = 'char'", "'byte'")
     # A tokenizer from another run dropped into this one: sampling refuses the mismatch.
     vocab = run / "tokenizer" / "vocab.json"
     chars = json.loads(vocab.read_text())
     vocab.write_text(json.dumps(chars[:-5] if isinstance(chars, list) else chars))
-    _one_line_error(run_cli("sample", "--checkpoint", str(run), "--prompt", "a"), "tokenizer has", "expects")
+    one_line_error(run_cli("sample", "--checkpoint", str(run), "--prompt", "a"), "tokenizer has", "expects")
 
 
-def test_prompt_with_unseen_characters(trained_run, run_cli):
+def test_prompt_with_unseen_characters(trained_run, run_cli, one_line_error):
     run = trained_run
-    _one_line_error(run_cli("sample", "--checkpoint", str(run), "--prompt", "naïve ☃"),
+    one_line_error(run_cli("sample", "--checkpoint", str(run), "--prompt", "naïve ☃"),
                     "never saw", "'☃'")
 
 
@@ -122,9 +113,9 @@ def test_max_new_tokens_past_context_slides(trained_run, run_cli):
     assert len("The ") + 32 < len(text) <= len("The ") + 100
 
 
-def test_bad_sampling_value(trained_run, run_cli):
+def test_bad_sampling_value(trained_run, run_cli, one_line_error):
     run = trained_run
-    _one_line_error(run_cli("sample", "--checkpoint", str(run), "--top-p", "1.5"), "top_p = 1.5")
+    one_line_error(run_cli("sample", "--checkpoint", str(run), "--top-p", "1.5"), "top_p = 1.5")
 
 
 def test_resume_a_run_dir_whose_name_parses_as_a_number(tiny_config, run_cli, tmp_path):
@@ -135,8 +126,8 @@ def test_resume_a_run_dir_whose_name_parses_as_a_number(tiny_config, run_cli, tm
     assert json.loads((tmp_path / "2024/checkpoints/current/meta.json").read_text())["step"] == 14
 
 
-def test_sample_bad_arguments(trained_run, run_cli, tmp_path):
-    _one_line_error(run_cli("sample", "--checkpoint", str(trained_run), "--prompts-file", str(tmp_path / "no.txt")),
+def test_sample_bad_arguments(trained_run, run_cli, tmp_path, one_line_error):
+    one_line_error(run_cli("sample", "--checkpoint", str(trained_run), "--prompts-file", str(tmp_path / "no.txt")),
                     "--prompts-file", "cannot read it")
     bad = run_cli("sample", "--checkpoint", str(trained_run), "--num-samples", "0")
     assert bad.returncode == 2 and "must be at least 1" in bad.stderr and "Traceback" not in bad.stderr

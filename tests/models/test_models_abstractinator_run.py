@@ -96,13 +96,13 @@ def test_stage_two_trains_the_top_and_leaves_the_base_bit_identical(stages, make
     assert all(torch.equal(weights[k], v) for k, v in before.items())
 
 
-def test_missing_base_file_is_one_line_error(stages, make_raw, corpus_dir, run_cli, tmp_path):
+def test_missing_base_file_is_one_line_error(stages, make_raw, corpus_dir, run_cli, tmp_path, one_line_error):
     cfg_path = tmp_path / "c.json"
     cfg_path.write_text(json.dumps(_raw(make_raw, corpus_dir, tmp_path / "r")), encoding="utf-8")
     res = run_cli("train", "--config", str(cfg_path), "--load-base-from", str(tmp_path / "nope.safetensors"))
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "--load-base-from" in res.stderr
+    one_line_error(res, "--load-base-from")
     res = run_cli("train", "--config", str(cfg_path), "--set", "tokenizer.type=char")
-    assert res.returncode == 2 and "tokenizer.type: byte" in res.stderr
+    one_line_error(res, "tokenizer.type: byte")
 
 
 def test_entropy_stack_loads_frozen_from_a_run_dir(stages, make_raw, corpus_dir, tmp_path):
