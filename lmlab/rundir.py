@@ -9,9 +9,16 @@ Layout::
         meta.json                   format version, family, config, tokenizer, step, tokens, sha256s
         trainer.pt                  optimizer, schedule, scaler, RNG, data position (tensors only)
 
+The snapshot names come from a :class:`Layout`: ``CORE`` (``current|prev|prev2``, the trainer
+and everything else) or ``CONTINUOUS`` (``lm_current|lm_prev|lm_prev2``, the continuous trainer),
+which also keeps ``checkpoints/simple_lm_trained``, a legacy mirror: a whole copy (hard links)
+of the newest snapshot, refreshed after every save. A run dir holds one layout.
+
 A snapshot is written to ``checkpoints/.tmp-*``, fsynced, then rotated in by renames
 (prev -> prev2, current -> prev, tmp -> current), so a crash at any moment leaves the earlier
-snapshots whole. Loading checks the sha256 of every file and falls back current -> prev -> prev2.
+snapshots whole. The mirror is built beside and swapped in by renames after the rotation; it is a
+convenience copy for outside readers and never read here. Loading checks the sha256 of every
+file and falls back current -> prev -> prev2 (of either layout).
 """
 
 from __future__ import annotations
@@ -33,8 +40,22 @@ from lmlab.errors import LmlabError
 from lmlab.fsio import fsync_dir, fsync_file
 
 FORMAT_VERSION = 1
-SNAPSHOTS = ("current", "prev", "prev2")
 WEIGHTS, META, TRAINER = "model.safetensors", "meta.json", "trainer.pt"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Names of the rolling snapshots under ``checkpoints/``, newest first, and the optional
+    mirror dir that holds a copy of the newest one (for readers that expect a fixed path)."""
+
+    names: tuple[str, str, str]
+    mirror: str | None = None
+
+
+CORE = Layout(("current", "prev", "prev2"))
+CONTINUOUS = Layout(("lm_current", "lm_prev", "lm_prev2"), mirror="simple_lm_trained")
+LAYOUTS = (CORE, CONTINUOUS)  # the search order when reading
+SNAPSHOTS = CORE.names
 
 
 @dataclass
@@ -48,11 +69,12 @@ class Snapshot:
     def step(self) -> int:
         return int(self.meta["step"])
 
-    def load_weights(self, model: torch.nn.Module) -> None:
-        """Load the weights into ``model``: every tensor must match by name and shape, unless the
-        model class sets ``tolerant_load`` (then added / missing tensors are a warning that
-        lists them; a shape mismatch is still an error)."""
-        tolerant = bool(getattr(model, "tolerant_load", False))
+    def load_weights(self, model: torch.nn.Module, tolerant: bool | None = None) -> None:
+        """Load the weights into ``model``: every tensor must match by name and shape, unless
+        ``tolerant`` (default: the model class's ``tolerant_load``); then added / missing tensors
+        are a warning that lists them. A shape mismatch is always an error."""
+        if tolerant is None:
+            tolerant = bool(getattr(model, "tolerant_load", False))
         try:
             missing, unexpected = load_model(model, self.path / WEIGHTS, strict=not tolerant,
                                              device=str(next(model.parameters()).device))
@@ -99,8 +121,10 @@ def save_snapshot(
     model: torch.nn.Module,
     meta: dict[str, Any],
     trainer_state: dict[str, Any] | None = None,
+    layout: Layout = CORE,
 ) -> Path:
-    """Write a new ``current`` snapshot atomically and rotate the older ones. Returns its path."""
+    """Write a new newest snapshot (``layout.names[0]``) atomically, rotate the older ones and
+    refresh the layout's mirror, if any. Returns the new snapshot's path."""
     ckpt = Path(run_dir) / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
     for stale in ckpt.glob(".tmp-*"):  # left by a crash mid-write; never a whole snapshot
@@ -118,14 +142,38 @@ def save_snapshot(
     fsync_file(tmp / META)
     fsync_dir(tmp)
     # Rotate: every intermediate state leaves at least one whole snapshot behind.
-    if (ckpt / "prev2").exists():
-        shutil.rmtree(ckpt / "prev2")
-    for older, newer in (("prev2", "prev"), ("prev", "current")):
-        if (ckpt / newer).exists():
-            os.replace(ckpt / newer, ckpt / older)
-    os.replace(tmp, ckpt / "current")
+    current, prev, prev2 = (ckpt / name for name in layout.names)
+    if prev2.exists():
+        shutil.rmtree(prev2)
+    for older, newer in ((prev2, prev), (prev, current)):
+        if newer.exists():
+            os.replace(newer, older)
+    os.replace(tmp, current)
     fsync_dir(ckpt)
-    return ckpt / "current"
+    if layout.mirror is not None:
+        _refresh_mirror(current, ckpt / layout.mirror)
+    return current
+
+
+def _refresh_mirror(snapshot: Path, mirror: Path) -> None:
+    """Make ``mirror`` a whole copy of ``snapshot``: built beside as ``.tmp-*``, then swapped in.
+    A crash leaves the old mirror, the new one or none (the snapshots themselves are whole)."""
+    new = Path(tempfile.mkdtemp(prefix=".tmp-", dir=mirror.parent))
+    for src in sorted(snapshot.iterdir()):
+        try:
+            # Sharing the inode is safe: snapshot files are only ever renamed or deleted, never
+            # rewritten in place, so the mirror's copy cannot change under it.
+            os.link(src, new / src.name)
+        except OSError:  # e.g. a filesystem without hard links
+            shutil.copy2(src, new / src.name)
+            fsync_file(new / src.name)
+    fsync_dir(new)
+    old = new.with_name(new.name + "-old")  # a .tmp-* name: a crash leaves it to the next cleanup
+    if mirror.exists():
+        os.replace(mirror, old)
+    os.replace(new, mirror)
+    fsync_dir(mirror.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _verify(path: Path) -> dict[str, Any]:
@@ -146,19 +194,33 @@ def _verify(path: Path) -> dict[str, Any]:
     return meta
 
 
+def _snapshot_names() -> tuple[str, ...]:
+    """Every snapshot name, newest first per layout; never the mirrors (copies, not sources)."""
+    return tuple(name for layout in LAYOUTS for name in layout.names)
+
+
 def has_checkpoint(run_dir: str | Path) -> bool:
-    """Whether the run dir holds any snapshot (whole or not)."""
+    """Whether the run dir holds any snapshot (whole or not), of either layout."""
     ckpt = Path(run_dir) / "checkpoints"
-    return any((ckpt / s).is_dir() for s in SNAPSHOTS)
+    return any((ckpt / s).is_dir() for s in _snapshot_names())
+
+
+def layout_of(run_dir: str | Path) -> Layout:
+    """The layout whose snapshots the run dir holds (``CORE`` when it holds none)."""
+    ckpt = Path(run_dir) / "checkpoints"
+    for layout in LAYOUTS:
+        if any((ckpt / s).is_dir() for s in layout.names):
+            return layout
+    return CORE
 
 
 def latest_snapshot(run_dir: str | Path) -> Snapshot:
-    """The newest whole snapshot, warning about each broken one skipped on the way."""
+    """The newest whole snapshot of either layout, warning about each broken one skipped."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LmlabError(f"run dir not found: {run_dir}")
     problems = []
-    for name in SNAPSHOTS:
+    for name in _snapshot_names():
         path = run_dir / "checkpoints" / name
         if not path.is_dir():
             continue
