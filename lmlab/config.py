@@ -218,6 +218,34 @@ class TokenizerConfig(Strict):
 # ---------------------------------------------------------------------------------------- model
 
 
+class AuxiliaryConfig(Strict):
+    """Auxiliary planning heads (seed 001; ``lmlab/models/heads``), all off by default. Each
+    enabled head adds ``weight * loss`` to the LM loss. Any family that exposes hidden states
+    (transformer, psann, apelr) can train with them."""
+
+    enable_policy: bool = False
+    enable_value: bool = False
+    enable_dynamics: bool = False
+    enable_span_contrastive: bool = False
+    policy_kl_weight: float = Field(0.05, ge=0)
+    value_weight: float = Field(0.05, ge=0)
+    dynamics_weight: float = Field(0.05, ge=0)
+    span_contrastive_weight: float = Field(0.05, ge=0)
+    policy_positions: int | None = Field(32, ge=1)
+    """Random positions per row where the policy head is fitted (None: every position)."""
+    value_span: int = Field(8, ge=1)
+    """The value head predicts the mean NLL of the next ``value_span`` targets."""
+    dynamics_rollout_steps: int = Field(1, ge=1, le=8)
+    """Latent rollout length of the dynamics loss (2-3 for multi-step consistency)."""
+    span_mask_fraction: float = Field(0.15, gt=0, lt=1)
+    span_contrastive_temperature: float = Field(0.07, gt=0)
+    span_l2_normalize: bool = True
+
+    @property
+    def any_enabled(self) -> bool:
+        return self.enable_policy or self.enable_value or self.enable_dynamics or self.enable_span_contrastive
+
+
 class ModelConfig(Strict):
     """Base of every family's config. Families subclass it and add their fields and presets."""
 
@@ -227,6 +255,8 @@ class ModelConfig(Strict):
     """Filled from the tokenizer when the model is built; set it only to check it."""
     block_size: int = Field(128, ge=2)
     """Context length in the family's units (tokens, or bytes for byte-level families)."""
+    auxiliary: AuxiliaryConfig | None = None
+    """Auxiliary planning heads trained with the LM (None: none)."""
 
     presets: typing.ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -454,7 +484,7 @@ def validate_config(
 
 def build_model_config(model_raw: dict[str, Any], where=lambda loc: "config") -> ModelConfig:
     """Validate a ``model`` section with its family's config class, applying the preset first."""
-    from lmlab.registry import get_family
+    from lmlab.registry import FAMILIES, get_family
 
     family = model_raw.get("family", "transformer")
     try:
@@ -473,9 +503,15 @@ def build_model_config(model_raw: dict[str, Any], where=lambda loc: "config") ->
         merged = {**cls.presets[preset], **model_raw}
     _check_keys(cls, merged, ["model"], where)
     try:
-        return cls.model_validate(merged)
+        cfg = cls.model_validate(merged)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, merged, ["model"], where)) from None
+    model_cls = get_family(family)[1]
+    if cfg.auxiliary is not None and cfg.auxiliary.any_enabled and not getattr(model_cls, "exposes_hidden", False):
+        usable = ", ".join(sorted(n for n, (_, m) in FAMILIES.items() if getattr(m, "exposes_hidden", False)))
+        raise ConfigError(f"{where(['model', 'auxiliary'])}: model.auxiliary: the {family} family does not expose "
+                          f"hidden states, so auxiliary heads cannot train on it; use one of: {usable}")
+    return cfg
 
 
 def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -30,12 +30,54 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float 
 
 
 class LanguageModel(nn.Module):
-    """Base class of the families: default ``log_probs`` from the forward logits, and the
-    gradient-checkpointing switch (``train.grad_checkpoint``)."""
+    """Base class of the families: default ``log_probs`` from the forward logits, the
+    gradient-checkpointing switch (``train.grad_checkpoint``) and the auxiliary heads.
+
+    A family that exposes hidden states (``exposes_hidden = True``) implements
+    ``forward_hidden`` and ``step_hidden``; the base turns them into ``forward`` (adding the
+    auxiliary losses of ``model.auxiliary``) and ``step``. Other families override ``forward``.
+    """
 
     # Families whose trunk routes its blocks through ``checkpointed`` set this to True.
     supports_grad_checkpointing = False
     grad_checkpointing = False
+    exposes_hidden = False
+
+    def attach_auxiliary(self, cfg, hidden_size: int) -> None:
+        """Build the auxiliary heads of ``cfg.auxiliary`` (a model config) as ``self.aux``."""
+        if cfg.auxiliary is not None and cfg.auxiliary.any_enabled:
+            from lmlab.models.heads import AuxiliaryHeads
+
+            self.aux = AuxiliaryHeads(cfg.auxiliary, hidden_size, cfg.vocab_size)
+
+    def forward(
+        self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, label_smoothing: float = 0.0
+    ) -> ModelOutput:
+        """input_ids, targets (B, T) -> logits (B, T, V) and, with targets, the loss and its terms."""
+        hidden, out = self.forward_hidden(input_ids, targets, label_smoothing)
+        if self.auxiliary_heads is not None and targets is not None:
+            out = self.auxiliary_heads.add_losses(self, hidden, input_ids, targets, out)
+        return out
+
+    @property
+    def auxiliary_heads(self) -> nn.Module | None:
+        """The auxiliary heads (``self.aux``), or None when the config enables none."""
+        return self._modules.get("aux")
+
+    def forward_hidden(
+        self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, label_smoothing: float = 0.0
+    ) -> tuple[torch.Tensor, ModelOutput]:
+        """The final hidden states (B, T, C) the logits are read from, and the LM's output."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose hidden states")
+
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids (B, T) -> final hidden states (B, T, C), without the output head."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose hidden states")
+
+    def step(self, tokens: torch.Tensor, state):
+        """Feed tokens (B, T) after the cached positions -> (logits of the last one (B, V), state)."""
+        _, logits, state = self.step_hidden(tokens, state)
+        return logits, state
 
     def set_grad_checkpointing(self, on: bool = True) -> None:
         """Recompute each block's activations in backward instead of keeping them (training

@@ -190,9 +190,10 @@ class Apelr(Transformer):
 
     # ------------------------------------------------------------------ training / scoring
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
-                label_smoothing: float = 0.0) -> ModelOutput:
-        """input_ids, targets (B, T) -> logits (B, T, V) and, with targets, CE + weighted terms."""
+    def forward_hidden(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
+                       label_smoothing: float = 0.0) -> tuple[torch.Tensor, ModelOutput]:
+        """input_ids, targets (B, T) -> hidden (B, T, D), logits (B, T, V) and, with targets,
+        CE + weighted terms."""
         h = self._trunk(input_ids)
         ex = self._experts(h)
         state = PlannerState()
@@ -200,14 +201,14 @@ class Apelr(Transformer):
         trace.posteriors.append(self.planner.final_posterior(state))
         logits = self._emit(ex, self._gate(trace.log_belief))
         if targets is None:
-            return ModelOutput(logits)
+            return h, ModelOutput(logits)
         ce = lm_loss(logits, targets, label_smoothing)
         terms = {"ce": ce.detach()}
         loss = ce
         for name, (weight, value) in self._aux_terms(h, ex, trace, input_ids).items():
             loss = loss + weight * value
             terms[name] = (weight * value).detach()
-        return ModelOutput(logits, loss, terms)
+        return h, ModelOutput(logits, loss, terms)
 
     def _filtering(self) -> bool:
         return self.cfg.version == V1 or self.cfg.token_filtering
@@ -314,8 +315,9 @@ class Apelr(Transformer):
         return trace.log_belief[:, -1]
 
     @torch.no_grad()
-    def step(self, tokens: torch.Tensor, state: ApelrState) -> tuple[torch.Tensor, ApelrState]:
-        """Feed tokens (B, n) after the cached positions -> logits of the last one (B, V)."""
+    def step_hidden(self, tokens: torch.Tensor, state: ApelrState) -> tuple[torch.Tensor, torch.Tensor, ApelrState]:
+        """Feed tokens (B, n) after the cached positions -> the last one's trunk hidden (B, D)
+        and its logits (B, V)."""
         n = tokens.size(1)
         single = n == 1 and state.pending is not None
         future = None
@@ -352,4 +354,4 @@ class Apelr(Transformer):
             self.plan_history.append({"pos": state.pos - 1, "belief": log_belief[:, -1].exp().cpu(),
                                       "gate": gate.exp().cpu(), "lookahead": [a.exp().cpu() for a in ahead]})
         logits = self._emit(last, gate[:, None])[:, 0]
-        return logits, state
+        return h[:, -1], logits, state

@@ -119,8 +119,8 @@ class Psann(Transformer):
         return PsannState(base.caches, base.pos, convs)
 
     @torch.no_grad()
-    def step(self, tokens: torch.Tensor, state: PsannState) -> tuple[torch.Tensor, PsannState]:
-        """Feed tokens (B, T) after the cached positions -> logits of the last one (B, V)."""
-        h = self._trunk(tokens, state.caches, state.pos, state.convs)
+    def step_hidden(self, tokens: torch.Tensor, state: PsannState) -> tuple[torch.Tensor, torch.Tensor, PsannState]:
+        """Feed tokens (B, T) after the cached positions -> the last one's hidden (B, C) and logits (B, V)."""
+        h = self._trunk(tokens, state.caches, state.pos, state.convs)[:, -1]
         state.pos += tokens.size(1)
-        return self.lm_head(h[:, -1]), state
+        return h, self.lm_head(h), state

@@ -38,6 +38,7 @@ class Block(nn.Module):
 
 class Transformer(LanguageModel):
     supports_grad_checkpointing = True
+    exposes_hidden = True
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -62,6 +63,7 @@ class Transformer(LanguageModel):
         for name, p in self.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.down.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        self.attach_auxiliary(cfg, cfg.d_model)
 
     def _make_block(self, cfg: TransformerConfig, layer: int) -> nn.Module:
         """Layer ``layer``'s block (families with other blocks override this)."""
@@ -87,15 +89,42 @@ class Transformer(LanguageModel):
             x = self.checkpointed(block, x, rope, caches[i] if caches is not None else None, pos, *extra)
         return self.norm_f(x)
 
-    def forward(
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self._trunk(input_ids)
+
+    def forward_hidden(
         self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, label_smoothing: float = 0.0
-    ) -> ModelOutput:
-        """input_ids, targets (B, T) -> logits (B, T, V) and, with targets, the mean CE loss."""
-        logits = self.lm_head(self._trunk(input_ids))
+    ) -> tuple[torch.Tensor, ModelOutput]:
+        """input_ids, targets (B, T) -> hidden (B, T, C), logits (B, T, V) and, with targets, the mean CE."""
+        h = self._trunk(input_ids)
+        logits = self.lm_head(h)
         if targets is None:
-            return ModelOutput(logits)
+            return h, ModelOutput(logits)
         loss = lm_loss(logits, targets, label_smoothing)
-        return ModelOutput(logits, loss, {"ce": loss.detach()})
+        return h, ModelOutput(logits, loss, {"ce": loss.detach()})
+
+    def extend_max_seq_len(self, block_size: int) -> None:
+        """Grow the context to ``block_size`` positions in place (seed 001): learned position rows
+        beyond the old context start at the GPT-2 init, fixed tables are recomputed."""
+        old = self.block_size
+        if block_size < old:
+            raise ValueError(f"extend_max_seq_len({block_size}): the model already has {old} positions")
+        if block_size == old:
+            return
+        cfg = self.cfg
+        if cfg.pos_encoding == "learned":
+            wpe = nn.Embedding(block_size, cfg.d_model).to(self.wpe.weight.device, self.wpe.weight.dtype)
+            init_gpt2(wpe)
+            with torch.no_grad():
+                wpe.weight[:old] = self.wpe.weight
+            self.wpe = wpe
+        elif cfg.pos_encoding == "sinusoidal":
+            self.wpe_table = sinusoidal_table(block_size, cfg.d_model).to(self.wpe_table.device)
+        elif cfg.pos_encoding == "rope":
+            self.rope_table = rope_cache(cfg.d_model // cfg.n_head, block_size, cfg.rope_base).to(
+                self.rope_table.device)
+        self.block_size = block_size
+        cfg.block_size = block_size
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> TransformerState:
         """An empty KV cache for ``batch_size`` sequences of up to ``block_size`` positions."""
@@ -108,8 +137,10 @@ class Transformer(LanguageModel):
         return TransformerState(caches)
 
     @torch.no_grad()
-    def step(self, tokens: torch.Tensor, state: TransformerState) -> tuple[torch.Tensor, TransformerState]:
-        """Feed tokens (B, T) after the cached positions -> logits of the last one (B, V)."""
-        h = self._trunk(tokens, state.caches, state.pos)
+    def step_hidden(
+        self, tokens: torch.Tensor, state: TransformerState
+    ) -> tuple[torch.Tensor, torch.Tensor, TransformerState]:
+        """Feed tokens (B, T) after the cached positions -> the last one's hidden (B, C) and logits (B, V)."""
+        h = self._trunk(tokens, state.caches, state.pos)[:, -1]
         state.pos += tokens.size(1)
-        return self.lm_head(h[:, -1]), state
+        return h, self.lm_head(h), state
