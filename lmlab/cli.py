@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "freeze them (sets model.load_base_from)")
     t.set_defaults(func=_cmd_train)
 
+    c = sub.add_parser("run", help="the zero-flag continuous trainer (python main.py): pick a preset in "
+                                   "configs/presets, train 100M more tokens of one model, resume always")
+    c.set_defaults(func=None)
+
     s = sub.add_parser("sample", help="generate text from a trained run")
     s.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="run dir to load")
     s.add_argument("--prompt", action="append", help="a prompt (repeatable; default: the run's sample.prompts)")
@@ -243,6 +247,10 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from lmlab.continuous import main as run_main
+
+        return run_main()
     warnings.formatwarning = _one_line_warning
     try:
         args.func(args)

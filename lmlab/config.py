@@ -562,7 +562,7 @@ def _check_keys(cls: type[BaseModel], raw: Any, loc: list[str | int], where) -> 
                     _check_keys(sub, item, [*loc, key, i], where)
         else:
             sub = _model_class_of(ann, value)
-            if sub is not None and not (loc == [] and key == "model"):
+            if sub is not None and not (cls is RunConfig and key == "model"):  # a family's: checked apart
                 _check_keys(sub, value, [*loc, key], where)
 
 

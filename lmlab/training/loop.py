@@ -124,17 +124,40 @@ class PreparedData:
     arrays: TokenArrays
 
 
-def train(cfg: RunConfig, resume: bool = True, prepared: PreparedData | None = None) -> Path:
-    """Train ``cfg`` into ``cfg.train.out_dir`` (resuming its latest checkpoint if any); return it."""
+def train(cfg: RunConfig, resume: bool = True, prepared: PreparedData | None = None, *,
+          layout: rundir.Layout = rundir.CORE, warm_start: rundir.Snapshot | None = None,
+          extra_meta: dict[str, Any] | None = None) -> Path:
+    """Train ``cfg`` into ``cfg.train.out_dir`` (resuming its latest checkpoint if any); return it.
+
+    ``layout`` names the snapshots written; ``warm_start`` (with ``resume=False``) starts from a
+    snapshot's weights alone, loaded tolerantly and with positions extended to
+    ``model.block_size``, keeping the run dir's tokenizer (the continuous trainer's new cycle);
+    ``extra_meta`` is added to every snapshot's meta.json.
+    """
     t = cfg.train
     info = setup_distributed(t.device)
     try:
-        return _train(cfg, info, resume, prepared)
+        return _train(cfg, info, resume, prepared, layout, warm_start, extra_meta or {})
     finally:
         teardown_distributed()
 
 
-def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData | None = None) -> Path:
+def warm_model(cfg: RunConfig, snap: rundir.Snapshot, device: torch.device) -> torch.nn.Module:
+    """A model of ``cfg`` with ``snap``'s weights: added or missing tensors (auxiliary heads) are a
+    warning; a longer ``block_size`` than the snapshot's extends its positions (seed 001)."""
+    saved = int(rundir.checkpoint_config(snap.meta)["model"]["block_size"])
+    grow = saved < cfg.model.block_size
+    model_cfg = cfg.model.model_copy(update={"block_size": saved}) if grow else cfg.model
+    model = build_model(model_cfg).to(device)
+    snap.load_weights(model, tolerant=True)
+    if grow:
+        model.extend_max_seq_len(cfg.model.block_size)
+    return model
+
+
+def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData | None = None,
+           layout: rundir.Layout = rundir.CORE, warm_start: rundir.Snapshot | None = None,
+           extra_meta: dict[str, Any] | None = None) -> Path:
     t = cfg.train
     run_dir = Path(t.out_dir)
     if t.grad_checkpoint and not get_family(cfg.model.family)[1].supports_grad_checkpointing:
@@ -150,7 +173,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
 
     if prepared is None:
         indices = readable_sources(cfg)  # the failure policy, decided once for the run
-        tokenizer = prepare_tokenizer(cfg, info, run_dir, snap is not None, indices)
+        tokenizer = prepare_tokenizer(cfg, info, run_dir, snap is not None or warm_start is not None, indices)
     else:
         indices, tokenizer = list(range(len(prepared.arrays.names))), prepared.tokenizer
         if info.is_main and not rundir.tokenizer_dir(run_dir).is_dir():
@@ -179,7 +202,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
     byte_lengths = tokenizer.token_byte_lengths()
 
     device = info.device
-    model = build_model(cfg.model).to(device)
+    model = build_model(cfg.model).to(device) if warm_start is None else warm_model(cfg, warm_start, device)
     model.set_grad_checkpointing(t.grad_checkpoint)
     optimizer = build_optimizer(model, t, device)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
@@ -213,7 +236,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
         rng = _rng_state(info)  # a collective: every rank takes part, rank 0 writes
         if not info.is_main:
             return
-        meta = rundir.snapshot_meta(cfg, tokenizer, model, step, tokens_seen)
+        meta = rundir.snapshot_meta(cfg, tokenizer, model, step, tokens_seen, **(extra_meta or {}))
         trainer_state = {
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
@@ -223,7 +246,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
             "tokens_seen": tokens_seen,
             "data": {"step": step, "epoch": step // sampler.steps_per_epoch, "sampler": sampler.state_dict()},
         }
-        rundir.save_snapshot(run_dir, model, meta, trainer_state)
+        rundir.save_snapshot(run_dir, model, meta, trainer_state, layout)
         if hasattr(model, "on_checkpoint"):  # e.g. abstractinator stage 1 writes its base file
             model.on_checkpoint()
 
@@ -330,7 +353,7 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
                     row["source_weights"] = sampler.weights()
                     log_src.zero_()
                 log.write(row)
-                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+                bar.set_postfix(tokens=f"{tokens_seen:,}", loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
             if step % t.eval_interval == 0 or step == budget.max_steps:
                 last_val = evaluate()
                 log.write({"step": step, "tokens": tokens_seen, **last_val})
@@ -347,7 +370,8 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
                 save()
             if interrupt.hit:
                 bar.close()
-                raise KeyboardInterrupt(f"interrupted at step {step}; resume with: lmlab train --resume {run_dir}")
+                again = f"lmlab train --resume {run_dir}" if layout is rundir.CORE else "python main.py (or lmlab run)"
+                raise KeyboardInterrupt(f"interrupted at step {step}; resume with: {again}")
     bar.close()
     if not last_val:  # nothing left to train (a finished run re-run): still report where it stands
         last_val = evaluate()
