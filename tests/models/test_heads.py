@@ -190,6 +190,12 @@ def test_span_infonce_matches_brute_force():
     b = F.normalize(span.proj(h[:, start : start + L]).reshape(B * L, C), dim=-1)
     want = sum(-F.log_softmax(a[i] @ b.T / cfg.span_contrastive_temperature, -1)[i] for i in range(B * L)) / (B * L)
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    # The clean states are a detached target: the loss reaches the trunk only through the rerun.
+    h.requires_grad_(True)
+    h_masked.requires_grad_(True)
+    loss = span.loss(model, h, ids, cfg)
+    g_clean, g_masked = torch.autograd.grad(loss, [h, h_masked], allow_unused=True)
+    assert g_clean is None and g_masked is not None and g_masked.abs().sum() > 0
 
 
 def test_span_l2_normalize_and_temperature_change_the_loss():
