@@ -56,6 +56,14 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     knobs = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_k", "top_p",
                                             "repetition_penalty", "no_repeat_ngram_size", "seed")}
     knobs = {k: v for k, v in knobs.items() if v is not None}
+    if args.planner_rerank:
+        knobs.update(planner_rerank=args.planner_rerank, planner_depth=args.planner_depth,
+                     planner_value_weight=args.planner_value_weight)
+        # The seed's decoding in this mode, unless asked otherwise: nucleus + n-gram blocking.
+        knobs.setdefault("top_p", 0.9)
+        knobs.setdefault("no_repeat_ngram_size", 3)
+        if args.top_k is None:
+            knobs["top_k"] = None
     if args.greedy:
         knobs["temperature"] = 0.0
     if args.no_stop_on_eos:
@@ -188,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--greedy", action="store_true", help="always take the most likely token")
     s.add_argument("--no-stop-on-eos", action="store_true", help="keep going past the end-of-text token")
     s.add_argument("--device", default="cpu")
+    g_ = s.add_argument_group("planner-guided decoding (models trained with model.auxiliary heads)")
+    g_.add_argument("--planner-rerank", type=_positive_int, metavar="N",
+                    help="draw N candidates per token, roll each with the dynamics head and re-score with the "
+                         "value head before committing (defaults then: top-p 0.9, 3-gram blocking)")
+    g_.add_argument("--planner-depth", type=_positive_int, default=2, metavar="D",
+                    help="latent rollout steps per candidate (default 2; >1 needs the policy head)")
+    g_.add_argument("--planner-value-weight", type=float, default=1.0, metavar="L",
+                    help="score = log p(candidate) - L * predicted future NLL (default 1; 0 = LM-only rerank)")
     p_ = s.add_argument_group("planner families (apelr)")
     p_.add_argument("--lookahead-steps", type=int, metavar="N",
                     help="print the planner's forecast beliefs N chunks ahead and the active state per token")

@@ -341,6 +341,13 @@ class DecodeSettings(Strict):
     no_repeat_ngram_size: int = Field(0, ge=0)
     seed: int = 0
     stop_on_eos: bool = True
+    planner_rerank: int = Field(0, ge=0)
+    """Planner-guided decoding (``lmlab/generate/planner.py``): candidates per committed token,
+    re-scored by latent rollouts of the auxiliary heads (0: off)."""
+    planner_depth: int = Field(2, ge=1, le=16)
+    """Latent rollout steps per candidate (more than 1 needs the policy head)."""
+    planner_value_weight: float = Field(1.0, ge=0)
+    """Weight of the value head's predicted future NLL against the candidate's LM log-prob."""
 
 
 class SampleConfig(DecodeSettings):

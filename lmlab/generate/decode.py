@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from lmlab.config import DecodeSettings
+from lmlab.generate.planner import check_planner_heads, planner_pick
 from lmlab.generate.sampling import apply_repetition_penalty, block_repeated_ngrams, sample_next
 
 
@@ -61,8 +62,14 @@ def _decode_batch(
     keep = max(1, context // 2) if context else None
     if context and ids.size(1) > context:
         ids = ids[:, -context:]
+    if s.planner_rerank:  # the planner reads the last hidden state (B, C) too
+        check_planner_heads(model, s.planner_depth)
+        step = model.step_hidden
+    else:
+        def step(tokens, st):
+            return (None, *model.step(tokens, st))
     state = model.init_state(B, device=ids.device)
-    logits, state = model.step(ids, state)  # prefill: (B, V)
+    h, logits, state = step(ids, state)  # prefill: (B, V)
     filled = ids.size(1)
     history = ids
     new: list[torch.Tensor] = []
@@ -71,7 +78,11 @@ def _decode_batch(
         logits = apply_repetition_penalty(logits, history, s.repetition_penalty)
         if s.no_repeat_ngram_size:
             logits = block_repeated_ngrams(logits, history.tolist(), s.no_repeat_ngram_size)
-        nxt = sample_next(logits, s.temperature, s.top_k, s.top_p, generator)  # (B,)
+        if s.planner_rerank:
+            nxt = planner_pick(model, h, logits, s.planner_rerank, s.planner_depth, s.planner_value_weight,
+                               s.temperature, s.top_k, s.top_p, generator)
+        else:
+            nxt = sample_next(logits, s.temperature, s.top_k, s.top_p, generator)  # (B,)
         new.append(nxt)
         history = torch.cat([history, nxt[:, None]], dim=1)
         if s.stop_on_eos:
@@ -86,10 +97,10 @@ def _decode_batch(
             break
         if context and filled + 1 > context:
             state = model.init_state(B, device=ids.device)
-            logits, state = model.step(history[:, -keep:], state)
+            h, logits, state = step(history[:, -keep:], state)
             filled = keep
         else:
-            logits, state = model.step(nxt[:, None], state)
+            h, logits, state = step(nxt[:, None], state)
             filled += 1
     rows = torch.stack(new, dim=1).tolist() if new else [[] for _ in range(B)]
     if s.stop_on_eos:
