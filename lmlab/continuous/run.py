@@ -81,7 +81,7 @@ def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: b
         _say(is_main, f"lmlab: preset {choice}: a new model in {run_dir} (cycle 1, {target:,} tokens)")
         return cfg, False, None, {"continuous": _meta(choice, 1, target, 0)}
     if rundir.layout_of(run_dir) is not rundir.CONTINUOUS:
-        raise LmlabError(f"{run_dir} holds a run of `lmlab train` (checkpoints/current), not the continuous "
+        raise LmlabError(f"{run_dir} holds the snapshots of lmlab train (current), not the continuous "
                          "trainer's; set train.out_dir in the preset to another folder")
     saved = rundir.checkpoint_config(snap.meta)
     _check_same_shape(raw["model"], saved["model"], run_dir, source)

@@ -167,6 +167,10 @@ def _train(cfg: RunConfig, info: DistInfo, resume: bool, prepared: PreparedData 
         torch.set_num_threads(t.num_threads)
     torch.manual_seed(t.seed + info.rank)
 
+    if rundir.has_checkpoint(run_dir) and rundir.layout_of(run_dir) is not layout:
+        owner = "lmlab train" if rundir.layout_of(run_dir) is rundir.CORE else "python main.py (lmlab run)"
+        raise LmlabError(f"{run_dir} holds the snapshots of {owner} ({rundir.layout_of(run_dir).names[0]}); "
+                         f"continue it with {owner}, or pick another train.out_dir")
     snap = rundir.latest_snapshot(run_dir) if resume and rundir.has_checkpoint(run_dir) else None
     if snap is not None:
         check_resumable(cfg, snap.meta, run_dir)

@@ -355,8 +355,16 @@ def test_a_core_run_dir_is_not_taken_over(home, tiny_config):
 
     _, raw, run_dir = tiny_config(train={"max_steps": 2, "out_dir": str(home.dir / "runs/main")})
     lmlab.train(raw)
-    with pytest.raises(LmlabError, match="holds a run of `lmlab train`"):
+    with pytest.raises(LmlabError, match=r"holds the snapshots of lmlab train \(current\)"):
         run(target_tokens=512, interactive=False)
+
+
+def test_lmlab_train_does_not_take_over_the_continuous_model(home, run_cli, one_line_error):
+    run_dir = run(target_tokens=512, interactive=False)
+    before = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    out = run_cli("train", "--resume", str(run_dir))
+    one_line_error(out, "holds the snapshots of python main.py (lmlab run) (lm_current)")
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
