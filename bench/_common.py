@@ -134,3 +134,19 @@ def time_train_steps(models: dict[str, torch.nn.Module], x: torch.Tensor, y: tor
             step()
         fns[name] = lambda step=step: timed(lambda: [step() for _ in range(steps)]) / steps
     return interleaved(fns, repeats)
+
+
+def train_quiet(config: str, out_dir, steps: int, seed: int, threads: int, **overrides) -> tuple[dict, float]:
+    """``lmlab.train`` of ``config`` for ``steps`` steps into ``out_dir`` (one eval and save at the
+    end, short samples, no progress bar); returns (its metrics.json, wall seconds)."""
+    from pathlib import Path
+
+    import lmlab
+
+    t0 = time.perf_counter()
+    lmlab.train(config, **{"train.out_dir": str(out_dir), "train.max_steps": steps, "train.seed": seed,
+                           "train.progress": False, "train.num_threads": threads,
+                           "train.eval_interval": steps, "train.save_interval": steps,
+                           "sample.max_new_tokens": 16, **overrides})
+    wall = time.perf_counter() - t0
+    return json.loads((Path(out_dir) / "metrics.json").read_text()), wall

@@ -32,11 +32,18 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from _common import machine, median, print_table, seed_everything, time_train_steps, write_json
+from _common import (
+    machine,
+    median,
+    print_table,
+    seed_everything,
+    time_train_steps,
+    train_quiet,
+    write_json,
+)
 
 from lmlab.config import load_config
 from lmlab.registry import build_model
@@ -111,7 +118,6 @@ def last_terms(run_dir: Path) -> dict[str, float | str]:
 
 
 def bench_quality(steps: int, seeds: int, threads: int, out_root: str) -> list[dict]:
-    import lmlab
 
     base_seed = load_config(CONFIG).train.seed
     runs = [(name, aux, base_seed + i) for name, aux in QUALITY_CONFIGS.items()
@@ -122,13 +128,7 @@ def bench_quality(steps: int, seeds: int, threads: int, out_root: str) -> list[d
         out_dir = Path(out_root) / f"{slug}_seed{seed}"
         if out_dir.exists() and any(out_dir.iterdir()):  # lmlab.train would resume it, not retrain
             raise SystemExit(f"{out_dir} is not empty; give --out-dir a fresh folder")
-        t0 = time.perf_counter()
-        lmlab.train(CONFIG, **{"train.out_dir": str(out_dir), "train.max_steps": steps, "train.seed": seed,
-                               "train.progress": False, "train.num_threads": threads,
-                               "train.eval_interval": steps, "train.save_interval": steps,
-                               "sample.max_new_tokens": 16, "model.auxiliary": aux})
-        wall = time.perf_counter() - t0
-        m = json.loads((out_dir / "metrics.json").read_text())
+        m, wall = train_quiet(CONFIG, out_dir, steps, seed, threads, **{"model.auxiliary": aux})
         rows.append({"config": name, "seed": seed, "params": m["num_params"], "steps": m["steps"],
                      "val_loss": round(m["val_loss"], 4), "val_bpb": round(m["val_bpb"], 4),
                      **last_terms(out_dir), "wall_s": round(wall, 1),

@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import machine, median, print_table, write_json
+from _common import machine, median, print_table, train_quiet, write_json
 
 from lmlab.config import DecodeSettings, load_config
 from lmlab.data.sources import load_documents, split_documents
@@ -80,7 +80,6 @@ DECODERS: dict[str, tuple[int, int, float]] = {
 
 def train_run(out_dir: Path, steps: int, seed: int, aux: dict | None, threads: int) -> dict:
     """Train (or reuse) one run; its metrics.json summary plus the wall time of training."""
-    import lmlab
 
     metrics = out_dir / "metrics.json"
     if metrics.is_file():
@@ -89,13 +88,7 @@ def train_run(out_dir: Path, steps: int, seed: int, aux: dict | None, threads: i
             raise SystemExit(f"{out_dir} holds a {m['steps']}-step run, not {steps}; give --out-dir a fresh folder")
         print(f"  reusing {out_dir} (val_loss {m['val_loss']:.4f})", flush=True)
         return {**m, "wall_s": None, "reused": True}
-    t0 = time.perf_counter()
-    lmlab.train(CONFIG, **{"train.out_dir": str(out_dir), "train.max_steps": steps, "train.seed": seed,
-                           "train.progress": False, "train.num_threads": threads,
-                           "train.eval_interval": steps, "train.save_interval": steps,
-                           "sample.max_new_tokens": 16, "model.auxiliary": aux})
-    wall = time.perf_counter() - t0
-    m = json.loads(metrics.read_text())
+    m, wall = train_quiet(CONFIG, out_dir, steps, seed, threads, **{"model.auxiliary": aux})
     print(f"  trained {out_dir.name}: val_loss {m['val_loss']:.4f}, {wall:.0f} s", flush=True)
     return {**m, "wall_s": round(wall, 1), "reused": False}
 
