@@ -9,25 +9,17 @@ value and what is allowed.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
-import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from lmlab.errors import ConfigError
-
-
-class Strict(BaseModel):
-    """Base for every config section: unknown keys fail, assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+from lmlab.strict import Strict, check_keys, format_validation_error
 
 # ----------------------------------------------------------------------------------------- data
 
@@ -360,6 +352,8 @@ class SampleConfig(DecodeSettings):
 
 
 class RunConfig(Strict):
+    checked_apart: typing.ClassVar[set[str]] = {"model"}  # by the family's class (build_model_config)
+
     data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -471,12 +465,12 @@ def validate_config(
     model_raw = raw.pop("model", {}) or {}
     if not isinstance(model_raw, dict):
         raise ConfigError(f"{where(['model'])}: model: expected a mapping, got {model_raw!r}")
-    _check_keys(RunConfig, raw, [], where)
+    check_keys(RunConfig, raw, [], where)
     model_cfg = build_model_config(model_raw, where)
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, raw, [], where)) from None
+        raise ConfigError(format_validation_error(e, raw, [], where)) from None
     # Assign after validation so the family subclass (not the base) is kept.
     object.__setattr__(cfg, "model", model_cfg)
     need = getattr(model_cfg, "required_tokenizer", None)
@@ -508,11 +502,11 @@ def build_model_config(model_raw: dict[str, Any], where=lambda loc: "config") ->
                 f"{family!r}; allowed: {allowed}"
             )
         merged = {**cls.presets[preset], **model_raw}
-    _check_keys(cls, merged, ["model"], where)
+    check_keys(cls, merged, ["model"], where)
     try:
         cfg = cls.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, merged, ["model"], where)) from None
+        raise ConfigError(format_validation_error(e, merged, ["model"], where)) from None
     model_cls = get_family(family)[1]
     if cfg.auxiliary is not None and cfg.auxiliary.any_enabled and not getattr(model_cls, "exposes_hidden", False):
         usable = ", ".join(sorted(n for n, (_, m) in FAMILIES.items() if getattr(m, "exposes_hidden", False)))
@@ -526,83 +520,6 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     for k, v in b.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
-
-
-def _model_class_of(annotation: Any, value: Any) -> type[BaseModel] | None:
-    """The config class that validates ``value`` under ``annotation`` (following unions by tag)."""
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return _model_class_of(typing.get_args(annotation)[0], value)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            cls = _model_class_of(arg, value)
-            if cls is None:
-                continue
-            tag = cls.model_fields.get("type")
-            if tag is None or not isinstance(value, dict) or value.get("type") == tag.default:
-                return cls
-    return None
-
-
-def _check_keys(cls: type[BaseModel], raw: Any, loc: list[str | int], where) -> None:
-    """Reject unknown keys anywhere below ``cls``, suggesting the closest valid key."""
-    if not isinstance(raw, dict):
-        return
-    fields = cls.model_fields
-    for key, value in raw.items():
-        if key not in fields:
-            path = _dotted([*loc, key])
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"{where([*loc, key])}: {path} = {value!r}: unknown key{hint}; "
-                f"allowed: {', '.join(fields)}"
-            )
-        ann = fields[key].annotation
-        if typing.get_origin(ann) is list and isinstance(value, list):
-            (item_ann,) = typing.get_args(ann)
-            for i, item in enumerate(value):
-                sub = _model_class_of(item_ann, item)
-                if sub is not None:
-                    _check_keys(sub, item, [*loc, key, i], where)
-        else:
-            sub = _model_class_of(ann, value)
-            if sub is not None and not (cls is RunConfig and key == "model"):  # a family's: checked apart
-                _check_keys(sub, value, [*loc, key], where)
-
-
-def _format_validation_error(
-    e: ValidationError, raw: dict[str, Any], prefix: list[str | int], where
-) -> str:
-    """One line for the first error: source, dotted key, offending value, what is allowed."""
-    err = e.errors()[0]
-    loc: list[str | int] = []
-    node: Any = raw
-    for part in err["loc"]:
-        # Discriminated unions add the tag (e.g. "text") to the location; it is not a key.
-        if isinstance(node, dict) and part not in node and node.get("type") == part:
-            continue
-        loc.append(part)
-        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
-    full = [*prefix, *loc]
-    path = _dotted(full)
-    value = err.get("input")
-    msg = err["msg"].removeprefix("Value error, ")
-    shown = f" = {value!r}" if not isinstance(value, dict) else ""
-    return f"{where(full)}: {path or 'config'}{shown}: {msg}"
-
-
-def _dotted(loc: list[str | int]) -> str:
-    """["data", "sources", 0, "path"] -> "data.sources[0].path"."""
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-
-
-def _has(node: dict | list, part: str | int) -> bool:
-    if isinstance(node, dict):
-        return part in node
-    return isinstance(part, int) and 0 <= part < len(node)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -23,17 +23,11 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from lmlab.config import (
-    AuxiliaryConfig,
-    SampleConfig,
-    Strict,
-    TokenizerConfig,
-    _check_keys,
-    _format_validation_error,
-)
+from lmlab.config import AuxiliaryConfig, SampleConfig, TokenizerConfig
 from lmlab.errors import ConfigError
+from lmlab.strict import Strict, validate_strict
 
 TARGET_TOKENS = 100_000_000
 """Every run of ``main.py`` trains this many tokens (seed 001: fixed, whatever a preset says)."""
@@ -162,12 +156,7 @@ def load_preset(path: Path) -> Preset:
         raise ConfigError(f"{path}: not valid JSON ({e}); fix the file or remove it from {path.parent}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a preset must be a JSON object with model, train and data sections")
-    where = lambda loc: str(path)  # noqa: E731
-    _check_keys(Preset, raw, [], where)
-    try:
-        return Preset.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, raw, [], where)) from None
+    return validate_strict(Preset, raw, str(path))
 
 
 def to_run_config(preset: Preset, name: str, target_tokens: int = TARGET_TOKENS, world: int = 1,
