@@ -95,8 +95,9 @@ def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: b
     cycle, before = int(cont.get("cycle", 1)), int(cont.get("tokens_before", 0))
     done = int(snap.meta["tokens_seen"]) >= int(cont.get("target_tokens", target))
     full = rundir.TRAINER in snap.meta.get("sha256", {})
+    base_seed = raw["train"]["seed"]  # cycle c trains data order base_seed + c - 1
     if not done and full and cont.get("preset") == choice:
-        raw["train"]["seed"] += cycle - 1
+        raw["train"]["seed"] = base_seed + cycle - 1
         cfg = validate_config(raw, source)
         try:
             check_resumable(cfg, snap.meta, run_dir)
@@ -106,10 +107,9 @@ def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: b
             _say(is_main, f"lmlab: preset {choice}: continuing cycle {cycle} at {snap.meta['tokens_seen']:,} of "
                  f"{target:,} tokens ({snap.path.name})")
             return cfg, True, None, {"continuous": _meta(choice, cycle, target, before)}
-        raw["train"]["seed"] -= cycle - 1
     total = before + int(snap.meta["tokens_seen"])
     cycle += 1
-    raw["train"]["seed"] += cycle - 1  # a new data order each cycle
+    raw["train"]["seed"] = base_seed + cycle - 1  # a new data order each cycle
     cfg = validate_config(raw, source)
     if is_main:
         _archive_metrics(run_dir, cycle - 1)
