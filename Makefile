@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: train test smoke lint bench clean
+.PHONY: train test test-fast smoke lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# The inner loop: everything but the tests marked slow (torchrun and crash-and-resume runs).
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lmlab tests bench

@@ -75,14 +75,14 @@ class LoadedModel:
         """Pop the planner knobs (apelr: force_state, freeze_planner, ...) out of ``settings``."""
         opts = {k: settings.pop(k) for k in PLANNER_OPTIONS if k in settings}
         opts = {k: v for k, v in opts.items() if v is not None}
-        if opts and not hasattr(self.model, "set_generation_options"):
+        if opts and not self.model.generation_options:
             raise LmlabError(f"{', '.join(sorted(opts))}: planner options, but the {self.config.model.family} "
                              "family has no planner (apelr has)")
         return opts
 
     @contextmanager
     def _planner(self, opts: dict[str, Any]):
-        if not hasattr(self.model, "set_generation_options"):
+        if not self.model.generation_options:
             yield
             return
         try:
@@ -107,7 +107,7 @@ class LoadedModel:
         the active plan state (the gate's argmax), the belief, and ``lookahead_steps`` forecasts
         of the belief (transition applied 1..n times)."""
         opts = self._planner_options(settings)
-        if not hasattr(self.model, "set_generation_options"):
+        if not self.model.generation_options:
             raise LmlabError(f"the {self.config.model.family} family has no planner to report (apelr has)")
         s = self.settings(**settings)
         ids = self.tokenizer.encode(prompt, strict=True)

@@ -87,7 +87,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
                     print(f"  lookahead +{h} chunk(s): " + _probs(forecast))
             print()
         return
-    context = getattr(lm.model, "block_size", None)
+    context = lm.model.block_size
     longest = max(len(lm.tokenizer.encode(p)) for p in prompts) + 1
     if context and longest + settings.max_new_tokens > context:
         print(f"note: prompt + max_new_tokens ({longest + settings.max_new_tokens}) exceeds the context "

@@ -251,6 +251,14 @@ class ModelConfig(Strict):
     """Auxiliary planning heads trained with the LM (None: none)."""
 
     presets: typing.ClassVar[dict[str, dict[str, Any]]] = {}
+    required_tokenizer: typing.ClassVar[str | None] = None
+    """A family that reads one unit only (the abstractinator: bytes) refuses other tokenizers."""
+
+    @classmethod
+    def upgrade_checkpoint_config(cls, model: dict[str, Any]) -> dict[str, Any]:
+        """A saved ``model`` section in the current schema (families whose fields changed
+        meaning override it, e.g. apelr: no ``version`` means v1)."""
+        return model
 
 
 # ---------------------------------------------------------------------------------------- train
@@ -259,14 +267,59 @@ class ModelConfig(Strict):
 BUDGET_KEYS = ("max_steps", "max_tokens", "epochs")
 
 
+class DistributedConfig(Strict):
+    """Process-group knobs (seed 000's ``train.distributed``)."""
+
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """``auto``: nccl on CUDA, gloo on CPU."""
+    zero_optimizer: bool = False
+    """Shard the AdamW state over the ranks (``ZeroRedundancyOptimizer``; ``parallel: ddp``)."""
+
+
+class FsdpConfig(Strict):
+    """FSDP2 (``torch.distributed.fsdp.fully_shard``) options, used with ``parallel: fsdp``."""
+
+    cpu_offload: bool = False
+    """Keep the sharded parameters, gradients and optimizer state in CPU memory (CUDA only)."""
+    reshard_after_forward: bool = True
+    """Free each block's gathered weights after its forward (less memory, one more all-gather)."""
+
+
+class AdaptiveBatchConfig(Strict):
+    """``batch_size: auto``: the micro-batch is the largest that fits in the GPU's memory (seed 000).
+
+    The optimizer step always takes ``max_batch_size x grad_accum_steps`` sequences per process,
+    as if ``batch_size`` were ``max_batch_size``: the probe picks a micro-batch that divides that
+    and accumulates the rest, so the micro-batch never changes the math.
+    """
+
+    enabled: bool = True
+    probe_batch_size: int = Field(2, ge=1)
+    """The first micro-batch tried; the search doubles from there."""
+    min_batch_size: int = Field(1, ge=1)
+    max_batch_size: int = Field(64, ge=1)
+    safety_factor: float = Field(0.9, gt=0, le=1)
+    """Use at most this share of the device's memory at the probed peak."""
+    reprobe_interval_steps: int = Field(0, ge=0)
+    """Probe again every this many steps (0: only at the start)."""
+
+    @model_validator(mode="after")
+    def _range(self) -> AdaptiveBatchConfig:
+        if self.min_batch_size > self.max_batch_size:
+            raise ValueError(f"min_batch_size ({self.min_batch_size}) exceeds max_batch_size ({self.max_batch_size})")
+        return self
+
+
 class TrainConfig(Strict):
     out_dir: str = "runs/default"
     seed: int = 1337
     device: str = "auto"
     """``auto`` (cuda if available, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
     num_threads: int | None = Field(None, ge=1)
-    batch_size: int = Field(16, ge=1)
-    """Sequences per micro-batch per process; the global batch is this x grad_accum x world."""
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 16
+    """Sequences per micro-batch per process; the global batch is this x grad_accum x world.
+    ``auto``: probe the GPU's memory for the micro-batch (``adaptive_batch``)."""
+    adaptive_batch: AdaptiveBatchConfig = Field(default_factory=AdaptiveBatchConfig)
     grad_accum_steps: int = Field(1, ge=1)
     seq_len: int | None = Field(None, ge=1)
     """Training and eval window length in tokens; None: ``model.block_size`` (it may not exceed it)."""
@@ -286,6 +339,21 @@ class TrainConfig(Strict):
     """Max global grad norm; 0 disables clipping."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
+    """``torch.compile`` the model (seed 000 spells it ``{enabled: true}``)."""
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"
+    """Data parallelism (``lmlab/training/parallel.py``): ``auto`` is ddp under torchrun, none
+    otherwise; ``fsdp`` shards parameters, gradients and optimizer state per block (FSDP2)."""
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    fsdp: FsdpConfig = Field(default_factory=FsdpConfig)
+    save_optimizer_state: bool = True
+    """false: snapshots keep weights, step and data position but not the optimizer state
+    (smaller), so a resume continues with a fresh optimizer and is not bit-exact."""
+    allow_tf32: bool = False
+    """TF32 matmuls and convolutions on Ampere/Hopper GPUs (faster, ~1e-3 relative error)."""
+    matmul_precision: Literal["highest", "high", "medium"] | None = None
+    """``torch.set_float32_matmul_precision`` for the run (None: leave PyTorch's setting)."""
+    fused_adamw: Literal["auto"] | bool = "auto"
+    """The fused AdamW kernel: ``auto`` uses it where PyTorch has it (CUDA, CPU)."""
     grad_checkpoint: bool = False
     """Recompute each block's activations in backward (less memory, ~1/3 more compute)."""
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -298,6 +366,18 @@ class TrainConfig(Strict):
     """Planner families (apelr): add the planner diagnostics to planner_eval.json at every eval."""
     final_eval_planner_diagnostics: bool = True
     """Planner families: write the final planner diagnostics to planner_eval.json."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compile_section(cls, raw: Any) -> Any:
+        """Seed 000's ``compile: {enabled: true}`` -> ``compile: true``."""
+        if isinstance(raw, dict) and isinstance(raw.get("compile"), dict):
+            section = raw["compile"]
+            unknown = sorted(set(section) - {"enabled"})
+            if unknown:
+                raise ValueError(f"compile: unknown key(s) {unknown}; the section takes only enabled (true/false)")
+            raw = {**raw, "compile": section.get("enabled", True)}
+        return raw
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainConfig:
@@ -315,7 +395,15 @@ class TrainConfig(Strict):
             raise ValueError(f"set only one of max_steps, max_tokens, epochs (got {', '.join(set_)})")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.allow_tf32 and self.matmul_precision == "highest":
+            raise ValueError("allow_tf32: true and matmul_precision: highest contradict each other; drop one")
         return self
+
+    @property
+    def batch_target(self) -> int:
+        """Sequences per micro-batch slot: ``batch_size``, or with ``auto`` the adaptive maximum
+        (the micro-batch the probe may split into smaller ones)."""
+        return self.adaptive_batch.max_batch_size if self.batch_size == "auto" else self.batch_size
 
 
 # --------------------------------------------------------------------------------------- sample
@@ -473,7 +561,7 @@ def validate_config(
         raise ConfigError(format_validation_error(e, raw, [], where)) from None
     # Assign after validation so the family subclass (not the base) is kept.
     object.__setattr__(cfg, "model", model_cfg)
-    need = getattr(model_cfg, "required_tokenizer", None)
+    need = model_cfg.required_tokenizer
     if need is not None and cfg.tokenizer.type != need:
         raise ConfigError(f"{where(['tokenizer', 'type'])}: tokenizer.type = {cfg.tokenizer.type!r}: the "
                           f"{model_cfg.family} family reads {need}s; set tokenizer.type: {need}")
@@ -508,8 +596,8 @@ def build_model_config(model_raw: dict[str, Any], where=lambda loc: "config") ->
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, merged, ["model"], where)) from None
     model_cls = get_family(family)[1]
-    if cfg.auxiliary is not None and cfg.auxiliary.any_enabled and not getattr(model_cls, "exposes_hidden", False):
-        usable = ", ".join(sorted(n for n, (_, m) in FAMILIES.items() if getattr(m, "exposes_hidden", False)))
+    if cfg.auxiliary is not None and cfg.auxiliary.any_enabled and not model_cls.exposes_hidden:
+        usable = ", ".join(sorted(n for n, (_, m) in FAMILIES.items() if m.exposes_hidden))
         raise ConfigError(f"{where(['model', 'auxiliary'])}: model.auxiliary: the {family} family does not expose "
                           f"hidden states, so auxiliary heads cannot train on it; use one of: {usable}")
     return cfg

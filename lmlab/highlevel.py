@@ -253,7 +253,8 @@ class LM:
         ``batch_tokens`` tokens per optimizer step; returns self.
 
         ``amp``: ``bf16`` / ``fp16`` / ``fp32`` (None: fp32). ``ddp``: ``auto`` (distributed
-        when launched with torchrun), ``on`` (require it) or ``off``. ``out_dir`` keeps the run
+        when launched with torchrun), ``on`` (require it) or ``off``; ``parallel="fsdp"`` shards
+        the model instead of replicating it (``train.parallel``). ``out_dir`` keeps the run
         (default: a temporary dir; ``save`` copies it). Other keywords: any ``train`` field
         (``warmup_steps=50``, ``grad_checkpoint=True``, seed-002 spellings such as
         ``log_interval_steps``), or dotted / double-underscore keys for any section
@@ -275,6 +276,8 @@ class LM:
             raise LmlabError("LM.fit: no training window: every document is shorter than two tokens "
                              "(pack_sequences=False uses whole documents only)")
         train_raw, extra = _split_overrides(overrides)
+        # Seed 002's ddp switch picks the strategy unless parallel= names one (e.g. fsdp).
+        train_raw.setdefault("parallel", {"auto": "auto", "on": "ddp", "off": "none"}[ddp])
         accum = int(train_raw.get("grad_accum_steps", 1))
         sequences = max(1, batch_tokens // window)  # per optimizer step, all processes
         batch_size = max(1, min(math.ceil(sequences / (world * accum)), n_windows // (world * accum) or 1))
@@ -308,12 +311,12 @@ class LM:
         }, extra)
         cfg = validate_config(raw, source="LM.fit")
         arrays = self._arrays(train_data, val_data, window)
-        from lmlab.training.loop import PreparedData
+        from lmlab.training.loop import PreparedData, TrainPlan
         from lmlab.training.loop import train as run_training
 
         if self._loaded is not None and not rundir.has_checkpoint(out):
             self._seed_run(out, cfg, tok)
-        run_training(cfg, prepared=PreparedData(tok, arrays))
+        run_training(TrainPlan(cfg, data=PreparedData(tok, arrays)))
         self.run_dir, self.vocab_size = out, tok.vocab_size
         device = cfg.train.device
         if device == "auto":

@@ -8,6 +8,7 @@ Layout::
         model.safetensors           weights
         meta.json                   format version, family, config, tokenizer, step, tokens, sha256s
         trainer.pt                  optimizer, schedule, scaler, RNG, data position (tensors only)
+        dcp/                        (parallel: fsdp) model and optimizer shards, torch.distributed.checkpoint
 
 The snapshot names come from a :class:`Layout`: ``CORE`` (``current|prev|prev2``, the trainer
 and everything else) or ``CONTINUOUS`` (``lm_current|lm_prev|lm_prev2``, the continuous trainer),
@@ -74,7 +75,7 @@ class Snapshot:
         ``tolerant`` (default: the model class's ``tolerant_load``); then added / missing tensors
         are a warning that lists them. A shape mismatch is always an error."""
         if tolerant is None:
-            tolerant = bool(getattr(model, "tolerant_load", False))
+            tolerant = model.tolerant_load
         try:
             missing, unexpected = load_model(model, self.path / WEIGHTS, strict=not tolerant,
                                              device=str(next(model.parameters()).device))
@@ -116,27 +117,37 @@ def snapshot_meta(cfg, tokenizer, model: torch.nn.Module, step: int, tokens_seen
     }
 
 
-def save_snapshot(
-    run_dir: str | Path,
+def stage_snapshot(run_dir: str | Path) -> Path:
+    """A fresh ``checkpoints/.tmp-*`` folder for the next snapshot (stale ones, left by a crash
+    mid-write, are removed first: they are never whole snapshots)."""
+    ckpt = Path(run_dir) / "checkpoints"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    for stale in ckpt.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=".tmp-", dir=ckpt))
+
+
+def commit_snapshot(
+    tmp: Path,
     model: torch.nn.Module,
     meta: dict[str, Any],
     trainer_state: dict[str, Any] | None = None,
     layout: Layout = CORE,
+    extra_files: tuple[str, ...] = (),
 ) -> Path:
-    """Write a new newest snapshot (``layout.names[0]``) atomically, rotate the older ones and
-    refresh the layout's mirror, if any. Returns the new snapshot's path."""
-    ckpt = Path(run_dir) / "checkpoints"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    for stale in ckpt.glob(".tmp-*"):  # left by a crash mid-write; never a whole snapshot
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=ckpt))
+    """Finish the staged snapshot ``tmp`` (weights, trainer state, meta with the sha256 of every
+    file, ``extra_files`` being ones already written there, e.g. a DCP folder's shards), make it
+    the newest (``layout.names[0]``), rotate the older ones and refresh the mirror, if any."""
+    ckpt = tmp.parent
     save_model(model, str(tmp / WEIGHTS))
-    files = [WEIGHTS]
+    files = [WEIGHTS, *extra_files]
     if trainer_state is not None:
         torch.save(trainer_state, tmp / TRAINER)
         files.append(TRAINER)
     for name in files:
         fsync_file(tmp / name)
+    for sub in {Path(name).parent for name in files} - {Path(".")}:
+        fsync_dir(tmp / sub)
     meta = {**meta, "format_version": FORMAT_VERSION, "sha256": {n: _sha256(tmp / n) for n in files}}
     (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
     fsync_file(tmp / META)
@@ -155,25 +166,46 @@ def save_snapshot(
     return current
 
 
+def save_snapshot(
+    run_dir: str | Path,
+    model: torch.nn.Module,
+    meta: dict[str, Any],
+    trainer_state: dict[str, Any] | None = None,
+    layout: Layout = CORE,
+) -> Path:
+    """Write a new newest snapshot atomically (stage, then commit). Returns its path."""
+    return commit_snapshot(stage_snapshot(run_dir), model, meta, trainer_state, layout)
+
+
 def _refresh_mirror(snapshot: Path, mirror: Path) -> None:
     """Make ``mirror`` a whole copy of ``snapshot``: built beside as ``.tmp-*``, then swapped in.
     A crash leaves the old mirror, the new one or none (the snapshots themselves are whole)."""
     new = Path(tempfile.mkdtemp(prefix=".tmp-", dir=mirror.parent))
-    for src in sorted(snapshot.iterdir()):
-        try:
-            # Sharing the inode is safe: snapshot files are only ever renamed or deleted, never
-            # rewritten in place, so the mirror's copy cannot change under it.
-            os.link(src, new / src.name)
-        except OSError:  # e.g. a filesystem without hard links
-            shutil.copy2(src, new / src.name)
-            fsync_file(new / src.name)
-    fsync_dir(new)
+    _link_tree(snapshot, new)
     old = new.with_name(new.name + "-old")  # a .tmp-* name: a crash leaves it to the next cleanup
     if mirror.exists():
         os.replace(mirror, old)
     os.replace(new, mirror)
     fsync_dir(mirror.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _link_tree(src_dir: Path, dst_dir: Path) -> None:
+    """Fill ``dst_dir`` with hard links to ``src_dir``'s files (copies where links fail), recursively."""
+    for src in sorted(src_dir.iterdir()):
+        dst = dst_dir / src.name
+        if src.is_dir():
+            dst.mkdir()
+            _link_tree(src, dst)
+            continue
+        try:
+            # Sharing the inode is safe: snapshot files are only ever renamed or deleted, never
+            # rewritten in place, so the mirror's copy cannot change under it.
+            os.link(src, dst)
+        except OSError:  # e.g. a filesystem without hard links
+            shutil.copy2(src, dst)
+            fsync_file(dst)
+    fsync_dir(dst_dir)
 
 
 def _verify(path: Path) -> dict[str, Any]:
@@ -255,9 +287,7 @@ def checkpoint_config(meta: dict[str, Any]) -> dict[str, Any]:
     raw = json.loads(json.dumps(meta["config"]))  # a copy
     model = raw.get("model", {})
     cfg_cls, _ = get_family(model.get("family", "transformer"))
-    upgrade = getattr(cfg_cls, "upgrade_checkpoint_config", None)
-    if upgrade is not None:
-        raw["model"] = upgrade(model)
+    raw["model"] = cfg_cls.upgrade_checkpoint_config(model)
     return raw
 
 

@@ -35,7 +35,7 @@ from lmlab.continuous.presets import (
 )
 from lmlab.errors import LmlabError
 from lmlab.training.distributed import setup_distributed, teardown_distributed
-from lmlab.training.loop import check_resumable, train
+from lmlab.training.loop import TrainPlan, check_resumable, train
 
 # Model fields a new cycle may change: the rest fixes the weights' shapes.
 CHANGEABLE = {"block_size", "auxiliary", "dropout", "preset", "vocab_size"}
@@ -61,25 +61,23 @@ def run(preset: str | None = None, *, target_tokens: int = TARGET_TOKENS, cwd: P
             print(f"lmlab: {path.name}: train.train_tokens = {spec.train.train_tokens:,} is ignored: every run "
                   f"trains {target_tokens:,} tokens", flush=True)
         cuda = info.device.type == "cuda"
-        if cuda:  # seed 001: TF32 matmuls, bf16 autocast where the GPU has it
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
         raw = to_run_config(spec, choice, target_tokens, info.world, cuda and torch.cuda.is_bf16_supported())
-        cfg, resume, warm, meta = _plan(raw, choice, target_tokens, str(path), info.is_main)
-        run_dir = train(cfg, resume=resume, layout=rundir.CONTINUOUS, warm_start=warm, extra_meta=meta)
+        raw["train"]["allow_tf32"] = cuda  # seed 001: TF32 matmuls, bf16 autocast where the GPU has it
+        run_dir = train(_plan(raw, choice, target_tokens, str(path), info.is_main))
     finally:
         teardown_distributed()
     return run_dir
 
 
-def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: bool):
-    """(config, exact resume?, snapshot to warm-start from, meta) for this run."""
+def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: bool) -> TrainPlan:
+    """This run: a new model, the exact continuation of an unfinished cycle, or a new cycle
+    warm-started from the newest snapshot."""
     run_dir = Path(raw["train"]["out_dir"])
     snap = rundir.latest_snapshot(run_dir) if rundir.has_checkpoint(run_dir) else None
     if snap is None:
         cfg = validate_config(raw, source)
         _say(is_main, f"lmlab: preset {choice}: a new model in {run_dir} (cycle 1, {target:,} tokens)")
-        return cfg, False, None, {"continuous": _meta(choice, 1, target, 0)}
+        return TrainPlan(cfg, layout=rundir.CONTINUOUS, meta={"continuous": _meta(choice, 1, target, 0)})
     if rundir.layout_of(run_dir) is not rundir.CONTINUOUS:
         raise LmlabError(f"{run_dir} holds the snapshots of lmlab train (current), not the continuous "
                          "trainer's; set train.out_dir in the preset to another folder")
@@ -106,7 +104,7 @@ def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: b
         else:
             _say(is_main, f"lmlab: preset {choice}: continuing cycle {cycle} at {snap.meta['tokens_seen']:,} of "
                  f"{target:,} tokens ({snap.path.name})")
-            return cfg, True, None, {"continuous": _meta(choice, cycle, target, before)}
+            return TrainPlan(cfg, layout=rundir.CONTINUOUS, meta={"continuous": _meta(choice, cycle, target, before)})
     total = before + int(snap.meta["tokens_seen"])
     cycle += 1
     raw["train"]["seed"] = base_seed + cycle - 1  # a new data order each cycle
@@ -116,7 +114,8 @@ def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: b
     grow = f", positions {saved['model']['block_size']} -> {seq}" if seq > saved["model"]["block_size"] else ""
     _say(is_main, f"lmlab: preset {choice}: cycle {cycle} from {snap.path.name} ({total:,} tokens so far{grow}), "
          f"{target:,} more tokens")
-    return cfg, False, snap, {"continuous": _meta(choice, cycle, target, total)}
+    return TrainPlan(cfg, warm_start=snap, layout=rundir.CONTINUOUS,
+                     meta={"continuous": _meta(choice, cycle, target, total)})
 
 
 def _meta(preset: str, cycle: int, target: int, before: int) -> dict[str, Any]:

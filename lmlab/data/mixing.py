@@ -88,6 +88,14 @@ class MixtureSampler:
         self.state = MixState([0] * n, list(base), [0.0] * n, [0.0] * n)
         self._perms: dict[tuple[int, int], np.ndarray] = {}
 
+    def set_micro_batch(self, micro_batch: int) -> None:
+        """Split each rank's share of a step into micro-batches of ``micro_batch`` sequences (a
+        divisor of it): the step draws the same global batch, only accumulated differently."""
+        per_rank = self.micro_batch * self.accum
+        if per_rank % micro_batch:
+            raise ValueError(f"micro-batch {micro_batch} does not divide {per_rank} sequences per rank")
+        self.micro_batch, self.accum = micro_batch, per_rank // micro_batch
+
     # ------------------------------------------------------------------------------- planning
 
     @property

@@ -37,12 +37,10 @@ class Scorer:
         progress: bool = False,
         always_prefix: bool = True,
     ):
-        block = getattr(model, "block_size", None)
+        block = model.block_size
         if max_input_len is None:
-            if block is None:
-                raise LmlabError(f"{type(model).__name__} has no block_size; pass --max-input-len")
             max_input_len = block
-        if block is not None and max_input_len > block:
+        if max_input_len > block:
             raise LmlabError(f"--max-input-len {max_input_len} exceeds the model's block_size {block}")
         if max_input_len < 2:
             raise LmlabError(f"--max-input-len must be at least 2 (a start token and a target), got {max_input_len}")

@@ -32,8 +32,9 @@ def generate_ids(
     ``stop_fn(new_ids)`` is asked after every token of a row still running; True ends that row
     (the batch ends when every row has): how stop sequences end generation early.
     """
-    if hasattr(model, "generate_ids"):  # a family that does not decode token by token
-        return model.generate_ids(prompts, settings, eos_id, stop_fn)
+    own = model.generate_ids(prompts, settings, eos_id, stop_fn)  # a family that does not decode token by token
+    if own is not None:
+        return own
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     buckets: dict[int, list[int]] = defaultdict(list)
@@ -58,7 +59,7 @@ def _decode_batch(
 ) -> list[list[int]]:
     """ids (B, T0) -> B lists of new tokens."""
     B = ids.size(0)
-    context = getattr(model, "block_size", None)
+    context = model.block_size
     keep = max(1, context // 2) if context else None
     if context and ids.size(1) > context:
         ids = ids[:, -context:]

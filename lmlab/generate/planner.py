@@ -25,7 +25,7 @@ from lmlab.generate.sampling import top_k_filter, top_p_filter
 
 def check_planner_heads(model: torch.nn.Module, depth: int) -> None:
     """Refuse (one line) a model without the heads planner decoding reads."""
-    heads = getattr(model, "auxiliary_heads", None)
+    heads = model.auxiliary_heads
     need = ["value", "dynamics"] + (["policy"] if depth > 1 else [])
     missing = [n for n in need if heads is None or getattr(heads, n) is None]
     if missing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +39,24 @@ class LanguageModel(nn.Module):
     auxiliary losses of ``model.auxiliary``) and ``step``. Other families override ``forward``.
     """
 
+    block_size: int  # the context in the family's units: decoding slides its window there
+
+    # ---- What a family declares (class attributes; the shared layers read only these) ----
     # Families whose trunk routes its blocks through ``checkpointed`` set this to True.
-    supports_grad_checkpointing = False
+    supports_grad_checkpointing: ClassVar[bool] = False
     grad_checkpointing = False
-    exposes_hidden = False
+    exposes_hidden: ClassVar[bool] = False
+    # False: the forward logits are not next-token predictions (a compressing family); the
+    # contract test then skips its logits checks.
+    next_token_logits: ClassVar[bool] = True
+    # Load weights tolerantly by default: added / missing tensors are a warning, not an error.
+    tolerant_load: ClassVar[bool] = False
+    # Decoding-time options ``set_generation_options`` takes (apelr: force_state, ...).
+    generation_options: ClassVar[tuple[str, ...]] = ()
+    # Where the trainer writes ``diagnostics`` (run dir relative).
+    diagnostics_file: ClassVar[str] = "diagnostics.json"
+    # Parallelisms the family cannot train under, each with the reason (``train.parallel``).
+    unsupported_parallel: ClassVar[dict[str, str]] = {}
 
     def attach_auxiliary(self, cfg, hidden_size: int) -> None:
         """Build the auxiliary heads of ``cfg.auxiliary`` (a model config) as ``self.aux``."""
@@ -114,3 +129,45 @@ class LanguageModel(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    # ---- Hooks: no-op defaults; a family overrides what it needs ----
+
+    def set_train_step(self, step: int) -> None:
+        """Called before each optimizer step (families with step-dependent loss weights)."""
+
+    def on_train_start(self, resumed: bool) -> None:
+        """Called once the snapshot (if any) has loaded, before the first step (e.g. the
+        abstractinator's stage 2 loads and freezes its base)."""
+
+    def on_checkpoint(self) -> None:
+        """Called on rank 0 after each snapshot (e.g. the abstractinator's stage 1 writes its base)."""
+
+    def diagnostics(self, input_ids: torch.Tensor) -> dict[str, Any] | None:
+        """The family's own evaluation of windows (N, T), written to ``diagnostics_file``;
+        None: the family has none."""
+        return None
+
+    def generate_ids(self, prompts: list[list[int]], settings, eos_id: int, stop_fn=None) -> list[list[int]] | None:
+        """A family that does not decode token by token returns its continuations here; None
+        (the default) means the shared decoding loop runs ``init_state``/``step``."""
+        return None
+
+    def set_generation_options(self, **options: Any) -> None:
+        """Decoding-time controls (``generation_options``); called without arguments to reset."""
+        if options:
+            from lmlab.errors import LmlabError
+
+            raise LmlabError(f"{', '.join(sorted(options))}: the {type(self).__name__} model has no "
+                             "decoding options")
+
+    def extend_max_seq_len(self, block_size: int) -> None:
+        """Grow the context to ``block_size`` positions in place (a continuous preset that
+        raises the context); a family that cannot refuses in one line."""
+        from lmlab.errors import LmlabError
+
+        raise LmlabError(f"the {type(self).__name__} model cannot extend its context to {block_size} "
+                         "positions; keep model.block_size (seq_length) as it was")
+
+    def shard_units(self) -> list[nn.Module]:
+        """The submodules FSDP shards one by one (the blocks); the rest goes with the root."""
+        return []

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from lmlab.errors import LmlabError
+
 
 @dataclass
 class DistInfo:
@@ -30,16 +32,27 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def setup_distributed(device: str) -> DistInfo:
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``train.distributed.backend``: auto is nccl on CUDA, gloo on CPU; nccl needs CUDA."""
+    if backend == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise LmlabError(f"train.distributed.backend = nccl needs CUDA devices, but this run uses {device}; "
+                         "use backend: auto or gloo")
+    return backend
+
+
+def setup_distributed(device: str, backend: str = "auto") -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
+        name = resolve_backend(backend, dev)
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group(backend=name)
     return DistInfo(rank, world, local_rank, dev)
 
 

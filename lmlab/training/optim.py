@@ -3,23 +3,37 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from lmlab.config import TrainConfig
+from lmlab.errors import LmlabError
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Two groups of the trainable parameters: matrices (decayed) and the rest (biases, norms,
+    other 1-d parameters: not decayed). The order is ``model.parameters()``'s."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def use_fused(cfg: TrainConfig, device: torch.device) -> bool:
+    """``train.fused_adamw``: auto takes the fused kernel where PyTorch has one (CUDA, CPU)."""
+    has = device.type in ("cuda", "cpu")
+    if cfg.fused_adamw is True and not has:
+        raise LmlabError(f"train.fused_adamw = true: PyTorch has no fused AdamW on {device.type}; "
+                         "set it to auto or false")
+    return has if cfg.fused_adamw == "auto" else bool(cfg.fused_adamw)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW (fused where the device supports it); no decay on biases, norms and other 1-d params."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    fused = device.type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+    """AdamW (fused per ``train.fused_adamw``); no decay on biases, norms and other 1-d params."""
+    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                             fused=use_fused(cfg, device))
 
 
 def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:

@@ -293,7 +293,7 @@ class _StopAfter:
 
 
 def test_an_unfinished_cycle_continues_exactly(home, monkeypatch, capsys):
-    import lmlab.training.loop as loop
+    import lmlab.training.trainer as loop
 
     with monkeypatch.context() as m:
         m.setattr(loop, "_Interrupt", _StopAfter)
@@ -367,6 +367,7 @@ def test_lmlab_train_does_not_take_over_the_continuous_model(home, run_cli, one_
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun is not installed")
 def test_torchrun_rank0_asks_and_every_rank_trains_the_choice(home):

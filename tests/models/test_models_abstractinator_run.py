@@ -131,6 +131,7 @@ def test_eval_scores_two_part_bits_per_byte(stages, tmp_path):
     assert bpb == pytest.approx(nats / math.log(2) / len(data), rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
 def test_two_ranks_train_with_shared_codebooks_and_thresholds(make_raw, corpus_dir, run_cli, tmp_path):

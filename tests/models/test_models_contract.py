@@ -291,3 +291,63 @@ def test_grad_checkpointing_gives_the_same_gradients(family: str) -> None:
             calls.clear()
             model(x)
             assert len(calls) == 1
+
+
+# ------------------------------------------------------------------------------ declared hooks
+
+HOOKS = ("set_train_step", "on_train_start", "on_checkpoint", "diagnostics", "generate_ids",
+         "set_generation_options", "extend_max_seq_len", "shard_units")
+
+
+def test_hooks_keep_the_base_signatures(family):
+    """A family overrides a hook with the base's parameters (so the trainer's calls fit), and its
+    declarations have the declared types."""
+    import inspect
+
+    from lmlab.models.base import LanguageModel
+
+    cls = FAMILIES[family][1]
+    assert issubclass(cls, LanguageModel)
+    for name in HOOKS:
+        base = list(inspect.signature(getattr(LanguageModel, name)).parameters)
+        own = list(inspect.signature(getattr(cls, name)).parameters)
+        assert own[: len(base)] == base or "options" in base, (family, name, own, base)
+    assert isinstance(cls.generation_options, tuple) and isinstance(cls.diagnostics_file, str)
+    assert set(cls.unsupported_parallel) <= {"ddp", "fsdp"}
+    assert all(isinstance(v, str) and v for v in cls.unsupported_parallel.values())
+
+
+def test_hooks_run_or_refuse_in_one_line(model, family):
+    from lmlab.errors import LmlabError
+
+    model.set_train_step(3)
+    model.on_checkpoint()
+    units = model.shard_units()
+    assert all(isinstance(u, torch.nn.Module) for u in units)
+    assert len({id(p) for u in units for p in u.parameters()}) == sum(p.numel() > 0 for u in units for p in u.parameters())
+    diag = model.diagnostics(_tokens(model, 2, _seq_len(model, 16)))
+    assert diag is None or isinstance(diag, dict)
+    grow = model.cfg.block_size * 2
+    try:
+        model.extend_max_seq_len(grow)
+    except LmlabError as e:
+        assert "\n" not in str(e) and "block_size" in str(e)
+    else:
+        assert model.block_size == grow
+    if not model.generation_options:
+        with pytest.raises(LmlabError, match="no decoding options"):
+            model.set_generation_options(force_state=1)
+
+
+def test_shared_layers_never_look_hooks_up_by_name():
+    """The trainer, decoding, evaluation and the APIs call the hooks LanguageModel declares;
+    they never probe a model with hasattr/getattr (a typo there would silently skip a hook)."""
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "lmlab"
+    shared = [*root.glob("training/*.py"), *root.glob("generate/*.py"), *root.glob("eval/*.py"),
+              root / "api.py", root / "rundir.py", root / "cli.py"]
+    probe = re.compile(r"(hasattr|getattr)\((self\.)?(model|lm\.model|fwd_model)\b")
+    found = [f"{p.name}:{i}" for p in shared for i, line in enumerate(p.read_text().splitlines(), 1)
+             if probe.search(line)]
+    assert not found, found

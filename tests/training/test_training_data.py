@@ -123,6 +123,7 @@ def test_every_source_failing_is_one_error_listing_each(tiny_config, tmp_path):
     assert "no data source could be read" in msg and "data.sources[0]" in msg and "data.sources[1]" in msg
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
 def test_two_ranks_two_workers_read_every_document_once(tiny_config, run_cli, tmp_path):

@@ -138,6 +138,7 @@ def _wait_for_snapshot(proc: subprocess.Popen, run: Path, timeout: float = 120) 
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["crash", "interrupt", "crash-mixture"])
 def test_interrupted_run_resumes_bit_for_bit(tiny_config, run_cli, tmp_path, how, corpus_dir):
     """A run killed (SIGKILL) or interrupted (SIGINT) and resumed ends with identical weights;
@@ -190,6 +191,7 @@ def test_resume_from_prev_when_current_is_corrupt(tiny_config, run_cli):
     assert json.loads((run / "checkpoints/current/meta.json").read_text())["step"] == 14
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
 def test_ddp_two_processes_match_one_process(tiny_config, run_cli, tmp_path):
@@ -249,8 +251,9 @@ def test_compile_matches_eager(tiny_config, tmp_path):
 
 
 def test_rng_state_is_saved_per_rank_and_reseeded_for_another_world(recwarn):
+    from lmlab.training.checkpoint import restore_rng as _restore_rng
+    from lmlab.training.checkpoint import rng_state as _rng_state
     from lmlab.training.distributed import DistInfo
-    from lmlab.training.loop import _restore_rng, _rng_state
 
     one = DistInfo(0, 1, 0, torch.device("cpu"))
     torch.manual_seed(3)
@@ -264,3 +267,20 @@ def test_rng_state_is_saved_per_rank_and_reseeded_for_another_world(recwarn):
     with pytest.warns(UserWarning, match="saved by 1 processes, this run has 2"):
         _restore_rng(saved, two, seed=0, step=10)
     assert not torch.equal(torch.rand(4), expected)
+
+
+def test_rank_one_restores_its_own_rng_row():
+    """Resuming a 2-process run: rank 1 reads row 1 of the stacked states (a view at an offset;
+    set_rng_state on the view itself crashed rank 1)."""
+    from lmlab.training.checkpoint import restore_rng
+    from lmlab.training.distributed import DistInfo
+
+    torch.manual_seed(1)
+    first = torch.get_rng_state()
+    torch.manual_seed(2)
+    second = torch.get_rng_state()
+    expected = torch.rand(4)
+    saved = {"torch": torch.stack([first, second])}
+    torch.manual_seed(99)
+    restore_rng(saved, DistInfo(1, 2, 1, torch.device("cpu")), seed=0, step=10)
+    assert torch.equal(torch.rand(4), expected)

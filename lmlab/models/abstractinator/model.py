@@ -27,6 +27,11 @@ class AbstractinatorPyramid(LanguageModel):
     # Forward logits reconstruct bytes given codes that cover later bytes: they are not
     # next-token predictions, and the contract's logits checks do not apply (see log_probs).
     next_token_logits = False
+    unsupported_parallel = {
+        "fsdp": "its vector quantisers update EMA codebooks, thresholds and code statistics as buffers "
+                "with their own collectives in forward and decode patch by patch from submodules, which "
+                "per-block parameter sharding does not cover; train it with parallel: ddp",
+    }
 
     def __init__(self, cfg: AbstractinatorConfig):
         super().__init__()

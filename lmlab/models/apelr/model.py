@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -121,6 +121,8 @@ class Apelr(Transformer):
     # Checkpoints of other versions of this family load with a warning listing added / missing
     # tensors (docs/model_versions.md).
     tolerant_load = True
+    generation_options = tuple(f.name for f in fields(GenerationOptions))
+    diagnostics_file = "planner_eval.json"
 
     def __init__(self, cfg: ApelrConfig):
         super().__init__(cfg)
@@ -269,7 +271,7 @@ class Apelr(Transformer):
                 out["future_contrastive"] = (w("future_contrastive"), F.cross_entropy(sim.float(), labels))
         return out
 
-    def planner_diagnostics(self, input_ids: torch.Tensor) -> dict:
+    def diagnostics(self, input_ids: torch.Tensor) -> dict:
         """Usage, belief entropy, transition and the intervention test on windows (N, T)."""
         from lmlab.models.apelr.diagnostics import planner_diagnostics
 

@@ -103,6 +103,9 @@ class Transformer(LanguageModel):
         loss = lm_loss(logits, targets, label_smoothing)
         return h, ModelOutput(logits, loss, {"ce": loss.detach()})
 
+    def shard_units(self) -> list[nn.Module]:
+        return list(self.blocks)
+
     def extend_max_seq_len(self, block_size: int) -> None:
         """Grow the context to ``block_size`` positions in place (seed 001): learned position rows
         beyond the old context start at the GPT-2 init, fixed tables are recomputed."""

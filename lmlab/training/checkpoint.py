@@ -1,0 +1,175 @@
+"""Save and load the training state of a run through the parallel strategy's state dicts.
+
+What goes where (``rundir.py`` owns the layout, rotation and integrity checks):
+
+- ``model.safetensors``: the whole model's weights, always, so ``sample``, ``eval``,
+  ``export-gpt2`` and ``lmlab.load`` read any snapshot on one process;
+- ``trainer.pt``: step, tokens, data position, every rank's RNG, loss scaler and (unsharded
+  strategies, ``save_optimizer_state: true``) the optimizer state;
+- ``dcp/`` (FSDP): the model and optimizer shards as a ``torch.distributed.checkpoint``
+  folder, every rank writing its own; it reloads at any world size, with or without FSDP.
+
+A snapshot is written collectively: rank 0 stages the temporary folder and tells the others its
+name, every rank writes its shards there, then rank 0 writes the rest and rotates it in.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lmlab import rundir
+from lmlab.errors import LmlabError
+from lmlab.training.distributed import DistInfo, barrier, gather_to_all
+from lmlab.training.parallel import Parallel
+
+DCP_DIR = "dcp"
+
+
+def rng_state(info: DistInfo) -> dict[str, torch.Tensor]:
+    """Every rank's RNG state, stacked by rank: {"torch": (world, n), "cuda": (world, m)}."""
+    state = {"torch": gather_to_all(torch.get_rng_state(), info)}
+    if info.device.type == "cuda":
+        state["cuda"] = gather_to_all(torch.cuda.get_rng_state(info.device), info)
+    return state
+
+
+def restore_rng(rng: dict[str, torch.Tensor], info: DistInfo, seed: int, step: int) -> None:
+    """Put this rank's saved RNG state back; with another world size, reseed by (seed, rank, step)."""
+    if rng["torch"].size(0) != info.world:
+        warnings.warn(
+            f"the checkpoint was saved by {rng['torch'].size(0)} processes, this run has {info.world}: "
+            "random streams (dropout) restart from the seed, so the run is not bit-identical",
+            stacklevel=2,
+        )
+        torch.manual_seed(seed + 1000 * step + info.rank)
+        return
+    # clone(): a row of the stacked states is a view at an offset, which set_rng_state reads from
+    # its storage's start (rank 1 of 2 crashed with a segfault resuming without it).
+    torch.set_rng_state(rng["torch"][info.rank].clone())
+    if info.device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"][info.rank].clone(), info.device)
+
+
+class Checkpointer:
+    """Writes and reads snapshots of one run for one parallel strategy.
+
+    ``consolidated()`` is the plain module whose weights are the model's: the model itself
+    unless the strategy shards it, then a CPU copy built by ``make_model`` and refreshed from
+    the gathered full state dict (rank 0 only).
+    """
+
+    def __init__(self, run_dir: Path, layout: rundir.Layout, parallel: Parallel, info: DistInfo,
+                 make_model: Callable[[], nn.Module], save_optimizer: bool = True):
+        self.run_dir, self.layout, self.parallel, self.info = run_dir, layout, parallel, info
+        self.make_model, self.save_optimizer = make_model, save_optimizer
+        self._copy: nn.Module | None = None
+
+    # ------------------------------------------------------------------------------- saving
+
+    def consolidated(self) -> nn.Module | None:
+        """The whole model as a plain module on rank 0 (a collective under a sharding strategy;
+        None on other ranks)."""
+        if not self.parallel.sharded_state:
+            return self.parallel.model if self.info.is_main else None
+        full = self.parallel.full_state_dict()  # every rank takes part in the gather
+        if not self.info.is_main:
+            return None
+        if self._copy is None:
+            with torch.random.fork_rng(devices=[]):  # its init must not move the run's random streams
+                self._copy = self.make_model()
+        self._copy.load_state_dict(full)
+        return self._copy.eval()
+
+    def save(self, optimizer: torch.optim.Optimizer, meta_fn: Callable[[nn.Module], dict[str, Any]],
+             trainer_state: dict[str, Any]) -> None:
+        """Write one snapshot (every rank calls it): ``meta_fn(model)`` gives its meta.json,
+        ``trainer_state`` the rest of trainer.pt."""
+        opt_state = self.parallel.optimizer_state(optimizer) if self.save_optimizer else None
+        tmp = self._stage()
+        extra: tuple[str, ...] = ()
+        if self.parallel.sharded_state:
+            extra = self._save_shards(tmp, optimizer)
+        model = self.consolidated()
+        if not self.info.is_main:
+            return
+        state = dict(trainer_state)
+        if opt_state is not None:
+            state["optimizer"] = opt_state
+        state["optimizer_saved"] = self.save_optimizer
+        rundir.commit_snapshot(tmp, model, meta_fn(model), state, self.layout, extra)
+        model.on_checkpoint()
+
+    def _stage(self) -> Path | None:
+        """Rank 0 makes the temporary folder; under a sharding strategy every rank learns its name."""
+        tmp = [str(rundir.stage_snapshot(self.run_dir)) if self.info.is_main else None]
+        if self.parallel.sharded_state and self.info.world > 1:
+            dist.broadcast_object_list(tmp, src=0)
+        return Path(tmp[0]) if tmp[0] is not None else None
+
+    def _save_shards(self, tmp: Path, optimizer: torch.optim.Optimizer) -> tuple[str, ...]:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_sd, optim_sd = get_state_dict(self.parallel.model, optimizer)
+        state = {"model": model_sd, **({"optim": optim_sd} if self.save_optimizer else {})}
+        dcp.save(state, checkpoint_id=tmp / DCP_DIR)
+        barrier(self.info)  # every shard is on disk before rank 0 lists and checksums them
+        return tuple(sorted(f"{DCP_DIR}/{p.name}" for p in (tmp / DCP_DIR).iterdir()))
+
+    # ------------------------------------------------------------------------------ loading
+
+    def load_model(self, snap: rundir.Snapshot, model: nn.Module) -> None:
+        """Before the strategy wraps the model: the consolidated weights (a sharded strategy
+        reads a snapshot's shards after wrapping instead, in ``load_state``)."""
+        if not (self.parallel.sharded_state and self.has_shards(snap)):
+            snap.load_weights(model)
+
+    @staticmethod
+    def has_shards(snap: rundir.Snapshot) -> bool:
+        return f"{DCP_DIR}/.metadata" in snap.meta.get("sha256", {})
+
+    def load_state(self, snap: rundir.Snapshot, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """After wrapping: the trainer state of a full snapshot (None for a weights-only one,
+        e.g. an imported GPT-2), with the model shards and the optimizer state loaded."""
+        if rundir.TRAINER not in snap.meta.get("sha256", {}):
+            return None
+        state = snap.load_trainer_state()
+        with_optimizer = state.get("optimizer_saved", True)
+        if self.has_shards(snap):
+            self._load_shards(snap, optimizer, with_optimizer)
+        elif self.parallel.sharded_state:
+            raise LmlabError(f"{snap.path} was saved without parallel: fsdp (its optimizer state is in trainer.pt); "
+                             "continue it with parallel: none or ddp, or start a new run dir with fsdp")
+        elif with_optimizer:
+            self.parallel.load_optimizer_state(optimizer, state["optimizer"])
+        if not with_optimizer:
+            warnings.warn(f"{snap.path} has no optimizer state (train.save_optimizer_state: false): resuming at "
+                          f"step {state['step']} with a fresh optimizer, so the run is not bit-identical to an "
+                          "uninterrupted one", stacklevel=2)
+        return state
+
+    def _load_shards(self, snap: rundir.Snapshot, optimizer: torch.optim.Optimizer, with_optimizer: bool) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model = self.parallel.model
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        state = {"model": model_sd, **({"optim": optim_sd} if with_optimizer else {})}
+        # DCP reshards: the shards of a run at world N load into this run's layout (any world
+        # size, sharded or not); without a process group it reads on this process alone.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
+            dcp.load(state, checkpoint_id=snap.path / DCP_DIR)
+        if with_optimizer:
+            set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        else:
+            from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+            set_model_state_dict(model, state["model"])

@@ -1,0 +1,480 @@
+"""The family-agnostic, rank-aware trainer.
+
+``Trainer(plan, info)`` builds a run from a :class:`TrainPlan`: data and tokenizer, the model
+(fresh, resumed or warm-started), the parallel strategy (``parallel.py``), the optimizer,
+precision and checkpointer (``checkpoint.py``) and the trackers (``trackers.py``). ``fit()``
+runs ``train_step`` until the budget is spent, evaluating, logging and saving at their
+intervals. It knows only the model contracts: ``model(x, y, label_smoothing) -> ModelOutput``
+for training, ``log_probs`` for validation and the hooks ``LanguageModel`` declares. Rank 0
+alone logs and writes; every rank evaluates the same validation windows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lmlab import rundir
+from lmlab.config import RunConfig, save_config
+from lmlab.data.batches import eval_windows
+from lmlab.data.mixing import Adaptive, MixtureSampler
+from lmlab.errors import LmlabError
+from lmlab.fsio import atomic_write_text
+from lmlab.registry import build_model, get_family
+from lmlab.report.plots import plot_loss_curve, read_metrics
+from lmlab.training import batch_probe
+from lmlab.training.checkpoint import Checkpointer, restore_rng, rng_state
+from lmlab.training.data import prepare_tokenizer, prepare_tokens, readable_sources
+from lmlab.training.distributed import DistInfo, all_reduce_mean, all_reduce_sum, barrier
+from lmlab.training.evaluate import lm_metrics, score_windows
+from lmlab.training.optim import lr_at
+from lmlab.training.parallel import build_parallel, check_parallel
+from lmlab.training.plan import TrainPlan
+from lmlab.training.precision import Precision
+from lmlab.training.trackers import build_trackers
+
+
+@dataclass
+class Budget:
+    max_steps: int
+    tokens_per_step: int
+
+
+def n_tokens(arrays: list) -> int:
+    """Tokens in per-source arrays, each one array or a list of segments (cache shards)."""
+    return sum(len(a) if isinstance(a, np.ndarray) else sum(len(x) for x in a) for a in arrays)
+
+
+def resolve_budget(cfg: RunConfig, sampler: MixtureSampler) -> Budget:
+    """Turn max_steps / max_tokens / epochs into a number of optimizer steps."""
+    per_step = sampler.global_batch * sampler.block_size
+    t = cfg.train
+    if t.max_tokens is not None:
+        steps = math.ceil(t.max_tokens / per_step)
+    elif t.epochs is not None:
+        steps = math.ceil(t.epochs * sampler.steps_per_epoch)
+    else:
+        steps = t.max_steps
+    return Budget(max(1, steps), per_step)
+
+
+def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None:
+    """A checkpoint continues only the same model, tokenizer, data and seed (the data order).
+
+    A weights-only snapshot (an imported model) has no data position to keep: its data and seed
+    may change, which is how it is fine-tuned on a new corpus.
+    """
+    saved = rundir.checkpoint_config(meta)
+    now = cfg.to_dict()
+    weights_only = rundir.TRAINER not in meta.get("sha256", {})
+    for section in ("model", "tokenizer") if weights_only else ("model", "tokenizer", "data", "train.seed"):
+        section, _, only = section.partition(".")
+        keys = [only] if only else sorted(set(saved.get(section, {})) | set(now[section]))
+        for key in keys:
+            a, b = saved.get(section, {}).get(key), now[section].get(key)
+            if section == "model" and key == "vocab_size" and b is None:
+                continue
+            if a != b:
+                raise LmlabError(
+                    f"{run_dir} holds a checkpoint with {section}.{key} = {a!r} but the config asks for "
+                    f"{b!r}; drop that change to continue the run (lmlab train --resume {run_dir}), "
+                    "or pick a new train.out_dir"
+                )
+
+
+def warm_model(cfg: RunConfig, snap: rundir.Snapshot, device: torch.device) -> torch.nn.Module:
+    """A model of ``cfg`` with ``snap``'s weights: added or missing tensors (auxiliary heads) are a
+    warning; a longer ``block_size`` than the snapshot's extends its positions (seed 001)."""
+    saved = int(rundir.checkpoint_config(snap.meta)["model"]["block_size"])
+    grow = saved < cfg.model.block_size
+    model_cfg = cfg.model.model_copy(update={"block_size": saved}) if grow else cfg.model
+    model = build_model(model_cfg).to(device)
+    snap.load_weights(model, tolerant=True)
+    if grow:
+        model.extend_max_seq_len(cfg.model.block_size)
+    return model
+
+
+class _Interrupt:
+    """Turn SIGINT/SIGTERM into a flag so the loop saves a snapshot at the next step boundary."""
+
+    def __init__(self):
+        self.hit = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.hit = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """One training run: ``Trainer(plan, info).fit()`` returns the run dir."""
+
+    def __init__(self, plan: TrainPlan, info: DistInfo):
+        self.plan, self.cfg, self.info = plan, plan.config, info
+        cfg, t = self.cfg, self.cfg.train
+        self.run_dir = run_dir = Path(t.out_dir)
+        model_cls = get_family(cfg.model.family)[1]
+        if t.grad_checkpoint and not model_cls.supports_grad_checkpointing:
+            raise LmlabError(f"train.grad_checkpoint: the {cfg.model.family} family does not support gradient "
+                             "checkpointing; set train.grad_checkpoint: false")
+        mode = check_parallel(t, info, model_cls, cfg.model.family)
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        torch.manual_seed(t.seed + info.rank)
+
+        if rundir.has_checkpoint(run_dir) and rundir.layout_of(run_dir) is not plan.layout:
+            owner = "lmlab train" if rundir.layout_of(run_dir) is rundir.CORE else "python main.py (lmlab run)"
+            raise LmlabError(f"{run_dir} holds the snapshots of {owner} ({rundir.layout_of(run_dir).names[0]}); "
+                             f"continue it with {owner}, or pick another train.out_dir")
+        resume = plan.warm_start is None and rundir.has_checkpoint(run_dir)
+        snap = self.snapshot = rundir.latest_snapshot(run_dir) if resume else None
+        if snap is not None:
+            check_resumable(cfg, snap.meta, run_dir)
+
+        self._prepare_data(snap is not None or plan.warm_start is not None)
+
+        # The model, loaded before the strategy shards it; the optimizer over what it made.
+        device = info.device
+        model = (build_model(cfg.model).to(device) if plan.warm_start is None
+                 else warm_model(cfg, plan.warm_start, device))
+        model.set_grad_checkpointing(t.grad_checkpoint)
+        self.model = model
+        self.parallel = build_parallel(t, info, mode)
+        self.checkpointer = Checkpointer(run_dir, plan.layout, self.parallel, info,
+                                         lambda: build_model(cfg.model), t.save_optimizer_state)
+        if snap is not None:
+            self.checkpointer.load_model(snap, model)
+        self.parallel.prepare(model)
+        self.optimizer = self.parallel.build_optimizer(model)
+        self.precision = Precision(t, device, sharded=self.parallel.sharded_state)
+        self.step, self.tokens_seen = 0, 0
+        state = self.checkpointer.load_state(snap, self.optimizer) if snap is not None else None
+        model.on_train_start(resumed=snap is not None)
+        # A weights-only snapshot (an imported model, e.g. GPT-2) starts a fresh optimizer and data
+        # position: that is fine-tuning it in place.
+        if state is not None:
+            if state.get("scaler"):
+                self.precision.scaler.load_state_dict(state["scaler"])
+            self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+            self.sampler.load_state_dict(state["data"]["sampler"])
+            restore_rng(state["rng"], info, t.seed, self.step)
+        self.fwd = self.parallel.wrap()
+        self._choose_micro_batch()
+
+        self.trackers = build_trackers(run_dir, info.is_main)
+        if info.is_main:  # written only once the checkpoint has loaded: a refused resume changes nothing
+            save_config(cfg, rundir.config_path(run_dir))
+        self.trackers.start(cfg.to_dict(), self.step)
+        self.diagnostics_log: dict[str, Any] = {"periodic": []}
+        self.last_val: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------- build
+
+    def _prepare_data(self, resuming: bool) -> None:
+        """Tokenizer, token arrays, the mixture sampler, the budget and the validation windows."""
+        cfg, t, info, plan = self.cfg, self.cfg.train, self.info, self.plan
+        if plan.data is None:
+            indices = readable_sources(cfg)  # the failure policy, decided once for the run
+            tokenizer = prepare_tokenizer(cfg, info, self.run_dir, resuming, indices)
+        else:
+            indices, tokenizer = list(range(len(plan.data.arrays.names))), plan.data.tokenizer
+            if info.is_main and not rundir.tokenizer_dir(self.run_dir).is_dir():
+                tokenizer.save(rundir.tokenizer_dir(self.run_dir))
+        if cfg.model.vocab_size not in (None, tokenizer.vocab_size):
+            raise LmlabError(
+                f"model.vocab_size = {cfg.model.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids; "
+                "leave model.vocab_size unset to take the tokenizer's"
+            )
+        cfg.model.vocab_size = tokenizer.vocab_size
+        self.tokenizer = tokenizer
+        arrays = (prepare_tokens(cfg, tokenizer, info, self.run_dir, indices) if plan.data is None
+                  else plan.data.arrays)
+        self.arrays, self.n_sources = arrays, len(arrays.names)
+        self.block = block = t.seq_len or cfg.model.block_size
+        d = cfg.data
+        adaptive = (Adaptive(d.adaptive_interval_tokens, d.adaptive_smoothing, d.adaptive_min_weight,
+                             d.adaptive_max_weight) if d.adaptive else None)
+        self.sampler = MixtureSampler(arrays.train, arrays.names, block, t.batch_target, t.grad_accum_steps,
+                                      info.world, info.rank, t.seed, d.mix_strategy,
+                                      [d.source_weights[i] for i in indices] if d.source_weights else None,
+                                      adaptive)
+        self.budget = resolve_budget(cfg, self.sampler)
+        per_source = max(1, t.eval_batches * t.batch_target // self.n_sources)
+        self.val_sets = [(name, eval_windows(v, block, per_source)) for name, v in zip(arrays.names, arrays.val)
+                         if len(v) >= 2]
+        if not self.val_sets:
+            raise LmlabError("the validation split is empty; raise data.val_fraction or add documents")
+        self.byte_lengths = tokenizer.token_byte_lengths()
+
+    def _choose_micro_batch(self) -> None:
+        """``batch_size: auto``: probe the device for the micro-batch (the step's math is fixed)."""
+        t = self.cfg.train
+        if t.batch_size != "auto":
+            return
+        target = t.batch_target * t.grad_accum_steps
+        ab = t.adaptive_batch
+        if self.info.device.type != "cuda" or not ab.enabled:
+            why = "adaptive_batch.enabled is false" if not ab.enabled else f"no GPU memory to probe on {self.info.device}"
+            self._say(f"lmlab: train.batch_size auto: {why}, so micro-batches are adaptive_batch.max_batch_size = "
+                      f"{t.batch_target} sequences, {t.grad_accum_steps} per step per process")
+            return
+        fits = batch_probe.cuda_fits(
+            self.model, self.fwd, self.optimizer, self.block, self.tokenizer.vocab_size, self.info.device,
+            ab.safety_factor, self.precision.autocast,
+            lambda peak: all_reduce_max(peak, self.info))
+        micro = batch_probe.search_micro_batch(target, ab, fits)
+        if micro != self.sampler.micro_batch:
+            self.sampler.set_micro_batch(micro)
+        self._say(f"lmlab: train.batch_size auto: micro-batch {micro} x {self.sampler.accum} accumulation steps "
+                  f"= {target} sequences per step per process (probed at step {self.step})")
+
+    # ------------------------------------------------------------------------------- steps
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step over this rank's micro-batches; returns the step's (unreduced)
+        loss sum, terms, per-source stats, grad norm and lr, as tensors."""
+        t, step = self.cfg.train, self.step
+        lr = lr_at(step, t, self.budget.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.info.device)
+        terms_sum: dict[str, torch.Tensor] = {}
+        t_data = time.perf_counter()
+        batches = list(self.sampler.micro_batches(step))
+        data_time = time.perf_counter() - t_data
+        src_stats = torch.zeros(2, self.n_sources, dtype=torch.float64)  # per-source CE sums, rows
+        self.model.set_train_step(step)
+        scaler = self.precision.scaler
+        for m, (x, y, src) in enumerate(batches):
+            x, y = x.to(self.info.device, non_blocking=True), y.to(self.info.device, non_blocking=True)
+            with self.parallel.sync(self.fwd, last=m == len(batches) - 1):
+                with self.precision.autocast():
+                    out = self.fwd(x, y, label_smoothing=t.label_smoothing)
+                scaler.scale(out.loss / len(batches)).backward()
+            loss_sum += out.loss.detach().float()
+            if self.n_sources > 1:
+                src_stats += _per_source_loss(out.logits, y, src, self.n_sources)
+            for k, v in out.terms.items():
+                terms_sum[k] = terms_sum.get(k, 0) + v.detach().float()
+        if t.grad_clip > 0:
+            scaler.unscale_(self.optimizer)
+            grad_norm = self.parallel.clip_grad_norm(t.grad_clip)
+        else:
+            grad_norm = torch.zeros(())
+        scaler.step(self.optimizer)
+        scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += self.budget.tokens_per_step
+        if self.n_sources > 1:  # the same totals on every rank, so every rank reweights alike
+            src_stats = all_reduce_sum(src_stats, self.info)
+            self.sampler.observe(src_stats[0], src_stats[1], self.budget.tokens_per_step)
+        return {"loss_sum": loss_sum, "terms": terms_sum, "n": len(batches), "src": src_stats,
+                "grad_norm": grad_norm, "lr": lr, "data_time": data_time}
+
+    def evaluate(self) -> dict[str, Any]:
+        """Overall val metrics, plus val loss by source when there are several."""
+        scores = {name: score_windows(self.model, w, self.byte_lengths, self.info.device, self.sampler.micro_batch,
+                                      self.precision.autocast())
+                  for name, w in self.val_sets}
+        total = [sum(x) for x in zip(*scores.values())]
+        out: dict[str, Any] = lm_metrics(*total)
+        if len(scores) > 1:
+            out["val_loss_by_source"] = {n: lm_metrics(*sc)["val_loss"] for n, sc in scores.items()}
+        return out
+
+    def save(self) -> None:
+        """A snapshot of everything needed to continue exactly (every rank calls it)."""
+        rng = rng_state(self.info)  # a collective: every rank takes part, rank 0 writes
+        step, sampler = self.step, self.sampler
+        trainer_state = {
+            "scaler": self.precision.scaler.state_dict() if self.precision.scaler.is_enabled() else {},
+            "schedule": {"kind": "warmup_cosine", "step": step, "max_steps": self.budget.max_steps},
+            "rng": rng,
+            "step": step,
+            "tokens_seen": self.tokens_seen,
+            "data": {"step": step, "epoch": step // sampler.steps_per_epoch, "sampler": sampler.state_dict()},
+        }
+        self.checkpointer.save(
+            self.optimizer,
+            lambda model: rundir.snapshot_meta(self.cfg, self.tokenizer, model, step, self.tokens_seen,
+                                               **self.plan.meta),
+            trainer_state)
+
+    def diagnose(self, final: bool) -> None:
+        """The family's own diagnostics of the first val windows, written by rank 0 to its
+        ``diagnostics_file`` (under a strategy whose forward is collective, every rank runs it)."""
+        if not (self.info.is_main or self.parallel.collective_forward):
+            return
+        windows = [w for _, ws in self.val_sets for w in ws]
+        windows = [w for w in windows if len(w) == len(windows[0])][: max(1, self.sampler.micro_batch)]
+        ids = torch.from_numpy(np.stack(windows).astype(np.int64)).to(self.info.device)
+        result = self.model.diagnostics(ids)
+        if result is None or not self.info.is_main:
+            return
+        entry = {"step": self.step, **result}
+        if final:
+            self.diagnostics_log["final"] = entry
+        else:
+            self.diagnostics_log["periodic"].append(entry)
+        atomic_write_text(self.run_dir / self.model.diagnostics_file, json.dumps(self.diagnostics_log, indent=2) + "\n")
+
+    # --------------------------------------------------------------------------------- fit
+
+    def fit(self) -> Path:
+        """Train to the budget, then write the summary, plot and samples; returns the run dir."""
+        cfg, t, info, budget = self.cfg, self.cfg.train, self.info, self.budget
+        if info.is_main:
+            snap = self.snapshot
+            start = f"resuming {snap.path} at step {self.step}" if snap is not None else "starting"
+            print(f"lmlab: {start}: {cfg.model.family} ({self.model.num_params() / 1e6:.2f}M params) | "
+                  f"tokenizer {self.tokenizer.backend} ({self.tokenizer.vocab_size} ids) | {self.n_sources} source(s), "
+                  f"train {n_tokens(self.arrays.train):,} / val {sum(len(a) for a in self.arrays.val):,} tokens | "
+                  f"{budget.max_steps} steps x {budget.tokens_per_step:,} tokens | "
+                  f"{info.device}, {t.precision}, world {info.world}, {self.parallel.name} | {self.run_dir}", flush=True)
+            if not t.save_optimizer_state:
+                print("lmlab: train.save_optimizer_state: false: snapshots keep weights, step and data position but "
+                      "not the optimizer state, so a resume will not be exact", flush=True)
+        bar = tqdm(total=budget.max_steps, initial=self.step, disable=not (t.progress and info.is_main),
+                   unit="step", dynamic_ncols=True, mininterval=1.0)
+        tick, tick_tokens, data_time = time.perf_counter(), self.tokens_seen, 0.0
+        log_src = torch.zeros(2, self.n_sources, dtype=torch.float64)
+        with _Interrupt() as interrupt:
+            self.model.train()
+            while self.step < budget.max_steps:
+                if (t.batch_size == "auto" and t.adaptive_batch.reprobe_interval_steps
+                        and self.step % t.adaptive_batch.reprobe_interval_steps == 0 and self.step > 0):
+                    self._choose_micro_batch()
+                r = self.train_step()
+                step = self.step
+                data_time += r["data_time"]
+                log_src += r["src"]
+                bar.update(1)
+                if step % t.log_interval == 0 or step == budget.max_steps:
+                    loss = all_reduce_mean(r["loss_sum"] / r["n"], info).item()
+                    now = time.perf_counter()
+                    tps = (self.tokens_seen - tick_tokens) / max(now - tick, 1e-9)
+                    data_wait = data_time / max(now - tick, 1e-9)  # share of wall time spent making batches
+                    tick, tick_tokens, data_time = now, self.tokens_seen, 0.0
+                    terms = {k: all_reduce_mean(v / r["n"], info).item() for k, v in r["terms"].items()}
+                    row = {"step": step, "tokens": self.tokens_seen, "loss": loss, "lr": r["lr"],
+                           "grad_norm": float(r["grad_norm"]), "tokens_per_s": tps, "data_wait": data_wait, **terms}
+                    if self.n_sources > 1:
+                        row["source_loss"] = {n: (log_src[0, i] / log_src[1, i]).item()
+                                              for i, n in enumerate(self.arrays.names) if log_src[1, i] > 0}
+                        row["source_weights"] = self.sampler.weights()
+                        log_src.zero_()
+                    self.trackers.log(row)
+                    bar.set_postfix(tokens=f"{self.tokens_seen:,}", loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}",
+                                    refresh=False)
+                if step % t.eval_interval == 0 or step == budget.max_steps:
+                    self.last_val = self.evaluate()
+                    self.trackers.log({"step": step, "tokens": self.tokens_seen, **self.last_val})
+                    if t.eval_planner_diagnostics:
+                        self.diagnose(final=False)
+                    if info.is_main and t.progress:
+                        v = self.last_val
+                        bar.write(f"step {step}: val loss {v['val_loss']:.4f}, ppl {v['val_ppl']:.2f}, "
+                                  f"bpb {v['val_bpb']:.4f}")
+                if info.world > 1:  # every rank must stop at the same step
+                    flag = torch.tensor([float(interrupt.hit)], device=info.device)
+                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                    interrupt.hit = bool(flag.item())
+                if step % t.save_interval == 0 or step == budget.max_steps or interrupt.hit:
+                    self.save()
+                if interrupt.hit:
+                    bar.close()
+                    self.trackers.close()
+                    raise KeyboardInterrupt(f"interrupted at step {step}; resume with: {self.plan.resume_command}")
+        bar.close()
+        if not self.last_val:  # nothing left to train (a finished run re-run): still report where it stands
+            self.last_val = self.evaluate()
+        if t.final_eval_planner_diagnostics:
+            self.diagnose(final=True)
+        self._finish()
+        self.trackers.close()
+        # Ranks leave together: a rank that tears its process group down while rank 0 still writes
+        # the summary and samples is a known race at gloo teardown (PyTorch's advice: barrier first).
+        barrier(info)
+        return self.run_dir
+
+    def _finish(self) -> None:
+        """Rank 0: metrics.json, the loss curve and samples (from the whole model)."""
+        model = self.checkpointer.consolidated()  # a gather under FSDP: every rank takes part
+        if not self.info.is_main:
+            return
+        run_dir = self.run_dir
+        summary = {"steps": self.step, "tokens": self.tokens_seen, "max_steps": self.budget.max_steps,
+                   "num_params": sum(p.numel() for p in model.parameters()),
+                   "tokenizer": self.tokenizer.backend, "vocab_size": self.tokenizer.vocab_size,
+                   "train_tokens": n_tokens(self.arrays.train), "val_tokens": sum(len(a) for a in self.arrays.val),
+                   "sources": self.arrays.names, **self.last_val}
+        train_rows = [r for r in read_metrics(run_dir) if "loss" in r]
+        if train_rows:
+            summary.update({"final_train_loss": train_rows[-1]["loss"],
+                            "tokens_per_s": train_rows[-1]["tokens_per_s"]})
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        plot_loss_curve(run_dir)
+        _write_samples(model, self.tokenizer, self.cfg, run_dir)
+
+    def _say(self, line: str) -> None:
+        if self.info.is_main:
+            print(line, flush=True)
+
+
+def all_reduce_max(x: float, info: DistInfo) -> float:
+    """The largest ``x`` over ranks."""
+    if info.world == 1:
+        return x
+    t = torch.tensor([x], dtype=torch.float64, device=info.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t.item())
+
+
+def _per_source_loss(logits: torch.Tensor, y: torch.Tensor, src: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-source sums of row-mean CE and row counts, (2, n), from logits (B, T, V) and y (B, T)."""
+    out = torch.zeros(2, n, dtype=torch.float64)
+    if logits.shape[:2] != y.shape:  # a family whose outputs are not per-target logits
+        return out
+    with torch.no_grad():
+        ce = F.cross_entropy(logits.detach().float().transpose(1, 2), y, ignore_index=-1, reduction="none")
+        rows = ce.mean(dim=1).double().cpu()  # (B,)
+    out[0].index_add_(0, src, rows)
+    out[1].index_add_(0, src, torch.ones_like(rows))
+    return out
+
+
+def _write_samples(model, tokenizer, cfg: RunConfig, run_dir: Path) -> None:
+    """Decode the configured prompts, print them and save samples.txt."""
+    from lmlab.generate import complete
+
+    try:
+        texts = complete(model, tokenizer, cfg.sample.prompts, cfg.sample)
+    except LmlabError as e:  # e.g. a prompt the char tokenizer cannot encode: the run is still good
+        warnings.warn(f"no samples written: sample.prompts: {e}", stacklevel=2)
+        return
+    block = "\n\n".join(f"--- sample {i + 1} ---\n{text}" for i, text in enumerate(texts))
+    (run_dir / "samples.txt").write_text(block + "\n", encoding="utf-8")
+    print(block)
