@@ -354,6 +354,9 @@ class Trainer:
                   f"train {n_tokens(self.arrays.train):,} / val {sum(len(a) for a in self.arrays.val):,} tokens | "
                   f"{budget.max_steps} steps x {budget.tokens_per_step:,} tokens | "
                   f"{info.device}, {t.precision}, world {info.world}, {self.parallel.name} | {self.run_dir}", flush=True)
+            if t.distributed.zero_optimizer and self.parallel.name == "none":
+                print("lmlab: train.distributed.zero_optimizer: one process has nothing to shard; plain AdamW",
+                      flush=True)
             if not t.save_optimizer_state:
                 print("lmlab: train.save_optimizer_state: false: snapshots keep weights, step and data position but "
                       "not the optimizer state, so a resume will not be exact", flush=True)

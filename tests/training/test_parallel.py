@@ -267,3 +267,16 @@ def test_fsdp_mixed_precision_policy_trains(tiny_config, precision):
     losses = _losses(run)
     assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < losses[0]
     assert all(v.dtype == torch.float32 for v in _weights(run).values())
+
+
+def test_sharded_and_unsharded_snapshots_cross_over_where_they_can(tiny_config, tmp_path):
+    """A DCP snapshot continues without FSDP (DCP reads the shards on one process); a snapshot
+    without shards is refused under FSDP in one line and left as it was."""
+    _, raw, run = tiny_config(train={"max_steps": 4, "save_interval": 4})
+    lmlab.train(raw, **{"train.parallel": "fsdp"})
+    lmlab.train(raw, **{"train.parallel": "none", "train.max_steps": 8})
+    assert "dcp/.metadata" not in json.loads((run / "checkpoints/current/meta.json").read_text())["sha256"]
+    before = (run / "checkpoints/current/model.safetensors").read_bytes()
+    with pytest.raises(LmlabError, match="saved without parallel: fsdp.*continue it with parallel: none or ddp"):
+        lmlab.train(raw, **{"train.parallel": "fsdp", "train.max_steps": 12})
+    assert (run / "checkpoints/current/model.safetensors").read_bytes() == before
