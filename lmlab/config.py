@@ -337,6 +337,11 @@ class TrainConfig(Strict):
     beta2: float = Field(0.95, ge=0, lt=1)
     grad_clip: float = Field(1.0, ge=0)
     """Max global grad norm; 0 disables clipping."""
+    on_nonfinite: Literal["stop", "skip_step"] = "stop"
+    """A non-finite loss or gradient norm (all ranks agree): ``stop`` with one line naming the step
+    and the last good snapshot (nothing non-finite is saved); ``skip_step`` drops that optimizer
+    step and stops after ``max_nonfinite_steps`` consecutive ones."""
+    max_nonfinite_steps: int = Field(10, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
     """``torch.compile`` the model (seed 000 spells it ``{enabled: true}``)."""

@@ -30,3 +30,28 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     fsync_file(tmp)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows of an append-only JSON-lines file. A torn last line (a kill mid-append) is
+    dropped with a warning; a bad line before the end is an error naming it."""
+    import json
+    import warnings
+
+    from lmlab.errors import LmlabError
+
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = [(i, line) for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+             if line.strip()]
+    rows = []
+    for k, (i, line) in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if k == len(lines) - 1:
+                warnings.warn(f"{path}: line {i} is torn (a write was cut off); dropping it", stacklevel=2)
+                break
+            raise LmlabError(f"{path}: line {i} is not JSON ({e.msg}); fix or delete that line") from None
+    return rows

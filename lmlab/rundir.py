@@ -30,6 +30,8 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,8 @@ def stage_snapshot(run_dir: str | Path) -> Path:
     mid-write, are removed first: they are never whole snapshots)."""
     ckpt = Path(run_dir) / "checkpoints"
     ckpt.mkdir(parents=True, exist_ok=True)
+    # Safe to sweep: the writer holds the run dir's lock (``locked``), so no other process is
+    # writing a snapshot here; what is left is a crashed writer's.
     for stale in ckpt.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=".tmp-", dir=ckpt))
@@ -269,6 +273,38 @@ def latest_snapshot(run_dir: str | Path) -> Snapshot:
         f"{run_dir}: no checkpoint found (expected {run_dir}/checkpoints/current); "
         "train first with: lmlab train --config CONFIG --set train.out_dir=" + str(run_dir)
     )
+
+
+LOCK = ".lock"
+
+
+@contextmanager
+def locked(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run dir's training lock (``RUN/.lock``, ``fcntl.flock``; the OS drops it when the
+    holder dies, even by SIGKILL). A second trainer on the same run dir is refused in one line
+    naming the holder's PID, before it writes anything."""
+    import fcntl
+
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise LmlabError(f"{run_dir} is being trained by another process (PID {holder}); wait for it to "
+                             "finish or stop it, or pick another train.out_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+        created = False  # a run that ran keeps its lock file (unlinking it would race a new locker)
+    finally:
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK]:  # refused before writing anything
+            (run_dir / LOCK).unlink()
+            run_dir.rmdir()
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def tokenizer_dir(run_dir: str | Path) -> Path:

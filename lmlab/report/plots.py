@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from lmlab.fsio import read_jsonl
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The rows of a run's metrics.jsonl (a torn last line is dropped with a warning)."""
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
 
 def plot_loss_curve(run_dir: str | Path) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from lmlab import rundir
 from lmlab.config import RunConfig
 from lmlab.registry import get_family
 from lmlab.training.distributed import resolve_backend, setup_distributed, teardown_distributed
@@ -33,7 +34,9 @@ def train(plan: TrainPlan | RunConfig) -> Path:
     try:
         group = (single_process_group(info, resolve_backend(t.distributed.backend, info.device))
                  if resolve_parallel(t, info.world) == "fsdp" else contextlib.nullcontext())
-        with group, backend_flags(t):
+        # Rank 0 holds the run dir's lock for the whole run (ranks of one job share the dir).
+        lock = rundir.locked(t.out_dir) if info.is_main else contextlib.nullcontext()
+        with lock, group, backend_flags(t):
             return Trainer(plan, info).fit()
     finally:
         teardown_distributed()

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lmlab.fsio import atomic_write_text, read_jsonl
+
 
 class Tracker:
     """A metrics sink. Every method is a no-op here; trackers override what they use."""
@@ -29,16 +31,15 @@ class Tracker:
 
 class JsonlTracker(Tracker):
     """Append-only ``metrics.jsonl``; on resume, rows after the snapshot's step are dropped
-    (they will be logged again)."""
+    (they will be logged again) and a torn last row (a kill mid-write) goes with a warning."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / "metrics.jsonl"
 
     def start(self, config: dict[str, Any], step: int) -> None:
-        if self.path.is_file():
-            keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= step]
-            self.path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+        if self.path.is_file():  # rewritten whole or not at all; a torn last row is dropped
+            keep = [row for row in read_jsonl(self.path) if row.get("step", 0) <= step]
+            atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in keep))
 
     def log(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:

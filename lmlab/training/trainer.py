@@ -169,7 +169,7 @@ class Trainer:
         self.parallel.prepare(model)
         self.optimizer = self.parallel.build_optimizer(model)
         self.precision = Precision(t, device, sharded=self.parallel.sharded_state)
-        self.step, self.tokens_seen = 0, 0
+        self.step, self.tokens_seen, self.bad_steps = 0, 0, 0
         state = self.checkpointer.load_state(snap, self.optimizer) if snap is not None else None
         model.on_train_start(resumed=snap is not None)
         # A weights-only snapshot (an imported model, e.g. GPT-2) starts a fresh optimizer and data
@@ -278,12 +278,13 @@ class Trainer:
                 src_stats += _per_source_loss(out.logits, y, src, self.n_sources)
             for k, v in out.terms.items():
                 terms_sum[k] = terms_sum.get(k, 0) + v.detach().float()
-        if t.grad_clip > 0:
-            scaler.unscale_(self.optimizer)
-            grad_norm = self.parallel.clip_grad_norm(t.grad_clip)
-        else:
-            grad_norm = torch.zeros(())
-        scaler.step(self.optimizer)
+        scaler.unscale_(self.optimizer)
+        # Without clipping the norm is still taken (an infinite max clips nothing): it is how a
+        # diverging step is caught before it reaches the weights.
+        grad_norm = self.parallel.clip_grad_norm(t.grad_clip if t.grad_clip > 0 else float("inf"))
+        if self._finite(loss_sum, grad_norm):
+            scaler.step(self.optimizer)
+            self.bad_steps = 0
         scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -293,6 +294,39 @@ class Trainer:
             self.sampler.observe(src_stats[0], src_stats[1], self.budget.tokens_per_step)
         return {"loss_sum": loss_sum, "terms": terms_sum, "n": len(batches), "src": src_stats,
                 "grad_norm": grad_norm, "lr": lr, "data_time": data_time}
+
+    def _finite(self, loss_sum: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        """Whether this step's loss and gradient norm are finite on every rank. A non-finite one
+        stops the run (``on_nonfinite: stop``) or drops the step (``skip_step``) until too many
+        in a row. fp16's loss scaler skips overflowing gradients itself: there only the loss counts."""
+        checked = [loss_sum.float()]
+        if not self.precision.scaler.is_enabled():
+            checked.append(grad_norm.detach().float().to(loss_sum.device))
+        bad = all_reduce_max(float(not bool(torch.isfinite(torch.stack(checked)).all())), self.info) > 0
+        if not bad:
+            return True
+        t, step = self.cfg.train, self.step + 1
+        self.bad_steps += 1
+        if t.on_nonfinite == "skip_step" and self.bad_steps < t.max_nonfinite_steps:
+            self._say(f"lmlab: step {step}: non-finite loss or gradient norm; skipping this optimizer step "
+                      f"({self.bad_steps} in a row, stop at {t.max_nonfinite_steps})")
+            return False
+        raise LmlabError(self._nonfinite_message(step, f"{self.bad_steps} step(s) in a row" if t.on_nonfinite ==
+                                                 "skip_step" else "train.on_nonfinite: stop"))
+
+    def _nonfinite_message(self, step: int, why: str) -> str:
+        last = rundir.latest_snapshot(self.run_dir) if rundir.has_checkpoint(self.run_dir) else None
+        kept = f"the last good snapshot is {last.path} (step {last.step})" if last is not None else "no snapshot was saved"
+        return (f"step {step}: the loss or gradient norm is not finite ({why}); stopped without saving it, "
+                f"{kept}; lower train.lr or raise train.warmup_steps, or set train.on_nonfinite: skip_step")
+
+    def _weights_finite(self) -> bool:
+        """Whether every parameter is finite on every rank (each checks its own shards)."""
+        from torch.distributed.tensor import DTensor
+
+        local = [p.to_local() if isinstance(p, DTensor) else p for p in self.model.parameters()]
+        ok = all(bool(torch.isfinite(p.detach()).all()) for p in local if p.numel())
+        return all_reduce_max(float(not ok), self.info) == 0
 
     def evaluate(self) -> dict[str, Any]:
         """Overall val metrics, plus val loss by source when there are several."""
@@ -306,7 +340,10 @@ class Trainer:
         return out
 
     def save(self) -> None:
-        """A snapshot of everything needed to continue exactly (every rank calls it)."""
+        """A snapshot of everything needed to continue exactly (every rank calls it); weights that
+        are not finite are never saved: the run stops instead, keeping the snapshots it has."""
+        if not self._weights_finite():
+            raise LmlabError(self._nonfinite_message(self.step, "the weights themselves"))
         rng = rng_state(self.info)  # a collective: every rank takes part, rank 0 writes
         step, sampler = self.step, self.sampler
         trainer_state = {
