@@ -74,6 +74,15 @@ def all_reduce_sum(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return y.to(x.device)
 
 
+def all_reduce_max(x: float, info: DistInfo) -> float:
+    """The largest ``x`` over ranks (``x`` in a single process)."""
+    if info.world == 1:
+        return x
+    t = torch.tensor([x], dtype=torch.float64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def barrier(info: DistInfo) -> None:
     """Wait for every rank (no-op in a single process)."""
     if info.world > 1:

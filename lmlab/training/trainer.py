@@ -37,7 +37,13 @@ from lmlab.report.plots import plot_loss_curve, read_metrics
 from lmlab.training import batch_probe
 from lmlab.training.checkpoint import Checkpointer, restore_rng, rng_state
 from lmlab.training.data import prepare_tokenizer, prepare_tokens, readable_sources
-from lmlab.training.distributed import DistInfo, all_reduce_mean, all_reduce_sum, barrier
+from lmlab.training.distributed import (
+    DistInfo,
+    all_reduce_max,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+)
 from lmlab.training.evaluate import lm_metrics, score_windows
 from lmlab.training.optim import lr_at
 from lmlab.training.parallel import build_parallel, check_parallel
@@ -439,9 +445,7 @@ class Trainer:
                         bar.write(f"step {step}: val loss {v['val_loss']:.4f}, ppl {v['val_ppl']:.2f}, "
                                   f"bpb {v['val_bpb']:.4f}")
                 if info.world > 1:  # every rank must stop at the same step
-                    flag = torch.tensor([float(interrupt.hit)], device=info.device)
-                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                    interrupt.hit = bool(flag.item())
+                    interrupt.hit = all_reduce_max(float(interrupt.hit), info) > 0
                 if step % t.save_interval == 0 or step == budget.max_steps or interrupt.hit:
                     self.save()
                 if interrupt.hit:
@@ -482,15 +486,6 @@ class Trainer:
     def _say(self, line: str) -> None:
         if self.info.is_main:
             print(line, flush=True)
-
-
-def all_reduce_max(x: float, info: DistInfo) -> float:
-    """The largest ``x`` over ranks."""
-    if info.world == 1:
-        return x
-    t = torch.tensor([x], dtype=torch.float64, device=info.device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return float(t.item())
 
 
 def _per_source_loss(logits: torch.Tensor, y: torch.Tensor, src: torch.Tensor, n: int) -> torch.Tensor:

@@ -1,0 +1,159 @@
+"""The ``train`` section of a run config: budget, optimizer, precision, parallelism, batch probing.
+
+Split out of ``config.py`` (which re-exports every name here) at the section's seam: it is the
+part the scale path grows (FSDP, ZeRO, GPU knobs, adaptive batch).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from lmlab.strict import Strict
+
+BUDGET_KEYS = ("max_steps", "max_tokens", "epochs")
+
+
+class DistributedConfig(Strict):
+    """Process-group knobs (seed 000's ``train.distributed``)."""
+
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """``auto``: nccl on CUDA, gloo on CPU."""
+    zero_optimizer: bool = False
+    """Shard the AdamW state over the ranks (``ZeroRedundancyOptimizer``; ``parallel: ddp``)."""
+
+
+class FsdpConfig(Strict):
+    """FSDP2 (``torch.distributed.fsdp.fully_shard``) options, used with ``parallel: fsdp``."""
+
+    cpu_offload: bool = False
+    """Keep the sharded parameters, gradients and optimizer state in CPU memory (CUDA only)."""
+    reshard_after_forward: bool = True
+    """Free each block's gathered weights after its forward (less memory, one more all-gather)."""
+
+
+class AdaptiveBatchConfig(Strict):
+    """``batch_size: auto``: the micro-batch is the largest that fits in the GPU's memory (seed 000).
+
+    The optimizer step always takes ``max_batch_size x grad_accum_steps`` sequences per process,
+    as if ``batch_size`` were ``max_batch_size``: the probe picks a micro-batch that divides that
+    and accumulates the rest, so the micro-batch never changes the math.
+    """
+
+    enabled: bool = True
+    probe_batch_size: int = Field(2, ge=1)
+    """The first micro-batch tried; the search doubles from there."""
+    min_batch_size: int = Field(1, ge=1)
+    max_batch_size: int = Field(64, ge=1)
+    safety_factor: float = Field(0.9, gt=0, le=1)
+    """Use at most this share of the device's memory at the probed peak."""
+    reprobe_interval_steps: int = Field(0, ge=0)
+    """Probe again every this many steps (0: only at the start)."""
+
+    @model_validator(mode="after")
+    def _range(self) -> AdaptiveBatchConfig:
+        if self.min_batch_size > self.max_batch_size:
+            raise ValueError(f"min_batch_size ({self.min_batch_size}) exceeds max_batch_size ({self.max_batch_size})")
+        return self
+
+
+class TrainConfig(Strict):
+    out_dir: str = "runs/default"
+    seed: int = 1337
+    device: str = "auto"
+    """``auto`` (cuda if available, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
+    num_threads: int | None = Field(None, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 16
+    """Sequences per micro-batch per process; the global batch is this x grad_accum x world.
+    ``auto``: probe the GPU's memory for the micro-batch (``adaptive_batch``)."""
+    adaptive_batch: AdaptiveBatchConfig = Field(default_factory=AdaptiveBatchConfig)
+    grad_accum_steps: int = Field(1, ge=1)
+    seq_len: int | None = Field(None, ge=1)
+    """Training and eval window length in tokens; None: ``model.block_size`` (it may not exceed it)."""
+    max_steps: int | None = Field(1000, ge=1)
+    """Training budget: one of max_steps, max_tokens (global tokens) or epochs over the train split."""
+    max_tokens: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    num_epochs: float | None = Field(None, gt=0)
+    """Seed-003 spelling of ``epochs`` (the abstractinator's ``exp_config['num_epochs']``)."""
+    lr: float = Field(1e-3, gt=0)
+    min_lr: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0)
+    """Max global grad norm; 0 disables clipping."""
+    on_nonfinite: Literal["stop", "skip_step"] = "stop"
+    """A non-finite loss or gradient norm (all ranks agree): ``stop`` with one line naming the step
+    and the last good snapshot (nothing non-finite is saved); ``skip_step`` drops that optimizer
+    step and stops after ``max_nonfinite_steps`` consecutive ones."""
+    max_nonfinite_steps: int = Field(10, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
+    """``torch.compile`` the model (seed 000 spells it ``{enabled: true}``)."""
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"
+    """Data parallelism (``lmlab/training/parallel.py``): ``auto`` is ddp under torchrun, none
+    otherwise; ``fsdp`` shards parameters, gradients and optimizer state per block (FSDP2)."""
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    fsdp: FsdpConfig = Field(default_factory=FsdpConfig)
+    save_optimizer_state: bool = True
+    """false: snapshots keep weights, step and data position but not the optimizer state
+    (smaller), so a resume continues with a fresh optimizer and is not bit-exact."""
+    allow_tf32: bool = False
+    """TF32 matmuls and convolutions on Ampere/Hopper GPUs (faster, ~1e-3 relative error)."""
+    matmul_precision: Literal["highest", "high", "medium"] | None = None
+    """``torch.set_float32_matmul_precision`` for the run (None: leave PyTorch's setting)."""
+    fused_adamw: Literal["auto"] | bool = "auto"
+    """The fused AdamW kernel: ``auto`` uses it where PyTorch has it (CUDA, CPU)."""
+    grad_checkpoint: bool = False
+    """Recompute each block's activations in backward (less memory, ~1/3 more compute)."""
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    log_interval: int = Field(10, ge=1)
+    eval_interval: int = Field(200, ge=1)
+    eval_batches: int = Field(20, ge=1)
+    save_interval: int = Field(200, ge=1)
+    progress: bool = True
+    eval_planner_diagnostics: bool = False
+    """Planner families (apelr): add the planner diagnostics to planner_eval.json at every eval."""
+    final_eval_planner_diagnostics: bool = True
+    """Planner families: write the final planner diagnostics to planner_eval.json."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _compile_section(cls, raw: Any) -> Any:
+        """Seed 000's ``compile: {enabled: true}`` -> ``compile: true``."""
+        if isinstance(raw, dict) and isinstance(raw.get("compile"), dict):
+            section = raw["compile"]
+            unknown = sorted(set(section) - {"enabled"})
+            if unknown:
+                raise ValueError(f"compile: unknown key(s) {unknown}; the section takes only enabled (true/false)")
+            raw = {**raw, "compile": section.get("enabled", True)}
+        return raw
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainConfig:
+        if self.num_epochs is not None:
+            if self.epochs is not None and self.epochs != self.num_epochs:
+                raise ValueError(f"num_epochs ({self.num_epochs}) and epochs ({self.epochs}) name one budget; "
+                                 "set only one")
+            object.__setattr__(self, "epochs", self.num_epochs)
+            self.model_fields_set.add("epochs")
+        # Setting max_tokens or epochs replaces the default max_steps.
+        if "max_steps" not in self.model_fields_set and (self.max_tokens or self.epochs):
+            object.__setattr__(self, "max_steps", None)
+        set_ = [k for k in BUDGET_KEYS if getattr(self, k) is not None]
+        if len(set_) > 1:
+            raise ValueError(f"set only one of max_steps, max_tokens, epochs (got {', '.join(set_)})")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.allow_tf32 and self.matmul_precision == "highest":
+            raise ValueError("allow_tf32: true and matmul_precision: highest contradict each other; drop one")
+        return self
+
+    @property
+    def batch_target(self) -> int:
+        """Sequences per micro-batch slot: ``batch_size``, or with ``auto`` the adaptive maximum
+        (the micro-batch the probe may split into smaller ones)."""
+        return self.adaptive_batch.max_batch_size if self.batch_size == "auto" else self.batch_size
