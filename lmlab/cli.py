@@ -33,7 +33,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if args.config:
             raise LmlabError("--resume continues a run with its own config.yaml; drop --config (use --set to change train.*)")
         # The run dir goes in as a value, not a --set string: "2024" must stay a path, not a number.
-        cfg = load_config(rundir.config_path(run), overrides, raw={"train": {"out_dir": str(run)}, **extra})
+        raw = {"train": {"out_dir": str(run)}, **extra}
+        if rundir.config_path(run).is_file():
+            cfg = load_config(rundir.config_path(run), overrides, raw=raw)
+        else:  # the snapshot carries the whole config too (config.yaml lost, or a copied snapshot)
+            from lmlab.config import deep_merge
+
+            saved = rundir.checkpoint_config(rundir.latest_snapshot(run).meta)
+            cfg = load_config(None, overrides, raw=deep_merge(saved, raw))
     else:
         cfg = load_config(args.config, overrides, raw=extra or None)
     train(cfg)
@@ -163,9 +170,16 @@ def _positive_int(value: str) -> int:
     return n
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, and where to read more), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lmlab", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="lmlab", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model (resumes the run dir's checkpoint if it has one)")
     t.add_argument("--config", "-c", help="YAML or JSON run config (default: built-in defaults)")
@@ -257,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def interrupted_line(e: BaseException) -> str:
+    """What an interrupted command says: the trainer's own message (where it stopped, how to
+    resume), else that it stopped and what is kept."""
+    return str(e) or "interrupted; nothing was lost (snapshots are written whole or not at all)"
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     return f"warning: {message}\n"
 
@@ -273,8 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     except LmlabError as e:
         print(f"lmlab {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only folder, a file in the way: the user's to fix
+        from lmlab.fsio import user_error_line, user_os_error
+
+        if not user_os_error(e):
+            raise
+        print(f"lmlab {args.command}: error: {user_error_line(e, 'cannot write')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
-        print(f"lmlab {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        print(f"lmlab {args.command}: {interrupted_line(e)}", file=sys.stderr)
         return 130
     return 0
 

@@ -261,6 +261,19 @@ class ModelConfig(Strict):
     required_tokenizer: typing.ClassVar[str | None] = None
     """A family that reads one unit only (the abstractinator: bytes) refuses other tokenizers."""
 
+    def size_estimate(self, tokens: int) -> tuple[int, int]:
+        """(parameters, fp32 activation bytes a training step keeps for backward over a
+        micro-batch of ``tokens`` tokens), estimated before the model is built, so a size that
+        cannot fit is refused at once (``training/memory.py``). Families override it with a
+        formula; this default builds the model on the meta device (exact parameters, no memory)
+        and leaves activations out."""
+        import torch
+
+        from lmlab.registry import build_model
+
+        with torch.device("meta"):
+            return sum(p.numel() for p in build_model(self).parameters()), 0
+
     @classmethod
     def upgrade_checkpoint_config(cls, model: dict[str, Any]) -> dict[str, Any]:
         """A saved ``model`` section in the current schema (families whose fields changed
@@ -330,9 +343,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: cannot read config ({e.__class__.__name__}: {e}); save it as UTF-8 text") from None
     try:
         raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise ConfigError(f"{p}: cannot parse config: {first}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}: line {e.lineno}, column {e.colno}: cannot parse config: {e.msg}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = " ".join(x for x in (getattr(e, "problem", None), getattr(e, "context", None)) if x) or \
+            str(e).strip().splitlines()[0]
+        raise ConfigError(f"{p}: {at}cannot parse config: {what}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -2,8 +2,66 @@
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from lmlab.errors import LmlabError
+
+# OS errors a user causes and fixes (the disk, the permissions, the path), with the fix; any other
+# OSError is left alone (it keeps its traceback: it may be a bug).
+_USER_ERRNOS = {
+    errno.ENOSPC: "free some space or write somewhere else",
+    errno.EDQUOT: "free some space or write somewhere else",
+    errno.EROFS: "write somewhere else",
+    errno.EACCES: "fix the permissions or write somewhere else",
+    errno.EPERM: "fix the permissions or write somewhere else",
+    errno.ENOTDIR: "part of that path is a file, not a folder",
+    errno.EEXIST: "a file is in the way; remove it or write somewhere else",
+    errno.EISDIR: "that is a folder, not a file",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+
+
+def user_os_error(e: BaseException) -> bool:
+    """Whether ``e`` is an OS error the user causes and fixes (see ``user_io``)."""
+    return isinstance(e, OSError) and e.errno in _USER_ERRNOS
+
+
+def user_error_line(e: OSError, what: str) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{what}: {where}{e.strerror}; {_USER_ERRNOS[e.errno]}"
+
+
+@contextmanager
+def user_io(what: str, also: str = "") -> Iterator[None]:
+    """Turn a user-caused OS error (no space, read-only, permission, a file in the way) raised
+    inside into one :class:`LmlabError` line: ``what: PATH: reason; fix`` plus ``also``."""
+    try:
+        yield
+    except OSError as e:
+        if not user_os_error(e):
+            raise
+        raise LmlabError(user_error_line(e, what) + also) from None
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Fail now, in one line, if the file ``path`` cannot be written (its folder is made)."""
+    path = Path(path)
+    if path.is_dir():
+        raise LmlabError(f"{what} {path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.probe-{os.getpid()}")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        if not user_os_error(e):
+            raise
+        e.filename = str(path)  # the file asked for, not the probe
+        raise LmlabError(user_error_line(e, what)) from None
 
 
 def fsync_file(path: str | Path) -> None:
@@ -26,9 +84,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     a reader (or a crash) sees the old file or the new one, never half of one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    fsync_file(tmp)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        with suppress(OSError):  # a half-written temp file, where there is one
+            tmp.unlink(missing_ok=True)
+        e.filename = str(path)  # the file being written, not its temp name
+        raise
     fsync_dir(path.parent)
 
 
@@ -37,8 +101,6 @@ def read_jsonl(path: str | Path) -> list[dict]:
     dropped with a warning; a bad line before the end is an error naming it."""
     import json
     import warnings
-
-    from lmlab.errors import LmlabError
 
     path = Path(path)
     if not path.is_file():

@@ -7,6 +7,7 @@ Layout::
     RUN/checkpoints/current|prev|prev2/
         model.safetensors           weights
         meta.json                   format version, family, config, tokenizer, step, tokens, sha256s
+        SHA256SUMS                  the sha256 of every file, meta.json included (``sha256sum -c``)
         trainer.pt                  optimizer, schedule, scaler, RNG, data position (tensors only)
         dcp/                        (parallel: fsdp) model and optimizer shards, torch.distributed.checkpoint
 
@@ -19,11 +20,14 @@ A snapshot is written to ``checkpoints/.tmp-*``, fsynced, then rotated in by ren
 (prev -> prev2, current -> prev, tmp -> current), so a crash at any moment leaves the earlier
 snapshots whole. The mirror is built beside and swapped in by renames after the rotation; it is a
 convenience copy for outside readers and never read here. Loading checks the sha256 of every
-file and falls back current -> prev -> prev2 (of either layout).
+file (``SHA256SUMS`` covers ``meta.json`` itself) and falls back current -> prev -> prev2 (of
+either layout). A snapshot found broken is remembered by this process and is the first to go at
+the next rotation, so a fallback never costs a good snapshot.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -40,10 +44,11 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from lmlab.errors import LmlabError
-from lmlab.fsio import fsync_dir, fsync_file
+from lmlab.fsio import fsync_dir, fsync_file, user_error_line, user_io, user_os_error
 
 FORMAT_VERSION = 1
 WEIGHTS, META, TRAINER = "model.safetensors", "meta.json", "trainer.pt"
+SUMS = "SHA256SUMS"  # `sha256sum -c` format; covers meta.json, whose own sha256 map cannot
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,11 @@ SNAPSHOTS = CORE.names
 
 @dataclass
 class Snapshot:
-    """A verified snapshot on disk."""
+    """A verified snapshot on disk (``trainer_state``: preloaded when asked of ``latest_snapshot``)."""
 
     path: Path
     meta: dict[str, Any]
+    trainer_state: dict[str, Any] | None = None
 
     @property
     def step(self) -> int:
@@ -75,23 +81,63 @@ class Snapshot:
     def load_weights(self, model: torch.nn.Module, tolerant: bool | None = None) -> None:
         """Load the weights into ``model``: every tensor must match by name and shape, unless
         ``tolerant`` (default: the model class's ``tolerant_load``); then added / missing tensors
-        are a warning that lists them. A shape mismatch is always an error."""
+        are a warning that lists them. A shape mismatch is always an error naming the tensors."""
         if tolerant is None:
             tolerant = model.tolerant_load
-        try:
-            missing, unexpected = load_model(model, self.path / WEIGHTS, strict=not tolerant,
-                                             device=str(next(model.parameters()).device))
-        except (RuntimeError, KeyError) as e:
-            first = str(e).strip().splitlines()[0]
-            raise LmlabError(f"{self.path / WEIGHTS}: weights do not fit the model: {first}") from None
+        path = self.path / WEIGHTS
+        differ = weights_mismatch(model, path)
+        if differ and (not tolerant or differ.startswith("shape")):
+            raise LmlabError(f"{path}: weights do not fit the model built from its config ({differ}); the "
+                             "snapshot's config and weights come from different models")
+        missing, unexpected = load_model(model, path, strict=not tolerant, device=str(next(model.parameters()).device))
         if missing or unexpected:
-            warnings.warn(f"{self.path / WEIGHTS}: loaded with missing tensors {sorted(missing)} (kept at "
+            warnings.warn(f"{path}: loaded with missing tensors {sorted(missing)} (kept at "
                           f"their initial values) and unexpected tensors {sorted(unexpected)} (ignored)",
                           stacklevel=2)
 
     def load_trainer_state(self) -> dict[str, Any]:
         """The trainer state (plain tensors and containers; never unpickles objects)."""
-        return torch.load(self.path / TRAINER, map_location="cpu", weights_only=True)
+        if self.trainer_state is None:
+            self.trainer_state = _read_trainer_state(self.path)
+        return self.trainer_state
+
+
+def weights_mismatch(model: torch.nn.Module, path: Path, shown: int = 4) -> str:
+    """How the tensors in the safetensors file ``path`` differ from ``model``'s, in a few words
+    ("" when they fit): shape differences first, then tensors only one side has."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    state = model.state_dict()
+    # Tied tensors are stored once (save_model): a model name whose storage another stored name
+    # shares is not missing.
+    stored = {state[k].untyped_storage().data_ptr() for k in saved if k in state}
+    shapes = [f"{k} {list(saved[k])} in the file vs {list(v.shape)} in the model"
+              for k, v in state.items() if k in saved and tuple(v.shape) != saved[k]]
+    missing = [k for k, v in state.items() if k not in saved and v.untyped_storage().data_ptr() not in stored]
+    extra = [k for k in saved if k not in state]
+
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+    parts = [f"shape of {len(shapes)} tensor(s): {few(shapes)}"] if shapes else []
+    if missing:
+        parts.append(f"{len(missing)} missing from the file: {few(missing)}")
+    if extra:
+        parts.append(f"{len(extra)} not in the model: {few(extra)}")
+    return "; ".join(parts)
+
+
+def _read_trainer_state(path: Path) -> dict[str, Any]:
+    """``trainer.pt`` read with ``weights_only=True``; anything else (a pickled object, a torn or
+    foreign file) makes the snapshot unusable (ValueError), never a reason to unpickle it."""
+    try:
+        return torch.load(path / TRAINER, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (torch raises UnpicklingError, RuntimeError, EOFError... for a bad file)
+        kind = "holds pickled objects, not only tensors (refused unread)" if "Weights only" in str(e) else \
+            f"is not a readable torch file ({e.__class__.__name__})"
+        raise ValueError(f"{TRAINER} {kind}") from None
 
 
 def _sha256(path: Path) -> str:
@@ -143,6 +189,32 @@ def commit_snapshot(
     file, ``extra_files`` being ones already written there, e.g. a DCP folder's shards), make it
     the newest (``layout.names[0]``), rotate the older ones and refresh the mirror, if any."""
     ckpt = tmp.parent
+    need = tensor_bytes(model.state_dict()) + tensor_bytes(trainer_state) + (64 << 10)
+    kept = "; the snapshots saved before are kept"
+    try:
+        if shutil.disk_usage(ckpt).free < need:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({_mib(need)} needed, "
+                                        f"{_mib(shutil.disk_usage(ckpt).free)} free)", str(ckpt))
+        _write_files(tmp, model, meta, trainer_state, extra_files)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written snapshot is never used: free its space
+        if user_os_error(e):
+            raise LmlabError(user_error_line(e, "saving a snapshot") + kept) from None
+        if isinstance(e, Exception) and shutil.disk_usage(ckpt).free < need:
+            # safetensors and torch.save report a full disk in their own words (or not at all)
+            raise LmlabError(f"saving a snapshot: {ckpt}: the disk is full ({_mib(need)} needed); "
+                             f"free some space or pick another train.out_dir{kept}") from None
+        raise
+    _rotate(ckpt, tmp, layout)
+    current = ckpt / layout.names[0]
+    if layout.mirror is not None:
+        _refresh_mirror(current, ckpt / layout.mirror)
+    return current
+
+
+def _write_files(tmp: Path, model: torch.nn.Module, meta: dict[str, Any], trainer_state: dict[str, Any] | None,
+                 extra_files: tuple[str, ...]) -> None:
+    """Weights, trainer state, meta.json and SHA256SUMS into ``tmp``, each flushed to disk."""
     save_model(model, str(tmp / WEIGHTS))
     files = [WEIGHTS, *extra_files]
     if trainer_state is not None:
@@ -152,22 +224,62 @@ def commit_snapshot(
         fsync_file(tmp / name)
     for sub in {Path(name).parent for name in files} - {Path(".")}:
         fsync_dir(tmp / sub)
-    meta = {**meta, "format_version": FORMAT_VERSION, "sha256": {n: _sha256(tmp / n) for n in files}}
+    sums = {n: _sha256(tmp / n) for n in files}
+    meta = {**meta, "format_version": FORMAT_VERSION, "sha256": dict(sums), "checksums": SUMS}
     (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    fsync_file(tmp / META)
+    sums[META] = _sha256(tmp / META)
+    (tmp / SUMS).write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())), encoding="utf-8")
+    for name in (META, SUMS):
+        fsync_file(tmp / name)
     fsync_dir(tmp)
-    # Rotate: every intermediate state leaves at least one whole snapshot behind.
-    current, prev, prev2 = (ckpt / name for name in layout.names)
-    if prev2.exists():
-        shutil.rmtree(prev2)
-    for older, newer in ((prev2, prev), (prev, current)):
-        if newer.exists():
-            os.replace(newer, older)
-    os.replace(tmp, current)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) state: what saving it writes, give or take headers."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def check_room(run_dir: str | Path, snapshot_bytes: int, count: int) -> None:
+    """Refuse, in one line saying how much is needed, when the filesystem of ``run_dir`` has no
+    room for ``count`` more snapshots of ``snapshot_bytes`` each."""
+    folder = Path(run_dir)
+    while not folder.exists():  # the run dir may not exist yet: its filesystem is its nearest parent's
+        folder = folder.parent
+    free, need = shutil.disk_usage(folder).free, count * snapshot_bytes
+    if free < need:
+        raise LmlabError(f"{run_dir}: not enough disk space for {count} more snapshot(s) of ~{_mib(snapshot_bytes)}: "
+                         f"{_mib(need)} needed, {_mib(free)} free; free some space or pick another train.out_dir")
+
+
+def _rotate(ckpt: Path, tmp: Path, layout: Layout) -> None:
+    """Make ``tmp`` the newest snapshot and keep the two newest older ones that are not known to
+    be broken (a snapshot this process found broken goes first, whatever its age). Every
+    intermediate state leaves at least one whole snapshot behind."""
+    existing = [ckpt / name for name in layout.names if (ckpt / name).is_dir()]
+    for path in existing:
+        if _known_broken(path):
+            shutil.rmtree(path)
+    kept = [p for p in existing if p.is_dir()]
+    for path in kept[2:]:
+        shutil.rmtree(path)
+    # Oldest first, each into the name one older than its new place in the list: a target is
+    # free by then (deleted, or already moved on).
+    for i in reversed(range(len(kept[:2]))):
+        target = ckpt / layout.names[i + 1]
+        if kept[i] != target:
+            os.replace(kept[i], target)
+    os.replace(tmp, ckpt / layout.names[0])
     fsync_dir(ckpt)
-    if layout.mirror is not None:
-        _refresh_mirror(current, ckpt / layout.mirror)
-    return current
 
 
 def save_snapshot(
@@ -212,22 +324,71 @@ def _link_tree(src_dir: Path, dst_dir: Path) -> None:
     fsync_dir(dst_dir)
 
 
+_BROKEN: set[tuple[int, int, int]] = set()  # (device, inode, ctime) of snapshot dirs found broken
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_ctime_ns  # ctime: an inode number reused later is a new dir
+
+
+def _known_broken(path: Path) -> bool:
+    return _identity(path) in _BROKEN
+
+
 def _verify(path: Path) -> dict[str, Any]:
-    """Meta of a whole snapshot; raises ValueError saying what is wrong with a broken one."""
+    """Meta of a whole snapshot; raises ValueError saying what is wrong with a broken one (and
+    remembers it as broken, for the next rotation)."""
+    try:
+        return _check(path)
+    except ValueError:
+        _BROKEN.add(_identity(path))
+        raise
+
+
+def _check(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+
     if not (path / META).is_file():
         raise ValueError("no meta.json")
+    listed = _read_sums(path) if (path / SUMS).is_file() else {}
+    if META in listed and _sha256(path / META) != listed[META]:
+        raise ValueError(f"meta.json does not match its checksum in {SUMS} (edited or corrupt)")
     try:
         meta = json.loads((path / META).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"meta.json is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError("meta.json is not a JSON object")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
-    for name, digest in meta.get("sha256", {}).items():
+    if meta.get("checksums") == SUMS and META not in listed:  # written with one: it went missing
+        raise ValueError(f"{SUMS} is missing or does not list meta.json")
+    sums = meta.get("sha256", {})
+    for name in sorted(set(sums) | set(listed) - {META}):
         if not (path / name).is_file():
             raise ValueError(f"{name} is missing")
-        if _sha256(path / name) != digest:
+        digest = _sha256(path / name)
+        if digest != sums.get(name, digest) or digest != listed.get(name, digest):
             raise ValueError(f"{name} is truncated or corrupt (checksum mismatch)")
+    if (path / WEIGHTS).is_file():
+        try:
+            with safe_open(str(path / WEIGHTS), "pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{WEIGHTS} is not a safetensors file ({e})") from None
     return meta
+
+
+def _read_sums(path: Path) -> dict[str, str]:
+    """``SHA256SUMS`` as {name: hex digest}; ValueError for a line that is not ``HEX  NAME``."""
+    out = {}
+    for i, line in enumerate((path / SUMS).read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or not name:
+            raise ValueError(f"{SUMS} line {i} is not 'SHA256  NAME' (edited or corrupt)")
+        out[name] = digest
+    return out
 
 
 def _snapshot_names() -> tuple[str, ...]:
@@ -250,10 +411,15 @@ def layout_of(run_dir: str | Path) -> Layout:
     return CORE
 
 
-def latest_snapshot(run_dir: str | Path) -> Snapshot:
-    """The newest whole snapshot of either layout, warning about each broken one skipped."""
+def latest_snapshot(run_dir: str | Path, with_trainer_state: bool = False) -> Snapshot:
+    """The newest whole snapshot of either layout, warning about each broken one skipped.
+    ``with_trainer_state``: also read its ``trainer.pt`` (where it has one), a snapshot whose
+    trainer state cannot be read being broken too (a resume falls back past it)."""
     run_dir = Path(run_dir)
+    above = _run_dir_above(run_dir)
     if not run_dir.is_dir():
+        if above is not None:
+            raise LmlabError(f"{run_dir} is a file inside a run dir; give the run dir: {above}")
         raise LmlabError(f"run dir not found: {run_dir}")
     problems = []
     for name in _snapshot_names():
@@ -262,17 +428,37 @@ def latest_snapshot(run_dir: str | Path) -> Snapshot:
             continue
         try:
             meta = _verify(path)
+            state = None
+            if with_trainer_state and TRAINER in meta.get("sha256", {}):
+                try:
+                    state = _read_trainer_state(path)
+                except ValueError:
+                    _BROKEN.add(_identity(path))
+                    raise
         except ValueError as e:
-            problems.append(f"{name}: {e}")
-            warnings.warn(f"checkpoint {path} is unusable ({e}); falling back to an older snapshot", stacklevel=2)
+            problems.append((path, str(e)))
             continue
-        return Snapshot(path, meta)
+        for broken, why in problems:  # warned only when a fallback is used; otherwise the error lists them
+            warnings.warn(f"checkpoint {broken} is unusable ({why}); falling back to an older snapshot", stacklevel=2)
+        return Snapshot(path, meta, state)
     if problems:
-        raise LmlabError(f"{run_dir}: no usable checkpoint ({'; '.join(problems)})")
+        listed = "; ".join(f"{p.name}: {why}" for p, why in problems)
+        raise LmlabError(f"{run_dir}: no usable checkpoint ({listed}); nothing can be loaded from it")
+    if above is not None:
+        raise LmlabError(f"{run_dir} is inside a run dir; give the run dir: {above}")
     raise LmlabError(
         f"{run_dir}: no checkpoint found (expected {run_dir}/checkpoints/current); "
         "train first with: lmlab train --config CONFIG --set train.out_dir=" + str(run_dir)
     )
+
+
+def _run_dir_above(path: Path) -> Path | None:
+    """The nearest run dir (one with snapshots) that holds ``path``, up to three levels above
+    (a file of a snapshot); None when there is none."""
+    for parent in list(path.absolute().parents)[:3]:
+        if has_checkpoint(parent):
+            return parent
+    return None
 
 
 LOCK = ".lock"
@@ -282,13 +468,17 @@ LOCK = ".lock"
 def locked(run_dir: str | Path) -> Iterator[None]:
     """Hold the run dir's training lock (``RUN/.lock``, ``fcntl.flock``; the OS drops it when the
     holder dies, even by SIGKILL). A second trainer on the same run dir is refused in one line
-    naming the holder's PID, before it writes anything."""
+    naming the holder's PID, before it writes anything. The lock file stays (unlinking it would
+    race a new locker), except in a run dir this call made and left before training."""
     import fcntl
 
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LmlabError(f"train.out_dir {run_dir} is a file, not a folder; pick another train.out_dir")
     created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    with user_io("train.out_dir"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -296,14 +486,22 @@ def locked(run_dir: str | Path) -> Iterator[None]:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise LmlabError(f"{run_dir} is being trained by another process (PID {holder}); wait for it to "
                              "finish or stop it, or pick another train.out_dir") from None
+        before = os.pread(fd, 64, 0)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-        created = False  # a run that ran keeps its lock file (unlinking it would race a new locker)
+        try:
+            yield
+        except BaseException:
+            os.ftruncate(fd, 0)  # a refused or failed run leaves the file as it found it
+            os.pwrite(fd, before, 0)
+            raise
+    except BaseException:
+        # A run dir this call made, left before it trained anything (a refusal, Ctrl-C while the
+        # tokenizer fits): remove it whole, so the retry starts clean.
+        if created and not has_checkpoint(run_dir) and not (run_dir / "metrics.jsonl").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
-        if created and [p.name for p in run_dir.iterdir()] == [LOCK]:  # refused before writing anything
-            (run_dir / LOCK).unlink()
-            run_dir.rmdir()
         os.close(fd)  # closing the descriptor releases the lock
 
 
@@ -332,7 +530,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     from lmlab.config import validate_config
     from lmlab.registry import build_model
     from lmlab.tokenizers import load_tokenizer
+    from lmlab.training.distributed import resolve_device
 
+    device = resolve_device(device)  # before any reading: a device this build lacks is one line
     snap = latest_snapshot(run_dir)
     cfg = validate_config(checkpoint_config(snap.meta), source=str(snap.path / META))
     tokenizer = load_tokenizer(tokenizer_dir(run_dir))

@@ -103,7 +103,7 @@ def test_no_checkpoint_errors(tmp_path):
         rundir.latest_snapshot(tmp_path / "nope")
     _save(tmp_path, _model(1), 1)
     (tmp_path / "checkpoints" / "current" / rundir.WEIGHTS).write_bytes(b"")
-    with pytest.warns(UserWarning), pytest.raises(LmlabError, match="no usable checkpoint"):
+    with pytest.raises(LmlabError, match="no usable checkpoint"):
         rundir.latest_snapshot(tmp_path)
 
 

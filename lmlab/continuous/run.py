@@ -159,7 +159,7 @@ def summary(run_dir: Path) -> str:
 
 def main() -> int:
     """``python main.py`` / ``lmlab run``: no flags; user errors are one line and exit 2."""
-    from lmlab.cli import _one_line_warning
+    from lmlab.cli import _one_line_warning, interrupted_line
 
     warnings.formatwarning = _one_line_warning
     try:
@@ -168,7 +168,7 @@ def main() -> int:
         print(f"lmlab run: error: {e}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, EOFError) as e:
-        print(f"lmlab run: {e or 'interrupted'}", file=sys.stderr)
+        print(f"lmlab run: {interrupted_line(e)}", file=sys.stderr)
         return 130
     if (run_dir / "metrics.json").is_file() and os.environ.get("RANK", "0") == "0":
         print(summary(run_dir), flush=True)

@@ -433,6 +433,9 @@ def find_files(path_str: str, patterns: list[str], index: int) -> list[tuple[Pat
             "(paths are relative to the working directory)"
         )
     if not path.is_dir():
+        if not path.is_file():  # a FIFO, socket or device: reading it could block forever
+            raise LmlabError(f"data.sources[{index}].path: {path_str!r} is not a regular file (a pipe, socket or "
+                             "device); a source is read more than once: write it to a file and point there")
         return [(path, path.name)]
     found: dict[str, Path] = {}
     for pattern in patterns:

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 from lmlab.errors import LmlabError
 from lmlab.eval import tasks as T
 from lmlab.eval.scoring import Scorer
-from lmlab.fsio import atomic_write_text
+from lmlab.fsio import atomic_write_text, check_writable, user_io, user_os_error
 
 RESULTS_FILE = "eval_results.json"
 
@@ -221,8 +222,14 @@ def evaluate(
     """Evaluate each checkpoint on each task; returns the combined report (also written to
     ``output`` as JSON, with the markdown table beside it as ``.md``, and merged into each run
     dir's ``eval_results.json``)."""
+    from lmlab.training.distributed import resolve_device
+
     if not checkpoints:
         raise LmlabError("--checkpoints: name at least one run dir")
+    device = str(resolve_device(device))
+    out = Path(output) if output is not None else None
+    if out is not None:
+        check_writable(out, "--output")  # before minutes of scoring, not after
     names = T.resolve_tasks(tasks)
     data = Path(data_dir) if data_dir is not None else None
     docs = {t: T.load_docs(t, data, max_examples) for t in names}  # fail on data before any scoring
@@ -249,13 +256,19 @@ def evaluate(
             run["tasks"][task] = {**res.to_json(), "data": T.data_source(task, data)}
             shown = ", ".join(f"{k} {_fmt(v, s)}" for k, (v, s) in res.metrics.items())
             log(f"[{name}] {task} (n={res.n}, {res.seconds:.1f}s): {shown}")
-        if info["format"] == "lmlab":
-            _merge_run_file(Path(path) / RESULTS_FILE, run)
         runs.append(run)
     report = {"runs": runs, "table": markdown_table(runs)}
-    if output is not None:
-        out = Path(output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, json.dumps({"runs": runs}, indent=2) + "\n")
-        atomic_write_text(out.with_suffix(".md"), report["table"])
+    if out is not None:  # the asked-for output first: nothing after it can lose the scores
+        with user_io("--output"):
+            atomic_write_text(out, json.dumps({"runs": runs}, indent=2) + "\n")
+            atomic_write_text(out.with_suffix(".md"), report["table"])
+    for path, run in zip(checkpoints, runs):
+        if run["checkpoint"]["format"] == "lmlab":
+            try:
+                _merge_run_file(Path(path) / RESULTS_FILE, run)
+            except OSError as e:  # e.g. a read-only run dir: the scores are in --output already
+                if not user_os_error(e):
+                    raise
+                where = f"; the results are in {out}" if out is not None else ""
+                warnings.warn(f"{Path(path) / RESULTS_FILE} not updated ({e.strerror}){where}", stacklevel=2)
     return report

@@ -73,6 +73,28 @@ class Checkpointer:
 
     # ------------------------------------------------------------------------------- saving
 
+    def snapshot_bytes(self, model: nn.Module) -> int:
+        """About how many bytes one snapshot takes: the weights, AdamW's two moments when the
+        optimizer state is saved, and under FSDP the DCP shards of both as well."""
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        optimizer = 2 * weights if self.save_optimizer else 0
+        shards = weights + optimizer if self.parallel.sharded_state else 0
+        return weights + optimizer + shards + (64 << 10)  # + headers, trainer state, meta
+
+    def check_room(self, model: nn.Module, step: int, max_steps: int, save_interval: int) -> None:
+        """Rank 0, before training: the run dir's filesystem holds every snapshot this run will
+        have on disk at once (three kept + one being written, at most), or a one-line refusal."""
+        if not self.info.is_main:
+            return
+        if step >= max_steps:
+            return
+        # steps in (step, max_steps] that save: multiples of the interval, and the last one
+        saves = max_steps // save_interval - step // save_interval + (max_steps % save_interval != 0)
+        existing = sum((self.run_dir / "checkpoints" / n).is_dir() for n in self.layout.names)
+        more = min(existing + saves, len(self.layout.names) + 1) - existing
+        if more > 0:
+            rundir.check_room(self.run_dir, self.snapshot_bytes(model), more)
+
     def consolidated(self) -> nn.Module | None:
         """The whole model as a plain module on rank 0 (a collective under a sharding strategy;
         None on other ranks)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lmlab import rundir
 from lmlab.config import RunConfig
+from lmlab.fsio import user_io
 from lmlab.registry import get_family
 from lmlab.training.distributed import resolve_backend, setup_distributed, teardown_distributed
 from lmlab.training.parallel import resolve_parallel, single_process_group
@@ -36,7 +37,9 @@ def train(plan: TrainPlan | RunConfig) -> Path:
                  if resolve_parallel(t, info.world) == "fsdp" else contextlib.nullcontext())
         # Rank 0 holds the run dir's lock for the whole run (ranks of one job share the dir).
         lock = rundir.locked(t.out_dir) if info.is_main else contextlib.nullcontext()
-        with lock, group, backend_flags(t):
+        # A full disk or a read-only file met anywhere in the run (metrics, config, samples) is the
+        # user's to fix: one line; the snapshot writer says more where it happens (rundir.py).
+        with user_io("training", "; the snapshots saved before are kept"), lock, group, backend_flags(t):
             return Trainer(plan, info).fit()
     finally:
         teardown_distributed()

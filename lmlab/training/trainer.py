@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from lmlab.errors import LmlabError
 from lmlab.fsio import atomic_write_text
 from lmlab.registry import build_model, get_family
 from lmlab.report.plots import plot_loss_curve, read_metrics
-from lmlab.training import batch_probe
+from lmlab.training import batch_probe, memory
 from lmlab.training.checkpoint import Checkpointer, restore_rng, rng_state
 from lmlab.training.data import prepare_tokenizer, prepare_tokens, readable_sources
 from lmlab.training.distributed import (
@@ -84,7 +85,18 @@ def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None
     """
     saved = rundir.checkpoint_config(meta)
     now = cfg.to_dict()
+    family = saved.get("model", {}).get("family", "transformer")
+    if family != cfg.model.family:
+        raise LmlabError(f"family {cfg.model.family} != {family}: {run_dir} holds a {family} checkpoint and the "
+                         f"config asks for {cfg.model.family}; continue it with its own config "
+                         f"(lmlab train --resume {run_dir}), or pick a new train.out_dir")
     weights_only = rundir.TRAINER not in meta.get("sha256", {})
+    if not weights_only:  # the window length lays out the data order: a change is not "other data"
+        was = saved.get("train", {}).get("seq_len") or saved["model"]["block_size"]
+        if was != (cfg.train.seq_len or cfg.model.block_size):
+            raise LmlabError(f"{run_dir} trained on windows of {was} tokens but the config asks for "
+                             f"{cfg.train.seq_len or cfg.model.block_size} (train.seq_len / model.block_size); "
+                             f"drop that change to continue the run, or pick a new train.out_dir")
     for section in ("model", "tokenizer") if weights_only else ("model", "tokenizer", "data", "train.seed"):
         section, _, only = section.partition(".")
         keys = [only] if only else sorted(set(saved.get(section, {})) | set(now[section]))
@@ -114,11 +126,14 @@ def warm_model(cfg: RunConfig, snap: rundir.Snapshot, device: torch.device) -> t
 
 
 class _Interrupt:
-    """Turn SIGINT/SIGTERM into a flag so the loop saves a snapshot at the next step boundary."""
+    """Turn the first SIGINT/SIGTERM into a flag, so the loop saves a snapshot at the next step
+    boundary (and says so: a step can take minutes); a second one stops at once, keeping the
+    snapshots already written (a save it cuts short is never used)."""
 
-    def __init__(self):
+    def __init__(self, resume_command: str, announce: bool):
         self.hit = False
         self._old = {}
+        self.resume_command, self.announce = resume_command, announce
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -127,7 +142,12 @@ class _Interrupt:
         return self
 
     def _handle(self, signum, frame):
+        if self.hit:
+            raise KeyboardInterrupt(f"stopped at once; the last snapshot is kept; resume with: {self.resume_command}")
         self.hit = True
+        if self.announce:
+            print("\nlmlab: stopping after this step and saving it (Ctrl-C again to stop now, the last snapshot "
+                  "is kept)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -155,12 +175,14 @@ class Trainer:
             raise LmlabError(f"{run_dir} holds the snapshots of {owner} ({rundir.layout_of(run_dir).names[0]}); "
                              f"continue it with {owner}, or pick another train.out_dir")
         resume = plan.warm_start is None and rundir.has_checkpoint(run_dir)
-        snap = self.snapshot = rundir.latest_snapshot(run_dir) if resume else None
+        snap = self.snapshot = rundir.latest_snapshot(run_dir, with_trainer_state=True) if resume else None
         if snap is not None:
             check_resumable(cfg, snap.meta, run_dir)
 
         self._prepare_data(snap is not None or plan.warm_start is not None)
 
+        # Estimated first: a size that cannot fit is refused before anything is allocated.
+        memory.check_fits(cfg, info, self.sampler.micro_batch, self.block, mode == "fsdp")
         # The model, loaded before the strategy shards it; the optimizer over what it made.
         device = info.device
         model = (build_model(cfg.model).to(device) if plan.warm_start is None
@@ -187,6 +209,7 @@ class Trainer:
             self.sampler.load_state_dict(state["data"]["sampler"])
             restore_rng(state["rng"], info, t.seed, self.step)
         self.fwd = self.parallel.wrap()
+        self.checkpointer.check_room(model, self.step, self.budget.max_steps, t.save_interval)
         self._choose_micro_batch()
 
         self.trackers = build_trackers(run_dir, info.is_main)
@@ -407,7 +430,7 @@ class Trainer:
                    unit="step", dynamic_ncols=True, mininterval=1.0)
         tick, tick_tokens, data_time = time.perf_counter(), self.tokens_seen, 0.0
         log_src = torch.zeros(2, self.n_sources, dtype=torch.float64)
-        with _Interrupt() as interrupt:
+        with _Interrupt(self.plan.resume_command, info.is_main) as interrupt:
             self.model.train()
             while self.step < budget.max_steps:
                 if (t.batch_size == "auto" and t.adaptive_batch.reprobe_interval_steps

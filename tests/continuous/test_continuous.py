@@ -273,7 +273,7 @@ def test_cycles_rotate_three_snapshots_and_the_mirror(home, capsys):
 class _StopAfter:
     """Stands in for the trainer's SIGINT flag: 'interrupted' after ``n`` checks."""
 
-    def __init__(self, n: int = 12):
+    def __init__(self, *args, n: int = 12):  # args: the trainer's (resume command, announce)
         self.n = n
 
     def __enter__(self):

@@ -173,6 +173,18 @@ class AbstractinatorConfig(ModelConfig):
                              "model.load_entropy_from to a base file or a run dir")
         return self
 
+    def size_estimate(self, tokens: int) -> tuple[int, int]:
+        """Every level's compressor, expander and entropy layers and the top model's layers as
+        transformer layers of width ``d_model`` (12 d^2 each), plus codebooks and byte
+        embeddings; activations as if every layer ran at byte resolution (an upper bound:
+        upper levels see patches)."""
+        d = self.d_model
+        layers = sum(lv.compressor_layers + lv.expander_layers + lv.entropy.n_layer for lv in self.levels)
+        layers += self.top_transformer_config.n_layer if self.top_transformer_config is not None else 0
+        codebooks = sum(lv.codebook_size * lv.d_c * lv.vq_stages for lv in self.levels)
+        params = layers * 12 * d * d + codebooks + 2 * (self.vocab_size or 260) * d
+        return params, 4 * (layers * 14 * d + 3 * (self.vocab_size or 260)) * tokens
+
     @property
     def eos(self) -> int:
         assert self.vocab_size is not None

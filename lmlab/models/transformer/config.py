@@ -54,3 +54,18 @@ class TransformerConfig(ModelConfig):
         if self.mlp == "swiglu":
             return 64 * ((8 * self.d_model // 3 + 63) // 64)
         return 4 * self.d_model
+
+    def size_estimate(self, tokens: int) -> tuple[int, int]:
+        """Parameters from the shapes; activations per token per layer as Korthikanti et al.
+        (2022) count them without the attention matrix (SDPA does not keep it), in fp32:
+        the block's inputs, q/k/v, the attention output and the MLP's hidden, plus the logits."""
+        d, f, v, n = self.d_model, self.ff_dim, self.vocab_size or 256, self.n_layer
+        mlp = (3 if self.mlp == "swiglu" else 2) * d * f
+        per_layer = 4 * d * d + mlp + 4 * d
+        params = n * per_layer + v * d * (1 if self.tie_weights else 2) + d
+        if self.pos_encoding == "learned":
+            params += self.block_size * d
+        hidden = (3 if self.mlp == "swiglu" else 2) * f
+        per_token = n * (10 * d + hidden) + 3 * v  # elements: layers, then logits, softmax and grad
+        return params, 4 * per_token * tokens
+
