@@ -29,6 +29,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         run = Path(args.resume)
         if not rundir.has_checkpoint(run):
+            above = rundir.enclosing_run_dir(run)
+            if above is not None:
+                raise LmlabError(f"--resume {run} is inside a run dir; give the run dir: --resume {above}")
             raise LmlabError(f"--resume {run}: no checkpoint there (expected {run}/checkpoints/current)")
         if args.config:
             raise LmlabError("--resume continues a run with its own config.yaml; drop --config (use --set to change train.*)")

@@ -335,6 +335,10 @@ class RunConfig(Strict):
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a YAML or JSON config file into a dict (an empty file is an empty config)."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config {p} is a folder; give a .yaml or .json file, e.g. configs/smoke.yaml")
+    if p.exists() and not p.is_file():  # a FIFO nobody writes would block forever
+        raise ConfigError(f"config {p} is not a regular file (a pipe, socket or device); save the config to a file")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p} (give a .yaml or .json path, e.g. configs/smoke.yaml)")
     try:

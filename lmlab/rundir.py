@@ -416,7 +416,7 @@ def latest_snapshot(run_dir: str | Path, with_trainer_state: bool = False) -> Sn
     ``with_trainer_state``: also read its ``trainer.pt`` (where it has one), a snapshot whose
     trainer state cannot be read being broken too (a resume falls back past it)."""
     run_dir = Path(run_dir)
-    above = _run_dir_above(run_dir)
+    above = enclosing_run_dir(run_dir)
     if not run_dir.is_dir():
         if above is not None:
             raise LmlabError(f"{run_dir} is a file inside a run dir; give the run dir: {above}")
@@ -452,9 +452,10 @@ def latest_snapshot(run_dir: str | Path, with_trainer_state: bool = False) -> Sn
     )
 
 
-def _run_dir_above(path: Path) -> Path | None:
+def enclosing_run_dir(path: str | Path) -> Path | None:
     """The nearest run dir (one with snapshots) that holds ``path``, up to three levels above
     (a file of a snapshot); None when there is none."""
+    path = Path(path)
     for parent in list(path.absolute().parents)[:3]:
         if has_checkpoint(parent):
             return parent

@@ -120,8 +120,11 @@ def _local_wikitext(root: Path) -> list[Doc]:
 
 def text_file_docs(path: Path) -> list[Doc]:
     """Any local UTF-8 text file as one document (``file:PATH`` tasks)."""
+    if not path.is_file():
+        why = "is not a regular file" if path.exists() else "no such file"
+        raise LmlabError(f"--tasks file:{path}: {why}; give a UTF-8 text file to score")
     try:
-        return [{"page": _need(path).read_text(encoding="utf-8")}]
+        return [{"page": path.read_text(encoding="utf-8")}]
     except UnicodeDecodeError as e:
         raise LmlabError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 

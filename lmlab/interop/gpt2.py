@@ -193,19 +193,27 @@ def _to_hf_name(name: str) -> tuple[str, bool]:
     return f"{({v: k for k, v in TOP_NAMES.items()})[top]}.{rest}", False
 
 
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing file or one that is not safetensors (a
+    renamed pickle, a torn download) is a one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, FileNotFoundError) as e:
+        raise LmlabError(f"{path}: not a readable safetensors file ({e}); download it again") from None
+
+
 def _read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
     """Every tensor of an HF checkpoint: safetensors (single or sharded) or pytorch_model.bin."""
     if (hf_dir / SAFETENSORS_FILE).is_file():
-        from safetensors.torch import load_file
-
-        return load_file(str(hf_dir / SAFETENSORS_FILE))
+        return _load_safetensors(hf_dir / SAFETENSORS_FILE)
     if (hf_dir / SAFETENSORS_INDEX).is_file():
-        from safetensors.torch import load_file
-
         index = json.loads((hf_dir / SAFETENSORS_INDEX).read_text(encoding="utf-8"))
         out: dict[str, torch.Tensor] = {}
         for shard in sorted(set(index["weight_map"].values())):
-            out.update(load_file(str(hf_dir / shard)))
+            out.update(_load_safetensors(hf_dir / shard))
         return out
     if (hf_dir / BIN_FILE).is_file():
         try:

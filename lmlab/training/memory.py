@@ -45,7 +45,8 @@ def check_fits(cfg: RunConfig, info: DistInfo, micro_batch: int, seq_len: int, s
         return
     acts = ("" if cfg.train.grad_checkpoint else
             f" + activations of a {micro_batch} x {seq_len} micro-batch ~{activations / 2**30:,.1f} GiB")
+    count = f"{params / 1e9:,.1f}B" if params >= 1e9 else f"{params / 1e6:,.1f}M"
     raise LmlabError(
-        f"the model cannot train here: ~{params / 1e6:,.1f}M parameters need ~{need / 2**30:,.1f} GiB "
+        f"the model cannot train here: ~{count} parameters need ~{need / 2**30:,.1f} GiB "
         f"(weights, gradients and AdamW state {BYTES_PER_PARAM} bytes each ~{state / 2**30:,.1f} GiB{acts}), "
         f"and this machine has {have / 2**30:,.1f} GiB {where}; shrink model.* or train.batch_size / seq_len")

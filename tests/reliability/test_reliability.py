@@ -344,7 +344,7 @@ def test_10_an_absurd_size_is_refused_before_the_model_is_built(tiny_config, mon
     built = []
     monkeypatch.setattr(get_family("transformer")[1], "__init__", lambda *a, **kw: built.append(1))
     _, raw, run = tiny_config()
-    with pytest.raises(LmlabError, match=r"cannot train here: ~[\d,.]+M parameters need ~[\d,.]+ GiB .*16 bytes each.*"
+    with pytest.raises(LmlabError, match=r"cannot train here: ~[\d,.]+[MB] parameters need ~[\d,.]+ GiB .*16 bytes each.*"
                                          r"activations of a 4 x 32 micro-batch .* GiB (of RAM available|on cuda)"):
         lmlab.train(raw, **{"model.n_layer": 100000, "model.d_model": 1024, "model.n_head": 8})
     assert not built and not run.exists()  # refused from the estimate; the fresh run dir removed
