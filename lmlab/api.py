@@ -56,8 +56,8 @@ PLANNER_OPTIONS = ("force_state", "freeze_planner", "planner_temperature", "look
 class LoadedModel:
     """A trained model with its tokenizer and config, ready to generate."""
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu"):
-        self.model, self.tokenizer, self.config, self.snapshot = load_run(run_dir, device)
+    def __init__(self, run_dir: str | Path, device: str = "cpu", snapshot: str = "latest"):
+        self.model, self.tokenizer, self.config, self.snapshot = load_run(run_dir, device, snapshot)
         self.run_dir = Path(run_dir)
 
     def settings(self, **kw: Any) -> DecodeSettings:
@@ -132,9 +132,9 @@ class LoadedModel:
         return self.model.log_probs(ids.to(next(self.model.parameters()).device))[0]
 
 
-def load(run_dir: str | Path, device: str = "cpu") -> LoadedModel:
-    """Load the latest whole checkpoint of a run dir."""
-    return LoadedModel(run_dir, device)
+def load(run_dir: str | Path, device: str = "cpu", snapshot: str = "latest") -> LoadedModel:
+    """Load a run dir's latest whole snapshot (``snapshot="best"``: its best-validation one)."""
+    return LoadedModel(run_dir, device, snapshot)
 
 
 def evaluate(checkpoints: str | Path | list[str | Path], tasks: str | list[str], **kw: Any) -> dict[str, Any]:

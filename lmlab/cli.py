@@ -52,7 +52,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_sample(args: argparse.Namespace) -> None:
     from lmlab.api import load
 
-    lm = load(args.checkpoint, device=args.device)
+    lm = load(args.checkpoint, device=args.device, snapshot=args.snapshot)
     prompts = list(args.prompt or [])
     if args.prompts_file:
         try:
@@ -133,7 +133,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     output = args.output or Path("runs/eval") / time.strftime("eval-%Y%m%d-%H%M%S.json")
     report = evaluate(args.checkpoints, args.tasks, data_dir=data_dir, max_examples=args.max_examples,
                       max_input_len=args.max_input_len, batch_size=args.batch_size, stride=args.stride,
-                      output=output, device=args.device, progress=args.progress)
+                      output=output, device=args.device, snapshot=args.snapshot, progress=args.progress)
     print("\n" + report["table"])
     print(f"results: {output} (table: {Path(output).with_suffix('.md')}); per run: RUN_DIR/eval_results.json")
 
@@ -150,6 +150,14 @@ def _cmd_export_gpt2(args: argparse.Namespace) -> None:
 
     out = export_hf_gpt2(args.run_dir, args.out_dir)
     print(f"exported {args.run_dir} -> {out} (transformers.GPT2LMHeadModel.from_pretrained)")
+
+
+def _cmd_doctor(args: argparse.Namespace) -> None:
+    from lmlab.doctor import run_doctor
+
+    families = [f for f in (args.families or "").split(",") if f] or None
+    skip = tuple(c for c in (args.skip or "").split(",") if c)
+    run_doctor(args.device, args.out, families, skip, args.processes)
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -213,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--greedy", action="store_true", help="always take the most likely token")
     s.add_argument("--no-stop-on-eos", action="store_true", help="keep going past the end-of-text token")
     s.add_argument("--device", default="cpu")
+    s.add_argument("--snapshot", choices=("latest", "best"), default="latest",
+                   help="which snapshot: the newest (default) or the best validation loss (train.save_best)")
     g_ = s.add_argument_group("planner-guided decoding (models trained with model.auxiliary heads)")
     g_.add_argument("--planner-rerank", type=_positive_int, metavar="N",
                     help="draw N candidates per token, roll each with the dynamics head and re-score with the "
@@ -248,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rolling perplexity: new tokens scored per window (default: max-input-len - 1, as lm-eval)")
     e.add_argument("--output", metavar="FILE", help="combined JSON (default runs/eval/eval-TIMESTAMP.json; .md beside it)")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--snapshot", choices=("latest", "best"), default="latest",
+                   help="score each run dir's newest snapshot (default) or its best-validation one")
     e.add_argument("--progress", action="store_true", help="show a progress bar per task")
     e.set_defaults(func=_cmd_eval)
 
@@ -261,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("run_dir")
     x.add_argument("out_dir", help="new folder (must not exist or be empty)")
     x.set_defaults(func=_cmd_export_gpt2)
+
+    d = sub.add_parser("doctor", help="the validation suite (GPU-01..08) for every family on this machine")
+    d.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    d.add_argument("--out", default="reports/gpu", metavar="DIR", help="reports go to DIR/<UTC>/ (default reports/gpu)")
+    d.add_argument("--families", metavar="LIST", help="comma-separated families (default: all)")
+    d.add_argument("--skip", metavar="LIST", help="comma-separated checks to skip, e.g. compile,ddp_fsdp")
+    d.add_argument("--processes", type=_positive_int, default=1, metavar="N",
+                   help="on CPU: run the DDP/FSDP parity check with N=2 processes (GPU: the device count)")
+    d.set_defaults(func=_cmd_doctor)
 
     r = sub.add_parser("report", help="reports on a trained run")
     rsub = r.add_subparsers(dest="report", required=True)

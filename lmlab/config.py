@@ -274,6 +274,11 @@ class ModelConfig(Strict):
         with torch.device("meta"):
             return sum(p.numel() for p in build_model(self).parameters()), 0
 
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward) for MFU: 6 x parameters by default
+        (Kaplan et al. 2020); families with attention add its term (``training/telemetry.py``)."""
+        return 6.0 * self.size_estimate(1)[0]
+
     @classmethod
     def upgrade_checkpoint_config(cls, model: dict[str, Any]) -> dict[str, Any]:
         """A saved ``model`` section in the current schema (families whose fields changed

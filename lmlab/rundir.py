@@ -58,10 +58,13 @@ class Layout:
 
     names: tuple[str, str, str]
     mirror: str | None = None
+    best: str = "best"
+    """The weights of the lowest validation loss so far (``train.save_best``): never rotated,
+    never resumed from; ``load_run(..., snapshot="best")`` reads it."""
 
 
 CORE = Layout(("current", "prev", "prev2"))
-CONTINUOUS = Layout(("lm_current", "lm_prev", "lm_prev2"), mirror="simple_lm_trained")
+CONTINUOUS = Layout(("lm_current", "lm_prev", "lm_prev2"), mirror="simple_lm_trained", best="lm_best")
 LAYOUTS = (CORE, CONTINUOUS)  # the search order when reading
 SNAPSHOTS = CORE.names
 
@@ -293,16 +296,50 @@ def save_snapshot(
     return commit_snapshot(stage_snapshot(run_dir), model, meta, trainer_state, layout)
 
 
+def save_best(run_dir: str | Path, model: torch.nn.Module, meta: dict[str, Any], layout: Layout = CORE) -> Path:
+    """Write ``checkpoints/best`` (weights and meta, checksummed like any snapshot): built as a
+    ``.tmp-*`` folder, then swapped in, so a crash leaves the old best, the new one, or none."""
+    tmp = stage_snapshot(run_dir)
+    try:
+        _write_files(tmp, model, meta, None, ())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    best = tmp.parent / layout.best
+    _swap_in(tmp, best)
+    return best
+
+
+def best_snapshot(run_dir: str | Path) -> Snapshot:
+    """The run's best-validation snapshot (either layout), verified."""
+    run_dir = Path(run_dir)
+    for layout in LAYOUTS:
+        path = run_dir / "checkpoints" / layout.best
+        if path.is_dir():
+            try:
+                return Snapshot(path, _verify(path))
+            except ValueError as e:
+                raise LmlabError(f"{path} is unusable ({e}); load the latest snapshot instead") from None
+    raise LmlabError(f"{run_dir}: no best snapshot (checkpoints/best is written when train.save_best is on and "
+                     "a validation loss improves); load the latest one instead")
+
+
 def _refresh_mirror(snapshot: Path, mirror: Path) -> None:
     """Make ``mirror`` a whole copy of ``snapshot``: built beside as ``.tmp-*``, then swapped in.
     A crash leaves the old mirror, the new one or none (the snapshots themselves are whole)."""
     new = Path(tempfile.mkdtemp(prefix=".tmp-", dir=mirror.parent))
     _link_tree(snapshot, new)
-    old = new.with_name(new.name + "-old")  # a .tmp-* name: a crash leaves it to the next cleanup
-    if mirror.exists():
-        os.replace(mirror, old)
-    os.replace(new, mirror)
-    fsync_dir(mirror.parent)
+    _swap_in(new, mirror)
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Replace the folder ``target`` with ``new`` by renames: a crash leaves the old one, the new
+    one or none, and the old one moves aside under a ``.tmp-*`` name (swept by the next save)."""
+    old = new.with_name(new.name + "-old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -526,15 +563,18 @@ def checkpoint_config(meta: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild (model, tokenizer, run config, snapshot) from a run dir alone, model in eval mode."""
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", snapshot: str = "latest"):
+    """Rebuild (model, tokenizer, run config, snapshot) from a run dir alone, model in eval mode;
+    ``snapshot``: ``latest`` (the newest whole one) or ``best`` (lowest validation loss)."""
     from lmlab.config import validate_config
     from lmlab.registry import build_model
     from lmlab.tokenizers import load_tokenizer
     from lmlab.training.distributed import resolve_device
 
     device = resolve_device(device)  # before any reading: a device this build lacks is one line
-    snap = latest_snapshot(run_dir)
+    if snapshot not in ("latest", "best"):
+        raise LmlabError(f"snapshot {snapshot!r}: use latest or best")
+    snap = best_snapshot(run_dir) if snapshot == "best" else latest_snapshot(run_dir)
     cfg = validate_config(checkpoint_config(snap.meta), source=str(snap.path / META))
     tokenizer = load_tokenizer(tokenizer_dir(run_dir))
     if tokenizer.vocab_size != cfg.model.vocab_size:

@@ -33,6 +33,27 @@ class FsdpConfig(Strict):
     """Free each block's gathered weights after its forward (less memory, one more all-gather)."""
 
 
+class MlflowConfig(Strict):
+    """``train.trackers: [mlflow]`` (seed 003): one MLflow run per lmlab run dir, resumed with it."""
+
+    experiment: str = "lmlab"
+    """The MLflow experiment (seed 003's ``project_name``)."""
+    tracking_uri: str | None = None
+    """None: a sqlite store in the run dir, ``sqlite:///RUN/mlflow.db`` (``mlflow ui
+    --backend-store-uri sqlite:///RUN/mlflow.db`` reads it offline)."""
+    run_name: str | None = None
+    """None: the run dir's name."""
+    batch_interval: int = Field(10, ge=1)
+    """Metric rows sent per ``log_batch`` call (seed 003's ``mlflow_batch_interval``)."""
+
+
+class TensorBoardConfig(Strict):
+    """``train.trackers: [tensorboard]``: event files for ``tensorboard --logdir``."""
+
+    log_dir: str | None = None
+    """None: ``RUN/tensorboard``."""
+
+
 class AdaptiveBatchConfig(Strict):
     """``batch_size: auto``: the micro-batch is the largest that fits in the GPU's memory (seed 000).
 
@@ -115,6 +136,17 @@ class TrainConfig(Strict):
     eval_batches: int = Field(20, ge=1)
     save_interval: int = Field(200, ge=1)
     progress: bool = True
+    """A progress bar when stderr is a terminal; otherwise one plain line per log interval."""
+    trackers: list[Literal["jsonl", "mlflow", "tensorboard"]] = Field(default_factory=lambda: ["jsonl"])
+    """Where metrics go; ``jsonl`` (``metrics.jsonl``, what lmlab reads back) is always on.
+    mlflow and tensorboard need ``pip install 'lmlab[track]'``."""
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    tensorboard: TensorBoardConfig = Field(default_factory=TensorBoardConfig)
+    save_best: bool = True
+    """Keep the weights of the best validation loss so far as ``checkpoints/best`` (seed 004)."""
+    peak_tflops: float | None = Field(None, gt=0)
+    """The device's peak dense TFLOPS at the run's precision, for MFU on a GPU lmlab's table
+    does not know (``training/telemetry.py``)."""
     eval_planner_diagnostics: bool = False
     """Planner families (apelr): add the planner diagnostics to planner_eval.json at every eval."""
     final_eval_planner_diagnostics: bool = True

@@ -140,7 +140,7 @@ def _multiple_choice(scorer: Scorer, task: str, docs: list[T.Doc]) -> TaskResult
 # ------------------------------------------------------------------------------ checkpoints
 
 
-def load_checkpoint(path: str | Path, device: str = "cpu"):
+def load_checkpoint(path: str | Path, device: str = "cpu", snapshot: str = "latest"):
     """(model, tokenizer, description dict) of an lmlab run dir or an HF GPT-2 folder."""
     path = Path(path)
     if (path / "config.json").is_file() and not (path / "checkpoints").is_dir():
@@ -153,7 +153,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
                                                     "family": "transformer", "params": model.num_params()}
     from lmlab.rundir import load_run
 
-    model, tokenizer, cfg, snap = load_run(path, device)
+    model, tokenizer, cfg, snap = load_run(path, device, snapshot)
     return model, tokenizer, {"path": str(path), "format": "lmlab", "family": cfg.model.family,
                               "snapshot": snap.path.name, "step": snap.step, "params": model.num_params(),
                               "tokenizer": tokenizer.backend, "vocab_size": tokenizer.vocab_size}
@@ -216,6 +216,7 @@ def evaluate(
     stride: int | None = None,
     output: str | Path | None = None,
     device: str = "cpu",
+    snapshot: str = "latest",
     progress: bool = False,
     log=print,
 ) -> dict[str, Any]:
@@ -240,7 +241,7 @@ def evaluate(
                 "stride": stride, "data": str(data) if data else "hf-hub", "device": device}
     runs = []
     for path, name in zip(checkpoints, _run_names(checkpoints)):
-        model, tokenizer, info = load_checkpoint(path, device)
+        model, tokenizer, info = load_checkpoint(path, device, snapshot)
         # lmlab runs are trained with eos before every document; HF GPT-2 folders are scored as
         # lm-eval's hf model scores GPT-2 (eos only before an empty context).
         scorer = Scorer(model, tokenizer, max_input_len=max_input_len, batch_size=batch_size, progress=progress,

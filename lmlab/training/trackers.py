@@ -3,17 +3,36 @@
 The trainer logs every row to one :class:`Trackers` and never asks which trackers are on; a new
 tracker is a subclass of :class:`Tracker` and an entry in ``TRACKERS``. Only rank 0 has any
 (other ranks hold an empty container). ``jsonl`` (``metrics.jsonl``) is always on: it is what
-lmlab itself reads back (``lmlab report``, resumption).
+lmlab itself reads back (``lmlab report``, resumption). ``train.trackers`` adds ``mlflow`` and
+``tensorboard`` (the ``track`` extra); the console tracker prints one plain line per log
+interval when ``train.progress`` is on but stderr is not a terminal (no progress bar frames in
+a redirected log).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmlab.errors import LmlabError
 from lmlab.fsio import atomic_write_text, read_jsonl
+
+INSTALL = "pip install 'lmlab[track]' torch==2.13.0 (or: pip install -e '.[track]' torch==2.13.0 in a checkout)"
+
+
+@dataclass(frozen=True)
+class TrackerContext:
+    """What a tracker may need to set itself up: the run dir, the train section, the budget."""
+
+    run_dir: Path
+    train: Any  # lmlab.train_config.TrainConfig
+    total_steps: int
 
 
 class Tracker:
@@ -25,16 +44,31 @@ class Tracker:
     def log(self, row: dict[str, Any]) -> None:
         """One row of metrics (it has ``step`` and ``tokens``; values are numbers or small dicts)."""
 
-    def close(self) -> None:
-        """The run ends (normally or not): flush and release."""
+    def close(self, status: str = "FINISHED") -> None:
+        """The run ends: ``FINISHED``, ``KILLED`` (interrupted) or ``FAILED``; flush and release."""
+
+
+def scalars(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a row, nested dicts and lists flattened to ``a/b`` names (``step`` left out)."""
+    out: dict[str, float] = {}
+    items = row.items() if isinstance(row, dict) else enumerate(row)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if name == "step":
+            continue
+        if isinstance(value, (dict, list, tuple)):
+            out.update(scalars(value, name + "/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
 
 
 class JsonlTracker(Tracker):
     """Append-only ``metrics.jsonl``; on resume, rows after the snapshot's step are dropped
     (they will be logged again) and a torn last row (a kill mid-write) goes with a warning."""
 
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / "metrics.jsonl"
+    def __init__(self, ctx: TrackerContext):
+        self.path = ctx.run_dir / "metrics.jsonl"
 
     def start(self, config: dict[str, Any], step: int) -> None:
         if self.path.is_file():  # rewritten whole or not at all; a torn last row is dropped
@@ -44,6 +78,129 @@ class JsonlTracker(Tracker):
     def log(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+
+
+class ConsoleTracker(Tracker):
+    """One plain line per logged row on stdout, for logs that are not a terminal."""
+
+    def __init__(self, ctx: TrackerContext):
+        self.total = ctx.total_steps
+
+    def log(self, row: dict[str, Any]) -> None:
+        step = row["step"]
+        if "val_loss" in row:
+            print(f"step {step}: val loss {row['val_loss']:.4f}, ppl {row['val_ppl']:.2f}, bpb {row['val_bpb']:.4f}",
+                  flush=True)
+        elif "loss" in row:
+            parts = [f"step {step}/{self.total}", f"loss {row['loss']:.4f}", f"lr {row['lr']:.2e}",
+                     f"{row['tokens_per_s']:,.0f} tok/s"]
+            if "wall_s" in row:
+                wall = row["wall_s"]
+                parts.append(f"{wall:.1f}s" if wall < 60 else f"{int(wall // 60)}m{int(wall % 60):02d}s")
+            if "mfu" in row:
+                parts.append(f"MFU {row['mfu']:.1%}")
+            print(" | ".join(parts), flush=True)
+
+
+class MlflowTracker(Tracker):
+    """An MLflow run (seed 003): the config as params, every row's numbers as metrics by step,
+    sent in batches of ``train.mlflow.batch_interval`` rows. The run id is kept in
+    ``RUN/mlflow_run.json`` so a resumed lmlab run continues the same MLflow run."""
+
+    def __init__(self, ctx: TrackerContext):
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise LmlabError(f"train.trackers: mlflow needs the mlflow package: {INSTALL}") from None
+        import logging
+
+        for name in ("mlflow", "alembic"):  # their INFO lines (creating the sqlite tables) are noise here
+            logging.getLogger(name).setLevel(logging.WARNING)
+        cfg = ctx.train.mlflow
+        self.run_dir = ctx.run_dir
+        self.uri = cfg.tracking_uri or f"sqlite:///{(ctx.run_dir / 'mlflow.db').resolve()}"
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment, self.run_name = cfg.experiment, cfg.run_name or ctx.run_dir.resolve().name
+        self.batch_interval, self.rows = cfg.batch_interval, 0
+        self.pending: list = []
+        self.run_id: str | None = None
+
+    def start(self, config: dict[str, Any], step: int) -> None:
+        from mlflow.entities import Param
+
+        saved = self.run_dir / "mlflow_run.json"
+        if saved.is_file():
+            known = json.loads(saved.read_text(encoding="utf-8"))
+            if known.get("tracking_uri") == self.uri:
+                self.run_id = known["run_id"]
+                self.client.update_run(self.run_id, status="RUNNING")
+                return
+        exp = self.client.get_experiment_by_name(self.experiment)
+        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(self.experiment)
+        self.run_id = self.client.create_run(exp_id, run_name=self.run_name).info.run_id
+        atomic_write_text(saved, json.dumps({"tracking_uri": self.uri, "run_id": self.run_id}) + "\n")
+        params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+                  for k, v in _flat(config).items()]
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+            self.client.log_batch(self.run_id, params=[Param(p.key, p.value[:6000]) for p in params[i:i + 100]])
+
+    def log(self, row: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        now, step = int(time.time() * 1000), int(row["step"])
+        self.pending += [Metric(k.replace("/", "."), v, now, step) for k, v in scalars(row).items() if math.isfinite(v)]
+        self.rows += 1
+        if self.rows % self.batch_interval == 0 or "val_loss" in row:  # evals are seen at once
+            self._flush()
+
+    def _flush(self) -> None:
+        for i in range(0, len(self.pending), 1000):  # at most 1000 metrics per batch
+            self.client.log_batch(self.run_id, metrics=self.pending[i:i + 1000])
+        self.pending = []
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.run_id is None:
+            return
+        self._flush()
+        self.client.set_terminated(self.run_id, status=status)
+
+
+class TensorBoardTracker(Tracker):
+    """TensorBoard event files (``torch.utils.tensorboard``); a resume purges the events after
+    the snapshot's step, so curves have no duplicate tail."""
+
+    def __init__(self, ctx: TrackerContext):
+        try:
+            import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
+        except ImportError:
+            raise LmlabError(f"train.trackers: tensorboard needs the tensorboard package: {INSTALL}") from None
+        self.log_dir = Path(ctx.train.tensorboard.log_dir or ctx.run_dir / "tensorboard")
+        self.writer = None
+
+    def start(self, config: dict[str, Any], step: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=step + 1 if step else None)
+        if not step:
+            self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
+
+    def log(self, row: dict[str, Any]) -> None:
+        for key, value in scalars(row).items():
+            self.writer.add_scalar(key, value, int(row["step"]))
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 class Trackers(Tracker):
@@ -60,14 +217,22 @@ class Trackers(Tracker):
         for t in self.trackers:
             t.log(row)
 
-    def close(self) -> None:
+    def close(self, status: str = "FINISHED") -> None:
         for t in self.trackers:
-            t.close()
+            t.close(status)
 
 
-TRACKERS: dict[str, Callable[[Path], Tracker]] = {"jsonl": JsonlTracker}
+TRACKERS: dict[str, Callable[[TrackerContext], Tracker]] = {
+    "jsonl": JsonlTracker, "mlflow": MlflowTracker, "tensorboard": TensorBoardTracker, "console": ConsoleTracker,
+}
 
 
-def build_trackers(run_dir: Path, is_main: bool, names: tuple[str, ...] = ("jsonl",)) -> Trackers:
-    """The run's trackers: ``names`` on rank 0, none elsewhere."""
-    return Trackers([TRACKERS[n](run_dir) for n in names] if is_main else [])
+def build_trackers(ctx: TrackerContext, is_main: bool) -> Trackers:
+    """The run's trackers on rank 0 (none elsewhere): jsonl always, ``train.trackers``, and the
+    console when progress is on and stderr is not a terminal (the bar is used on a terminal)."""
+    if not is_main:
+        return Trackers([])
+    names = ["jsonl", *(n for n in ctx.train.trackers if n != "jsonl")]
+    if ctx.train.progress and not sys.stderr.isatty():
+        names.append("console")
+    return Trackers([TRACKERS[n](ctx) for n in dict.fromkeys(names)])

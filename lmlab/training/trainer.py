@@ -50,7 +50,8 @@ from lmlab.training.optim import lr_at
 from lmlab.training.parallel import build_parallel, check_parallel
 from lmlab.training.plan import TrainPlan
 from lmlab.training.precision import Precision
-from lmlab.training.trackers import build_trackers
+from lmlab.training.telemetry import Telemetry, peak_tflops
+from lmlab.training.trackers import TrackerContext, build_trackers
 
 
 @dataclass
@@ -197,7 +198,8 @@ class Trainer:
         self.parallel.prepare(model)
         self.optimizer = self.parallel.build_optimizer(model)
         self.precision = Precision(t, device, sharded=self.parallel.sharded_state)
-        self.step, self.tokens_seen, self.bad_steps = 0, 0, 0
+        self.step, self.tokens_seen, self.bad_steps, self.wall_s = 0, 0, 0, 0.0
+        self.best = {"val_loss": math.inf, "step": None}
         state = self.checkpointer.load_state(snap, self.optimizer) if snap is not None else None
         model.on_train_start(resumed=snap is not None)
         # A weights-only snapshot (an imported model, e.g. GPT-2) starts a fresh optimizer and data
@@ -206,13 +208,22 @@ class Trainer:
             if state.get("scaler"):
                 self.precision.scaler.load_state_dict(state["scaler"])
             self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+            self.wall_s = float(state.get("wall_s", 0.0))  # absent before lmlab kept it
+            self.best = {"val_loss": float(state.get("best_val_loss", math.inf)), "step": state.get("best_step")}
             self.sampler.load_state_dict(state["data"]["sampler"])
             restore_rng(state["rng"], info, t.seed, self.step)
+        if self.best["step"] is None and (run_dir / "checkpoints" / plan.layout.best).is_dir():
+            # a warm start in the same run dir (the continuous trainer's next cycle) keeps the bar
+            with contextlib.suppress(LmlabError):
+                kept = rundir.best_snapshot(run_dir)
+                self.best = {"val_loss": float(kept.meta["val_loss"]), "step": kept.step}
         self.fwd = self.parallel.wrap()
         self.checkpointer.check_room(model, self.step, self.budget.max_steps, t.save_interval)
         self._choose_micro_batch()
 
-        self.trackers = build_trackers(run_dir, info.is_main)
+        self.telemetry = Telemetry(cfg.model.flops_per_token(self.block), device, info.world,
+                                   t.peak_tflops or peak_tflops(device, t.precision, t.allow_tf32))
+        self.trackers = build_trackers(TrackerContext(run_dir, t, self.budget.max_steps), info.is_main)
         if info.is_main:  # written only once the checkpoint has loaded: a refused resume changes nothing
             save_config(cfg, rundir.config_path(run_dir))
         self.trackers.start(cfg.to_dict(), self.step)
@@ -381,6 +392,9 @@ class Trainer:
             "rng": rng,
             "step": step,
             "tokens_seen": self.tokens_seen,
+            "wall_s": self.wall_s,
+            "best_val_loss": self.best["val_loss"],
+            "best_step": self.best["step"],
             "data": {"step": step, "epoch": step // sampler.steps_per_epoch, "sampler": sampler.state_dict()},
         }
         self.checkpointer.save(
@@ -426,66 +440,98 @@ class Trainer:
             if not t.save_optimizer_state:
                 print("lmlab: train.save_optimizer_state: false: snapshots keep weights, step and data position but "
                       "not the optimizer state, so a resume will not be exact", flush=True)
-        bar = tqdm(total=budget.max_steps, initial=self.step, disable=not (t.progress and info.is_main),
-                   unit="step", dynamic_ncols=True, mininterval=1.0)
-        tick, tick_tokens, data_time = time.perf_counter(), self.tokens_seen, 0.0
-        log_src = torch.zeros(2, self.n_sources, dtype=torch.float64)
-        with _Interrupt(self.plan.resume_command, info.is_main) as interrupt:
-            self.model.train()
-            while self.step < budget.max_steps:
-                if (t.batch_size == "auto" and t.adaptive_batch.reprobe_interval_steps
-                        and self.step % t.adaptive_batch.reprobe_interval_steps == 0 and self.step > 0):
-                    self._choose_micro_batch()
-                r = self.train_step()
-                step = self.step
-                data_time += r["data_time"]
-                log_src += r["src"]
-                bar.update(1)
-                if step % t.log_interval == 0 or step == budget.max_steps:
-                    loss = all_reduce_mean(r["loss_sum"] / r["n"], info).item()
-                    now = time.perf_counter()
-                    tps = (self.tokens_seen - tick_tokens) / max(now - tick, 1e-9)
-                    data_wait = data_time / max(now - tick, 1e-9)  # share of wall time spent making batches
-                    tick, tick_tokens, data_time = now, self.tokens_seen, 0.0
-                    terms = {k: all_reduce_mean(v / r["n"], info).item() for k, v in r["terms"].items()}
-                    row = {"step": step, "tokens": self.tokens_seen, "loss": loss, "lr": r["lr"],
-                           "grad_norm": float(r["grad_norm"]), "tokens_per_s": tps, "data_wait": data_wait, **terms}
-                    if self.n_sources > 1:
-                        row["source_loss"] = {n: (log_src[0, i] / log_src[1, i]).item()
-                                              for i, n in enumerate(self.arrays.names) if log_src[1, i] > 0}
-                        row["source_weights"] = self.sampler.weights()
-                        log_src.zero_()
-                    self.trackers.log(row)
-                    bar.set_postfix(tokens=f"{self.tokens_seen:,}", loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}",
-                                    refresh=False)
-                if step % t.eval_interval == 0 or step == budget.max_steps:
-                    self.last_val = self.evaluate()
-                    self.trackers.log({"step": step, "tokens": self.tokens_seen, **self.last_val})
-                    if t.eval_planner_diagnostics:
-                        self.diagnose(final=False)
-                    if info.is_main and t.progress:
-                        v = self.last_val
-                        bar.write(f"step {step}: val loss {v['val_loss']:.4f}, ppl {v['val_ppl']:.2f}, "
-                                  f"bpb {v['val_bpb']:.4f}")
-                if info.world > 1:  # every rank must stop at the same step
-                    interrupt.hit = all_reduce_max(float(interrupt.hit), info) > 0
-                if step % t.save_interval == 0 or step == budget.max_steps or interrupt.hit:
-                    self.save()
-                if interrupt.hit:
-                    bar.close()
-                    self.trackers.close()
-                    raise KeyboardInterrupt(f"interrupted at step {step}; resume with: {self.plan.resume_command}")
+        # The bar only on a terminal: a redirected log gets the console tracker's plain lines.
+        bar = tqdm(total=budget.max_steps, initial=self.step, unit="step", dynamic_ncols=True, mininterval=1.0,
+                   disable=not (t.progress and info.is_main and sys.stderr.isatty()))
+        try:
+            with _Interrupt(self.plan.resume_command, info.is_main) as interrupt:
+                self._loop(bar, interrupt)
+        except KeyboardInterrupt:
+            bar.close()
+            self.trackers.close("KILLED")
+            raise
+        except BaseException:
+            bar.close()
+            self.trackers.close("FAILED")
+            raise
         bar.close()
         if not self.last_val:  # nothing left to train (a finished run re-run): still report where it stands
             self.last_val = self.evaluate()
         if t.final_eval_planner_diagnostics:
             self.diagnose(final=True)
         self._finish()
-        self.trackers.close()
+        self.trackers.close("FINISHED")
         # Ranks leave together: a rank that tears its process group down while rank 0 still writes
         # the summary and samples is a known race at gloo teardown (PyTorch's advice: barrier first).
         barrier(info)
         return self.run_dir
+
+    def _loop(self, bar: tqdm, interrupt: _Interrupt) -> None:
+        """Steps until the budget is spent: log, evaluate (keeping the best), save at intervals."""
+        t, info, budget = self.cfg.train, self.info, self.budget
+        started, wall0 = time.perf_counter(), self.wall_s
+        tick, tick_tokens, data_time = started, self.tokens_seen, 0.0
+        log_src = torch.zeros(2, self.n_sources, dtype=torch.float64)
+        self.model.train()
+        while self.step < budget.max_steps:
+            if (t.batch_size == "auto" and t.adaptive_batch.reprobe_interval_steps
+                    and self.step % t.adaptive_batch.reprobe_interval_steps == 0 and self.step > 0):
+                self._choose_micro_batch()
+            r = self.train_step()
+            step = self.step
+            data_time += r["data_time"]
+            log_src += r["src"]
+            bar.update(1)
+            if step % t.log_interval == 0 or step == budget.max_steps:
+                loss = all_reduce_mean(r["loss_sum"] / r["n"], info).item()
+                now = time.perf_counter()
+                self.wall_s = wall0 + now - started  # training time over every resume
+                tps = (self.tokens_seen - tick_tokens) / max(now - tick, 1e-9)
+                data_wait = data_time / max(now - tick, 1e-9)  # share of wall time spent making batches
+                tick, tick_tokens, data_time = now, self.tokens_seen, 0.0
+                terms = {k: all_reduce_mean(v / r["n"], info).item() for k, v in r["terms"].items()}
+                cost = self.telemetry.row(tps)
+                cost["peak_mem_mb"] = all_reduce_max(cost["peak_mem_mb"], info)  # the fullest rank
+                row = {"step": step, "tokens": self.tokens_seen, "loss": loss, "lr": r["lr"],
+                       "grad_norm": float(r["grad_norm"]), "tokens_per_s": tps, "data_wait": data_wait,
+                       "wall_s": self.wall_s, **cost, **terms}
+                if self.n_sources > 1:
+                    row["source_loss"] = {n: (log_src[0, i] / log_src[1, i]).item()
+                                          for i, n in enumerate(self.arrays.names) if log_src[1, i] > 0}
+                    row["source_weights"] = self.sampler.weights()
+                    log_src.zero_()
+                self.trackers.log(row)
+                bar.set_postfix(tokens=f"{self.tokens_seen:,}", loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}",
+                                refresh=False)
+            if step % t.eval_interval == 0 or step == budget.max_steps:
+                self.last_val = self.evaluate()
+                self.trackers.log({"step": step, "tokens": self.tokens_seen, **self.last_val})
+                self._keep_best()
+                if t.eval_planner_diagnostics:
+                    self.diagnose(final=False)
+                if not bar.disable:
+                    v = self.last_val
+                    bar.write(f"step {step}: val loss {v['val_loss']:.4f}, ppl {v['val_ppl']:.2f}, "
+                              f"bpb {v['val_bpb']:.4f}")
+            if info.world > 1:  # every rank must stop at the same step
+                interrupt.hit = all_reduce_max(float(interrupt.hit), info) > 0
+            if step % t.save_interval == 0 or step == budget.max_steps or interrupt.hit:
+                self.save()
+            if interrupt.hit:
+                raise KeyboardInterrupt(f"interrupted at step {step}; resume with: {self.plan.resume_command}")
+
+    def _keep_best(self) -> None:
+        """``train.save_best``: a new lowest validation loss replaces ``checkpoints/best`` (every
+        rank takes part: under FSDP the weights are gathered)."""
+        val = self.last_val["val_loss"]
+        if not self.cfg.train.save_best or not math.isfinite(val) or val >= self.best["val_loss"]:
+            return
+        self.best = {"val_loss": val, "step": self.step}
+        model = self.checkpointer.consolidated()
+        if self.info.is_main:
+            meta = rundir.snapshot_meta(self.cfg, self.tokenizer, model, self.step, self.tokens_seen,
+                                        val_loss=val, **self.plan.meta)
+            rundir.save_best(self.run_dir, model, meta, self.plan.layout)
 
     def _finish(self) -> None:
         """Rank 0: metrics.json, the loss curve and samples (from the whole model)."""
@@ -500,8 +546,12 @@ class Trainer:
                    "sources": self.arrays.names, **self.last_val}
         train_rows = [r for r in read_metrics(run_dir) if "loss" in r]
         if train_rows:
-            summary.update({"final_train_loss": train_rows[-1]["loss"],
-                            "tokens_per_s": train_rows[-1]["tokens_per_s"]})
+            last = train_rows[-1]
+            summary.update({"final_train_loss": last["loss"], "tokens_per_s": last["tokens_per_s"],
+                            **{k: last[k] for k in ("tokens_per_s_per_device", "peak_mem_mb", "mfu") if k in last}})
+        summary.update({"wall_s": self.wall_s, "device": str(self.info.device), "world": self.info.world})
+        if self.best["step"] is not None:
+            summary.update({"best_val_loss": self.best["val_loss"], "best_step": self.best["step"]})
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         plot_loss_curve(run_dir)
         _write_samples(model, self.tokenizer, self.cfg, run_dir)

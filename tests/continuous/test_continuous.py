@@ -253,7 +253,7 @@ def test_cycles_rotate_three_snapshots_and_the_mirror(home, capsys):
     run(target_tokens=1024, interactive=False)
     assert "cycle 2 from lm_current (1,024 tokens so far), 1,024 more tokens" in capsys.readouterr().out
     ckpt = run_dir / "checkpoints"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["lm_current", "lm_prev", "lm_prev2", "simple_lm_trained"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["lm_best", "lm_current", "lm_prev", "lm_prev2", "simple_lm_trained"]
     meta = _meta(run_dir)
     assert meta["continuous"] == {"preset": "00_best_general", "cycle": 2, "target_tokens": 1024,
                                   "tokens_before": 1024}

@@ -89,6 +89,8 @@ def _damage(kind: str, run: Path) -> None:
         _reseal(snap)
     elif kind == "no-tokenizer":
         shutil.rmtree(run / "tokenizer")
+    elif kind == "no-best":
+        shutil.rmtree(run / "checkpoints" / "best", ignore_errors=True)
     elif kind == "tokenizer-meta-corrupt":
         (run / "tokenizer" / "tokenizer_meta.json").write_text("{")
     else:

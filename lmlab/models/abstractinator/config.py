@@ -178,12 +178,21 @@ class AbstractinatorConfig(ModelConfig):
         transformer layers of width ``d_model`` (12 d^2 each), plus codebooks and byte
         embeddings; activations as if every layer ran at byte resolution (an upper bound:
         upper levels see patches)."""
-        d = self.d_model
-        layers = sum(lv.compressor_layers + lv.expander_layers + lv.entropy.n_layer for lv in self.levels)
-        layers += self.top_transformer_config.n_layer if self.top_transformer_config is not None else 0
+        d, layers = self.d_model, self._layer_count
         codebooks = sum(lv.codebook_size * lv.d_c * lv.vq_stages for lv in self.levels)
         params = layers * 12 * d * d + codebooks + 2 * (self.vocab_size or 260) * d
         return params, 4 * (layers * 14 * d + 3 * (self.vocab_size or 260)) * tokens
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """6 x parameters + the attention term of every layer (12 x layers x d_model x
+        seq_len), as if every layer ran at byte resolution: an upper bound, so MFU reads low."""
+        return 6.0 * self.size_estimate(1)[0] + 12.0 * self._layer_count * self.d_model * seq_len
+
+    @property
+    def _layer_count(self) -> int:
+        """Transformer-like layers: every level's compressor, expander and entropy model, and the top."""
+        top = self.top_transformer_config.n_layer if self.top_transformer_config is not None else 0
+        return top + sum(lv.compressor_layers + lv.expander_layers + lv.entropy.n_layer for lv in self.levels)
 
     @property
     def eos(self) -> int:

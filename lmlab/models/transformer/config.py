@@ -69,3 +69,11 @@ class TransformerConfig(ModelConfig):
         per_token = n * (10 * d + hidden) + 3 * v  # elements: layers, then logits, softmax and grad
         return params, 4 * per_token * tokens
 
+    def flops_per_token(self, seq_len: int) -> float:
+        """PaLM's count (Chowdhery et al. 2022, appendix B): 6 x the matmul parameters (the
+        blocks and the output projection; embeddings are lookups) + 12 x n_layer x d_model x
+        seq_len for the attention scores and their weighted sums, forward and backward."""
+        d, f, v, n = self.d_model, self.ff_dim, self.vocab_size or 256, self.n_layer
+        matmul = n * (4 * d * d + (3 if self.mlp == "swiglu" else 2) * d * f) + v * d
+        return 6.0 * matmul + 12.0 * n * d * seq_len
+
