@@ -7,7 +7,8 @@ is how the test suite keeps them from rotting. Checks, per family:
 - GPU-01 forward/backward: a finite loss and finite gradients;
 - GPU-02 precision parity: the loss under bf16 (and fp16 on CUDA) autocast against fp32;
 - GPU-03 throughput: optimizer steps over batch token budgets (65k, 131k, 262k on GPU; 512, 1k,
-  2k on CPU) in micro-batches, tokens/s and, on a GPU lmlab knows, MFU;
+  2k on CPU) in micro-batches, tokens/s and, on a GPU lmlab knows, MFU; on a GPU also the first
+  budget with ``torch.compile`` (the MFU target is bf16 + compile);
 - GPU-04 gradient checkpointing: peak memory and step time with and without it;
 - GPU-05/06 DDP and FSDP parity: with two devices (GPUs, or ``--processes 2`` on CPU) a 2-process
   ``torchrun`` run of ``lmlab train`` under ``parallel: ddp`` and ``fsdp`` (2 sequences per rank)
@@ -154,6 +155,16 @@ class Doctor:
             mfu = tps * cfg.flops_per_token(cfg.block_size) / (peak * 1e12) if peak else None
             row = {"family": family, "preset": cfg.preset, "batch_tokens": rows * cfg.block_size,
                    "micro_batch": micro, "tokens_per_s": tps, "mfu": mfu}
+            self.throughput.append(row)
+            rows_out.append(row)
+        if self.gpu and "compile" not in self.skip:  # the MFU target is measured compiled
+            tokens = budgets[0]
+            rows = max(micro, tokens // cfg.block_size)
+            sec = self._steps(torch.compile(model), cfg, rows, micro, steps=3, dtype=dtype)
+            tps = rows * cfg.block_size / sec
+            row = {"family": family, "preset": f"{cfg.preset}+compile", "batch_tokens": rows * cfg.block_size,
+                   "micro_batch": micro, "tokens_per_s": tps,
+                   "mfu": tps * cfg.flops_per_token(cfg.block_size) / (peak * 1e12) if peak else None}
             self.throughput.append(row)
             rows_out.append(row)
         best = max(rows_out, key=lambda r: r["tokens_per_s"])
