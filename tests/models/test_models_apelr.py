@@ -232,6 +232,14 @@ def test_forced_states_and_frozen_planner():
         model.set_generation_options(force_state=9)
 
 
+def test_lookahead_feedback_on_a_v1_model_says_it_would_do_nothing():
+    """v1's tokens come from the belief mixture: the v2 gate's feedback scale has no effect there,
+    so it is refused rather than silently ignored (v2 takes it)."""
+    with pytest.raises(ValueError, match="lookahead_feedback_scale acts on v2's gate only; this checkpoint is v1"):
+        _model(V1).set_generation_options(lookahead_feedback_scale=0.5)
+    _model(V2).set_generation_options(lookahead_feedback_scale=0.5)
+
+
 @pytest.mark.parametrize("version", [V1, V2])
 def test_every_loss_term_is_logged_finite_and_trains_its_modules(version):
     model = _model(version, **ALL_LOSSES).train()

@@ -6,9 +6,11 @@ Expert k's logits are the shared head plus a rank-r correction: ``base + delta_k
 ``base = head(h)`` and ``delta_k = (h A_k) (W_head B_k)^T``; the correction's (V, r) factor is
 built once per call, so K experts cost r x K (not D x K) multiply-adds per vocabulary entry.
 
-- v1 ``v1_filtered_mixture``: p(x_{t+1}) = sum_k b_t(k) p_k(x_{t+1}): the exact online mixture
-  (the forward algorithm over chunk-level plan states, in log space); the logits returned are
-  its log-probabilities.
+- v1 ``v1_filtered_mixture``: p(x_{t+1}) = sum_k b_t(k) p_k(x_{t+1}): the online mixture; with
+  ``planner_context_scale = 0`` it is exactly the forward algorithm over chunk-level plan states
+  (in log space), while a non-zero scale tilts each chunk's prior by the context and
+  renormalises, a proper next-token distribution but no longer a path sum of one Markov chain.
+  The logits returned are its log-probabilities.
 - v2 ``v2_planner_required``: logits = base + sum_k g_t(k) delta_k, where the gate g blends the
   belief with its lookahead forecasts; the experts' own likelihoods still filter the belief.
 """
@@ -289,6 +291,9 @@ class Apelr(Transformer):
             raise ValueError(f"planner_temperature must be > 0, got {opts.planner_temperature}")
         if opts.lookahead_steps < 0:
             raise ValueError(f"lookahead_steps must be >= 0, got {opts.lookahead_steps}")
+        if opts.lookahead_feedback_scale is not None and self.cfg.version == V1:
+            raise ValueError(f"lookahead_feedback_scale acts on v2's gate only; this checkpoint is {V1} (its tokens "
+                             "come from the belief mixture, which has no feedback), so drop it")
         self.gen = opts
         self.plan_history = []
 
