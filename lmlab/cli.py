@@ -30,9 +30,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
         run = Path(args.resume)
         if not rundir.has_checkpoint(run):
             above = rundir.enclosing_run_dir(run)
-            if above is not None:
-                raise LmlabError(f"--resume {run} is inside a run dir; give the run dir: --resume {above}")
-            raise LmlabError(f"--resume {run}: no checkpoint there (expected {run}/checkpoints/current)")
+            if above is None:
+                raise LmlabError(f"--resume {run}: no checkpoint there (expected {run}/checkpoints/current)")
+            warnings.warn(f"--resume {run} is inside run dir {above}: resuming that run", stacklevel=1)
+            run = above
         if args.config:
             raise LmlabError("--resume continues a run with its own config.yaml; drop --config (use --set to change train.*)")
         # The run dir goes in as a value, not a --set string: "2024" must stay a path, not a number.
@@ -196,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", "-c", help="YAML or JSON run config (default: built-in defaults)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a config value, parsed as YAML (repeatable), e.g. --set train.lr=3e-4")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
-    t.add_argument("--load-base-from", metavar="PATH",
+    t.add_argument("--resume", "--resume_from_checkpoint", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (or the run dir holding that path) from its latest checkpoint")
+    t.add_argument("--load-base-from", "--load_base_from", metavar="PATH",
                    help="abstractinator stage 2: load the levels from a stage-1 base file (or run dir) and "
                         "freeze them (sets model.load_base_from)")
     t.set_defaults(func=_cmd_train)
@@ -207,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=None)
 
     s = sub.add_parser("sample", help="generate text from a trained run")
-    s.add_argument("--checkpoint", required=True, metavar="RUN_DIR", help="run dir to load")
+    s.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
+                   help="run dir to load (a snapshot folder in it loads that snapshot; any other path inside "
+                        "a run dir loads the run dir's newest)")
     s.add_argument("--prompt", action="append", help="a prompt (repeatable; default: the run's sample.prompts)")
     s.add_argument("--prompts-file", help="a file with one prompt per line")
     s.add_argument("--num-samples", type=_positive_int, default=1, help="samples per prompt")

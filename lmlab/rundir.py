@@ -489,6 +489,30 @@ def latest_snapshot(run_dir: str | Path, with_trainer_state: bool = False) -> Sn
     )
 
 
+def resolve_run_path(path: str | Path) -> tuple[Path, Path | None]:
+    """(run dir, snapshot folder or None) for a path a reader was given: a run dir as it is; a
+    snapshot folder (``RUN/checkpoints/prev``) or any path inside a run dir (seed 000's habit,
+    ``runs/x/checkpoint.pt``) with a warning that says which run dir is read."""
+    path = Path(path)
+    if path.is_dir() and has_checkpoint(path):
+        return path, None
+    if path.parent.name == "checkpoints" and (path / META).is_file():
+        return path.parent.parent, path
+    above = enclosing_run_dir(path)
+    if above is None:
+        return path, None
+    warnings.warn(f"{path} is inside run dir {above}: reading that run dir's latest snapshot", stacklevel=3)
+    return above, None
+
+
+def _named_snapshot(path: Path) -> Snapshot:
+    """The snapshot folder ``path`` itself, verified (a broken one is an error: it was asked for)."""
+    try:
+        return Snapshot(path, _verify(path))
+    except ValueError as e:
+        raise LmlabError(f"{path} is unusable ({e}); give the run dir to read its newest whole snapshot") from None
+
+
 def enclosing_run_dir(path: str | Path) -> Path | None:
     """The nearest run dir (one with snapshots) that holds ``path``, up to three levels above
     (a file of a snapshot); None when there is none."""
@@ -574,7 +598,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", snapshot: 
     device = resolve_device(device)  # before any reading: a device this build lacks is one line
     if snapshot not in ("latest", "best"):
         raise LmlabError(f"snapshot {snapshot!r}: use latest or best")
-    snap = best_snapshot(run_dir) if snapshot == "best" else latest_snapshot(run_dir)
+    run_dir, named = resolve_run_path(run_dir)
+    if named is not None:  # a snapshot folder given by path: that one, not the newest
+        snap = _named_snapshot(named)
+    else:
+        snap = best_snapshot(run_dir) if snapshot == "best" else latest_snapshot(run_dir)
     cfg = validate_config(checkpoint_config(snap.meta), source=str(snap.path / META))
     tokenizer = load_tokenizer(tokenizer_dir(run_dir))
     if tokenizer.vocab_size != cfg.model.vocab_size:

@@ -141,7 +141,6 @@ CASES: list[Case] = [
     cli("resume-missing-dir", "train", "--resume", "{tmp}/nope", needles="no checkpoint there"),
     cli("resume-empty-dir", "train", "--resume", "{emptydir}", needles="no checkpoint there"),
     cli("resume-with-config", "train", "--resume", "{run}", "--config", "{cfg}", needles="drop --config"),
-    cli("resume-file-in-run", "train", "--resume", "{run}/config.yaml", needles="give the run dir: --resume {run}"),
     resume_set("resume-model-change", "model.n_layer=3", needles="model.n_layer = 2"),
     resume_set("resume-seed-change", "train.seed=8", needles="train.seed = 7"),
     resume_set("resume-data-change", "data.val_fraction=0.2", needles="data.val_fraction"),
@@ -160,10 +159,6 @@ CASES: list[Case] = [
     # ------------------------------------------------------------------------------ sample
     cli("sample-missing-run", "sample", "--checkpoint", "{tmp}/nope", needles="run dir not found"),
     cli("sample-empty-dir", "sample", "--checkpoint", "{emptydir}", needles="no checkpoint found"),
-    cli("sample-weights-file", "sample", "--checkpoint", "{run}/checkpoints/current/model.safetensors",
-        needles="give the run dir"),
-    cli("sample-snapshot-dir", "sample", "--checkpoint", "{run}/checkpoints/current", needles="give the run dir"),
-    cli("sample-config-file", "sample", "--checkpoint", "{run}/config.yaml", needles="give the run dir"),
     cli("sample-no-best", "sample", "--checkpoint", "{copy}", "--snapshot", "best", damage="no-best",
         needles="no best snapshot"),
     cli("sample-snapshot-unknown", "sample", "--checkpoint", "{run}", "--snapshot", "oldest",
@@ -245,7 +240,6 @@ CASES: list[Case] = [
         needles="no usable checkpoint"),
     # ---------------------------------------------------------------------------- Python API
     api("api-load-missing", "load", "run_dir={tmp}/nope", needles="run dir not found"),
-    api("api-load-file-in-run", "load", "run_dir={run}/checkpoints/current/meta.json", needles="give the run dir"),
     api("api-load-device", "load", "run_dir={run}", "device=cuda", needles="device 'cuda'"),
     api("api-train-bad-key", "train", "train.lrr=1", needles="train.lrr"),
     api("api-train-bad-value", "train", "train.lr=-1", needles="train.lr"),

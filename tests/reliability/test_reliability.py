@@ -370,7 +370,7 @@ def test_10_size_estimates_are_close_to_the_built_models(family, preset):
 @pytest.fixture
 def trained(tiny_config):
     """A finished 4-step tiny transformer run: (config path, raw, run dir)."""
-    path, raw, run = tiny_config(train={"max_steps": 4})
+    path, raw, run = tiny_config(train={"max_steps": 4, "save_interval": 2})
     lmlab.train(raw)
     return path, raw, run
 
@@ -389,9 +389,12 @@ def test_11_messages_name_what_is_wrong(trained, tmp_path):
     with pytest.raises(LmlabError, match=r"trained on windows of 32 tokens but the config asks for 16 \(train.seq_len"):
         lmlab.train(raw, **{"train.seq_len": 16, "train.max_steps": 8})
     assert _files(run) == before
-    for inside in (run / "checkpoints" / "current" / "model.safetensors", run / "config.yaml", run / "checkpoints"):
-        with pytest.raises(LmlabError, match=f"give the run dir: {run}$"):
-            lmlab.load(inside)
+    for inside in (run / "checkpoints" / "current" / "model.safetensors", run / "config.yaml", run / "checkpoints",
+                   run / "checkpoint.pt"):  # the last: seed 000's habit, a file lmlab never writes
+        with pytest.warns(UserWarning, match=f"is inside run dir {run}: reading that run dir's latest snapshot"):
+            assert lmlab.load(inside).snapshot.path == run / "checkpoints" / "current"
+    assert lmlab.load(run / "checkpoints" / "prev").snapshot.step == 2  # a snapshot folder: that snapshot
+    assert rundir.latest_snapshot(run).step == 4
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  lr: 3e-4\n  steps: [1, 2\nmodel: {}\n")
     with pytest.raises(LmlabError, match=r"bad.yaml: line 4, column 6: cannot parse config: expected ',' or ']'"):
@@ -458,3 +461,21 @@ def test_11_two_ctrl_c_stop_a_long_step_at_once_and_the_run_resumes(tiny_config,
     step = rundir.latest_snapshot(run).step
     assert step >= 2
     lmlab.train(raw, **{"train.max_steps": step + 1})  # the kept snapshot continues
+
+
+def test_seed_cli_spellings_and_paths_inside_a_run_dir(trained, run_cli):
+    """Seed 000 passes ``--checkpoint runs/x/checkpoint.pt``; seed 003 ``--resume_from_checkpoint``
+    and ``--load_base_from``: each is read as the run dir (or snapshot) it points into."""
+    from lmlab.cli import build_parser
+
+    _, _, run = trained
+    done = run_cli("sample", "--checkpoint", str(run / "checkpoint.pt"), "--max-new-tokens", "4", "--greedy")
+    assert done.returncode == 0, done.stderr
+    assert f"warning: {run / 'checkpoint.pt'} is inside run dir {run}" in done.stderr
+    args = build_parser().parse_args(["train", "--resume_from_checkpoint", "R", "--load_base_from", "B"])
+    assert (args.resume, args.load_base_from) == ("R", "B")
+    from lmlab.cli import main
+
+    assert main(["train", "--resume_from_checkpoint", str(run / "checkpoints" / "current"),
+                 "--set", "train.max_steps=6"]) == 0
+    assert rundir.latest_snapshot(run).step == 6
