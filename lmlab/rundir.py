@@ -27,8 +27,6 @@ the next rotation, so a fallback never costs a good snapshot.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import os
 import shutil
@@ -45,10 +43,19 @@ from safetensors.torch import load_model, save_model
 
 from lmlab.errors import LmlabError
 from lmlab.fsio import fsync_dir, fsync_file, user_error_line, user_io, user_os_error
-
-FORMAT_VERSION = 1
-WEIGHTS, META, TRAINER = "model.safetensors", "meta.json", "trainer.pt"
-SUMS = "SHA256SUMS"  # `sha256sum -c` format; covers meta.json, whose own sha256 map cannot
+from lmlab.integrity import (  # noqa: F401  (FORMAT_VERSION, SUMS: re-exported, part of the layout)
+    FORMAT_VERSION,
+    META,
+    SUMS,
+    TRAINER,
+    WEIGHTS,
+    known_broken,
+    mark_broken,
+    read_trainer_state,
+    seal,
+    verify,
+    weights_mismatch,
+)
 
 
 @dataclass(frozen=True)
@@ -101,54 +108,8 @@ class Snapshot:
     def load_trainer_state(self) -> dict[str, Any]:
         """The trainer state (plain tensors and containers; never unpickles objects)."""
         if self.trainer_state is None:
-            self.trainer_state = _read_trainer_state(self.path)
+            self.trainer_state = read_trainer_state(self.path)
         return self.trainer_state
-
-
-def weights_mismatch(model: torch.nn.Module, path: Path, shown: int = 4) -> str:
-    """How the tensors in the safetensors file ``path`` differ from ``model``'s, in a few words
-    ("" when they fit): shape differences first, then tensors only one side has."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
-    state = model.state_dict()
-    # Tied tensors are stored once (save_model): a model name whose storage another stored name
-    # shares is not missing.
-    stored = {state[k].untyped_storage().data_ptr() for k in saved if k in state}
-    shapes = [f"{k} {list(saved[k])} in the file vs {list(v.shape)} in the model"
-              for k, v in state.items() if k in saved and tuple(v.shape) != saved[k]]
-    missing = [k for k, v in state.items() if k not in saved and v.untyped_storage().data_ptr() not in stored]
-    extra = [k for k in saved if k not in state]
-
-    def few(names: list[str]) -> str:
-        return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
-
-    parts = [f"shape of {len(shapes)} tensor(s): {few(shapes)}"] if shapes else []
-    if missing:
-        parts.append(f"{len(missing)} missing from the file: {few(missing)}")
-    if extra:
-        parts.append(f"{len(extra)} not in the model: {few(extra)}")
-    return "; ".join(parts)
-
-
-def _read_trainer_state(path: Path) -> dict[str, Any]:
-    """``trainer.pt`` read with ``weights_only=True``; anything else (a pickled object, a torn or
-    foreign file) makes the snapshot unusable (ValueError), never a reason to unpickle it."""
-    try:
-        return torch.load(path / TRAINER, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 (torch raises UnpicklingError, RuntimeError, EOFError... for a bad file)
-        kind = "holds pickled objects, not only tensors (refused unread)" if "Weights only" in str(e) else \
-            f"is not a readable torch file ({e.__class__.__name__})"
-        raise ValueError(f"{TRAINER} {kind}") from None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def snapshot_meta(cfg, tokenizer, model: torch.nn.Module, step: int, tokens_seen: int,
@@ -194,19 +155,22 @@ def commit_snapshot(
     ckpt = tmp.parent
     need = tensor_bytes(model.state_dict()) + tensor_bytes(trainer_state) + (64 << 10)
     kept = "; the snapshots saved before are kept"
+
+    def full() -> LmlabError:
+        return LmlabError(f"saving a snapshot: {ckpt}: the disk is full ({_mib(need)} needed, "
+                          f"{_mib(shutil.disk_usage(ckpt).free)} free); free some space or pick another "
+                          f"train.out_dir{kept}")
+
     try:
         if shutil.disk_usage(ckpt).free < need:
-            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({_mib(need)} needed, "
-                                        f"{_mib(shutil.disk_usage(ckpt).free)} free)", str(ckpt))
+            raise full()
         _write_files(tmp, model, meta, trainer_state, extra_files)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)  # a half-written snapshot is never used: free its space
         if user_os_error(e):
             raise LmlabError(user_error_line(e, "saving a snapshot") + kept) from None
-        if isinstance(e, Exception) and shutil.disk_usage(ckpt).free < need:
-            # safetensors and torch.save report a full disk in their own words (or not at all)
-            raise LmlabError(f"saving a snapshot: {ckpt}: the disk is full ({_mib(need)} needed); "
-                             f"free some space or pick another train.out_dir{kept}") from None
+        if isinstance(e, Exception) and not isinstance(e, LmlabError) and shutil.disk_usage(ckpt).free < need:
+            raise full() from None  # safetensors and torch.save word a full disk their own way (or not at all)
         raise
     _rotate(ckpt, tmp, layout)
     current = ckpt / layout.names[0]
@@ -227,14 +191,7 @@ def _write_files(tmp: Path, model: torch.nn.Module, meta: dict[str, Any], traine
         fsync_file(tmp / name)
     for sub in {Path(name).parent for name in files} - {Path(".")}:
         fsync_dir(tmp / sub)
-    sums = {n: _sha256(tmp / n) for n in files}
-    meta = {**meta, "format_version": FORMAT_VERSION, "sha256": dict(sums), "checksums": SUMS}
-    (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    sums[META] = _sha256(tmp / META)
-    (tmp / SUMS).write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())), encoding="utf-8")
-    for name in (META, SUMS):
-        fsync_file(tmp / name)
-    fsync_dir(tmp)
+    seal(tmp, files, meta)
 
 
 def tensor_bytes(obj: Any) -> int:
@@ -270,7 +227,7 @@ def _rotate(ckpt: Path, tmp: Path, layout: Layout) -> None:
     intermediate state leaves at least one whole snapshot behind."""
     existing = [ckpt / name for name in layout.names if (ckpt / name).is_dir()]
     for path in existing:
-        if _known_broken(path):
+        if known_broken(path):
             shutil.rmtree(path)
     kept = [p for p in existing if p.is_dir()]
     for path in kept[2:]:
@@ -317,7 +274,7 @@ def best_snapshot(run_dir: str | Path) -> Snapshot:
         path = run_dir / "checkpoints" / layout.best
         if path.is_dir():
             try:
-                return Snapshot(path, _verify(path))
+                return Snapshot(path, verify(path))
             except ValueError as e:
                 raise LmlabError(f"{path} is unusable ({e}); load the latest snapshot instead") from None
     raise LmlabError(f"{run_dir}: no best snapshot (checkpoints/best is written when train.save_best is on and "
@@ -361,73 +318,6 @@ def _link_tree(src_dir: Path, dst_dir: Path) -> None:
     fsync_dir(dst_dir)
 
 
-_BROKEN: set[tuple[int, int, int]] = set()  # (device, inode, ctime) of snapshot dirs found broken
-
-
-def _identity(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
-    return st.st_dev, st.st_ino, st.st_ctime_ns  # ctime: an inode number reused later is a new dir
-
-
-def _known_broken(path: Path) -> bool:
-    return _identity(path) in _BROKEN
-
-
-def _verify(path: Path) -> dict[str, Any]:
-    """Meta of a whole snapshot; raises ValueError saying what is wrong with a broken one (and
-    remembers it as broken, for the next rotation)."""
-    try:
-        return _check(path)
-    except ValueError:
-        _BROKEN.add(_identity(path))
-        raise
-
-
-def _check(path: Path) -> dict[str, Any]:
-    from safetensors import SafetensorError, safe_open
-
-    if not (path / META).is_file():
-        raise ValueError("no meta.json")
-    listed = _read_sums(path) if (path / SUMS).is_file() else {}
-    if META in listed and _sha256(path / META) != listed[META]:
-        raise ValueError(f"meta.json does not match its checksum in {SUMS} (edited or corrupt)")
-    try:
-        meta = json.loads((path / META).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"meta.json is not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise ValueError("meta.json is not a JSON object")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
-    if meta.get("checksums") == SUMS and META not in listed:  # written with one: it went missing
-        raise ValueError(f"{SUMS} is missing or does not list meta.json")
-    sums = meta.get("sha256", {})
-    for name in sorted(set(sums) | set(listed) - {META}):
-        if not (path / name).is_file():
-            raise ValueError(f"{name} is missing")
-        digest = _sha256(path / name)
-        if digest != sums.get(name, digest) or digest != listed.get(name, digest):
-            raise ValueError(f"{name} is truncated or corrupt (checksum mismatch)")
-    if (path / WEIGHTS).is_file():
-        try:
-            with safe_open(str(path / WEIGHTS), "pt"):
-                pass
-        except (SafetensorError, OSError) as e:
-            raise ValueError(f"{WEIGHTS} is not a safetensors file ({e})") from None
-    return meta
-
-
-def _read_sums(path: Path) -> dict[str, str]:
-    """``SHA256SUMS`` as {name: hex digest}; ValueError for a line that is not ``HEX  NAME``."""
-    out = {}
-    for i, line in enumerate((path / SUMS).read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64 or not name:
-            raise ValueError(f"{SUMS} line {i} is not 'SHA256  NAME' (edited or corrupt)")
-        out[name] = digest
-    return out
-
-
 def _snapshot_names() -> tuple[str, ...]:
     """Every snapshot name, newest first per layout; never the mirrors (copies, not sources)."""
     return tuple(name for layout in LAYOUTS for name in layout.names)
@@ -464,13 +354,13 @@ def latest_snapshot(run_dir: str | Path, with_trainer_state: bool = False) -> Sn
         if not path.is_dir():
             continue
         try:
-            meta = _verify(path)
+            meta = verify(path)
             state = None
             if with_trainer_state and TRAINER in meta.get("sha256", {}):
                 try:
-                    state = _read_trainer_state(path)
+                    state = read_trainer_state(path)
                 except ValueError:
-                    _BROKEN.add(_identity(path))
+                    mark_broken(path)
                     raise
         except ValueError as e:
             problems.append((path, str(e)))
@@ -508,7 +398,7 @@ def resolve_run_path(path: str | Path) -> tuple[Path, Path | None]:
 def _named_snapshot(path: Path) -> Snapshot:
     """The snapshot folder ``path`` itself, verified (a broken one is an error: it was asked for)."""
     try:
-        return Snapshot(path, _verify(path))
+        return Snapshot(path, verify(path))
     except ValueError as e:
         raise LmlabError(f"{path} is unusable ({e}); give the run dir to read its newest whole snapshot") from None
 

@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# The suite never needs the network: MLflow's usage telemetry stays off in tests (and their subprocesses).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -22,6 +24,26 @@ def _one_line_error(proc, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+def _reseal(snapshot: Path) -> None:
+    """Recompute a tampered snapshot's checksums (meta.json's map, then SHA256SUMS), as a hand edit
+    that also fixes them would leave it: only loading can then tell what is wrong."""
+    import json
+
+    from lmlab.integrity import META, SUMS, sha256
+
+    meta = json.loads((snapshot / META).read_text())
+    meta["sha256"] = {n: sha256(snapshot / n) for n in meta["sha256"]}
+    (snapshot / META).write_text(json.dumps(meta))
+    sums = {**meta["sha256"], META: sha256(snapshot / META)}
+    (snapshot / SUMS).write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())))
+
+
+@pytest.fixture
+def reseal():
+    """``reseal(snapshot_dir)``: checksums that fit a hand-edited snapshot again (``_reseal``)."""
+    return _reseal
 
 
 @pytest.fixture

@@ -198,7 +198,7 @@ def test_a_kill_during_save_leaves_lm_prev_loadable(tmp_path, monkeypatch):
             # Killed before the new lm_current was renamed in: step 2 is still whole.
             assert snap.step == 2
             old = next(ckpt / n for n in ("lm_current", "lm_prev") if (ckpt / n).is_dir() and _step(ckpt / n) == 2)
-            assert _same_logits(rundir.Snapshot(old, rundir._verify(old)), models[2])
+            assert _same_logits(rundir.Snapshot(old, rundir.verify(old)), models[2])
         else:
             assert snap.step == 3 and snap.path.name == "lm_current"
         # The next save recovers: a whole rotation, a fresh mirror, no temp dirs left.

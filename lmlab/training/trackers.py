@@ -139,10 +139,11 @@ class MlflowTracker(Tracker):
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(self.experiment)
         self.run_id = self.client.create_run(exp_id, run_name=self.run_name).info.run_id
         atomic_write_text(saved, json.dumps({"tracking_uri": self.uri, "run_id": self.run_id}) + "\n")
-        params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+        # MLflow keeps at most 6000 characters of a param and takes at most 100 params per batch
+        params = [Param(k, (json.dumps(v) if isinstance(v, (list, dict)) else str(v))[:6000])
                   for k, v in _flat(config).items()]
-        for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(self.run_id, params=[Param(p.key, p.value[:6000]) for p in params[i:i + 100]])
+        for i in range(0, len(params), 100):
+            self.client.log_batch(self.run_id, params=params[i:i + 100])
 
     def log(self, row: dict[str, Any]) -> None:
         from mlflow.entities import Metric

@@ -479,13 +479,13 @@ class Trainer:
                 self._choose_micro_batch()
             r = self.train_step()
             step = self.step
+            self.wall_s = wall0 + time.perf_counter() - started  # training time over every resume (saved too)
             data_time += r["data_time"]
             log_src += r["src"]
             bar.update(1)
             if step % t.log_interval == 0 or step == budget.max_steps:
                 loss = all_reduce_mean(r["loss_sum"] / r["n"], info).item()
                 now = time.perf_counter()
-                self.wall_s = wall0 + now - started  # training time over every resume
                 tps = (self.tokens_seen - tick_tokens) / max(now - tick, 1e-9)
                 data_wait = data_time / max(now - tick, 1e-9)  # share of wall time spent making batches
                 tick, tick_tokens, data_time = now, self.tokens_seen, 0.0

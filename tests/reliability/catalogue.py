@@ -45,6 +45,11 @@ def resume_set(id: str, *sets: str, needles: tuple[str, ...] | str = ()) -> Case
     return cli(id, *argv, needles=needles)
 
 
+def sample_run(id: str, *args: str, needles: tuple[str, ...] | str = ()) -> Case:
+    """``lmlab sample --checkpoint {run} ARGS``: a bad sampling flag for the trained run."""
+    return cli(id, "sample", "--checkpoint", "{run}", *args, needles=needles)
+
+
 def api(id: str, *call: str, needles: tuple[str, ...] | str = ()) -> Case:
     return Case(id, tuple(call), (needles,) if isinstance(needles, str) else needles, True)
 
@@ -54,10 +59,8 @@ CASES: list[Case] = [
     cli("cli-no-command", needles="required: command"),
     cli("cli-unknown-command", "fly", needles="invalid choice: 'fly'"),
     cli("cli-sample-no-checkpoint", "sample", needles="--checkpoint"),
-    cli("cli-sample-zero-samples", "sample", "--checkpoint", "{run}", "--num-samples", "0",
-        needles="--num-samples: must be at least 1"),
-    cli("cli-sample-bad-int", "sample", "--checkpoint", "{run}", "--max-new-tokens", "ten",
-        needles="--max-new-tokens: invalid int value"),
+    sample_run("cli-sample-zero-samples", "--num-samples", "0", needles="--num-samples: must be at least 1"),
+    sample_run("cli-sample-bad-int", "--max-new-tokens", "ten", needles="--max-new-tokens: invalid int value"),
     cli("cli-eval-no-tasks", "eval", "--checkpoints", "{run}", needles="--tasks"),
     cli("cli-eval-zero-batch", "eval", "--checkpoints", "{run}", "--tasks", "piqa", "--batch-size", "0",
         needles="--batch-size: must be at least 1"),
@@ -161,23 +164,16 @@ CASES: list[Case] = [
     cli("sample-empty-dir", "sample", "--checkpoint", "{emptydir}", needles="no checkpoint found"),
     cli("sample-no-best", "sample", "--checkpoint", "{copy}", "--snapshot", "best", damage="no-best",
         needles="no best snapshot"),
-    cli("sample-snapshot-unknown", "sample", "--checkpoint", "{run}", "--snapshot", "oldest",
-        needles="--snapshot: invalid choice"),
-    cli("sample-device-cuda", "sample", "--checkpoint", "{run}", "--device", "cuda", needles="device 'cuda'"),
-    cli("sample-device-bogus", "sample", "--checkpoint", "{run}", "--device", "tpu9", needles="'tpu9'"),
-    cli("sample-prompts-missing", "sample", "--checkpoint", "{run}", "--prompts-file", "{tmp}/p.txt",
-        needles="--prompts-file"),
-    cli("sample-prompts-binary", "sample", "--checkpoint", "{run}", "--prompts-file", "{binary}",
-        needles="--prompts-file"),
-    cli("sample-unknown-chars", "sample", "--checkpoint", "{run}", "--prompt", "日本語",
-        needles="char tokenizer never saw"),
-    cli("sample-top-p-big", "sample", "--checkpoint", "{run}", "--top-p", "2", needles="top_p"),
-    cli("sample-temperature-negative", "sample", "--checkpoint", "{run}", "--temperature", "-1",
-        needles="temperature"),
-    cli("sample-force-state-transformer", "sample", "--checkpoint", "{run}", "--force-state", "1",
-        needles="force_state"),
-    cli("sample-planner-no-heads", "sample", "--checkpoint", "{run}", "--planner-rerank", "4",
-        needles="auxiliary"),
+    sample_run("sample-snapshot-unknown", "--snapshot", "oldest", needles="--snapshot: invalid choice"),
+    sample_run("sample-device-cuda", "--device", "cuda", needles="device 'cuda'"),
+    sample_run("sample-device-bogus", "--device", "tpu9", needles="'tpu9'"),
+    sample_run("sample-prompts-missing", "--prompts-file", "{tmp}/p.txt", needles="--prompts-file"),
+    sample_run("sample-prompts-binary", "--prompts-file", "{binary}", needles="--prompts-file"),
+    sample_run("sample-unknown-chars", "--prompt", "日本語", needles="char tokenizer never saw"),
+    sample_run("sample-top-p-big", "--top-p", "2", needles="top_p"),
+    sample_run("sample-temperature-negative", "--temperature", "-1", needles="temperature"),
+    sample_run("sample-force-state-transformer", "--force-state", "1", needles="force_state"),
+    sample_run("sample-planner-no-heads", "--planner-rerank", "4", needles="auxiliary"),
     # -------------------------------------------------------------------------------- eval
     cli("eval-unknown-task", "eval", "--checkpoints", "{run}", "--tasks", "mmlu_pro_max", needles="mmlu_pro_max"),
     cli("eval-missing-run", "eval", "--checkpoints", "{tmp}/nope", "--tasks", "file:{file}", needles="not found"),

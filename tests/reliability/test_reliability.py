@@ -128,15 +128,6 @@ def _steps(run) -> dict[str, int]:
             if (ckpt / n).is_dir()}
 
 
-def _reseal(path) -> None:
-    """Recompute a tampered snapshot's checksums, as someone rewriting it by hand would."""
-    meta = json.loads((path / "meta.json").read_text())
-    meta["sha256"] = {n: rundir._sha256(path / n) for n in meta["sha256"]}
-    (path / "meta.json").write_text(json.dumps(meta))
-    sums = {**meta["sha256"], "meta.json": rundir._sha256(path / "meta.json")}
-    (path / rundir.SUMS).write_text("".join(f"{h}  {n}\n" for n, h in sorted(sums.items())))
-
-
 def test_4_a_valid_json_edit_of_meta_falls_back_to_prev(tmp_path):
     _save_steps(tmp_path, 1, 2)
     meta = tmp_path / "checkpoints" / "current" / "meta.json"
@@ -189,13 +180,13 @@ def test_5_rotation_after_a_fallback_drops_the_broken_snapshot_first(tmp_path):
     assert rundir.latest_snapshot(tmp_path).step == 5
 
 
-def test_7_a_trainer_pt_with_pickled_objects_falls_back_without_unpickling(tmp_path):
+def test_7_a_trainer_pt_with_pickled_objects_falls_back_without_unpickling(tmp_path, reseal):
     import argparse
 
     _save_steps(tmp_path, 1, 2)
     current = tmp_path / "checkpoints" / "current"
     torch.save({"step": 2, "evil": argparse.Namespace(x=1)}, current / "trainer.pt")
-    _reseal(current)  # the checksums fit: only the load can tell
+    reseal(current)  # the checksums fit: only the load can tell
     assert rundir.latest_snapshot(tmp_path).step == 2  # readers that need only weights are unaffected
     with pytest.warns(UserWarning) as seen:
         snap = rundir.latest_snapshot(tmp_path, with_trainer_state=True)
@@ -204,11 +195,11 @@ def test_7_a_trainer_pt_with_pickled_objects_falls_back_without_unpickling(tmp_p
     assert "trainer.pt holds pickled objects" in text and "weights_only" not in text
 
 
-def test_7_a_weights_file_that_is_not_safetensors_falls_back(tmp_path):
+def test_7_a_weights_file_that_is_not_safetensors_falls_back(tmp_path, reseal):
     _save_steps(tmp_path, 1, 2)
     current = tmp_path / "checkpoints" / "current"
     torch.save(_snap_model(2).state_dict(), current / "model.safetensors")  # a torch pickle, not safetensors
-    _reseal(current)
+    reseal(current)
     with pytest.warns(UserWarning, match="model.safetensors is not a safetensors file"):
         assert rundir.latest_snapshot(tmp_path).step == 1
 
