@@ -139,6 +139,39 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     print(f"results: {output} (table: {Path(output).with_suffix('.md')}); per run: RUN_DIR/eval_results.json")
 
 
+def _cmd_config(args: argparse.Namespace) -> None:
+    import yaml
+
+    from lmlab import compat, rundir
+    from lmlab.config import apply_overrides, load_config, read_any_config, validate_config
+
+    if args.action == "convert":
+        raw, seed = read_any_config(args.file)
+        done = compat.translate(apply_overrides(raw, list(args.set or [])), str(args.file), seed)
+        validate_config(done.raw, str(args.file), translated=True)  # what it prints loads
+        head = [f"# {args.file} in lmlab's spelling (lmlab config convert)"]
+        head += [f"# {line}" for line in done.notes] or ["# (already lmlab's spelling: nothing to translate)"]
+        model = done.raw.get("model")
+        if isinstance(model, dict) and "family" in model:  # the family first: it says how to read the rest
+            done.raw["model"] = {"family": model["family"], **model}
+        print("\n".join(head))
+        print(yaml.safe_dump(done.raw, sort_keys=False), end="")
+        return
+    target = Path(args.file)
+    in_run = rundir.enclosing_run_dir(target) is not None and target.suffix not in (".yaml", ".yml", ".py")
+    if target.is_dir() or in_run:  # a run dir, a snapshot, or a file of one (meta.json)
+        run, named = rundir.resolve_run_path(target)
+        if named is None and rundir.config_path(run).is_file():
+            cfg = load_config(rundir.config_path(run), list(args.set or []), notes=lambda _: None)
+        else:
+            snap = rundir._named_snapshot(named) if named is not None else rundir.latest_snapshot(run)
+            cfg = load_config(None, list(args.set or []), raw=rundir.checkpoint_config(snap.meta))
+    else:
+        cfg = load_config(target, list(args.set or []))
+    print(f"# the resolved config of {target} (every key, defaults included)")
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+
+
 def _cmd_import_gpt2(args: argparse.Namespace) -> None:
     from lmlab.interop.gpt2 import import_hf_gpt2
 
@@ -266,6 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score each run dir's newest snapshot (default) or its best-validation one")
     e.add_argument("--progress", action="store_true", help="show a progress bar per task")
     e.set_defaults(func=_cmd_eval)
+
+    k = sub.add_parser("config", help="translate a seed's config into lmlab's, or show a resolved config")
+    ksub = k.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    kc = ksub.add_parser("convert", help="print the lmlab YAML for a config in a seed's spelling (YAML, JSON "
+                                         "preset, or an Abstractinator experiments/*.py), one comment per translated key")
+    kc.add_argument("file", metavar="FILE")
+    ks = ksub.add_parser("show", help="print the resolved config (every key) of a run dir or a config file")
+    ks.add_argument("file", metavar="RUN_DIR|FILE")
+    for sp in (kc, ks):
+        sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a value first")
+    k.set_defaults(func=_cmd_config)
 
     i = sub.add_parser("import-gpt2", help="make an lmlab run dir from an HF GPT-2 folder")
     i.add_argument("hf_dir", help="folder with config.json, model.safetensors (or pytorch_model.bin), tokenizer")

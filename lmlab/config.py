@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,7 +21,14 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from lmlab.errors import ConfigError
-from lmlab.strict import Strict, check_keys, format_validation_error
+from lmlab.strict import (
+    Strict,
+    UnknownKey,
+    check_keys,
+    format_validation_error,
+    key_homes,
+    unknown_keys_error,
+)
 from lmlab.train_config import (  # noqa: F401  (re-exported: the train section lives there)
     BUDGET_KEYS,
     AdaptiveBatchConfig,
@@ -160,10 +169,9 @@ class DataConfig(Strict):
     max_val_tokens: int | None = Field(None, ge=1)
     max_train_examples: int | None = Field(None, ge=1)
     """Stop reading after this many training documents (all sources together)."""
-    tokenizer_fit_max_examples: int | None = Field(None, ge=1)
-    """Seed-000 spelling of ``tokenizer.fit_max_examples``; when set, it is used instead."""
-    tokenizer_fit_max_chars: int | None = Field(None, ge=1)
-    """Seed-000 spelling of ``tokenizer.fit_max_chars``; when set, it is used instead."""
+    max_val_examples: int | None = Field(None, ge=1)
+    """Score at most this many held-out documents (all sources together); the rest of the
+    held-out documents are still never trained on."""
 
     @model_validator(mode="before")
     @classmethod
@@ -258,6 +266,10 @@ class ModelConfig(Strict):
     """Auxiliary planning heads trained with the LM (None: none)."""
 
     presets: typing.ClassVar[dict[str, dict[str, Any]]] = {}
+    aliases: typing.ClassVar[dict[str, dict[str, Any]]] = {}
+    """Other names users give this family, each with the fields it implies (psann:
+    ``waveresnet`` -> ``{base: waveresnet}``): ``model.family``, ``LM(base=...)`` and the
+    seeds' ``model.base`` accept them."""
     required_tokenizer: typing.ClassVar[str | None] = None
     """A family that reads one unit only (the abstractinator: bytes) refuses other tokenizers."""
 
@@ -392,7 +404,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """
     out = json.loads(json.dumps(raw))
     parsed = [parse_override(item) for item in overrides]
-    budget_keys = (*BUDGET_KEYS, "num_epochs")
+    budget_keys = (*BUDGET_KEYS, "num_epochs")  # num_epochs: seed 003's epochs (lmlab/compat)
     budget = {keys[1] for keys, _ in parsed if len(keys) == 2 and keys[0] == "train" and keys[1] in budget_keys}
     if budget and isinstance(out.get("train"), dict):
         for key in budget_keys:
@@ -412,24 +424,66 @@ def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     raw: dict[str, Any] | None = None,
+    notes: Callable[[str], None] | None = None,
 ) -> RunConfig:
-    """Load and validate a run config from a file and/or a dict, then apply ``--set`` overrides."""
-    base: dict[str, Any] = {}
-    source = "config"
+    """Load and validate a run config from a file and/or a dict, then apply ``--set`` overrides.
+
+    A file or key in a seed's dialect is translated first (``lmlab/compat``); ``notes`` receives
+    one line per translated key (default: printed to stderr as ``note: ...``)."""
+    from lmlab import compat
+
+    say = notes or _note
+    base, source = {}, "config"
     if path is not None:
-        base = read_config_file(path)
+        file_raw, seed = read_any_config(path)
         source = str(path)
+        if seed == "001":
+            say(f"seed 001 preset {path}: the run config main.py makes of it (train.max_tokens "
+                f"{file_raw['train']['max_tokens']:,}), trained in {file_raw['train']['out_dir']}")
+        # The file is translated on its own first, so an override in lmlab's spelling replaces
+        # the file's dialect key instead of clashing with it.
+        done = compat.translate(file_raw, source, seed)
+        for line in done.notes:
+            say(line)
+        base = done.raw
     if raw is not None:
         base = deep_merge(base, raw)
     merged = apply_overrides(base, overrides or [])
     override_keys = [parse_override(o)[0] for o in (overrides or [])]
-    return validate_config(merged, source, override_keys)
+    done = compat.translate(merged, source)
+    for line in done.notes:  # the dialect keys of raw and the overrides
+        say(line)
+    return validate_config(done.raw, source, override_keys, translated=True)
+
+
+def read_any_config(path: str | Path) -> tuple[dict[str, Any], str | None]:
+    """(raw config, seed dialect or None) of a YAML/JSON config or a seed's own file format
+    (seed 003's ``experiments/*.py``, read without running it)."""
+    from lmlab import compat
+
+    p = Path(path)
+    if p.suffix in (".py", ".json") and p.is_file():
+        found = compat.read_seed_file(p)
+        if found is not None:
+            return found
+    return read_config_file(p), None
+
+
+def _note(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr)
 
 
 def validate_config(
-    raw: dict[str, Any], source: str = "config", override_keys: list[list[str]] | None = None
+    raw: dict[str, Any], source: str = "config", override_keys: list[list[str]] | None = None,
+    translated: bool = False,
 ) -> RunConfig:
-    """Validate a raw dict into a :class:`RunConfig`, resolving the model family and preset."""
+    """Validate a raw dict into a :class:`RunConfig`, resolving the model family and preset.
+    Seed spellings are translated first, silently (``load_config`` prints its notes); a saved
+    config of an older run dir reads the same way."""
+    if not translated:
+        from lmlab import compat
+
+        raw = compat.translate(raw, source).raw
 
     def where(loc: list[str | int]) -> str:
         keys = [str(x) for x in loc]
@@ -442,8 +496,11 @@ def validate_config(
     model_raw = raw.pop("model", {}) or {}
     if not isinstance(model_raw, dict):
         raise ConfigError(f"{where(['model'])}: model: expected a mapping, got {model_raw!r}")
-    check_keys(RunConfig, raw, [], where)
-    model_cfg = build_model_config(model_raw, where)
+    # Every unknown key of every section at once, each saying where it lives if it does.
+    found: list[UnknownKey] = []
+    elsewhere = _homes(model_raw.get("family", "transformer"))
+    check_keys(RunConfig, raw, [], where, found, elsewhere)
+    model_cfg = build_model_config(model_raw, where, found, elsewhere)
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
@@ -460,15 +517,38 @@ def validate_config(
     return cfg
 
 
-def build_model_config(model_raw: dict[str, Any], where=lambda loc: "config") -> ModelConfig:
-    """Validate a ``model`` section with its family's config class, applying the preset first."""
-    from lmlab.registry import FAMILIES, get_family
+def _homes(family: Any) -> dict[str, str]:
+    """Field name -> dotted place in a run config whose model is ``family`` (for "it is ..." hints)."""
+    from lmlab.registry import FAMILIES
 
+    sections: dict[str, type] = {name: f.annotation for name, f in RunConfig.model_fields.items() if name != "model"}
+    sections["model"] = FAMILIES[family][0] if isinstance(family, str) and family in FAMILIES else ModelConfig
+    homes = key_homes(sections)
+    for name, (cls, _) in FAMILIES.items():  # another family's field: say which family has it
+        for field in cls.model_fields:
+            if field not in sections["model"].model_fields:
+                homes.setdefault(field, f"model.{field} of the {name} family")
+    return homes
+
+
+def build_model_config(model_raw: dict[str, Any], where=lambda loc: "config", found: list[UnknownKey] | None = None,
+                       elsewhere=None) -> ModelConfig:
+    """Validate a ``model`` section with its family's config class, applying the preset first.
+    Unknown keys are raised together with those already in ``found`` (the other sections')."""
+    from lmlab.registry import FAMILIES, get_family, resolve_family
+
+    found = [] if found is None else found
     family = model_raw.get("family", "transformer")
     try:
-        cls, _ = get_family(family)
+        family, implied = resolve_family(family)
     except ConfigError as e:
         raise ConfigError(f"{where(['model', 'family'])}: model.family = {family!r}: {e}") from None
+    cls, _ = get_family(family)
+    for key, value in implied.items():  # an alias (psann's waveresnet) sets its fields
+        if model_raw.get(key, value) != value:
+            raise ConfigError(f"{where(['model', key])}: model.{key} = {model_raw[key]!r} contradicts "
+                              f"model.family = {model_raw['family']!r}; drop one")
+    model_raw = {**model_raw, **implied, "family": family}
     preset = model_raw.get("preset")
     merged = dict(model_raw)
     if preset is not None:
@@ -479,7 +559,9 @@ def build_model_config(model_raw: dict[str, Any], where=lambda loc: "config") ->
                 f"{family!r}; allowed: {allowed}"
             )
         merged = {**cls.presets[preset], **model_raw}
-    check_keys(cls, merged, ["model"], where)
+    check_keys(cls, merged, ["model"], where, found, elsewhere or _homes(family))
+    if found:
+        raise unknown_keys_error(found)
     try:
         cfg = cls.model_validate(merged)
     except ValidationError as e:

@@ -26,6 +26,23 @@ def get_family(name: str) -> tuple[type[ModelConfig], type[nn.Module]]:
     return FAMILIES[name]
 
 
+def family_aliases() -> dict[str, tuple[str, dict]]:
+    """Alias -> (family, the fields it sets), from every family's ``aliases`` (e.g. psann's
+    ``waveresnet`` -> ``("psann", {"base": "waveresnet"})``)."""
+    return {alias: (name, dict(fields)) for name, (cfg, _) in FAMILIES.items() for alias, fields in cfg.aliases.items()}
+
+
+def resolve_family(name: str) -> tuple[str, dict]:
+    """(family, fields) for a family name or a family's alias; an unknown name lists both."""
+    if name in FAMILIES:
+        return name, {}
+    aliases = family_aliases()
+    if name in aliases:
+        return aliases[name]
+    raise ConfigError(f"unknown model family {name!r}; valid families: {', '.join(sorted(FAMILIES))} "
+                      f"(or an alias: {', '.join(sorted(aliases))})")
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
     """Instantiate the family model for a validated model config (``vocab_size`` must be set)."""
     if cfg.vocab_size is None:

@@ -468,13 +468,15 @@ def config_path(run_dir: str | Path) -> Path:
 def checkpoint_config(meta: dict[str, Any]) -> dict[str, Any]:
     """The run config a snapshot was saved with, upgraded by its family's config class where
     the family defines ``upgrade_checkpoint_config`` (e.g. apelr: no version means v1)."""
+    from lmlab import compat
     from lmlab.registry import get_family
 
     raw = json.loads(json.dumps(meta["config"]))  # a copy
     model = raw.get("model", {})
     cfg_cls, _ = get_family(model.get("family", "transformer"))
     raw["model"] = cfg_cls.upgrade_checkpoint_config(model)
-    return raw
+    # Run dirs saved before lmlab/compat held a few seed spellings in the schema itself: today's spelling.
+    return compat.translate(raw, "checkpoint").raw
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", snapshot: str = "latest"):

@@ -32,6 +32,29 @@ def validate_strict(cls: type[BaseModel], raw: dict[str, Any], source: str) -> A
         raise ConfigError(format_validation_error(e, raw, [], where)) from None
 
 
+class UnknownKey(typing.NamedTuple):
+    """One key no schema knows: where it came from, its dotted path, its value and a hint."""
+
+    where: str
+    path: str
+    value: Any
+    hint: str
+    allowed: list[str]
+
+
+def unknown_keys_error(found: list[UnknownKey]) -> ConfigError:
+    """Every unknown key in one line: one key with what its place allows, several each with its hint."""
+    if len(found) == 1:
+        k = found[0]
+        return ConfigError(f"{k.where}: {k.path} = {k.value!r}: unknown key{k.hint}; allowed: {', '.join(k.allowed)}")
+    parts = [f"{k.path}{k.hint}" for k in found]
+    wheres = list(dict.fromkeys(k.where for k in found))
+    if len(wheres) > 1:
+        parts = [f"{k.where}: {p}" for k, p in zip(found, parts)]
+    head = f"{wheres[0]}: " if len(wheres) == 1 else ""
+    return ConfigError(f"{head}{len(found)} unknown keys: {'; '.join(parts)}")
+
+
 def _model_class_of(annotation: Any, value: Any) -> type[BaseModel] | None:
     """The config class that validates ``value`` under ``annotation`` (following unions by tag)."""
     origin = typing.get_origin(annotation)
@@ -50,33 +73,58 @@ def _model_class_of(annotation: Any, value: Any) -> type[BaseModel] | None:
     return None
 
 
-def check_keys(cls: type[BaseModel], raw: Any, loc: list[str | int], where) -> None:
-    """Reject unknown keys anywhere below ``cls``, suggesting the closest valid key. ``where(loc)``
-    names the source of a location (a file, or the ``--set`` that gave it); keys a class lists in
-    its ``checked_apart`` are left to their own validation."""
-    if not isinstance(raw, dict):
-        return
+def check_keys(cls: type[BaseModel], raw: Any, loc: list[str | int], where,
+               found: list[UnknownKey] | None = None, elsewhere: dict[str, str] | None = None) -> None:
+    """Reject unknown keys anywhere below ``cls``. ``where(loc)`` names the source of a location
+    (a file, or the ``--set`` that gave it); keys a class lists in its ``checked_apart`` are left
+    to their own validation. With ``found``, unknown keys are appended to it instead of raised, so
+    a caller reports them all at once. A hint says where a key lives when ``elsewhere`` (field
+    name -> dotted place, see ``key_homes``) has it (``"model.plan_mi_weight"``), else the closest
+    valid key here, else the closest key elsewhere, if it is close."""
+    collect = found if found is not None else []
     fields = cls.model_fields
-    for key, value in raw.items():
-        if key not in fields:
-            path = _dotted([*loc, key])
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"{where([*loc, key])}: {path} = {value!r}: unknown key{hint}; "
-                f"allowed: {', '.join(fields)}"
-            )
-        ann = fields[key].annotation
-        if typing.get_origin(ann) is list and isinstance(value, list):
-            (item_ann,) = typing.get_args(ann)
-            for i, item in enumerate(value):
-                sub = _model_class_of(item_ann, item)
-                if sub is not None:
-                    check_keys(sub, item, [*loc, key, i], where)
-        else:
-            sub = _model_class_of(ann, value)
-            if sub is not None and key not in getattr(cls, "checked_apart", ()):
-                check_keys(sub, value, [*loc, key], where)
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            if key not in fields:
+                path = _dotted([*loc, key])
+                homes = elsewhere or {}
+                # A strict cutoff: a distant "did you mean" (num_workers -> num_threads) misleads.
+                close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.75)
+                far = difflib.get_close_matches(str(key), list(homes), n=1, cutoff=0.85)
+                if homes.get(key, path) != path:
+                    hint = f" (it is {homes[key]})"
+                elif close:
+                    hint = f" (did you mean {close[0]!r}?)"
+                elif far and homes[far[0]] != _dotted([*loc, far[0]]):
+                    hint = f" (did you mean {homes[far[0]]}?)"
+                else:
+                    hint = ""
+                collect.append(UnknownKey(where([*loc, key]), path, value, hint, list(fields)))
+                continue
+            ann = fields[key].annotation
+            if typing.get_origin(ann) is list and isinstance(value, list):
+                (item_ann,) = typing.get_args(ann)
+                for i, item in enumerate(value):
+                    sub = _model_class_of(item_ann, item)
+                    if sub is not None:
+                        check_keys(sub, item, [*loc, key, i], where, collect, elsewhere)
+            else:
+                sub = _model_class_of(ann, value)
+                if sub is not None and key not in getattr(cls, "checked_apart", ()):
+                    check_keys(sub, value, [*loc, key], where, collect, elsewhere)
+    if found is None and collect:
+        raise unknown_keys_error(collect)
+
+
+def key_homes(sections: dict[str, type[BaseModel]]) -> dict[str, str]:
+    """Field name -> its dotted place, for every field of every section (not their subsections:
+    ``tokenizer.backend`` is not ``train.distributed.backend``): what ``check_keys``'s
+    ``elsewhere`` hint looks up. A name found in two sections is left out."""
+    seen: dict[str, list[str]] = {}
+    for prefix, cls in sections.items():
+        for name in cls.model_fields:
+            seen.setdefault(name, []).append(f"{prefix}.{name}")
+    return {name: places[0] for name, places in seen.items() if len(places) == 1}
 
 
 def format_validation_error(

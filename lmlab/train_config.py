@@ -6,7 +6,7 @@ part the scale path grows (FSDP, ZeRO, GPU knobs, adaptive batch).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -93,11 +93,10 @@ class TrainConfig(Strict):
     seq_len: int | None = Field(None, ge=1)
     """Training and eval window length in tokens; None: ``model.block_size`` (it may not exceed it)."""
     max_steps: int | None = Field(1000, ge=1)
-    """Training budget: one of max_steps, max_tokens (global tokens) or epochs over the train split."""
+    """Training budget: max_steps, max_tokens (global tokens) or epochs over the train split.
+    max_steps beside max_tokens or epochs caps them (seed 003: ``num_epochs`` with ``max_steps``)."""
     max_tokens: int | None = Field(None, ge=1)
     epochs: float | None = Field(None, gt=0)
-    num_epochs: float | None = Field(None, gt=0)
-    """Seed-003 spelling of ``epochs`` (the abstractinator's ``exp_config['num_epochs']``)."""
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0)
@@ -113,7 +112,7 @@ class TrainConfig(Strict):
     max_nonfinite_steps: int = Field(10, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
-    """``torch.compile`` the model (seed 000 spells it ``{enabled: true}``)."""
+    """``torch.compile`` the model."""
     parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"
     """Data parallelism (``lmlab/training/parallel.py``): ``auto`` is ddp under torchrun, none
     otherwise; ``fsdp`` shards parameters, gradients and optimizer state per block (FSDP2)."""
@@ -152,32 +151,13 @@ class TrainConfig(Strict):
     final_eval_planner_diagnostics: bool = True
     """Planner families: write the final planner diagnostics to planner_eval.json."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _compile_section(cls, raw: Any) -> Any:
-        """Seed 000's ``compile: {enabled: true}`` -> ``compile: true``."""
-        if isinstance(raw, dict) and isinstance(raw.get("compile"), dict):
-            section = raw["compile"]
-            unknown = sorted(set(section) - {"enabled"})
-            if unknown:
-                raise ValueError(f"compile: unknown key(s) {unknown}; the section takes only enabled (true/false)")
-            raw = {**raw, "compile": section.get("enabled", True)}
-        return raw
-
     @model_validator(mode="after")
     def _one_budget(self) -> TrainConfig:
-        if self.num_epochs is not None:
-            if self.epochs is not None and self.epochs != self.num_epochs:
-                raise ValueError(f"num_epochs ({self.num_epochs}) and epochs ({self.epochs}) name one budget; "
-                                 "set only one")
-            object.__setattr__(self, "epochs", self.num_epochs)
-            self.model_fields_set.add("epochs")
-        # Setting max_tokens or epochs replaces the default max_steps.
+        # Setting max_tokens or epochs replaces the default max_steps; a max_steps set beside them caps them.
         if "max_steps" not in self.model_fields_set and (self.max_tokens or self.epochs):
             object.__setattr__(self, "max_steps", None)
-        set_ = [k for k in BUDGET_KEYS if getattr(self, k) is not None]
-        if len(set_) > 1:
-            raise ValueError(f"set only one of max_steps, max_tokens, epochs (got {', '.join(set_)})")
+        if self.max_tokens is not None and self.epochs is not None:
+            raise ValueError("set only one of max_tokens and epochs (max_steps may cap either)")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         if self.allow_tf32 and self.matmul_precision == "highest":

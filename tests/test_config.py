@@ -53,8 +53,8 @@ def test_unknown_key_suggests_and_names_source(tmp_path):
 
 
 def test_unknown_key_in_family_and_source_sections():
-    with pytest.raises(ConfigError, match=r"--set model.n_layers: model.n_layers = 2: unknown key \(did you mean 'n_layer'\?\)"):
-        load_config(overrides=["model.n_layers=2"])
+    with pytest.raises(ConfigError, match=r"--set model.n_layerz: model.n_layerz = 2: unknown key \(did you mean 'n_layer'\?\)"):
+        load_config(overrides=["model.n_layerz=2"])
     with pytest.raises(ConfigError, match=r"data.sources\[0\].pth = 'x': unknown key \(did you mean 'path'\?\)"):
         load_config(raw={"data": {"sources": [{"type": "text", "pth": "x"}]}})
     with pytest.raises(ConfigError, match="unknown key"):
@@ -84,8 +84,11 @@ def test_family_and_preset_misses_list_valid_names():
 def test_budget_exclusive_and_max_tokens_replaces_default_steps():
     cfg = load_config(overrides=["train.max_tokens=5000"])
     assert cfg.train.max_steps is None and cfg.train.max_tokens == 5000
-    with pytest.raises(ConfigError, match="set only one of max_steps, max_tokens, epochs"):
-        load_config(overrides=["train.max_tokens=5000", "train.max_steps=3"])
+    with pytest.raises(ConfigError, match="set only one of max_tokens and epochs"):
+        load_config(overrides=["train.max_tokens=5000", "train.epochs=3"])
+    # max_steps beside a token or epoch budget caps it (seed 003: num_epochs with max_steps)
+    cfg = load_config(overrides=["train.max_tokens=5000", "train.max_steps=3"])
+    assert (cfg.train.max_tokens, cfg.train.max_steps) == (5000, 3)
 
 
 def test_bad_files(tmp_path):
@@ -129,5 +132,5 @@ def test_num_epochs_is_the_seed_spelling_of_epochs():
     assert cfg.train.epochs == 2 and cfg.train.max_steps is None
     cfg = load_config(raw={"train": {"num_epochs": 2}}, overrides=["train.max_steps=5"])
     assert cfg.train.max_steps == 5 and cfg.train.epochs is None
-    with pytest.raises(ConfigError, match="name one budget"):
+    with pytest.raises(ConfigError, match=r"seed 003 `train.num_epochs`: `train.epochs` is set too \(3 vs 2\)"):
         load_config(overrides=["train.num_epochs=2", "train.epochs=3"])

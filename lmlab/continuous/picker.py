@@ -10,23 +10,31 @@ import torch.distributed as dist
 
 
 def choose(presets: list[tuple[str, str]], default: str, ask: Callable[[str], str] = input,
-           out: TextIO | None = None, interactive: bool | None = None) -> str:
+           out: TextIO | None = None, interactive: bool | None = None, marks: dict[str, str] | None = None,
+           why: str = "") -> str:
     """The name of the chosen preset: Enter takes ``default``, a number or a name picks another,
-    anything else asks again. Without a terminal on stdin (CI, nohup) the default is taken."""
+    anything else asks again. Without a terminal on stdin (CI, nohup) the default is taken, and
+    the line says why (``why``) and how to take another. ``marks``: a note per preset shown in
+    the list (on a CPU-only machine: whether it fits, and how long a run would take)."""
     out = out or sys.stdout
     names = [name for name, _ in presets]
+    marks = marks or {}
     if default not in names:
         default = names[0]
     if interactive is None:
         interactive = sys.stdin is not None and sys.stdin.isatty()
     if not interactive:
-        print(f"lmlab: no terminal attached: training the default preset {default}", file=out, flush=True)
+        others = [n for n in names if n != default]
+        other = f"LMLAB_PRESET={others[0]} python main.py" if others else "LMLAB_PRESET=NAME python main.py"
+        print(f"lmlab: no terminal attached: training the default preset {default}{why}; to train another, "
+              f"run {other} (presets: {', '.join(names)})", file=out, flush=True)
         return default
     width = max(len(n) for n in names)
     print("Presets (configs/presets):", file=out)
     for i, (name, desc) in enumerate(presets, 1):
         mark = "  [default]" if name == default else ""
-        print(f"  {i:>2}. {name:<{width}}  {desc}{mark}", file=out)
+        note = f"  ({marks[name]})" if name in marks else ""
+        print(f"  {i:>2}. {name:<{width}}  {desc}{note}{mark}", file=out)
     out.flush()
     prompt = f"Choose a preset [1-{len(names)}, Enter = {default}]: "
     while True:

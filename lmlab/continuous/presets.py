@@ -204,3 +204,30 @@ def to_run_config(preset: Preset, name: str, target_tokens: int = TARGET_TOKENS,
         "sample": preset.sample.model_dump(),
     }
 
+
+
+CPU_GFLOPS_PER_CORE = 9.0
+"""Training throughput of one CPU core (fp32, AdamW, small transformers), for the CPU picker:
+00_best_general took 396 s per step of ~7.2e12 FLOPs on 2 cores, ~9 GFLOPS per core."""
+CPU_HOURS_LIMIT = 24.0
+"""A preset "fits" a CPU-only machine when its run of ``TARGET_TOKENS`` takes at most this long."""
+
+
+def cpu_estimate(preset: Preset, name: str, cores: int, available: int,
+                 target_tokens: int = TARGET_TOKENS) -> tuple[float, int, bool]:
+    """(hours for one run on ``cores`` CPU cores, bytes of training memory, fits) of a preset:
+    FLOPs per token from the family's formula (``ModelConfig.flops_per_token``) at
+    ``CPU_GFLOPS_PER_CORE``; memory as ``training/memory.py`` counts it, against ``available``."""
+    from lmlab.config import validate_config
+    from lmlab.training.memory import BYTES_PER_PARAM
+
+    raw = to_run_config(preset, name, target_tokens)
+    tok = preset.tokenizer
+    raw["model"]["vocab_size"] = tok.vocab_size if tok.type in ("bpe", "sentencepiece", "auto") else 256
+    cfg = validate_config(raw, name)
+    seq = preset.model.seq_length
+    flops = cfg.model.flops_per_token(seq) * target_tokens
+    hours = flops / (max(1, cores) * CPU_GFLOPS_PER_CORE * 1e9) / 3600
+    params, activations = cfg.model.size_estimate(preset.train.per_gpu_batch_size * seq)
+    need = params * BYTES_PER_PARAM + activations
+    return hours, need, hours <= CPU_HOURS_LIMIT and need <= available

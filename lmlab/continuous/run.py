@@ -28,6 +28,7 @@ from lmlab.continuous.picker import broadcast_choice, choose
 from lmlab.continuous.presets import (
     DEFAULT_PRESET,
     TARGET_TOKENS,
+    cpu_estimate,
     list_presets,
     load_preset,
     presets_dir,
@@ -50,7 +51,7 @@ def run(preset: str | None = None, *, target_tokens: int = TARGET_TOKENS, cwd: P
         folder = presets_dir(cwd)
         choice = None
         if info.is_main:
-            choice = preset or choose(list_presets(folder), DEFAULT_PRESET, interactive=interactive)
+            choice = preset or os.environ.get("LMLAB_PRESET") or _ask(folder, info.device, interactive)
         choice = broadcast_choice(choice, info.rank, info.world)
         path = folder / f"{choice}.json"
         if not path.is_file():
@@ -67,6 +68,36 @@ def run(preset: str | None = None, *, target_tokens: int = TARGET_TOKENS, cwd: P
     finally:
         teardown_distributed()
     return run_dir
+
+
+def _ask(folder: Path, device: torch.device, interactive: bool | None) -> str:
+    """The picker. With a GPU, Enter takes ``DEFAULT_PRESET``. On a CPU-only machine every preset
+    is marked with whether it fits (a run in ``CPU_HOURS_LIMIT`` hours, in RAM) and Enter takes
+    ``DEFAULT_PRESET`` if it fits, else the first preset that does."""
+    presets = list_presets(folder)
+    if device.type != "cpu":
+        return choose(presets, DEFAULT_PRESET, interactive=interactive)
+    from lmlab.training.memory import available_bytes
+
+    cores, (ram, _) = torch.get_num_threads(), available_bytes(device)
+    marks, fits = {}, []
+    for name, _ in presets:
+        try:
+            hours, need, ok = cpu_estimate(load_preset(folder / f"{name}.json"), name, cores, ram)
+        except LmlabError:
+            continue  # a broken preset says so when it is picked
+        when = f"~{hours:,.0f} h" if hours >= 1 else f"~{hours * 60:,.0f} min"
+        per_run = f"{when} per run on {cores} core{'s' if cores > 1 else ''}"
+        marks[name] = (f"fits this CPU: {per_run}" if ok else
+                       f"too big for this CPU's RAM: {need / 2**30:,.1f} GiB of {ram / 2**30:,.1f}" if need > ram else
+                       f"too slow for this CPU: {per_run}")
+        if ok:
+            fits.append(name)
+    default, why = DEFAULT_PRESET, ""
+    if DEFAULT_PRESET not in fits and fits:
+        default = fits[0]
+        why = f" (this machine has no GPU; {DEFAULT_PRESET} is {marks.get(DEFAULT_PRESET, 'unreadable')})"
+    return choose(presets, default, interactive=interactive, marks=marks, why=why)
 
 
 def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: bool) -> TrainPlan:

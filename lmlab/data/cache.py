@@ -177,16 +177,20 @@ class _Builder:
 
     def __init__(self, names: list[str], tokenizer, writer, val_fraction: float,
                  max_train_tokens: int | None, max_val_tokens: int | None,
-                 max_train_examples: int | None, batch_chars: int, balance_split: bool = True):
+                 max_train_examples: int | None, batch_chars: int, balance_split: bool = True,
+                 max_val_examples: int | None = None):
         self.tok, self.writer, self.val_fraction = tokenizer, writer, val_fraction
         self.balance_split = balance_split
         self.dtype = writer.dtype
         self.eos = np.array([tokenizer.eos_id], dtype=self.dtype)
         self.limit = {"train": max_train_tokens, "val": max_val_tokens}
         self.max_train_examples, self.batch_chars = max_train_examples, batch_chars
+        self.max_val_examples = max_val_examples
+        self.n_val_kept = 0
         self.per_source = [dict.fromkeys(COUNTS, 0) for _ in names]
         self.tokens = {"train": 0, "val": 0}
-        self.skipped = {"blank_docs": 0, "val_docs_over_budget": 0, "docs_after_train_budget": 0}
+        self.skipped = {"blank_docs": 0, "val_docs_over_budget": 0, "docs_after_train_budget": 0,
+                        "val_docs_over_limit": 0}
         self.seen = {"train": False, "val": False}
         self.n_docs = self.n_train_assigned = 0
         self.held: _Pending | None = None
@@ -208,6 +212,11 @@ class _Builder:
         self.n_docs += 1
         f = doc_hash_fraction(doc)
         split = "val" if f < self.val_fraction else "train"
+        if split == "val" and self.max_val_examples is not None:
+            if self.n_val_kept >= self.max_val_examples:
+                self.skipped["val_docs_over_limit"] += 1  # held out, not scored: never trained on
+                return
+            self.n_val_kept += 1
         other = "val" if split == "train" else "train"
         self.n_train_assigned += split == "train"
         self.seen[split] = True
@@ -299,6 +308,7 @@ def build_token_arrays(
     max_train_tokens: int | None = None,
     max_val_tokens: int | None = None,
     max_train_examples: int | None = None,
+    max_val_examples: int | None = None,
     out_dir: str | Path | None = None,
     fingerprint: dict[str, Any] | None = None,
     batch_chars: int = 1 << 20,
@@ -321,7 +331,7 @@ def build_token_arrays(
         _MemoryWriter(len(names), dtype) if out_dir is None else _DiskWriter(Path(out_dir), len(names), dtype)
     )
     b = _Builder(names, tokenizer, writer, val_fraction, max_train_tokens, max_val_tokens,
-                 max_train_examples, batch_chars, balance_split)
+                 max_train_examples, batch_chars, balance_split, max_val_examples)
     try:
         for source, doc in interleave(streams):
             b.add(source, doc)
@@ -337,7 +347,8 @@ def build_token_arrays(
             "tokenizer": getattr(tokenizer, "backend", ""),
             "fingerprint": _normalise(fingerprint or {}),
             "build": {"val_fraction": val_fraction, "max_train_tokens": max_train_tokens,
-                      "max_val_tokens": max_val_tokens, "max_train_examples": max_train_examples},
+                      "max_val_tokens": max_val_tokens, "max_train_examples": max_train_examples,
+                      "max_val_examples": max_val_examples},
             "sources": [{**s, "files": {sp: f"{sp}_{i}.bin" for sp in SPLITS}}
                         for i, s in enumerate(stats["sources"])],
             "totals": stats["totals"],

@@ -185,9 +185,24 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _run_dir_of(path: str | Path) -> Path:
+    """The run dir a checkpoint argument names: itself, or the run dir holding a snapshot or
+    any other path inside it (seed 000's ``runs/x/checkpoint.pt``); an HF folder is itself."""
+    from lmlab import rundir
+
+    p = Path(path)
+    if p.is_dir() and rundir.has_checkpoint(p):
+        return p
+    if p.parent.name == "checkpoints" and (p / rundir.META).is_file():
+        return p.parent.parent
+    return rundir.enclosing_run_dir(p) or p
+
+
 def _run_names(paths: list[str]) -> list[str]:
-    names = [Path(p).name or str(p) for p in paths]
-    return [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names)]
+    """Column names: each run dir's name (its path where two share one)."""
+    dirs = [_run_dir_of(p) for p in paths]
+    names = [d.name or str(d) for d in dirs]
+    return [str(d) if names.count(n) > 1 else n for d, n in zip(dirs, names)]
 
 
 def _merge_run_file(path: Path, run: dict[str, Any]) -> None:
@@ -266,10 +281,10 @@ def evaluate(
     for path, run in zip(checkpoints, runs):
         if run["checkpoint"]["format"] == "lmlab":
             try:
-                _merge_run_file(Path(path) / RESULTS_FILE, run)
+                _merge_run_file(_run_dir_of(path) / RESULTS_FILE, run)
             except OSError as e:  # e.g. a read-only run dir: the scores are in --output already
                 if not user_os_error(e):
                     raise
                 where = f"; the results are in {out}" if out is not None else ""
-                warnings.warn(f"{Path(path) / RESULTS_FILE} not updated ({e.strerror}){where}", stacklevel=2)
+                warnings.warn(f"{_run_dir_of(path) / RESULTS_FILE} not updated ({e.strerror}){where}", stacklevel=2)
     return report

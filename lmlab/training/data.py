@@ -55,10 +55,7 @@ def prepare_tokenizer(cfg: RunConfig, info: DistInfo, run_dir: Path, resuming: b
     """Rank 0 fits (or, resuming, keeps) the run's tokenizer; the other ranks read it after a barrier."""
     strict = resolve_backend(cfg.tokenizer.type) != "byte"
     if not resuming and info.is_main:
-        tok_cfg = cfg.tokenizer.model_copy(update={
-            k: v for k, v in (("fit_max_examples", cfg.data.tokenizer_fit_max_examples),
-                              ("fit_max_chars", cfg.data.tokenizer_fit_max_chars)) if v is not None})
-        tokenizer = build_tokenizer(tok_cfg, fit_texts(cfg, indices, strict))
+        tokenizer = build_tokenizer(cfg.tokenizer, fit_texts(cfg, indices, strict))
         run_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(rundir.tokenizer_dir(run_dir))
     barrier(info)
@@ -72,7 +69,10 @@ def fingerprint(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     h = hashlib.sha256()
     for path in sorted(rundir.tokenizer_dir(run_dir).iterdir()):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return {"tokenizer": h.hexdigest(), "data": cfg.data.model_dump(mode="json", include=set(FINGERPRINT_KEYS))}
+    data = cfg.data.model_dump(mode="json", include=set(FINGERPRINT_KEYS))
+    if cfg.data.max_val_examples is not None:  # only when set: caches built before it stay reusable
+        data["max_val_examples"] = cfg.data.max_val_examples
+    return {"tokenizer": h.hexdigest(), "data": data}
 
 
 def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir: Path,
@@ -92,7 +92,7 @@ def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir
         return build_token_arrays(
             source_streams(d, indices, strict), tokenizer, val_fraction=d.val_fraction,
             max_train_tokens=d.max_train_tokens, max_val_tokens=d.max_val_tokens,
-            max_train_examples=d.max_train_examples, fingerprint=fp)
+            max_train_examples=d.max_train_examples, max_val_examples=d.max_val_examples, fingerprint=fp)
 
     cache_dir = Path(d.token_cache_dir) if d.token_cache_dir else run_dir / "token_cache"
     n = info.world * max(1, d.num_workers)
@@ -140,4 +140,5 @@ class ShardJob:
             val_fraction=d.val_fraction, max_train_tokens=split_budget(d.max_train_tokens, n, k),
             max_val_tokens=split_budget(d.max_val_tokens, n, k),
             max_train_examples=split_budget(d.max_train_examples, n, k),
+            max_val_examples=split_budget(d.max_val_examples, n, k),
             out_dir=shard_dir(Path(self.cache_dir), k, n), fingerprint=self.fingerprint, balance_split=n == 1)

@@ -75,6 +75,8 @@ def resolve_budget(cfg: RunConfig, sampler: MixtureSampler) -> Budget:
         steps = math.ceil(t.epochs * sampler.steps_per_epoch)
     else:
         steps = t.max_steps
+    if t.max_steps is not None:  # beside max_tokens or epochs, max_steps caps them
+        steps = min(steps, t.max_steps)
     return Budget(max(1, steps), per_step)
 
 

@@ -3,6 +3,7 @@ always-resume, rotation with the legacy mirror, tolerant loads, and the real-dat
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -386,3 +387,53 @@ def test_torchrun_rank0_asks_and_every_rank_trains_the_choice(home):
     assert child.before.count("Choose a preset") == 0  # asked once, by rank 0
     assert "world 2" in child.before
     assert _meta(home.dir / "runs/main")["continuous"]["preset"] == "01_best_qa"
+
+
+# ------------------------------------------------------------------------------- CPU-only picker
+
+
+def test_cpu_estimates_of_the_curated_presets():
+    """On 2 cores the default (8 x 512, 512 tokens) takes weeks per run; the laptop preset fits."""
+    from lmlab.continuous.presets import cpu_estimate
+
+    folder = REPO / "configs" / "presets"
+    hours, need, fits = cpu_estimate(load_preset(folder / "00_best_general.json"), "00_best_general", 2, 24 << 30)
+    assert not fits and hours > 24 * 7 and need < 24 << 30  # too slow, not too big
+    hours, need, fits = cpu_estimate(load_preset(folder / "10_cpu_pydocs.json"), "10_cpu_pydocs", 2, 24 << 30)
+    assert fits and hours < 24
+
+
+def test_cpu_picker_marks_presets_and_defaults_to_one_that_fits(home, capsys, monkeypatch):
+    run_mod = importlib.import_module("lmlab.continuous.run")  # the package's run() hides the module
+
+    home("00_best_general", description="big", model={"hidden_size": 768, "num_layers": 12, "num_heads": 12,
+                                                      "seq_length": 512})
+    folder = home.dir / "configs" / "presets"
+    assert run_mod._ask(folder, torch.device("cpu"), interactive=False) == "01_best_qa"
+    line = capsys.readouterr().out
+    assert "training the default preset 01_best_qa (this machine has no GPU; 00_best_general is too slow" in line
+    assert "LMLAB_PRESET=00_best_general python main.py" in line
+    # in a terminal: every preset marked, Enter takes the one that fits
+    out = io.StringIO()
+
+    def in_terminal(presets, default, **kw):
+        return choose(presets, default, ask=lambda prompt: "", out=out, **{**kw, "interactive": True})
+
+    monkeypatch.setattr(run_mod, "choose", in_terminal)
+    assert run_mod._ask(folder, torch.device("cpu"), interactive=True) == "01_best_qa"
+    shown = out.getvalue()
+    assert "(too slow for this CPU: ~" in shown and "(fits this CPU: " in shown
+    assert "01_best_qa       the second one  (fits this CPU: " in shown and shown.rstrip().endswith("[default]")
+    # with a GPU, Enter takes 00_best_general and nothing is marked
+    out.truncate(0)
+    assert run_mod._ask(folder, torch.device("cuda"), interactive=True) == "00_best_general"
+    assert "this CPU" not in out.getvalue()
+
+
+def test_lmlab_preset_picks_without_a_question(home, monkeypatch):
+    monkeypatch.setenv("LMLAB_PRESET", "01_best_qa")
+    run_dir = run(target_tokens=256, interactive=True)  # no question asked: stdin is never read
+    assert _meta(run_dir)["continuous"]["preset"] == "01_best_qa"
+    monkeypatch.setenv("LMLAB_PRESET", "nope")
+    with pytest.raises(LmlabError, match="no preset 'nope'"):
+        run(target_tokens=256, interactive=True)

@@ -116,7 +116,7 @@ CASES: list[Case] = [
     train_set("block-size-one", "model.block_size=1", needles="model.block_size"),
     train_set("pos-encoding-unknown", "model.pos_encoding=xyz", needles="model.pos_encoding"),
     train_set("mlp-unknown", "model.mlp=relu", needles="model.mlp"),
-    train_set("model-unknown-key", "model.n_layers=3", needles="n_layers"),
+    train_set("model-unknown-key", "model.n_layerz=3", needles="n_layerz"),
     train_set("vocab-mismatch", "model.vocab_size=10", needles="model.vocab_size = 10"),
     train_set("absurd-depth", "model.n_layer=100000", "model.d_model=2048", "model.n_head=16",
               needles=("cannot train here", "GiB")),

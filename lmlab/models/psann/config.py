@@ -66,6 +66,8 @@ class PsannConfig(TransformerConfig):
     conv_max_dilation: int = Field(16, ge=1)
     conv_activation: Literal["sine", "gelu"] = "sine"
 
+    aliases: ClassVar[dict[str, dict[str, Any]]] = {"respsann": {"base": "respsann"},
+                                                    "waveresnet": {"base": "waveresnet"}}
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # Runs a training step on CPU in a few milliseconds: the contract tests use it.
         "tiny": {"n_layer": 2, "n_head": 2, "d_model": 64, "block_size": 64},

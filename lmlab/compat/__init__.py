@@ -1,0 +1,587 @@
+"""The seed dialects: configs written for the systems in the seeds, translated into lmlab's.
+
+Each seed has a table here (``seedNNN.yaml``: data, read once; ``seed000.yaml`` says how a table
+reads). :func:`translate` walks a raw config and, wherever a key is not lmlab's and a table knows
+it, rewrites it into lmlab's spelling and records one note per key ("seed 000
+`train.entropy_reg_weight` -> `model.entropy_reg_weight`"). What no table knows is left alone, so
+the strict schema still refuses it (``config.validate_config`` lists every such key at once).
+:func:`read_seed_file` reads what is not YAML/JSON: seed 003's ``experiments/*.py`` (the
+``exp_config`` dict literal, never executed) and seed 001's JSON presets.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import os
+import re
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lmlab.errors import ConfigError
+
+TABLES_DIR = Path(__file__).parent
+_MISSING = object()
+PLACEHOLDER = "..."
+"""What ``read_python_dict`` makes of a ``{...}`` / ``...`` value (the seed's "fill this in")."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One table entry: where the value goes (``to``) and how (``values``, ``transform``), or
+    that it is ignored / refused with a reason."""
+
+    seed: str
+    key: str
+    to: str | None = None
+    values: dict[Any, Any] | None = None
+    transform: str | None = None
+    ignore: str | None = None
+    refuse: str | None = None
+    if_mapping: bool = False
+    wins: bool = False
+    """The dialect value replaces a value already at ``to`` instead of clashing with it."""
+
+
+@dataclass(frozen=True)
+class Table:
+    seed: str
+    system: str
+    keys: dict[str, Rule]
+    in_dialect: dict[str, Rule]
+    values: dict[str, dict[Any, Any]]
+    defaults: dict[str, Any]
+    python_dict: str | None
+
+
+@cache
+def tables() -> tuple[Table, ...]:
+    """Every seed table, in seed order."""
+    out = []
+    for path in sorted(TABLES_DIR.glob("seed*.yaml")):
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        seed = str(raw["seed"])
+
+        def rules(section: dict[str, Any] | None, seed: str = seed) -> dict[str, Rule]:
+            return {k: Rule(seed, k, to=v) if isinstance(v, str) else Rule(seed, k, **v)
+                    for k, v in (section or {}).items()}
+
+        out.append(Table(seed, raw["system"], rules(raw.get("keys")), rules(raw.get("in_dialect")),
+                         raw.get("values") or {}, raw.get("defaults") or {}, raw.get("python_dict")))
+    return tuple(out)
+
+
+def table(seed: str) -> Table:
+    return next(t for t in tables() if t.seed == seed)
+
+
+# ----------------------------------------------------------------------------------- translation
+
+
+@dataclass
+class Translation:
+    """A translated raw config, a note per translated key, and the seeds it spoke."""
+
+    raw: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    seeds: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Ctx:
+    source: str
+    raw: dict[str, Any]
+    notes: list[str]
+    errors: list[str]
+    matched: set[str]
+    deferred: list[tuple[Rule, Any]] = field(default_factory=list)
+
+    def note(self, rule: Rule, text: str) -> None:
+        self.notes.append(f"seed {rule.seed} `{rule.key}` -> {text}")
+
+    def error(self, rule: Rule, text: str) -> None:
+        self.errors.append(f"seed {rule.seed} `{rule.key}`: {text}")
+
+
+def translate(raw: dict[str, Any], source: str = "config", seed: str | None = None) -> Translation:
+    """``raw`` (a config in any seed's dialect, or lmlab's) in lmlab's spelling. ``seed``: the
+    file's dialect when its format says it (seed 003's ``.py``): its defaults apply. Every key a
+    table refuses, and every clash (a dialect key and its lmlab key both set, to different
+    values), is reported at once in one :class:`ConfigError`."""
+    ctx = _Ctx(source, copy.deepcopy(raw), [], [], set())
+    if seed is not None:
+        for key, value in table(seed).defaults.items():
+            if _get(ctx.raw, key) is _MISSING:
+                _set(ctx.raw, key, value)
+        ctx.matched.add(seed)
+    rules = {k: r for t in tables() for k, r in t.keys.items()}
+    for _ in range(4):  # a moved key may meet a rule at its new place (seed 003's top model keys)
+        before = len(ctx.notes) + len(ctx.errors)
+        _walk(ctx, ctx.raw, [], rules, lmlab_keys_only=False)
+        if len(ctx.notes) + len(ctx.errors) == before:
+            break
+    dialect = {k: r for t in tables() if t.seed in ctx.matched for k, r in t.in_dialect.items()}
+    if dialect:
+        _walk(ctx, ctx.raw, [], dialect, lmlab_keys_only=True)
+    for rule, value in ctx.deferred:
+        TRANSFORMS[rule.transform](ctx, rule, value)
+    _rename_values(ctx)
+    if ctx.errors:
+        raise ConfigError(f"{source}: {'; '.join(ctx.errors)}")
+    return Translation(ctx.raw, ctx.notes, sorted(ctx.matched))
+
+
+def _walk(ctx: _Ctx, node: Any, loc: list[str], rules: dict[str, Rule], lmlab_keys_only: bool) -> None:
+    """Apply ``rules`` below ``node`` (``loc`` its pattern path; list items are ``[*]``)."""
+    if isinstance(node, list):
+        for i in range(len(node)):
+            path = _pattern([*loc, "[*]"])
+            rule = rules.get(path)
+            if rule is not None and (not rule.if_mapping or isinstance(node[i], dict)):
+                _apply(ctx, rule, node, i, node[i])
+            _walk(ctx, node[i], [*loc, "[*]"], rules, lmlab_keys_only)
+        return
+    if not isinstance(node, dict):
+        return
+    for key in list(node):
+        if key not in node:
+            continue
+        path = _pattern([*loc, str(key)])
+        rule = rules.get(path)
+        if rule is not None:
+            known = _is_lmlab_key(ctx.raw, [*loc, str(key)])
+            applies = rule.if_mapping and isinstance(node[key], dict) or (known if lmlab_keys_only else not known)
+            if applies:
+                value = node.pop(key)
+                _apply(ctx, rule, None, None, value)
+                continue
+        _walk(ctx, node[key], [*loc, str(key)], rules, lmlab_keys_only)
+
+
+def _apply(ctx: _Ctx, rule: Rule, items: list | None, index: int | None, value: Any) -> None:
+    if items is None:  # a list item counts only if it changes (below)
+        ctx.matched.add(rule.seed)
+    if rule.refuse is not None:
+        ctx.error(rule, rule.refuse)
+    elif rule.ignore is not None:
+        ctx.note(rule, f"ignored: {rule.ignore}")
+    elif rule.transform is not None:
+        if rule.transform in DEFERRED:
+            ctx.deferred.append((rule, value))
+        elif items is not None:  # a list item rewritten in place
+            new = TRANSFORMS[rule.transform](ctx, rule, value)
+            if new != value:
+                ctx.matched.add(rule.seed)
+                items[index] = new
+                ctx.note(rule, f"`{rule.to.replace('[*]', f'[{index}]')}` = {_short(new)}")
+        else:
+            out = TRANSFORMS[rule.transform](ctx, rule, value)
+            if out is not None:
+                _move(ctx, rule, rule.to, out)
+    else:
+        if rule.values is not None and _hashable(value) and value in rule.values:
+            value = rule.values[value]
+        _move(ctx, rule, rule.to, value)
+
+
+def _move(ctx: _Ctx, rule: Rule, to: str, value: Any, note: str = "") -> None:
+    """Put ``value`` at ``to`` unless a different value is there already (then it is a clash)."""
+    have = _get(ctx.raw, to)
+    if value is None and have is not _MISSING:
+        return  # an unset dialect key under a set lmlab key (older run dirs saved both)
+    if rule.wins and have is not _MISSING and have != value:
+        note = f"{note} (replacing {_short(have)})"
+        have = _MISSING
+    if have is not _MISSING and have is not None and have != value:
+        if isinstance(have, dict) and isinstance(value, dict):
+            value = {**value, **{k: v for k, v in have.items() if k not in value}}
+            clash = {k for k in have.keys() & value.keys() if have[k] != value[k]}
+            if not clash:
+                _set(ctx.raw, to, value)
+                ctx.note(rule, f"`{to}`{note}")
+                return
+        ctx.error(rule, f"`{to}` is set too ({_short(have)} vs {_short(value)}); keep one of them")
+        return
+    _set(ctx.raw, to, value)
+    if value is not None:
+        ctx.note(rule, f"`{to}`{note}")
+
+
+def _rename_values(ctx: _Ctx) -> None:
+    """The ``values`` tables: dialect values of keys lmlab has too (``tokenizer.type: simple``)."""
+    for t in tables():
+        for pattern, mapping in t.values.items():
+            for parent, key, path in _find(ctx.raw, pattern):
+                value = parent[key]
+                if _hashable(value) and value in mapping:
+                    parent[key] = mapping[value]
+                    ctx.matched.add(t.seed)
+                    ctx.notes.append(f"seed {t.seed} `{path}: {value}` -> `{path}: {mapping[value]}`")
+
+
+# ------------------------------------------------------------------------------------ transforms
+
+
+def _as_list(ctx: _Ctx, rule: Rule, value: Any) -> Any:
+    return value if isinstance(value, list) or value is None else [value]
+
+
+def _enabled(ctx: _Ctx, rule: Rule, value: dict[str, Any]) -> Any:
+    unknown = sorted(set(value) - {"enabled"})
+    if unknown:
+        ctx.error(rule, f"unknown key(s) {unknown}; the section takes only enabled (true/false)")
+        return None
+    return bool(value.get("enabled", True))
+
+
+def _run_dir(ctx: _Ctx, rule: Rule, value: Any) -> Any:
+    """A checkpoint path -> the lmlab run dir that holds it (lmlab resumes a run in its own dir)."""
+    if value is None:
+        return None
+    from lmlab import rundir
+
+    path = Path(str(value))
+    if path.is_dir() and rundir.has_checkpoint(path):
+        return str(path)
+    above = rundir.enclosing_run_dir(path)
+    if above is None:
+        ctx.error(rule, f"{value}: no lmlab run dir there or above it; lmlab resumes a run from its "
+                        "train.out_dir: set train.out_dir to the run dir to continue")
+        return None
+    return str(Path(os.path.relpath(above)) if not path.is_absolute() else above)
+
+
+_SUFFIX_TYPES = {".jsonl": "jsonl", ".json": "jsonl", ".pdf": "pdf", ".csv": "csv"}
+
+
+def _source_type(ctx: _Ctx, rule: Rule, item: dict[str, Any]) -> dict[str, Any]:
+    """``{path: x.txt}`` -> ``{type: text, path: x.txt}`` (the type from the suffix)."""
+    if "type" in item or "path" not in item:
+        return item
+    return {"type": _SUFFIX_TYPES.get(Path(str(item["path"])).suffix.lower(), "text"), **item}
+
+
+def _family_alias(ctx: _Ctx, rule: Rule, value: Any) -> Any:
+    """``model.base: waveresnet`` (no family) -> the family that declares that alias."""
+    from lmlab.registry import family_aliases
+
+    aliases = family_aliases()
+    if value not in aliases:
+        ctx.error(rule, f"{value!r} is not a base lmlab knows; use one of {', '.join(sorted(aliases))}")
+        return None
+    family, fields = aliases[value]
+    model = ctx.raw.setdefault("model", {})
+    if model.get("family") not in (None, family):
+        ctx.error(rule, f"base {value!r} is the {family} family but model.family is {model['family']!r}")
+        return None
+    model.update(fields)
+    return family
+
+
+def _rope(ctx: _Ctx, rule: Rule, value: Any) -> Any:
+    if value is True:
+        return "rope"
+    ctx.error(rule, f"{value!r}: without rope, say which positions: model.pos_encoding: alibi, "
+                    "sinusoidal or learned")
+    return None
+
+
+def _always_packed(ctx: _Ctx, rule: Rule, value: Any) -> None:
+    if value is False:
+        ctx.error(rule, "false: lmlab packs documents into one EOS-separated stream (windows may cross "
+                        "documents); drop the key")
+    else:
+        ctx.note(rule, "nothing to set: lmlab always packs documents into one EOS-separated stream")
+
+
+def _tokens_to_sequences(ctx: _Ctx, rule: Rule, value: Any) -> None:
+    """``batch_tokens`` -> ``batch_size`` sequences per micro-batch per process, for the run's
+    window, accumulation steps and world size (run after every key moved: it needs them all)."""
+    if not isinstance(value, int) or value < 1:
+        ctx.error(rule, f"{value!r}: expected a positive number of tokens")
+        return
+    train = ctx.raw.setdefault("train", {})
+    window = train.get("seq_len") or _block_size(ctx.raw)
+    accum = train.get("grad_accum_steps") or 1
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    size = max(1, value // (window * accum * world))
+    if value % (window * accum * world):
+        ctx.note(rule, f"`train.batch_size` = {size} ({value} tokens / ({window} tokens x {accum} accumulation "
+                       f"x {world} processes), rounded down)")
+    else:
+        ctx.note(rule, f"`train.batch_size` = {size} ({value} tokens / ({window} x {accum} x {world}))")
+    if "batch_size" in train and train["batch_size"] != size:
+        ctx.error(rule, f"`train.batch_size` is set too ({train['batch_size']} vs {size}); keep one of them")
+        return
+    train["batch_size"] = size
+
+
+def _block_size(raw: dict[str, Any]) -> int:
+    """The model's context as lmlab will resolve it: the model section, its preset, the family default."""
+    from lmlab.registry import FAMILIES
+
+    model = raw.get("model") or {}
+    if isinstance(model.get("block_size"), int):
+        return model["block_size"]
+    cls = FAMILIES.get(model.get("family", "transformer"), FAMILIES["transformer"])[0]
+    preset = cls.presets.get(model.get("preset"), {})
+    return int(preset.get("block_size", cls.model_fields["block_size"].default))
+
+
+def _hf_dataset(ctx: _Ctx, rule: Rule, value: Any) -> Any:
+    return {"type": "hf", "dataset": value}
+
+
+def _mlflow_hint(ctx: _Ctx, rule: Rule, value: Any) -> Any:
+    trackers = (ctx.raw.get("train") or {}).get("trackers") or []
+    if "mlflow" not in trackers:
+        ctx.notes.append(f"seed {rule.seed} `{rule.key}`: metrics go to MLflow with train.trackers: [jsonl, "
+                         "mlflow] (pip install 'lmlab[track]')")
+    return value
+
+
+def _cosine_only(ctx: _Ctx, rule: Rule, value: Any) -> None:
+    if value in ("cosine", "cosine_with_min_lr"):
+        ctx.note(rule, "nothing to set: lmlab's schedule is linear warmup then cosine to train.min_lr")
+    else:
+        ctx.error(rule, f"{value!r}: lmlab's schedule is linear warmup then cosine to train.min_lr; drop the key "
+                        "(or write cosine_with_min_lr)")
+
+
+def _placeholder(ctx: _Ctx, rule: Rule, value: Any) -> Any:
+    """The seed's stage-2 example writes ``{...}``: the default top model."""
+    if value == PLACEHOLDER:
+        _move(ctx, rule, rule.to, {}, note=" = {} (the `{...}` placeholder: the default top model)")
+        return None
+    if value is None:
+        _set(ctx.raw, rule.to, None)
+        ctx.note(rule, f"`{rule.to}` = null (no top model: stage 1)")
+        return None
+    return value
+
+
+TRANSFORMS: dict[str, Callable[[_Ctx, Rule, Any], Any]] = {
+    "as_list": _as_list, "enabled": _enabled, "run_dir": _run_dir, "source_type": _source_type,
+    "family_alias": _family_alias, "rope": _rope, "always_packed": _always_packed,
+    "tokens_to_sequences": _tokens_to_sequences, "hf_dataset": _hf_dataset, "mlflow_hint": _mlflow_hint,
+    "cosine_only": _cosine_only, "placeholder": _placeholder,
+}
+DEFERRED = {"tokens_to_sequences"}
+
+
+# ---------------------------------------------------------------------------------- reading files
+
+
+def read_seed_file(path: Path) -> tuple[dict[str, Any], str | None] | None:
+    """(raw config, seed) for a file in a seed's own format, or None for a YAML/JSON lmlab-shaped
+    file (read by ``config.read_config_file``). Seed 003's ``.py``: its ``exp_config`` literal;
+    seed 001's JSON preset (``model.hidden_size``): the run config ``main.py`` makes of it, in
+    ``runs/<preset name>`` (``main.py`` keeps its own model in ``runs/main``)."""
+    if path.suffix == ".py":
+        return read_python_dict(path, table("003").python_dict), "003"
+    if path.suffix == ".json":
+        import json
+
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None  # read_config_file says what is wrong
+        if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "hidden_size" in raw["model"]:
+            from lmlab.continuous.presets import load_preset, to_run_config
+
+            preset = load_preset(path)
+            out = to_run_config(preset, path.stem)
+            out["train"]["out_dir"] = f"runs/{preset.name or path.stem}"
+            out["data"].pop("token_cache_dir", None)
+            out["data"]["reuse_token_cache"] = True
+            return out, "001"
+    return None
+
+
+def read_python_dict(path: Path, name: str) -> dict[str, Any]:
+    """The dict literal assigned to ``name`` in a Python file, read with ``ast.literal_eval``:
+    the file is never run. A value that is not a literal (``DEVICE``, ``os.cpu_count()``) is an
+    error naming every such key."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config ({e.__class__.__name__}: {e})") from None
+    except SyntaxError as e:
+        raise ConfigError(f"{path}: line {e.lineno}: not valid Python ({e.msg})") from None
+    node = None
+    for stmt in tree.body:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else \
+            [stmt.target] if isinstance(stmt, ast.AnnAssign) and stmt.value is not None else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            node = stmt.value
+    if node is None:
+        raise ConfigError(f"{path}: no `{name} = {{...}}` in the file; lmlab reads the {name} dict literal")
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        keys: list[Any] = [ast.Constant(kw.arg) for kw in node.keywords]
+        values = [kw.value for kw in node.keywords]
+    elif isinstance(node, ast.Dict):
+        keys, values = list(node.keys), list(node.values)
+    else:
+        raise ConfigError(f"{path}: line {node.lineno}: {name} is not a dict literal; write {name} = {{'key': value, ...}}")
+    out, bad = {}, []
+    for k, v in zip(keys, values):
+        try:
+            key = ast.literal_eval(k) if k is not None else None
+            value = ast.literal_eval(v)
+            # The seed's `{...}` (a set holding Ellipsis) is a placeholder: kept as "..." (JSON-safe).
+            out[key] = PLACEHOLDER if value is Ellipsis or value == {Ellipsis} else value
+        except ValueError:
+            label = ast.unparse(k) if k is not None else "**"
+            bad.append(f"{label} (line {v.lineno}: {ast.unparse(v)})")
+    if bad:
+        raise ConfigError(f"{path}: {len(bad)} value(s) of {name} are not literals, and lmlab reads the file "
+                          f"without running it: {'; '.join(bad)}; write the values themselves (e.g. 'cuda', 4)")
+    return out
+
+
+# ------------------------------------------------------------------------------------- internals
+
+
+def _pattern(loc: list[str]) -> str:
+    return ".".join(loc).replace(".[*]", "[*]")
+
+
+def _is_lmlab_key(raw: dict[str, Any], loc: list[str]) -> bool:
+    """Whether ``loc`` (``[*]`` for list items) names a key of lmlab's schema, the model section
+    read by ``raw``'s family."""
+    from lmlab.config import ModelConfig, RunConfig
+    from lmlab.registry import FAMILIES, resolve_family
+
+    if not loc or loc[0] not in RunConfig.model_fields:
+        return False
+    ann: Any = RunConfig.model_fields[loc[0]].annotation
+    if loc[0] == "model":
+        family = (raw.get("model") or {}).get("family", "transformer")
+        try:
+            family = resolve_family(family)[0] if isinstance(family, str) else family
+        except ConfigError:
+            pass
+        ann = FAMILIES[family][0] if isinstance(family, str) and family in FAMILIES else ModelConfig
+    return _descend(ann, raw.get(loc[0]), loc[1:])
+
+
+def _descend(ann: Any, node: Any, parts: list[str]) -> bool:
+    from lmlab.strict import _model_class_of
+
+    if not parts:
+        return True
+    ann = _unwrap(ann)
+    part, rest = parts[0], parts[1:]
+    if part == "[*]":
+        if typing.get_origin(ann) is not list:
+            return False
+        item = node[0] if isinstance(node, list) and node else None
+        return _descend(typing.get_args(ann)[0], item, rest)
+    if typing.get_origin(ann) is dict:
+        return True  # a free-form mapping takes any key
+    cls = _model_class_of(ann, node if isinstance(node, dict) else {})
+    if cls is None or part not in cls.model_fields:
+        return False
+    return _descend(cls.model_fields[part].annotation, node.get(part) if isinstance(node, dict) else None, rest)
+
+
+def _unwrap(ann: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` -> ``X`` (other unions stay: ``_model_class_of`` picks by tag)."""
+    while True:
+        origin = typing.get_origin(ann)
+        if origin is typing.Annotated:
+            ann = typing.get_args(ann)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            if len(args) != 1:
+                return ann
+            ann = args[0]
+        else:
+            return ann
+
+
+_INDEX = re.compile(r"^(.*)\[(\d+|\*)\]$")
+
+
+def _parts(dotted: str) -> list[str | int]:
+    out: list[str | int] = []
+    for part in dotted.split("."):
+        m = _INDEX.match(part)
+        if m:
+            out += [m.group(1), int(m.group(2)) if m.group(2) != "*" else "*"]
+        else:
+            out.append(part)
+    return out
+
+
+def _get(raw: Any, dotted: str) -> Any:
+    node = raw
+    for part in _parts(dotted):
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                return _MISSING
+            node = node[part]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return _MISSING
+    return node
+
+
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = _parts(dotted)
+    node: Any = raw
+    for part, nxt in zip(parts, parts[1:]):
+        if isinstance(part, int):
+            while len(node) <= part:
+                node.append({})
+            node = node[part]
+        else:
+            empty: Any = [] if isinstance(nxt, int) else {}
+            if not isinstance(node.get(part), (dict, list)):
+                node[part] = empty
+            node = node[part]
+    last = parts[-1]
+    if isinstance(last, int):
+        while len(node) <= last:
+            node.append({})
+    node[last] = value
+
+
+def _find(raw: Any, pattern: str) -> list[tuple[Any, Any, str]]:
+    """(parent, key, concrete path) of every place ``pattern`` (``[*]`` for any item) names."""
+    found: list[tuple[Any, Any, str]] = [(None, None, "")]
+    nodes: list[tuple[Any, str]] = [(raw, "")]
+    for part in _parts(pattern):
+        found, nxt = [], []
+        for node, path in nodes:
+            if part == "*" and isinstance(node, list):
+                for i, item in enumerate(node):
+                    found.append((node, i, f"{path}[{i}]"))
+                    nxt.append((item, f"{path}[{i}]"))
+            elif isinstance(node, dict) and part in node:
+                p = f"{path}.{part}" if path else str(part)
+                found.append((node, part, p))
+                nxt.append((node[part], p))
+        nodes = nxt
+    return found
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _short(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
