@@ -49,10 +49,6 @@ def train(config: str | Path | dict | RunConfig | None = None, **overrides: Any)
     return run_training(cfg)
 
 
-PLANNER_OPTIONS = ("force_state", "freeze_planner", "planner_temperature", "lookahead_feedback_scale",
-                   "async_planner")
-
-
 class LoadedModel:
     """A trained model with its tokenizer and config, ready to generate."""
 
@@ -71,17 +67,25 @@ class LoadedModel:
             err = e.errors()[0]
             raise LmlabError(f"{'.'.join(map(str, err['loc']))} = {err.get('input')!r}: {err['msg']}") from None
 
-    def _planner_options(self, settings: dict[str, Any]) -> dict[str, Any]:
-        """Pop the planner knobs (apelr: force_state, freeze_planner, ...) out of ``settings``."""
-        opts = {k: settings.pop(k) for k in PLANNER_OPTIONS if k in settings}
+    def _family_options(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """Pop the decoding options a family declares (``generation_flags``: apelr's force_state,
+        freeze_planner, ...) out of ``settings``; one this run's family does not take is an error
+        naming the families that do."""
+        from lmlab.registry import generation_option_owners
+
+        owners = generation_option_owners()
+        opts = {k: settings.pop(k) for k in list(settings) if k in owners}
         opts = {k: v for k, v in opts.items() if v is not None}
-        if opts and not self.model.generation_options:
-            raise LmlabError(f"{', '.join(sorted(opts))}: planner options, but the {self.config.model.family} "
-                             "family has no planner (apelr has)")
+        foreign = sorted(k for k in opts if k not in self.model.generation_options)
+        if foreign:
+            fams = sorted({f for k in foreign for f in owners[k]})
+            raise LmlabError(f"{', '.join(foreign)}: decoding options of the {', '.join(fams)} family, but this run "
+                             f"is {self.config.model.family}; drop them")
         return opts
 
     @contextmanager
-    def _planner(self, opts: dict[str, Any]):
+    def _options(self, opts: dict[str, Any]):
+        """The family's decoding options for one call, reset after it."""
         if not self.model.generation_options:
             yield
             return
@@ -95,23 +99,27 @@ class LoadedModel:
             self.model.set_generation_options()
 
     def generate_batch(self, prompts: list[str], **settings: Any) -> list[str]:
-        """Continue each prompt; returns prompt + generated text for each. apelr runs also take
-        ``force_state``, ``freeze_planner``, ``planner_temperature``, ``lookahead_feedback_scale``
-        and ``async_planner``."""
-        opts = self._planner_options(settings)
-        with self._planner(opts):
+        """Continue each prompt; returns prompt + generated text for each. ``settings``: the
+        decoding knobs (:meth:`settings`) and the options the run's family declares (its
+        ``generation_flags``, e.g. ``force_state=2``)."""
+        opts = self._family_options(settings)
+        with self._options(opts):
             return complete(self.model, self.tokenizer, prompts, self.settings(**settings))
 
     def generate_with_plan(self, prompt: str, lookahead_steps: int = 0, **settings: Any) -> tuple[str, list[dict]]:
         """Continue one prompt with a planner family and report, per generated token: its text,
         the active plan state (the gate's argmax), the belief, and ``lookahead_steps`` forecasts
         of the belief (transition applied 1..n times)."""
-        opts = self._planner_options(settings)
-        if not self.model.generation_options:
-            raise LmlabError(f"the {self.config.model.family} family has no planner to report (apelr has)")
+        opts = self._family_options(settings)
+        if "record" not in self.model.generation_options:
+            from lmlab.registry import FAMILIES
+
+            have = sorted(n for n, (_, m) in FAMILIES.items() if "record" in m.generation_options)
+            raise LmlabError(f"the {self.config.model.family} family has no plan to report ({', '.join(have)} "
+                             "have one)")
         s = self.settings(**settings)
         ids = self.tokenizer.encode(prompt, strict=True)
-        with self._planner({**opts, "record": True, "lookahead_steps": lookahead_steps}):
+        with self._options({**opts, "record": True, "lookahead_steps": lookahead_steps}):
             new = generate_ids(self.model, [ids], s, self.tokenizer.eos_id)[0]
             history = list(self.model.plan_history)
         plan = []
@@ -122,7 +130,9 @@ class LoadedModel:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), plan
 
     def generate(self, prompt: str, **settings: Any) -> str:
-        """Continue one prompt (see :meth:`settings` for the knobs)."""
+        """Continue one prompt (see :meth:`settings` for the knobs). Unset knobs come from the
+        run's ``sample`` section (lmlab's defaults: ``max_new_tokens`` 200, ``temperature`` 0.8,
+        ``top_k`` 50, ``top_p`` 1.0); ``LM.generate`` starts from seed 002's instead."""
         return self.generate_batch([prompt], **settings)[0]
 
     @torch.no_grad()

@@ -17,15 +17,19 @@ from lmlab.errors import LmlabError
 def _cmd_train(args: argparse.Namespace) -> None:
     from lmlab import rundir
     from lmlab.config import load_config
+    from lmlab.registry import FAMILIES
     from lmlab.training.loop import train
 
     overrides = list(args.set or [])
     extra: dict = {}
-    if args.load_base_from:
-        if not Path(args.load_base_from).exists():
-            raise LmlabError(f"--load-base-from {args.load_base_from}: no such file or run dir (the stage-1 "
-                             "save_base_components_path, or its run dir)")
-        extra = {"model": {"load_base_from": args.load_base_from}}  # a value, not a --set string
+    for cfg_cls, _ in FAMILIES.values():  # the families' own train flags set model.<field>
+        for field, spec in cfg_cls.train_flags.items():
+            value = getattr(args, field, None)
+            if value is None:
+                continue
+            if spec.get("path") and not Path(value).exists():
+                raise LmlabError(f"{spec['flags'][0]} {value}: no such file or folder ({spec['help']})")
+            extra.setdefault("model", {})[field] = value  # a value, not a --set string
     if args.resume:
         run = Path(args.resume)
         if not rundir.has_checkpoint(run):
@@ -79,11 +83,10 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         knobs["temperature"] = 0.0
     if args.no_stop_on_eos:
         knobs["stop_on_eos"] = False
-    planner = {"force_state": args.force_state, "freeze_planner": args.freeze_planner or None,
-               "planner_temperature": args.planner_temperature,
-               "lookahead_feedback_scale": args.lookahead_feedback_scale,
-               "async_planner": False if args.no_async_planner else None}
-    planner = lm._planner_options({k: v for k, v in planner.items() if v is not None})
+    from lmlab.registry import generation_option_owners
+
+    given = {k: getattr(args, k) for k in generation_option_owners()}
+    planner = lm._family_options({k: v for k, v in given.items() if v is not None})
     settings = lm.settings(**knobs)
     if args.lookahead_steps is not None or args.show_plan:
         for i, prompt in enumerate(prompts):
@@ -222,6 +225,37 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _family_train_flags(parser: argparse.ArgumentParser) -> None:
+    """The ``lmlab train`` flags families declare (``ModelConfig.train_flags``: a model field
+    set from the command line, e.g. the abstractinator's ``--load-base-from``), a group each."""
+    from lmlab.registry import FAMILIES
+
+    for name, (cfg_cls, _) in FAMILIES.items():
+        if not cfg_cls.train_flags:
+            continue
+        group = parser.add_argument_group(f"{name} training")
+        for field, spec in cfg_cls.train_flags.items():
+            group.add_argument(*spec["flags"], dest=field, default=None, metavar=spec.get("metavar"),
+                               help=f"{spec['help']} (sets model.{field})")
+
+
+def _family_flags(parser: argparse.ArgumentParser) -> None:
+    """A group of ``lmlab sample`` flags per family that declares decoding options
+    (``LanguageModel.generation_flags``); an option two families share is added once."""
+    from lmlab.registry import FAMILIES
+
+    done: set[str] = set()
+    for name, (_, model_cls) in FAMILIES.items():
+        flags = {k: v for k, v in getattr(model_cls, "generation_flags", {}).items() if k not in done}
+        if not flags:
+            continue
+        group = parser.add_argument_group(f"{name} decoding")
+        for option, spec in flags.items():
+            spec = dict(spec)
+            group.add_argument(spec.pop("flag"), dest=option, default=None, **spec)
+            done.add(option)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lmlab", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -232,9 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, parsed as YAML (repeatable), e.g. --set train.lr=3e-4")
     t.add_argument("--resume", "--resume_from_checkpoint", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or the run dir holding that path) from its latest checkpoint")
-    t.add_argument("--load-base-from", "--load_base_from", metavar="PATH",
-                   help="abstractinator stage 2: load the levels from a stage-1 base file (or run dir) and "
-                        "freeze them (sets model.load_base_from)")
+    _family_train_flags(t)
     t.set_defaults(func=_cmd_train)
 
     c = sub.add_parser("run", help="the zero-flag continuous trainer (python main.py): pick a preset in "
@@ -268,16 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="latent rollout steps per candidate (default 2; >1 needs the policy head)")
     g_.add_argument("--planner-value-weight", type=float, default=1.0, metavar="L",
                     help="score = log p(candidate) - L * predicted future NLL (default 1; 0 = LM-only rerank)")
-    p_ = s.add_argument_group("planner families (apelr)")
+    p_ = s.add_argument_group("plan report (families that record a plan while decoding)")
     p_.add_argument("--lookahead-steps", type=int, metavar="N",
                     help="print the planner's forecast beliefs N chunks ahead and the active state per token")
     p_.add_argument("--show-plan", action="store_true", help="print which plan state was active where")
-    p_.add_argument("--force-state", type=int, metavar="K", help="decode with plan state K only")
-    p_.add_argument("--freeze-planner", action="store_true", help="keep the belief the prompt produced")
-    p_.add_argument("--planner-temperature", type=float, help="sharpen (<1) or flatten (>1) the belief")
-    p_.add_argument("--lookahead-feedback-scale", type=float, help="override model.lookahead_feedback_scale")
-    p_.add_argument("--no-async-planner", action="store_true",
-                    help="compute lookahead in the decoding thread (same output, no overlap)")
+    _family_flags(s)
     s.set_defaults(func=_cmd_sample)
 
     e = sub.add_parser("eval", help="perplexity / bits-per-byte and zero-shot tasks for checkpoints")

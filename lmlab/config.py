@@ -270,6 +270,9 @@ class ModelConfig(Strict):
     """Other names users give this family, each with the fields it implies (psann:
     ``waveresnet`` -> ``{base: waveresnet}``): ``model.family``, ``LM(base=...)`` and the
     seeds' ``model.base`` accept them."""
+    train_flags: typing.ClassVar[dict[str, dict[str, Any]]] = {}
+    """``lmlab train`` flags that set a field of this family: field -> ``flags`` (the spellings),
+    ``help``, ``metavar``, ``path`` (True: the value must exist)."""
     required_tokenizer: typing.ClassVar[str | None] = None
     """A family that reads one unit only (the abstractinator: bytes) refuses other tokenizers."""
 

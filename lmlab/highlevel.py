@@ -1,9 +1,12 @@
 """The one-call API of seed 002 (``psannLM`` / ``psannLMDataPrep``), for every lmlab family.
 
-``TextData`` turns texts or files into documents, splits them, fits (or loads) a tokenizer and
-cuts token windows; ``LM`` holds a model spec, trains it with the lmlab trainer (``fit``: a real
-run dir with checkpoints, metrics and samples), generates with the shared decoding loop, and
-saves / loads as an lmlab run dir (``lmlab sample`` / ``lmlab eval`` read it too).
+``TextData`` reads texts and files through the one data pipeline (the sources, the split by
+document hash, the token arrays the trainer reads), fits (or loads) a tokenizer and cuts token
+windows; ``LM`` holds a model spec, trains it with the lmlab trainer (``fit``: a real run dir
+with checkpoints, metrics and samples), generates with the shared decoding loop, and saves /
+loads as an lmlab run dir (``lmlab sample`` / ``lmlab eval`` read it too). Nothing here names a
+family: seed 002's spellings (``n_layers``, ``waveresnet``, ``checkpoint_dir``, ...) go through
+``lmlab/compat`` and the families' declared aliases.
 
     data = TextData(["hello world", "goodnight moon"], max_length=256)
     model = LM(base="waveresnet", d_model=64, n_layers=2, n_heads=4, vocab_size=data.vocab_size)
@@ -19,6 +22,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import weakref
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
@@ -27,31 +31,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmlab import rundir
+from lmlab import compat, rundir
 from lmlab.api import LoadedModel, overrides_to_dict
-from lmlab.config import DataConfig, TokenizerConfig, TrainConfig, deep_merge, validate_config
+from lmlab.config import DataConfig, TokenizerConfig, deep_merge, validate_config
 from lmlab.data.batches import encode_documents
-from lmlab.data.cache import TokenArrays
-from lmlab.data.sources import load_documents
-from lmlab.errors import LmlabError
-from lmlab.registry import FAMILIES
+from lmlab.data.cache import TokenArrays, build_token_arrays
+from lmlab.data.sources import Document, doc_hash_fraction, open_sources, split_documents
+from lmlab.errors import ConfigError, LmlabError
+from lmlab.registry import FAMILIES, family_aliases, resolve_family
 from lmlab.tokenizers import Tokenizer, build_tokenizer, load_tokenizer_path
 
-TOKENIZER_NAMES = {"auto": "auto", "sentencepiece": "sentencepiece", "tokenizers": "bpe", "bpe": "bpe",
-                   "simple": "char", "char": "char", "byte": "byte"}
-PSANN_BASES = ("respsann", "waveresnet")
-# Seed 002's TrainConfig spellings -> lmlab's train section.
-TRAIN_ALIASES = {"grad_accum_steps": "grad_accum_steps", "checkpoint_dir": "out_dir",
-                 "log_interval_steps": "log_interval", "save_interval_steps": "save_interval"}
+TEXTS_FILE = "texts.jsonl"
+"""In-memory texts become this jsonl source (one line each): a run dir keeps it in ``data/``."""
+
+
+def _tokenizer_type(name: str) -> str:
+    """Seed 002's tokenizer names (``simple``, ``tokenizers``) -> lmlab's, through its compat table."""
+    renames = compat.table("002").values["tokenizer.type"]
+    kinds = TokenizerConfig.model_fields["type"].annotation.__args__
+    lmlab_name = renames.get(name, name)
+    if lmlab_name not in kinds:
+        raise LmlabError(f"TextData: tokenizer {name!r} is not one of {', '.join([*kinds, *renames])}")
+    return lmlab_name
 
 
 def _source_for(path: Path) -> dict[str, Any]:
     """The lmlab data source reading one file (or a directory of text files)."""
-    if path.suffix == ".jsonl":
-        return {"type": "jsonl", "path": str(path)}
-    if path.suffix == ".pdf":
-        return {"type": "pdf", "path": str(path)}
-    return {"type": "text", "path": str(path)}
+    return compat._source_type(None, None, {"path": str(path)})  # the type from the suffix, as seed 002's YAML
 
 
 class LMDataset(torch.utils.data.Dataset):
@@ -73,18 +79,23 @@ class LMDataset(torch.utils.data.Dataset):
 
 
 class TextData:
-    """Documents, their train/val split, a tokenizer and token windows, ready for ``LM.fit``.
+    """Documents, their train/val split, a tokenizer and token windows, ready for ``LM.fit``:
+    the data pipeline of every lmlab run, fed from memory.
 
     ``texts_or_paths``: one string or an iterable of them (and/or ``Path``s). A string naming an
     existing file or directory is read as a data source (text, ``.jsonl`` with a ``text`` field,
-    ``.pdf``; long text files are cut into documents at blank lines), any other string is one
-    document. ``tokenizer``: ``auto`` (sentencepiece -> tokenizers -> char, by what imports),
-    ``sentencepiece``, ``tokenizers``/``bpe``, ``char``/``simple`` or ``byte``; fitted on the
-    training documents with ``vocab_size`` entries, unless ``tokenizer_model_path`` names a
-    prebuilt one (an lmlab tokenizer dir, a SentencePiece ``.model``, an HF tokenizers ``.json``).
-    ``val_split`` of the documents (shuffled with ``seed``) are held out. ``pack_sequences``:
-    documents are concatenated (EOS-separated) and cut into windows of ``max_length`` tokens;
-    otherwise windows never cross a document boundary and shorter documents are not used.
+    ``.csv``, ``.pdf``; a long text file is cut into ~8,000-character documents), any other
+    string is one document (the in-memory ones form one ``jsonl`` source). ``tokenizer``:
+    ``auto`` (sentencepiece -> tokenizers -> char, by what imports), ``sentencepiece``,
+    ``tokenizers``/``bpe``, ``char``/``simple`` or ``byte``; fitted on the training documents
+    with ``vocab_size`` entries, unless ``tokenizer_model_path`` names a prebuilt one (an lmlab
+    tokenizer dir, a SentencePiece ``.model``, an HF tokenizers ``.json``). ``val_split``: the
+    share of documents held out, chosen as every run chooses them (``data.val_fraction``: by a
+    hash of each document's source type and name, with at least one document on each side;
+    0 holds none out). ``seed``: the order training draws windows in (``train.seed`` of the
+    run ``fit`` makes). ``pack_sequences``: documents are concatenated (each followed by EOS)
+    and cut into windows of ``max_length`` tokens, as in every run; False keeps every window
+    inside one document (shorter documents are not used).
     """
 
     def __init__(
@@ -99,8 +110,7 @@ class TextData:
         vocab_size: int = 4096,
         min_text_length: int = 0,
     ):
-        if tokenizer not in TOKENIZER_NAMES:
-            raise LmlabError(f"TextData: tokenizer {tokenizer!r} is not one of {', '.join(TOKENIZER_NAMES)}")
+        kind = _tokenizer_type(tokenizer)
         if max_length < 1:
             raise LmlabError(f"TextData: max_length must be >= 1, got {max_length}")
         if not 0 <= val_split < 1:
@@ -119,24 +129,45 @@ class TextData:
                 self.texts.append(item)
             else:
                 raise LmlabError(f"TextData: expected texts or paths, got {type(item).__name__}: {item!r}")
-        docs = [t for t in self.texts if t.strip() and len(t.strip()) >= min_text_length]
-        if self.sources:
-            data_cfg = DataConfig(sources=self.sources, min_text_length=min_text_length)
-            docs += [d.text for d in load_documents(data_cfg, strict_utf8=tokenizer != "byte")]
+        sources = list(self.sources)
+        self.texts_file: Path | None = None
+        kept = [t for t in self.texts if t.strip()]
+        if kept:  # in memory: one jsonl source, in a folder that lives as long as this object
+            folder = Path(tempfile.mkdtemp(prefix="lmlab-textdata-"))
+            weakref.finalize(self, shutil.rmtree, folder, True)
+            self.texts_file = folder / TEXTS_FILE
+            self.texts_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in kept), encoding="utf-8")
+            sources.append({"type": "jsonl", "path": str(self.texts_file)})
+        if not sources:
+            raise LmlabError("TextData: no text: every input is empty (or shorter than min_text_length)")
+        self.data_config = DataConfig(sources=sources, min_text_length=min_text_length,
+                                      **({"val_fraction": val_split} if val_split > 0 else {}))
+        try:
+            opened = open_sources(self.data_config, strict_utf8=kind != "byte")
+        except LmlabError as e:
+            raise LmlabError(f"TextData: {e}") from None
+        # (label, documents) per readable source: read once, split and tokenized from memory.
+        self._streams: list[tuple[str, list[Document]]] = [(o.label, list(o.documents)) for o in opened]
+        docs = [d for _, ds in self._streams for d in ds]
         if not docs:
             raise LmlabError("TextData: no text: every input is empty (or shorter than min_text_length)")
-        order = np.random.default_rng(seed).permutation(len(docs))
-        n_val = int(val_split * len(docs))
-        self.val_texts = [docs[i] for i in sorted(order[:n_val])]
-        self.train_texts = [docs[i] for i in sorted(order[n_val:])]
-        if val_split > 0 and n_val == 0:
-            warnings.warn(f"TextData: {len(docs)} document(s) are too few for a {val_split:.0%} validation "
-                          "split; none held out", stacklevel=2)
+        if val_split > 0 and len(docs) > 1:
+            train_docs, val_docs = split_documents(docs, val_split)
+            if not any(doc_hash_fraction(d) < val_split for d in docs):
+                warnings.warn(f"TextData: {len(docs)} document(s) are few for a {val_split:.0%} validation "
+                              "split: one is held out anyway (every split keeps a document on each side)",
+                              stacklevel=2)
+        else:
+            train_docs, val_docs = docs, []
+            if val_split > 0:
+                warnings.warn("TextData: 1 document is too few to split; none held out", stacklevel=2)
+        self.train_texts = [d.text for d in train_docs]
+        self.val_texts = [d.text for d in val_docs]
+        self._val_split = val_split if val_docs else 0.0
         if tokenizer_model_path is not None:
             self.tokenizer: Tokenizer = load_tokenizer_path(tokenizer_model_path)
         else:
-            cfg = TokenizerConfig(type=TOKENIZER_NAMES[tokenizer], vocab_size=vocab_size)
-            self.tokenizer = build_tokenizer(cfg, self.train_texts)
+            self.tokenizer = build_tokenizer(TokenizerConfig(type=kind, vocab_size=vocab_size), self.train_texts)
         self.tokenizer_backend: str = self.tokenizer.backend
         self.tokenizer_name = tokenizer if tokenizer_model_path is None else str(tokenizer_model_path)
 
@@ -149,6 +180,12 @@ class TextData:
         """The tokenizer's pad id, else its EOS id (windows are packed: nothing is padded)."""
         return self.tokenizer.pad_id if self.tokenizer.pad_id is not None else self.tokenizer.eos_id
 
+    @cached_property
+    def arrays(self) -> TokenArrays:
+        """The trainer's token arrays: per source and split, each document followed by EOS,
+        built by the pipeline's builder (``data/cache.py``) with the split above."""
+        return build_token_arrays(self._streams, self.tokenizer, val_fraction=self._val_split)
+
     def segments(self, texts: list[str], tokenizer: Tokenizer | None = None) -> list[np.ndarray]:
         """Token arrays of ``texts`` (each document followed by EOS): one stream when packing,
         one array per document otherwise."""
@@ -157,17 +194,25 @@ class TextData:
             return [encode_documents(texts, tok)]
         return [encode_documents([t], tok) for t in texts]
 
+    def _cut(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Per-source streams as windows see them: whole (packed), or cut after every EOS."""
+        arrays = [a for a in arrays if len(a)]
+        if self.pack_sequences:
+            return arrays
+        eos = self.tokenizer.eos_id
+        return [seg for a in arrays for seg in np.split(a, np.flatnonzero(a == eos) + 1) if len(seg)]
+
     @cached_property
     def train_segments(self) -> list[np.ndarray]:
-        return self.segments(self.train_texts)
+        return self._cut(self.arrays.train)
 
     @cached_property
     def val_segments(self) -> list[np.ndarray]:
-        return self.segments(self.val_texts)
+        return self._cut(self.arrays.val)
 
     @property
     def window(self) -> int:
-        """Window length: ``max_length``, or the whole stream when a tiny corpus is shorter."""
+        """Window length: ``max_length``, or the longest stream when a tiny corpus is shorter."""
         longest = max((len(s) for s in self.train_segments), default=0)
         return max(1, min(self.max_length, longest - 1))
 
@@ -192,48 +237,46 @@ class TextData:
 class LM:
     """A model spec that trains, generates, saves and loads in one call each.
 
-    ``base``: ``respsann`` / ``waveresnet`` (the psann family) or any registered family
-    (``transformer``, ``apelr``, ...). The common shape arguments map onto the family's config
-    (``n_layers`` -> ``n_layer``, ``n_heads`` -> ``n_head``, ``d_mlp`` -> ``d_ff``,
-    ``positional_encoding`` -> ``pos_encoding``, ``sine_params`` for psann); ``family_options``
-    are passed to the family config as they are (e.g. ``num_plan_states=4`` for apelr).
+    ``base``: a family (``transformer``, ``apelr``, ``psann``, ``abstractinator``) or a family's
+    alias (psann's ``respsann`` / ``waveresnet``). The shape arguments are seed 002's names,
+    mapped onto the family's fields by ``lmlab/compat`` (``n_layers`` -> ``n_layer``,
+    ``n_heads`` -> ``n_head``, ``d_mlp`` -> ``d_ff`` (psann: ``d_mlp``), ``positional_encoding``
+    -> ``pos_encoding``); one left unset takes the family's default, and one the family does not
+    have is an error that says which family has it. ``family_options`` go to the family's
+    config as they are (e.g. ``num_plan_states=4`` for apelr, ``levels=[...]`` for the
+    abstractinator).
     """
 
     def __init__(
         self,
         base: str = "waveresnet",
-        d_model: int = 256,
-        n_layers: int = 4,
-        n_heads: int = 4,
+        d_model: int | None = None,
+        n_layers: int | None = None,
+        n_heads: int | None = None,
         d_mlp: int | None = None,
         vocab_size: int | None = None,
-        positional_encoding: str = "rope",
+        positional_encoding: str | None = None,
         sine_params: dict[str, Any] | None = None,
         **family_options: Any,
     ):
-        if base in PSANN_BASES:
-            family, extra = "psann", {"base": base}
-        elif base in FAMILIES:
-            family, extra = base, {}
-        else:
-            raise LmlabError(f"LM: unknown base {base!r}; choose {', '.join(PSANN_BASES)} or a family: "
-                             f"{', '.join(sorted(FAMILIES))}")
-        if family not in FAMILIES:
-            raise LmlabError(f"LM: the {family} family is not available in this build")
-        if sine_params is not None:
-            if family != "psann":
-                raise LmlabError(f"LM: sine_params apply to respsann / waveresnet, not {base}")
-            extra["sine_params"] = dict(sine_params)
+        try:
+            family, implied = resolve_family(base)
+        except ConfigError:
+            names = sorted({*FAMILIES, *family_aliases()})
+            raise LmlabError(f"LM: unknown base {base!r}; choose one of {', '.join(names)}") from None
+        given = {"d_model": d_model, "n_layers": n_layers, "n_heads": n_heads, "d_mlp": d_mlp,
+                 "positional_encoding": positional_encoding, "sine_params": sine_params}
+        section = {"family": family, **implied, **{k: v for k, v in given.items() if v is not None}, **family_options}
         self.base = base
-        self.model_section: dict[str, Any] = {
-            "family": family, "d_model": d_model, "n_layer": n_layers, "n_head": n_heads,
-            "pos_encoding": positional_encoding, **({"d_ff": d_mlp} if d_mlp is not None else {}),
-            **extra, **family_options}
+        self.model_section: dict[str, Any] = compat.translate({"model": section}, "LM(...)").raw["model"]
         self.vocab_size = vocab_size
         self.run_dir: Path | None = None
         self._loaded: LoadedModel | None = None
-        # Fail now, not at fit: validate the section with a placeholder vocab and context.
-        validate_config({"model": {**self.model_section, "vocab_size": vocab_size or 2}}, source="LM(...)")
+        # Fail now, not at fit: validate the section with a placeholder vocab (and the tokenizer
+        # the family needs, if it needs one: TextData's is checked at fit).
+        need = FAMILIES[family][0].required_tokenizer
+        validate_config({"model": {**self.model_section, "vocab_size": vocab_size or 2},
+                         **({"tokenizer": {"type": need}} if need else {})}, source="LM(...)")
 
     # ------------------------------------------------------------------------------ training
 
@@ -254,12 +297,12 @@ class LM:
 
         ``amp``: ``bf16`` / ``fp16`` / ``fp32`` (None: fp32). ``ddp``: ``auto`` (distributed
         when launched with torchrun), ``on`` (require it) or ``off``; ``parallel="fsdp"`` shards
-        the model instead of replicating it (``train.parallel``). ``out_dir`` keeps the run
-        (default: a temporary dir; ``save`` copies it). Other keywords: any ``train`` field
-        (``warmup_steps=50``, ``grad_checkpoint=True``, seed-002 spellings such as
-        ``log_interval_steps``), or dotted / double-underscore keys for any section
-        (``sample__max_new_tokens=32``). Calling ``fit`` again continues from the current
-        weights with a fresh optimizer and schedule.
+        the model instead of replicating it (``train.parallel``). ``out_dir`` (seed 002:
+        ``checkpoint_dir``) keeps the run (default: a temporary dir; ``save`` copies it). Other
+        keywords: any ``train`` field (``warmup_steps=50``, ``grad_checkpoint=True``), a seed
+        spelling of one (``log_interval_steps``, ``save_interval_steps``), or dotted /
+        double-underscore keys for any section (``sample__max_new_tokens=32``). Calling ``fit``
+        again continues from the current weights with a fresh optimizer and schedule.
         """
         if not isinstance(train_data, TextData):
             raise LmlabError(f"LM.fit: train_data must be a TextData, got {type(train_data).__name__}")
@@ -269,15 +312,21 @@ class LM:
         world = _check_ddp(ddp)
         if amp not in (None, "bf16", "fp16", "fp32"):
             raise LmlabError(f"LM.fit: amp must be bf16, fp16 or fp32, got {amp!r}")
+        train_raw, extra = _split_overrides(overrides)
+        if "out_dir" in train_raw:  # checkpoint_dir=, or train__out_dir=
+            given = train_raw.pop("out_dir")
+            if out_dir is not None and Path(out_dir) != Path(given):
+                raise LmlabError(f"LM.fit: out_dir={out_dir} and checkpoint_dir={given} name two run dirs; pass one")
+            out_dir = given
         tok = train_data.tokenizer
         window = train_data.window
         n_windows = len(train_data.dataset)
         if n_windows == 0:
             raise LmlabError("LM.fit: no training window: every document is shorter than two tokens "
                              "(pack_sequences=False uses whole documents only)")
-        train_raw, extra = _split_overrides(overrides)
         # Seed 002's ddp switch picks the strategy unless parallel= names one (e.g. fsdp).
         train_raw.setdefault("parallel", {"auto": "auto", "on": "ddp", "off": "none"}[ddp])
+        train_raw.setdefault("seed", train_data.seed)  # the order windows are drawn in
         accum = int(train_raw.get("grad_accum_steps", 1))
         sequences = max(1, batch_tokens // window)  # per optimizer step, all processes
         batch_size = max(1, min(math.ceil(sequences / (world * accum)), n_windows // (world * accum) or 1))
@@ -296,21 +345,22 @@ class LM:
             "batch_size": batch_size, "max_steps": start + steps, "seq_len": window,
             "precision": amp or "fp32", "warmup_steps": min(100, max(1, steps // 10)),
             "eval_interval": every, "save_interval": every, **train_raw}
-        sources = list(train_data.sources)
-        if train_data.texts:  # the in-memory documents, kept in the run so its config names real data
-            texts_file = out / "data" / "texts.jsonl"
-            texts_file.parent.mkdir(parents=True, exist_ok=True)
-            texts_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in train_data.texts), encoding="utf-8")
-            sources.append({"type": "jsonl", "path": str(texts_file.resolve())})
+        data = train_data.data_config.model_dump(mode="json", exclude_defaults=True)
+        kept = out / "data" / TEXTS_FILE  # the in-memory texts, kept in the run: its config names real data
+        if train_data.texts_file is not None:
+            data["sources"][-1]["path"] = str(kept.resolve())
         raw = deep_merge({
-            "data": {"sources": sources},
+            "data": data,
             "tokenizer": {"type": tok.backend, "model_path": str(rundir.tokenizer_dir(out).resolve())},
             "model": {**self.model_section, "block_size": max(train_data.max_length, window),
                       "vocab_size": tok.vocab_size},
             "train": train_section,
         }, extra)
         cfg = validate_config(raw, source="LM.fit")
-        arrays = self._arrays(train_data, val_data, window)
+        arrays = self._arrays(train_data, val_data)
+        if train_data.texts_file is not None:  # written once the run is known to be valid
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(train_data.texts_file, kept)
         from lmlab.training.loop import PreparedData, TrainPlan
         from lmlab.training.loop import train as run_training
 
@@ -324,9 +374,10 @@ class LM:
         self._loaded = LoadedModel(out, device=device)
         return self
 
-    def _arrays(self, data: TextData, val: TextData | None, window: int) -> TokenArrays:
-        """The trainer's token arrays: train windows from ``data``, val from ``val`` (encoded
-        with ``data``'s tokenizer), else ``data``'s split, else (no validation text at all) the
+    def _arrays(self, data: TextData, val: TextData | None) -> TokenArrays:
+        """The trainer's token arrays: ``data``'s training segments (a stream per source; a
+        document each when it does not pack), validation from ``val`` (encoded with ``data``'s
+        tokenizer), else ``data``'s held-out documents, else (no validation text at all) the
         training tokens, with a warning."""
         train = data.train_segments
         if val is not None:
@@ -336,12 +387,11 @@ class LM:
         else:
             warnings.warn("LM.fit: no validation text (val_split gave none and no val_data): eval metrics "
                           "are measured on the training tokens", stacklevel=3)
-            val_arr = np.concatenate(train)
+            val_arr = np.concatenate(data.train_segments)
         if len(val_arr) < 2:
-            val_arr = np.concatenate(train)
-        # One source; unpacked documents are its segments (windows never cross them).
-        return TokenArrays(["textdata"], [train if len(train) > 1 else train[0]], [val_arr],
-                           {"window": window})
+            val_arr = np.concatenate(data.train_segments)
+        # One source; its segments (a stream per source, or a document each) are never crossed.
+        return TokenArrays(["textdata"], [train if len(train) > 1 else train[0]], [val_arr], {"window": data.window})
 
     def _seed_run(self, out: Path, cfg, tok: Tokenizer) -> None:
         """Start ``out`` from the current weights: a weights-only snapshot (a fresh optimizer)."""
@@ -363,7 +413,14 @@ class LM:
 
     def generate(self, prompt: str, max_new_tokens: int = 128, top_k: int | None = None, top_p: float = 0.9,
                  temperature: float = 1.0, repetition_penalty: float | None = None, **settings: Any) -> str:
-        """Sample a continuation of ``prompt``; returns prompt + continuation."""
+        """Sample a continuation of ``prompt``; returns prompt + continuation.
+
+        The defaults are seed 002's (``max_new_tokens=128, top_p=0.9, temperature=1.0``, no
+        top-k, no repetition penalty), not the run's ``sample`` section that
+        ``lmlab.load(run).generate`` and ``lmlab sample`` start from (``max_new_tokens`` 200,
+        ``temperature`` 0.8, ``top_k`` 50, ``top_p`` 1.0 unless the config says otherwise);
+        any other knob of ``DecodeSettings`` (``seed``, ``no_repeat_ngram_size``, ...) and the
+        family's decoding options pass through ``settings``."""
         return self.generate_batch([prompt], max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p,
                                    temperature=temperature, repetition_penalty=repetition_penalty, **settings)[0]
 
@@ -404,7 +461,9 @@ class LM:
         loaded = LoadedModel(path, device=device)
         m = loaded.config.model
         self = cls.__new__(cls)
-        self.base = getattr(m, "base", m.family) if m.family == "psann" else m.family
+        # The alias the saved fields match (psann: waveresnet), else the family.
+        self.base = next((alias for alias, (fam, fields) in family_aliases().items()
+                          if fam == m.family and all(getattr(m, k, None) == v for k, v in fields.items())), m.family)
         self.model_section = {k: v for k, v in m.model_dump(mode="json").items()
                               if k not in ("vocab_size", "block_size", "preset")}
         self.vocab_size, self.run_dir, self._loaded = m.vocab_size, Path(path), loaded
@@ -437,21 +496,13 @@ def _check_ddp(ddp: str) -> int:
 
 
 def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(train fields, other sections) from ``fit``'s keywords."""
-    train, other = {}, {}
-    for key, value in overrides.items():
-        if "." in key or "__" in key:
-            other[key] = value
-        elif key in TRAIN_ALIASES:
-            train[TRAIN_ALIASES[key]] = value
-        elif key in TrainConfig.model_fields:
-            train[key] = value
-        else:
-            raise LmlabError(f"LM.fit: unknown option {key!r}; use a train field ({', '.join(TrainConfig.model_fields)})"
-                             " or a dotted key such as sample.max_new_tokens")
-    nested = overrides_to_dict(other)
-    train.update(nested.pop("train", {}))
-    return train, nested
+    """(train fields, other sections) from ``fit``'s keywords: bare names are ``train`` keys
+    (seed 002's spellings translated by ``lmlab/compat``), dotted / double-underscore ones name
+    their section."""
+    bare = {k: v for k, v in overrides.items() if "." not in k and "__" not in k}
+    nested = overrides_to_dict({k: v for k, v in overrides.items() if k not in bare})
+    raw = compat.translate(deep_merge(nested, {"train": bare}), "LM.fit").raw
+    return raw.pop("train", {}), raw
 
 
 # Seed 002's names.

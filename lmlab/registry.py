@@ -43,6 +43,15 @@ def resolve_family(name: str) -> tuple[str, dict]:
                       f"(or an alias: {', '.join(sorted(aliases))})")
 
 
+def generation_option_owners() -> dict[str, list[str]]:
+    """Decoding option -> the families whose models take it (``generation_flags``)."""
+    owners: dict[str, list[str]] = {}
+    for name, (_, model_cls) in FAMILIES.items():
+        for option in getattr(model_cls, "generation_flags", {}):
+            owners.setdefault(option, []).append(name)
+    return owners
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
     """Instantiate the family model for a validated model config (``vocab_size`` must be set)."""
     if cfg.vocab_size is None:

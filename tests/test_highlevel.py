@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from lmlab import LM, TextData, psannLM, psannLMDataPrep
+from lmlab.data.cache import build_token_arrays
+from lmlab.data.sources import doc_hash_fraction, open_sources, source_streams
 from lmlab.errors import LmlabError
 from lmlab.registry import FAMILIES
 from lmlab.rundir import latest_snapshot
@@ -75,23 +77,29 @@ def test_textdata_reads_texts_and_files_splits_by_document_and_exposes_the_seed_
                     val_split=0.2, seed=3)
     n_docs = len(data.train_texts) + len(data.val_texts)
     assert n_docs == 41 + 5 + 1  # 40 .txt + notes.md (text source reads both), 5 records, 1 text
-    assert len(data.val_texts) == int(0.2 * n_docs)
     assert "an in-memory document" in data.train_texts + data.val_texts
     assert data.tokenizer_backend == "char" and data.vocab_size == data.tokenizer.vocab_size
     assert data.pad_id == data.tokenizer.eos_id  # char has no pad: packed windows need none
-    # Same seed, same split; another seed, another split.
-    again = TextData([str(corpus_dir), jsonl, "an in-memory document"], tokenizer="char", max_length=32,
-                     val_split=0.2, seed=3)
+    # The split of every run: a document is held out when the hash of its source type and name
+    # falls under val_split; the seed orders the windows, it does not move the split.
+    docs = [d for _, ds in data._streams for d in ds]
+    assert sorted(data.val_texts) == sorted(d.text for d in docs if doc_hash_fraction(d) < 0.2)
     other = TextData([str(corpus_dir), jsonl, "an in-memory document"], tokenizer="char", max_length=32,
                      val_split=0.2, seed=4)
-    assert again.val_texts == data.val_texts and other.val_texts != data.val_texts
-    # Windows: (x, y) of max_length, y shifted by one, from the packed stream (docs + EOS).
+    assert other.val_texts == data.val_texts
+    # ... and the arrays are what `lmlab train` builds from the same sources: token for token.
+    cfg = data.data_config
+    run_arrays = build_token_arrays(source_streams(cfg, [o.index for o in open_sources(cfg)]), data.tokenizer,
+                                    val_fraction=cfg.val_fraction)
+    for a, b in zip(data.arrays.train + data.arrays.val, run_arrays.train + run_arrays.val, strict=True):
+        assert np.array_equal(a, b)
+    # Windows: (x, y) of max_length, y shifted by one, from each source's packed stream (docs + EOS).
     assert "dataset" not in vars(data)  # lazy
     x, y = data.dataset[3]
     assert x.shape == y.shape == (32,) and torch.equal(x[1:], y[:-1])
-    stream = np.concatenate(data.train_segments)
-    assert len(data) == (len(stream) - 1) // 32
-    assert torch.equal(x, torch.from_numpy(stream[3 * 32 : 4 * 32].astype(np.int64)))
+    assert len(data) == sum((len(seg) - 1) // 32 for seg in data.train_segments)
+    first = data.train_segments[0]
+    assert torch.equal(x, torch.from_numpy(first[3 * 32 : 4 * 32].astype(np.int64)))
     assert len(data.val_dataset) > 0
 
 
@@ -181,7 +189,7 @@ def test_fit_checks_its_arguments(corpus_dir, tmp_path, monkeypatch):
     with pytest.raises(LmlabError, match="vocab_size"):
         model.fit(data, out_dir=tmp_path / "a")
     model = LM(base="transformer", d_model=32, n_layers=1, n_heads=2)
-    with pytest.raises(LmlabError, match="unknown option 'learning_rate'"):
+    with pytest.raises(LmlabError, match=r"LM.fit: train.learning_rate = 1.0: unknown key"):
         model.fit(data, learning_rate=1.0, out_dir=tmp_path / "b")
     with pytest.raises(LmlabError, match="ddp='on' needs a distributed launch"):
         model.fit(data, ddp="on", out_dir=tmp_path / "c")
@@ -196,8 +204,10 @@ def test_fit_checks_its_arguments(corpus_dir, tmp_path, monkeypatch):
     assert not any((tmp_path / d).exists() for d in "abcde")  # refused before anything was written
     with pytest.raises(LmlabError, match="unknown base 'mamba'"):
         LM(base="mamba")
-    with pytest.raises(LmlabError, match="sine_params apply to respsann / waveresnet"):
+    with pytest.raises(LmlabError, match=r"model.sine_params = .*unknown key \(it is model.sine_params of the psann family\)"):
         LM(base="transformer", sine_params={"amp_init": 1.0})
+    with pytest.raises(LmlabError, match=r"model.n_layer = 2: unknown key"):  # its depth is per level
+        LM(base="abstractinator", n_layers=2)
     with pytest.raises(LmlabError, match="n_head"):
         LM(base="transformer", d_model=30, n_heads=4)
 
@@ -223,3 +233,43 @@ def test_fit_trains_sharded_with_parallel_fsdp(corpus_dir, tmp_path):
     snap = latest_snapshot(tmp_path / "run")
     assert snap.meta["config"]["train"]["parallel"] == "fsdp" and "dcp/.metadata" in snap.meta["sha256"]
     assert model.generate("The ", max_new_tokens=4, temperature=0).startswith("The ")
+
+
+def test_every_family_builds_through_lm_with_its_own_defaults(corpus_dir, tmp_path):
+    """LM injects nothing: an argument left unset is the family's default, so the abstractinator
+    (no n_layer, no pos_encoding) builds and trains like the others."""
+    for base in sorted(FAMILIES):
+        lm = LM(base=base)
+        assert lm.model_section["family"] == base and "n_layer" not in lm.model_section
+    data = TextData(_docs(corpus_dir)[:12], tokenizer="byte", max_length=64, val_split=0.2)
+    model = LM(base="abstractinator", preset="tiny", vocab_size=data.vocab_size)
+    model.fit(data, epochs=0.05, batch_tokens=4 * 64, lr=3e-3, out_dir=tmp_path / "abs", **QUIET)
+    assert model.model.cfg.family == "abstractinator" and latest_snapshot(tmp_path / "abs").meta["step"] >= 1
+
+
+def test_checkpoint_dir_is_the_run_dir(corpus_dir, tmp_path):
+    """Seed 002's checkpoint_dir trains into that folder, loads from it, and its config names it."""
+    data = TextData(_docs(corpus_dir)[:10], tokenizer="char", max_length=16, val_split=0.2)
+    model = LM(base="transformer", d_model=32, n_layers=1, n_heads=2)
+    run = tmp_path / "wrn"
+    model.fit(data, epochs=0.1, batch_tokens=4 * 16, lr=3e-3, checkpoint_dir=str(run), **QUIET)
+    assert model.run_dir == run and latest_snapshot(run).meta["step"] >= 1
+    saved = json.loads(json.dumps(__import__("yaml").safe_load((run / "config.yaml").read_text())))
+    assert saved["train"]["out_dir"] == str(run)
+    assert saved["data"]["sources"][-1]["path"] == str((run / "data" / "texts.jsonl").resolve())
+    assert model.generate("The ", max_new_tokens=4, temperature=0).startswith("The ")
+    with pytest.raises(LmlabError, match="name two run dirs"):
+        model.fit(data, out_dir=tmp_path / "a", checkpoint_dir=str(tmp_path / "b"))
+
+
+def test_a_run_of_textdata_resumes_through_the_pipeline(corpus_dir, tmp_path):
+    """The run dir LM.fit writes is an ordinary one: lmlab train --resume re-reads its sources
+    (the kept texts.jsonl) through the pipeline and gets the same split and tokens."""
+    from lmlab.cli import main as cli
+
+    data = TextData(_docs(corpus_dir)[:20], tokenizer="char", max_length=16, val_split=0.2)
+    model = LM(base="transformer", d_model=32, n_layers=1, n_heads=2)
+    model.fit(data, epochs=0.1, batch_tokens=4 * 16, lr=3e-3, out_dir=tmp_path / "run", **QUIET)
+    step = latest_snapshot(tmp_path / "run").meta["step"]
+    assert cli(["train", "--resume", str(tmp_path / "run"), "--set", f"train.max_steps={step + 2}"]) == 0
+    assert latest_snapshot(tmp_path / "run").meta["step"] == step + 2

@@ -322,9 +322,12 @@ def build_token_arrays(
     cover everything the arrays depend on (tokenizer, sources, val_fraction, budgets).
     ``balance_split=False`` (one shard of a sharded build) keeps the plain hash split, with no
     held-back document and no minimum number of documents: the caller checks the merged totals.
+    ``val_fraction=0`` holds nothing out (run configs require more; ``lmlab.TextData`` allows it).
     """
-    if not 0.0 < val_fraction < 1.0:
+    if not 0.0 <= val_fraction < 1.0:
         raise LmlabError(f"data.val_fraction: {val_fraction} must be between 0 and 1, e.g. 0.05")
+    if val_fraction == 0:  # nothing held out (lmlab.TextData's val_split=0): no side to balance
+        balance_split = False
     names = [name for name, _ in streams]
     dtype = token_dtype(tokenizer.vocab_size)
     writer: _MemoryWriter | _DiskWriter = (

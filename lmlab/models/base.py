@@ -51,8 +51,12 @@ class LanguageModel(nn.Module):
     next_token_logits: ClassVar[bool] = True
     # Load weights tolerantly by default: added / missing tensors are a warning, not an error.
     tolerant_load: ClassVar[bool] = False
-    # Decoding-time options ``set_generation_options`` takes (apelr: force_state, ...).
+    # Decoding-time options ``set_generation_options`` takes (apelr: force_state, ...); a family
+    # that takes ``record`` can report its plan per generated token (``generate_with_plan``).
     generation_options: ClassVar[tuple[str, ...]] = ()
+    # The ``lmlab sample`` flags of those options: option -> argparse keywords plus "flag"
+    # (the CLI builds a group per family from them; the shared layers never name one).
+    generation_flags: ClassVar[dict[str, dict[str, Any]]] = {}
     # Where the trainer writes ``diagnostics`` (run dir relative).
     diagnostics_file: ClassVar[str] = "diagnostics.json"
     # Parallelisms the family cannot train under, each with the reason (``train.parallel``).

@@ -131,6 +131,11 @@ class AbstractinatorConfig(ModelConfig):
     a new patch, so patches never cross documents and right padding never moves a row's codes."""
 
     required_tokenizer: ClassVar[str | None] = "byte"
+    train_flags: ClassVar[dict[str, dict[str, Any]]] = {
+        "load_base_from": {"flags": ["--load-base-from", "--load_base_from"], "metavar": "PATH", "path": True,
+                           "help": "stage 2: load the levels from a stage-1 base file (save_base_components_path) "
+                                   "or its run dir, and freeze them"},
+    }
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # CPU contract tests: a training step in well under a second.

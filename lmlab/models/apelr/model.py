@@ -124,6 +124,17 @@ class Apelr(Transformer):
     # tensors (docs/model_versions.md).
     tolerant_load = True
     generation_options = tuple(f.name for f in fields(GenerationOptions))
+    generation_flags = {
+        "force_state": {"flag": "--force-state", "type": int, "metavar": "K", "help": "decode with plan state K only"},
+        "freeze_planner": {"flag": "--freeze-planner", "action": "store_true",
+                           "help": "keep the belief the prompt produced"},
+        "planner_temperature": {"flag": "--planner-temperature", "type": float,
+                                "help": "sharpen (<1) or flatten (>1) the belief"},
+        "lookahead_feedback_scale": {"flag": "--lookahead-feedback-scale", "type": float,
+                                     "help": "override model.lookahead_feedback_scale (v2 only: v1 refuses it)"},
+        "async_planner": {"flag": "--no-async-planner", "action": "store_false",
+                          "help": "compute lookahead in the decoding thread (same output, no overlap)"},
+    }
     diagnostics_file = "planner_eval.json"
 
     def __init__(self, cfg: ApelrConfig):
