@@ -316,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local eval data laid out like shared/data (default: $LMLAB_EVAL_DATA, else the HF hub)")
     e.add_argument("--max-examples", type=_positive_int, metavar="N", help="score the first N examples of each task")
     e.add_argument("--max-input-len", type=_positive_int, metavar="N",
-                   help="most tokens per scored sequence, context cut from the left (default: block_size)")
+                   help="most tokens per scored sequence, context cut from the left; the model reads N-1 of them "
+                        "(lm-eval's max_length) (default: block_size + 1, so the model reads block_size)")
     e.add_argument("--batch-size", type=_positive_int, default=32, metavar="N")
     e.add_argument("--stride", type=_positive_int, metavar="N",
                    help="rolling perplexity: new tokens scored per window (default: max-input-len - 1, as lm-eval)")

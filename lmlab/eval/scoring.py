@@ -6,8 +6,10 @@ documents in training, so it is the start token here as in generation. (``always
 puts the eos only before an empty context, as lm-eval's ``hf`` model does for GPT-2; ``lmlab
 eval`` uses it for HF GPT-2 folders so their numbers are lm-eval's.) A sequence longer than
 ``max_input_len`` tokens loses its oldest tokens (the eos first), exactly as lm-eval truncates
-``(context + continuation)[-(max_length + 1):]``; since ``log_probs`` runs the model over the
-whole sequence, lm-eval's ``max_length`` (model input tokens) is ``max_input_len - 1``.
+``(context + continuation)[-(max_length + 1):]``: lm-eval's ``max_length`` (model input tokens)
+is ``max_input_len - 1``. The default is the model's ``scoring_window`` (block_size + 1: the
+last token is only a target), so ``max_length`` is block_size, lm-eval's default for an HF
+model (``n_positions``), and a request longer than the window keeps as much context as there.
 Requests are sorted by length and scored in right-padded batches: ``log_probs`` is causal, so
 padding after a row never changes its scores.
 """
@@ -37,11 +39,13 @@ class Scorer:
         progress: bool = False,
         always_prefix: bool = True,
     ):
-        block = model.block_size
+        window = model.scoring_window
         if max_input_len is None:
-            max_input_len = block
-        if max_input_len > block:
-            raise LmlabError(f"--max-input-len {max_input_len} exceeds the model's block_size {block}")
+            max_input_len = window
+        if max_input_len > window:
+            raise LmlabError(f"--max-input-len {max_input_len} exceeds what the model scores at once ({window}: "
+                             f"block_size {model.block_size} inputs"
+                             f"{' + the last target' if window > model.block_size else ''})")
         if max_input_len < 2:
             raise LmlabError(f"--max-input-len must be at least 2 (a start token and a target), got {max_input_len}")
         if batch_size < 1:

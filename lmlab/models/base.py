@@ -123,13 +123,21 @@ class LanguageModel(nn.Module):
         tokens, so right-padding a row never changes its scores. ``return_greedy`` also returns
         (B, T-1) bools: whether each target is the model's argmax (lambada's accuracy).
         """
-        logits = self(input_ids).logits[:, :-1].float()  # (B, T-1, V)
+        # The last token is only a target: the model reads T-1 tokens, so a sequence may be one
+        # longer than block_size (lm-eval's max_length counts model inputs: scoring_window).
+        logits = self(input_ids[:, :-1]).logits.float()  # (B, T-1, V)
         targets = input_ids[:, 1:, None]
         # gather - logsumexp: one (B, T-1, V) tensor fewer than a full log_softmax.
         logp = (logits.gather(-1, targets) - torch.logsumexp(logits, dim=-1, keepdim=True)).squeeze(-1)
         if return_greedy:
             return logp, logits.argmax(dim=-1) == targets.squeeze(-1)
         return logp
+
+    @property
+    def scoring_window(self) -> int:
+        """The longest sequence ``log_probs`` scores at once: block_size inputs plus the last
+        target (a family whose code reads every token, the abstractinator, says block_size)."""
+        return self.block_size + 1
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -120,7 +120,7 @@ def test_bad_stride_fails_before_any_task_is_scored(eval_run, eval_data, tmp_pat
     shutil.copytree(eval_run, run)
     (run / runner.RESULTS_FILE).unlink(missing_ok=True)
     logs = []
-    with pytest.raises(LmlabError, match=r"--stride must be in 1..63"):
+    with pytest.raises(LmlabError, match=r"--stride must be in 1..64"):
         runner.evaluate([str(run)], "piqa,wikitext2", data_dir=eval_data, max_examples=2, stride=5000,
                         log=logs.append)
     assert not any(line.startswith("[") for line in logs) and not (run / runner.RESULTS_FILE).exists()

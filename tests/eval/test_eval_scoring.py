@@ -21,7 +21,7 @@ def lm(eval_run):
 def _brute(lm, ctx: list[int], cont: list[int], max_len: int) -> tuple[float, bool]:
     full = [lm.tokenizer.eos_id, *ctx, *cont][-max_len:]
     ids = torch.tensor([full])
-    logits = lm.model(ids).logits[0, :-1]
+    logits = lm.model(ids[:, :-1]).logits[0]  # the last token is only a target
     logp = torch.log_softmax(logits.double(), -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
     n = min(len(cont), len(full) - 1)
     greedy = bool((logits.argmax(-1)[-n:] == ids[0, -n:]).all())
@@ -78,8 +78,9 @@ def test_max_input_len_truncates_and_is_checked(lm):
     assert short.max_length == 15
     for (ctx, cont), (ll, _) in zip(pairs, short.loglikelihood_tokens(pairs)):
         assert ll == pytest.approx(_brute(lm, ctx, cont, 16)[0], abs=1e-4)
-    with pytest.raises(LmlabError, match="exceeds the model's block_size 64"):
-        Scorer(lm.model, lm.tokenizer, max_input_len=65)
+    assert Scorer(lm.model, lm.tokenizer).max_length == 64  # block_size inputs, as lm-eval's max_length
+    with pytest.raises(LmlabError, match=r"exceeds what the model scores at once \(65: block_size 64 inputs"):
+        Scorer(lm.model, lm.tokenizer, max_input_len=66)
     with pytest.raises(LmlabError, match="empty continuation"):
         short.loglikelihood_tokens([([1, 2], [])])
 

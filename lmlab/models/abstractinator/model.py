@@ -170,6 +170,11 @@ class AbstractinatorPyramid(LanguageModel):
         out = torch.zeros(lp.size(0), T - 1, dtype=torch.float32, device=lp.device)
         return out.scatter_add(1, (end - 1).clamp(min=0), lp.float())
 
+    @property
+    def scoring_window(self) -> int:
+        """The two-part code reads every byte it scores, the last one too: block_size."""
+        return self.block_size
+
     @torch.no_grad()
     def log_probs(self, input_ids: torch.Tensor, return_greedy: bool = False):
         """The two-part code length per byte (B, T-1), in nats (negated): summed over a text it is
