@@ -450,11 +450,15 @@ def load_config(
             say(line)
         base = done.raw
     if raw is not None:
-        base = deep_merge(base, raw)
+        done = compat.translate(raw, source)
+        for line in done.notes:
+            say(line)
+        base = deep_merge(base, done.raw)
     merged = apply_overrides(base, overrides or [])
     override_keys = [parse_override(o)[0] for o in (overrides or [])]
-    done = compat.translate(merged, source)
-    for line in done.notes:  # the dialect keys of raw and the overrides
+    # An override in a seed's spelling replaces the key it stands for (the file is lmlab's by now).
+    done = compat.translate(merged, source, winning={".".join(k) for k in override_keys})
+    for line in done.notes:
         say(line)
     return validate_config(done.raw, source, override_keys, translated=True)
 

@@ -240,7 +240,7 @@ class LM:
     ``base``: a family (``transformer``, ``apelr``, ``psann``, ``abstractinator``) or a family's
     alias (psann's ``respsann`` / ``waveresnet``). The shape arguments are seed 002's names,
     mapped onto the family's fields by ``lmlab/compat`` (``n_layers`` -> ``n_layer``,
-    ``n_heads`` -> ``n_head``, ``d_mlp`` -> ``d_ff`` (psann: ``d_mlp``), ``positional_encoding``
+    ``n_heads`` -> ``n_head``, ``d_mlp`` -> ``d_ff``, ``positional_encoding``
     -> ``pos_encoding``); one left unset takes the family's default, and one the family does not
     have is an error that says which family has it. ``family_options`` go to the family's
     config as they are (e.g. ``num_plan_states=4`` for apelr, ``levels=[...]`` for the

@@ -222,7 +222,7 @@ EXAMPLES = {
         "train.max_tokens": 100_000_000, "train.out_dir": "runs/qa_plus_wiki"}),
     "seed002-waveresnet-small": (SEED002_YAML, ".yaml", {
         "model.family": "psann", "model.base": "waveresnet", "model.n_layer": 8, "model.n_head": 8,
-        "model.d_mlp": 2048, "model.pos_encoding": "rope", "model.block_size": 1024,
+        "model.d_ff": 2048, "model.pos_encoding": "rope", "model.block_size": 1024,
         "tokenizer.type": "auto", "tokenizer.vocab_size": 32000, "data.val_fraction": 0.01,
         "data.sources": [{"type": "text", "path": "data/sample_texts.txt", "glob": ["**/*.txt", "**/*.md"]}],
         "train.seed": 1337, "train.batch_size": 128, "train.precision": "bf16", "train.parallel": "auto",

@@ -133,4 +133,6 @@ def test_num_epochs_is_the_seed_spelling_of_epochs():
     cfg = load_config(raw={"train": {"num_epochs": 2}}, overrides=["train.max_steps=5"])
     assert cfg.train.max_steps == 5 and cfg.train.epochs is None
     with pytest.raises(ConfigError, match=r"seed 003 `train.num_epochs`: `train.epochs` is set too \(3 vs 2\)"):
-        load_config(overrides=["train.num_epochs=2", "train.epochs=3"])
+        load_config(raw={"train": {"num_epochs": 2, "epochs": 3}})
+    # an override in the seed's spelling replaces the file's key
+    assert load_config(raw={"train": {"epochs": 3}}, overrides=["train.num_epochs=2"]).train.epochs == 2

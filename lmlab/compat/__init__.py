@@ -102,6 +102,7 @@ class _Ctx:
     errors: list[str]
     matched: set[str]
     deferred: list[tuple[Rule, Any]] = field(default_factory=list)
+    winning: set[str] = field(default_factory=set)
 
     def note(self, rule: Rule, text: str) -> None:
         self.notes.append(f"seed {rule.seed} `{rule.key}` -> {text}")
@@ -110,12 +111,14 @@ class _Ctx:
         self.errors.append(f"seed {rule.seed} `{rule.key}`: {text}")
 
 
-def translate(raw: dict[str, Any], source: str = "config", seed: str | None = None) -> Translation:
+def translate(raw: dict[str, Any], source: str = "config", seed: str | None = None,
+              winning: set[str] | frozenset[str] = frozenset()) -> Translation:
     """``raw`` (a config in any seed's dialect, or lmlab's) in lmlab's spelling. ``seed``: the
     file's dialect when its format says it (seed 003's ``.py``): its defaults apply. Every key a
     table refuses, and every clash (a dialect key and its lmlab key both set, to different
-    values), is reported at once in one :class:`ConfigError`."""
-    ctx = _Ctx(source, copy.deepcopy(raw), [], [], set())
+    values), is reported at once in one :class:`ConfigError`; a dialect key named in
+    ``winning`` (a ``--set`` override) replaces its lmlab key instead."""
+    ctx = _Ctx(source, copy.deepcopy(raw), [], [], set(), winning=set(winning))
     if seed is not None:
         for key, value in table(seed).defaults.items():
             if _get(ctx.raw, key) is _MISSING:
@@ -196,7 +199,7 @@ def _move(ctx: _Ctx, rule: Rule, to: str, value: Any, note: str = "") -> None:
     have = _get(ctx.raw, to)
     if value is None and have is not _MISSING:
         return  # an unset dialect key under a set lmlab key (older run dirs saved both)
-    if rule.wins and have is not _MISSING and have != value:
+    if (rule.wins or rule.key in ctx.winning) and have is not _MISSING and have != value:
         note = f"{note} (replacing {_short(have)})"
         have = _MISSING
     if have is not _MISSING and have is not None and have != value:

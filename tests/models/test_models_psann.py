@@ -302,7 +302,6 @@ def test_waveresnet_grad_checkpointing_recomputes_each_block(mode: str) -> None:
 
 
 @pytest.mark.parametrize(("fields", "message"), [
-    ({"d_mlp": 96, "d_ff": 128}, "d_mlp (96) and d_ff (128) name the same size; set one"),
     ({"mlp": "swiglu"}, "mlp: swiglu applies only with activation: gelu"),
     ({"sine_params": {"damp_init": 0}}, "model.sine_params.damp_init = 0: Input should be greater than 0"),
     ({"sine_params": {"freq_range": [3, 1]}}, "freq_range = [3.0, 1.0]: expected [lo, hi] with lo <= hi"),
@@ -318,14 +317,23 @@ def test_config_errors_are_one_line(fields: dict, message: str) -> None:
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_config_defaults_presets_and_d_mlp() -> None:
+def test_seed_d_mlp_is_d_ff() -> None:
+    """Seed 002's d_mlp is translated to d_ff (lmlab/compat); both, different, is a clash."""
+    from lmlab.config import validate_config
+
+    assert validate_config({"model": {"family": "psann", "d_mlp": 100}}).model.ff_dim == 100
+    with pytest.raises(ConfigError, match=r"seed 002 `model.d_mlp`: `model.d_ff` is set too \(128 vs 96\)"):
+        validate_config({"model": {"family": "psann", "preset": "tiny", "d_mlp": 96, "d_ff": 128}})
+
+
+def test_config_defaults_presets_and_d_ff() -> None:
     cfg = build_model_config({"family": "psann", "preset": "small"})
     assert isinstance(cfg, PsannConfig) and cfg.base == "respsann" and cfg.activation == "sine"
     assert (cfg.n_layer, cfg.n_head, cfg.d_model, cfg.block_size, cfg.ff_dim) == (4, 4, 192, 192, 768)
     assert cfg.sine_params == SineParams(amp_init=1.0, freq_init=1.0, damp_init=0.01, trainable=True)
-    assert build_model_config({"family": "psann", "d_mlp": 100}).ff_dim == 100
+    assert build_model_config({"family": "psann", "d_ff": 100}).ff_dim == 100
     model = build_model(build_model_config({"family": "psann", "preset": "tiny", "vocab_size": VOCAB,
-                                            "d_mlp": 96}))
+                                            "d_ff": 96}))
     assert model.blocks[0].mlp.up.out_features == 96 and model.blocks[0].mlp.act.dim == 96
     # The resolved config (what a checkpoint stores) validates again as it is.
     assert build_model_config(cfg.model_dump(mode="json")) == cfg

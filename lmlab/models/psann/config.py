@@ -50,8 +50,6 @@ class PsannConfig(TransformerConfig):
     activation: Literal["sine", "gelu"] = "sine"
     """The MLP activation; gelu builds the shared transformer MLP (``mlp`` picks its kind)."""
     sine_params: SineParams = Field(default_factory=SineParams)
-    d_mlp: int | None = Field(None, ge=1)
-    """Seed spelling of ``d_ff`` (the MLP hidden size); when set, it is used."""
 
     # residual gating: x + scale * branch(norm(x)), one learnable (d_model,) scale per branch
     residual_gating: bool = True
@@ -79,18 +77,10 @@ class PsannConfig(TransformerConfig):
 
     @model_validator(mode="after")
     def _check_psann(self) -> PsannConfig:
-        if self.d_mlp is not None and self.d_ff is not None and self.d_mlp != self.d_ff:
-            raise ValueError(f"d_mlp ({self.d_mlp}) and d_ff ({self.d_ff}) name the same size; set one")
         if self.activation == "sine" and self.mlp != "gelu":
             raise ValueError(f"mlp: {self.mlp} applies only with activation: gelu (the sine MLP is "
                              "d -> d_ff -> d); set activation: gelu or leave mlp at gelu")
         return self
-
-    @property
-    def ff_dim(self) -> int:
-        if self.d_mlp is not None:
-            return self.d_mlp
-        return super().ff_dim
 
     @property
     def has_conv(self) -> bool:
