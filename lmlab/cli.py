@@ -197,6 +197,25 @@ def _cmd_doctor(args: argparse.Namespace) -> None:
     run_doctor(args.device, args.out, families, skip, args.processes)
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from lmlab.compare.run import run_compare
+
+    run_compare(args.spec, list(args.set or []))
+
+
+def _cmd_report_runs(args: argparse.Namespace) -> None:
+    from lmlab.compare.report import collect_dirs, write_reports
+
+    paths = [Path(p) for p in args.paths]
+    results = collect_dirs(paths)
+    single = len(paths) == 1 and not (paths[0] / "results.json").is_file()
+    out = Path(args.out) if args.out else (paths[0] / "report" if single else
+                                           paths[0] if (paths[0] / "results.json").is_file() and len(paths) == 1
+                                           else Path("report"))
+    write_reports(out, results, single_run=single)
+    print(f"wrote {out}/report.html, report.md, results.json")
+
+
 def _cmd_report(args: argparse.Namespace) -> None:
     from lmlab.report.patches import write_patch_report
 
@@ -359,7 +378,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on CPU: run the DDP/FSDP parity check with N=2 processes (GPU: the device count)")
     d.set_defaults(func=_cmd_doctor)
 
-    r = sub.add_parser("report", help="reports on a trained run")
+    m = sub.add_parser("compare", help="train every arm of a comparison spec on one tokenizer, batch order and "
+                                       "budget, score them, and write results.json, report.md and report.html")
+    m.add_argument("spec", metavar="SPEC", help="a comparison spec (YAML), e.g. configs/compare/headline.yaml")
+    m.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec value, e.g. --set seeds=[1]")
+    m.set_defaults(func=_cmd_compare)
+
+    rr = sub.add_parser("report", help="charts and a table of run dirs and compare dirs (report.html, report.md, "
+                                       "results.json); `lmlab report patches RUN_DIR` for the abstractinator's patches")
+    rr.add_argument("paths", nargs="+", metavar="RUN_OR_COMPARE")
+    rr.add_argument("--out", metavar="DIR", help="where to write (default: RUN/report for one run, the compare dir "
+                                                 "for one comparison, else ./report)")
+    rr.set_defaults(func=_cmd_report_runs)
+
+    r = sub.add_parser("report-patches", help=argparse.SUPPRESS)
     rsub = r.add_subparsers(dest="report", required=True)
     rp = rsub.add_parser("patches", help="abstractinator: an HTML page of where each level cuts a text into patches")
     rp.add_argument("run_dir", metavar="RUN_DIR", help="an abstractinator run dir")
@@ -382,7 +414,12 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["report", "patches"]:  # the one report with its own options
+        argv[0] = "report-patches"
     args = build_parser().parse_args(argv)
+    if args.command == "report-patches":
+        args.command = "report"
     if args.command == "run":
         from lmlab.continuous import main as run_main
 

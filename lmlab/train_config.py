@@ -97,6 +97,10 @@ class TrainConfig(Strict):
     max_steps beside max_tokens or epochs caps them (seed 003: ``num_epochs`` with ``max_steps``)."""
     max_tokens: int | None = Field(None, ge=1)
     epochs: float | None = Field(None, gt=0)
+    max_seconds: float | None = Field(None, gt=0)
+    """A wall-clock cap: stop (evaluate, save) at the first step after this many seconds of
+    training, summed over resumes. A cap, like max_steps beside another budget: the schedule
+    still follows the step budget, and where it stops depends on the machine."""
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0)

@@ -214,6 +214,8 @@ class Trainer:
             self.best = {"val_loss": float(state.get("best_val_loss", math.inf)), "step": state.get("best_step")}
             self.sampler.load_state_dict(state["data"]["sampler"])
             restore_rng(state["rng"], info, t.seed, self.step)
+        # train.max_seconds counts training time over every resume: a run past it stays finished.
+        self.out_of_time = t.max_seconds is not None and self.wall_s >= t.max_seconds
         if self.best["step"] is None and (run_dir / "checkpoints" / plan.layout.best).is_dir():
             # a warm start in the same run dir (the continuous trainer's next cycle) keeps the bar
             with contextlib.suppress(LmlabError):
@@ -475,7 +477,7 @@ class Trainer:
         tick, tick_tokens, data_time = started, self.tokens_seen, 0.0
         log_src = torch.zeros(2, self.n_sources, dtype=torch.float64)
         self.model.train()
-        while self.step < budget.max_steps:
+        while self.step < budget.max_steps and not self.out_of_time:
             if (t.batch_size == "auto" and t.adaptive_batch.reprobe_interval_steps
                     and self.step % t.adaptive_batch.reprobe_interval_steps == 0 and self.step > 0):
                 self._choose_micro_batch()
@@ -485,7 +487,10 @@ class Trainer:
             data_time += r["data_time"]
             log_src += r["src"]
             bar.update(1)
-            if step % t.log_interval == 0 or step == budget.max_steps:
+            if t.max_seconds is not None:  # every rank stops at the same step
+                self.out_of_time = all_reduce_max(float(self.wall_s >= t.max_seconds), info) > 0
+            last = step == budget.max_steps or self.out_of_time
+            if step % t.log_interval == 0 or last:
                 loss = all_reduce_mean(r["loss_sum"] / r["n"], info).item()
                 now = time.perf_counter()
                 tps = (self.tokens_seen - tick_tokens) / max(now - tick, 1e-9)
@@ -505,7 +510,7 @@ class Trainer:
                 self.trackers.log(row)
                 bar.set_postfix(tokens=f"{self.tokens_seen:,}", loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}",
                                 refresh=False)
-            if step % t.eval_interval == 0 or step == budget.max_steps:
+            if step % t.eval_interval == 0 or last:
                 self.last_val = self.evaluate()
                 self.trackers.log({"step": step, "tokens": self.tokens_seen, **self.last_val})
                 self._keep_best()
@@ -517,7 +522,7 @@ class Trainer:
                               f"bpb {v['val_bpb']:.4f}")
             if info.world > 1:  # every rank must stop at the same step
                 interrupt.hit = all_reduce_max(float(interrupt.hit), info) > 0
-            if step % t.save_interval == 0 or step == budget.max_steps or interrupt.hit:
+            if step % t.save_interval == 0 or last or interrupt.hit:
                 self.save()
             if interrupt.hit:
                 raise KeyboardInterrupt(f"interrupted at step {step}; resume with: {self.plan.resume_command}")
@@ -551,7 +556,8 @@ class Trainer:
             last = train_rows[-1]
             summary.update({"final_train_loss": last["loss"], "tokens_per_s": last["tokens_per_s"],
                             **{k: last[k] for k in ("tokens_per_s_per_device", "peak_mem_mb", "mfu") if k in last}})
-        summary.update({"wall_s": self.wall_s, "device": str(self.info.device), "world": self.info.world})
+        summary.update({"wall_s": self.wall_s, "device": str(self.info.device), "world": self.info.world,
+                        "stopped_by": "max_seconds" if self.out_of_time else "budget"})
         if self.best["step"] is not None:
             summary.update({"best_val_loss": self.best["val_loss"], "best_step": self.best["step"]})
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

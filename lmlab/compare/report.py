@@ -1,0 +1,310 @@
+"""What a comparison (or any set of run dirs) writes: ``results.json`` (per arm, per seed, and
+mean ± std over seeds), ``report.md`` and ``report.html`` (one self-contained page: its charts
+are PNGs inside it, nothing is fetched), plus the charts as files for docs.
+
+``lmlab report RUN_OR_COMPARE...`` builds the same from existing run dirs and compare dirs;
+``lmlab report RUN`` adds one run's panels (loss, lr, grad norm, tokens/s, memory).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from lmlab.errors import LmlabError
+from lmlab.fsio import atomic_write_text
+
+# metrics.json keys shown per run, with their labels in the table
+HEADLINE = [("num_params", "params"), ("tokens", "tokens"), ("tokens_per_s", "tokens/s"),
+            ("peak_mem_mb", "peak MB"), ("wall_s", "train s"), ("val_loss", "val loss"), ("val_bpb", "val bpb")]
+
+
+# --------------------------------------------------------------------------------- collecting
+
+
+def collect(spec, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """results.json of a comparison: its settings and, per arm, every seed's numbers and their
+    mean ± std (sample std over seeds; 0 for one seed)."""
+    budget = {k: v for k, v in spec.train.items() if k in ("max_steps", "max_tokens", "epochs", "max_seconds")}
+    return _results(spec.name, spec.description, budget, spec.seeds, [a.name for a in spec.arms], runs)
+
+
+def _results(name: str, description: str, budget: dict[str, Any], seeds: list[int], order: list[str],
+             runs: list[dict[str, Any]]) -> dict[str, Any]:
+    arms = []
+    for arm in order:
+        mine = [_run_entry(r) for r in runs if r["arm"] == arm]
+        if not mine:
+            continue
+        keys = sorted({k for r in mine for k, v in r["numbers"].items() if isinstance(v, (int, float))})
+        summary = {}
+        for k in keys:
+            vals = [r["numbers"][k] for r in mine if isinstance(r["numbers"].get(k), (int, float))]
+            summary[k] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                          "n": len(vals)}
+        arms.append({"name": arm, "family": mine[0]["family"], "runs": mine, "summary": summary})
+    return {"name": name, "description": description, "budget": budget, "seeds": seeds, "arms": arms,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _run_entry(r: dict[str, Any]) -> dict[str, Any]:
+    """One run's numbers: metrics.json's headline, each task's metrics, the family's final
+    diagnostics (numeric scalars, one level of nesting flattened); its curves for the charts."""
+    numbers = {k: r["metrics"][k] for k, _ in HEADLINE if k in r["metrics"]}
+    for task, res in (r.get("tasks") or {}).items():
+        for metric, m in res.get("metrics", {}).items():
+            numbers[f"{task}/{metric}"] = m["value"]
+    diag = r.get("diagnostics") or {}
+    final = diag.get("final", diag) if isinstance(diag, dict) else {}
+    for k, v in (final or {}).items():
+        if k == "step":
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            numbers[f"diag/{k}"] = v
+        elif isinstance(v, dict):
+            numbers.update({f"diag/{k}.{kk}": vv for kk, vv in v.items()
+                            if isinstance(vv, (int, float)) and not isinstance(vv, bool)})
+    curves = {
+        "val": [(row["tokens"], row["val_bpb"]) for row in r["rows"] if "val_bpb" in row],
+        "train": [(row["wall_s"], row["loss"]) for row in r["rows"] if "loss" in row and "wall_s" in row],
+    }
+    return {"seed": r["seed"], "run": r["run"], "family": r["family"], "numbers": numbers, "curves": curves,
+            "rows": r.get("rows_all", [])}
+
+
+def collect_dirs(paths: list[str | Path]) -> dict[str, Any]:
+    """The results of existing run dirs and compare dirs (a compare dir's arms as they are; a
+    run dir as an arm named after it), scores taken from what they saved: nothing is trained or
+    scored here."""
+    from lmlab import rundir
+
+    runs: list[dict[str, Any]] = []
+    order: list[str] = []
+    seeds: set[int] = set()
+    for p in map(Path, paths):
+        if (p / "results.json").is_file():
+            saved = json.loads((p / "results.json").read_text(encoding="utf-8"))
+            for arm in saved["arms"]:
+                name = arm["name"] if arm["name"] not in order else f"{p.name}/{arm['name']}"
+                order.append(name)
+                for r in arm["runs"]:
+                    runs.append(_from_run_dir(Path(r["run"]), name, r["seed"]))
+                    seeds.add(r["seed"])
+        elif rundir.has_checkpoint(p) or (p / "metrics.json").is_file():
+            name = p.name if p.name not in order else str(p)
+            order.append(name)
+            entry = _from_run_dir(p, name, None)
+            runs.append(entry)
+            seeds.add(entry["seed"])
+        else:
+            raise LmlabError(f"{p}: neither a run dir (checkpoints/, metrics.json) nor a compare dir (results.json)")
+    return _results("report", "", {}, sorted(seeds), order, runs)
+
+
+def _from_run_dir(run: Path, arm: str, seed: int | None) -> dict[str, Any]:
+    from lmlab import rundir
+    from lmlab.config import validate_config
+    from lmlab.eval.runner import RESULTS_FILE
+    from lmlab.registry import get_family
+    from lmlab.report.plots import read_metrics
+
+    if not (run / "metrics.json").is_file():
+        raise LmlabError(f"{run}: no metrics.json (the run has not finished); finish it with lmlab train --resume {run}")
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    cfg = validate_config(rundir.checkpoint_config(rundir.latest_snapshot(run).meta), source=str(run))
+    diag_file = run / get_family(cfg.model.family)[1].diagnostics_file
+    scores = run / RESULTS_FILE
+    rows = read_metrics(run)
+    return {"arm": arm, "seed": cfg.train.seed if seed is None else seed, "run": str(run), "family": cfg.model.family,
+            "metrics": metrics,
+            "tasks": json.loads(scores.read_text(encoding="utf-8")).get("tasks", {}) if scores.is_file() else {},
+            "diagnostics": json.loads(diag_file.read_text(encoding="utf-8")) if diag_file.is_file() else None,
+            "rows": rows, "rows_all": rows}
+
+
+# ----------------------------------------------------------------------------------- writing
+
+
+def write_reports(out: Path, results: dict[str, Any], single_run: bool = False) -> None:
+    """results.json, report.md, report.html and the charts (curves.png, bpb.png[, run.png])."""
+    out.mkdir(parents=True, exist_ok=True)
+    charts = {"curves": _curves_png(results), "bpb": _bpb_png(results)}
+    if single_run:
+        charts["run"] = _run_png(results["arms"][0]["runs"][0])
+    for name, png in charts.items():
+        (out / f"{name}.png").write_bytes(png)
+    saved = {**results, "arms": [{**a, "runs": [{k: v for k, v in r.items() if k != "rows"} for r in a["runs"]]}
+                                 for a in results["arms"]]}
+    atomic_write_text(out / "results.json", json.dumps(saved, indent=2) + "\n")
+    atomic_write_text(out / "report.md", markdown(results))
+    atomic_write_text(out / "report.html", page(results, charts))
+
+
+def _columns(results: dict[str, Any]) -> list[tuple[str, str]]:
+    keys = [k for arm in results["arms"] for k in arm["summary"]]
+    head = [(k, label) for k, label in HEADLINE if k in keys]
+    tasks = sorted({k for k in keys if "/" in k and not k.startswith("diag/")})
+    return head + [(k, k) for k in tasks]
+
+
+def _cell(s: dict[str, float] | None, key: str) -> str:
+    if s is None:
+        return "—"
+    mean, std = s["mean"], s["std"]
+    if key in ("num_params", "tokens"):
+        return f"{mean:,.0f}"
+    if key in ("tokens_per_s", "peak_mem_mb") or (key == "wall_s" and mean >= 100):
+        return f"{mean:,.0f}" + (f" ± {std:,.0f}" if s["n"] > 1 else "")
+    if key == "wall_s":
+        return f"{mean:.1f}" + (f" ± {std:.1f}" if s["n"] > 1 else "")
+    digits = 4 if abs(mean) < 10 else 2
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if s["n"] > 1 else "")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The table (arms x headline metrics and tasks, mean ± std over seeds) and the diagnostics."""
+    cols = _columns(results)
+    lines = [f"# {results['name']}", ""]
+    if results.get("description"):
+        lines += [results["description"], ""]
+    budget = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in results["budget"].items())
+    lines += [f"Seeds: {', '.join(map(str, results['seeds']))}" + (f"; budget: {budget}" if budget else ""), ""]
+    lines += ["| arm | family | " + " | ".join(label for _, label in cols) + " |",
+              "|---|---|" + "---:|" * len(cols)]
+    for arm in results["arms"]:
+        lines.append(f"| {arm['name']} | {arm['family']} | "
+                     + " | ".join(_cell(arm["summary"].get(k), k) for k, _ in cols) + " |")
+    diag = [(arm, k) for arm in results["arms"] for k in arm["summary"] if k.startswith("diag/")]
+    if diag:
+        lines += ["", "## Family diagnostics (final)", "", "| arm | diagnostic | value |", "|---|---|---:|"]
+        lines += [f"| {arm['name']} | {k[5:]} | {_cell(arm['summary'][k], k)} |" for arm, k in diag]
+    return "\n".join(lines) + "\n"
+
+
+def page(results: dict[str, Any], charts: dict[str, bytes]) -> str:
+    """One self-contained HTML page: inline CSS, the charts as data: PNGs, the tables."""
+    body = _md_tables_to_html(markdown(results))
+    imgs = "".join(f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+                   f"<figcaption>{html.escape(CAPTIONS[n])}</figcaption></figure>" for n, png in charts.items())
+    return ("<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(results['name'])}</title><style>{CSS}</style></head><body>"
+            f"{body.replace('<!--charts-->', imgs)}</body></html>\n")
+
+
+CAPTIONS = {
+    "curves": "left: validation bits per byte against tokens seen (one line per seed); right: training loss "
+              "against training wall-clock seconds",
+    "bpb": "final validation bits per byte, mean over seeds with their standard deviation",
+    "run": "one run over its steps: loss, learning rate, gradient norm, tokens/s, peak memory",
+}
+CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+       "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em}"
+       "td{text-align:right}td:first-child,td:nth-child(2){text-align:left}th{background:#f3f3f3}"
+       "figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:.9em}")
+
+
+def _md_tables_to_html(md: str) -> str:
+    """The markdown above as HTML (headings, paragraphs, pipe tables): no converter needed."""
+    out, table = [], []
+
+    def flush() -> None:
+        if table:
+            head, rows = table[0], table[2:]
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+                       + "</table>")
+            table.clear()
+
+    first_table = True
+    for line in md.splitlines():
+        if line.startswith("|"):
+            if not table and first_table:
+                out.append("<!--charts-->")
+                first_table = False
+            table.append([c.strip() for c in line.strip("|").split("|")])
+            continue
+        flush()
+        if line.startswith("## "):
+            out.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            out.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------- charts
+
+
+def _figure(ncols: int, width: float = 11):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width, 4), dpi=90, squeeze=False)
+    return plt, fig, axes[0]
+
+
+def _png(plt, fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _curves_png(results: dict[str, Any]) -> bytes:
+    plt, fig, (ax_v, ax_t) = _figure(2)
+    for i, arm in enumerate(results["arms"]):
+        color = f"C{i % 10}"
+        for j, run in enumerate(arm["runs"]):
+            label = arm["name"] if j == 0 else None
+            if run["curves"]["val"]:
+                ax_v.plot(*zip(*run["curves"]["val"]), "o-", color=color, lw=1.2, ms=3, label=label, alpha=0.85)
+            if run["curves"]["train"]:
+                ax_t.plot(*zip(*run["curves"]["train"]), color=color, lw=1, label=label, alpha=0.85)
+    ax_v.set(xlabel="tokens seen (each family's units)", ylabel="val bits per byte")
+    ax_t.set(xlabel="training wall-clock (s)", ylabel="train loss (nats per unit)")
+    for ax in (ax_v, ax_t):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return _png(plt, fig)
+
+
+def _bpb_png(results: dict[str, Any]) -> bytes:
+    plt, fig, (ax,) = _figure(1, width=max(4.0, 1.2 * len(results["arms"]) + 2))
+    arms = [a for a in results["arms"] if "val_bpb" in a["summary"]]
+    means = [a["summary"]["val_bpb"]["mean"] for a in arms]
+    stds = [a["summary"]["val_bpb"]["std"] for a in arms]
+    ax.bar(range(len(arms)), means, yerr=stds, capsize=4, color=[f"C{i % 10}" for i in range(len(arms))])
+    ax.set_xticks(range(len(arms)), [a["name"] for a in arms], rotation=20, ha="right")
+    ax.set_ylabel("val bits per byte")
+    if means:
+        lo = min(m - s for m, s in zip(means, stds))
+        ax.set_ylim(max(0.0, lo - 0.1 * abs(lo)), None)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(plt, fig)
+
+
+def _run_png(run: dict[str, Any]) -> bytes:
+    rows = [r for r in run.get("rows", []) if "loss" in r]
+    panels = [("loss", "loss"), ("lr", "learning rate"), ("grad_norm", "grad norm"),
+              ("tokens_per_s", "tokens/s"), ("peak_mem_mb", "peak memory (MB)")]
+    plt, fig, axes = _figure(len(panels), width=16)
+    for ax, (key, label) in zip(axes, panels):
+        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        if pts:
+            ax.plot(*zip(*pts), lw=1)
+        ax.set(xlabel="step", title=label)
+        ax.grid(alpha=0.3)
+    return _png(plt, fig)

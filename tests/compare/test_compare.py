@@ -1,0 +1,167 @@
+"""lmlab compare: a tiny two-arm spec trains on one tokenizer, scores, and writes results.json,
+report.md and a self-contained report.html; param matching; a killed compare resumes to the same
+results; lmlab report reads run dirs and compare dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmlab.cli import main as cli
+from lmlab.compare.run import count_params
+from lmlab.compare.spec import load_spec
+from lmlab.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+EXACT = ("num_params", "tokens", "val_loss", "val_bpb")  # what a resumed compare must reproduce bit for bit
+
+
+def _spec(tmp_path: Path, corpus_dir: Path, **over) -> Path:
+    spec = {
+        "name": "duel",
+        "out_dir": str(tmp_path / "cmp"),
+        "data": {"sources": [{"type": "text", "path": str(corpus_dir)}], "val_fraction": 0.1},
+        "tokenizer": {"type": "char"},
+        "model": {"block_size": 32},
+        "train": {"max_steps": 6, "batch_size": 4, "lr": 3e-3, "warmup_steps": 1, "eval_interval": 3,
+                  "save_interval": 2, "log_interval": 1, "progress": False, "eval_batches": 2, "num_threads": 1},
+        "sample": {"max_new_tokens": 4},
+        "seeds": [1, 2],
+        "arms": [{"name": "transformer", "model": {"family": "transformer", "preset": "tiny"}},
+                 {"name": "apelr", "model": {"family": "apelr", "preset": "tiny"}}],
+        **over,
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _numbers(root: Path) -> dict:
+    res = json.loads((root / "results.json").read_text())
+    return {(a["name"], r["seed"]): {k: r["numbers"][k] for k in EXACT} for a in res["arms"] for r in a["runs"]}
+
+
+def test_a_two_arm_compare_trains_scores_and_reports(tmp_path, corpus_dir):
+    data = REPO.parent / "shared" / "data"
+    tasks = {"eval": {"tasks": ["piqa"], "max_examples": 4, "data_dir": str(data)}} if (data / "eval").is_dir() else {}
+    path = _spec(tmp_path, corpus_dir, match_params={"arm": "transformer", "width": "d_ff", "tolerance": 0.02},
+                 **tasks)
+    assert cli(["compare", str(path)]) == 0
+    root = tmp_path / "cmp"
+    res = json.loads((root / "results.json").read_text())
+    assert [a["name"] for a in res["arms"]] == ["transformer", "apelr"]
+    for arm in res["arms"]:
+        assert [r["seed"] for r in arm["runs"]] == [1, 2]
+        assert arm["summary"]["val_bpb"]["n"] == 2 and arm["summary"]["val_bpb"]["std"] >= 0
+        if tasks:
+            assert "piqa/acc" in arm["summary"]
+    # one tokenizer, one batch order: every run read the same tokenizer; seeds differ in data order
+    toks = {(root / a / f"seed{s}" / "tokenizer" / "tokenizer_meta.json").read_text()
+            for a in ("transformer", "apelr") for s in (1, 2)}
+    assert len(toks) == 1
+    # parameters matched within the tolerance, exactly as counted on the meta device
+    p_ref, p_apelr = (a["summary"]["num_params"]["mean"] for a in res["arms"])
+    assert abs(p_apelr - p_ref) / p_ref <= 0.02
+    assert "diag/belief_entropy" in res["arms"][1]["summary"]  # apelr's own diagnostics
+    md = (root / "report.md").read_text()
+    assert "| transformer | transformer |" in md and "| apelr | apelr |" in md
+    page = (root / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<table>" in page
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page) and "http" not in page
+    _headless_browser_loads(root / "report.html", tmp_path)
+
+
+def _headless_browser_loads(page: Path, tmp_path: Path) -> None:
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        return  # no browser on this machine (CI has none): the page's checks above still ran
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1200,1600", page.as_uri()], capture_output=True, timeout=120, check=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_param_matching_refuses_what_cannot_match(tmp_path, corpus_dir):
+    path = _spec(tmp_path, corpus_dir, match_params={"arm": "transformer", "width": "d_ff", "tolerance": 1e-6},
+                 arms=[{"name": "transformer", "model": {"family": "transformer", "preset": "tiny"}},
+                       {"name": "wide", "model": {"family": "transformer", "preset": "tiny", "d_model": 128}},
+                       {"name": "bytes", "model": {"family": "abstractinator", "preset": "tiny", "block_size": 32}}])
+    with pytest.raises(ConfigError) as e:
+        cli_run = __import__("lmlab.compare.run", fromlist=["run_compare"]).run_compare
+        cli_run(path, log=lambda *_: None)
+    line = str(e.value)
+    assert "arm bytes: the abstractinator family has no d_ff" in line
+    assert "arm wide: the nearest d_ff" in line and "tolerance 0%" in line
+
+
+def test_count_params_is_exact():
+    import torch
+
+    from lmlab.config import validate_config
+    from lmlab.registry import build_model
+
+    section = {"family": "apelr", "preset": "tiny", "d_ff": 100}
+    cfg = validate_config({"model": {**section, "vocab_size": 50}})
+    torch.manual_seed(0)
+    assert count_params(section, 50, {"type": "char"}) == sum(p.numel() for p in build_model(cfg.model).parameters())
+
+
+def test_a_bad_spec_lists_every_arm_problem(tmp_path, corpus_dir):
+    path = _spec(tmp_path, corpus_dir, arms=[{"name": "a", "model": {"family": "transformer", "n_layerz": 2}},
+                                             {"name": "b", "model": {"family": "nope"}},
+                                             {"name": "c", "run": str(tmp_path / "missing")}])
+    with pytest.raises(ConfigError) as e:
+        load_spec(path)
+    line = str(e.value)
+    assert "arm a: model.n_layerz = 2: unknown key" in line and "arm b: model.family = 'nope'" in line
+    assert "arm c: run" in line and "\n" not in line
+    assert cli(["compare", str(path)]) == 2
+
+
+@pytest.mark.slow
+def test_a_killed_compare_resumes_to_the_same_results(tmp_path, corpus_dir):
+    """SIGINT while the second arm trains, then the same command again: finished runs are kept,
+    the interrupted one resumes exactly, and results.json matches an uninterrupted compare."""
+    whole = _spec(tmp_path / "a", corpus_dir) if (tmp_path / "a").mkdir() is None else None
+    assert cli(["compare", str(whole)]) == 0
+    broken = _spec(tmp_path / "b", corpus_dir) if (tmp_path / "b").mkdir() is None else None
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lmlab", "compare", str(broken)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    target = tmp_path / "b" / "cmp" / "apelr" / "seed1" / "checkpoints" / "current"
+    deadline = time.time() + 300
+    while not target.is_dir():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert not (tmp_path / "b" / "cmp" / "results.json").exists()
+    assert cli(["compare", str(broken)]) == 0
+    assert _numbers(tmp_path / "b" / "cmp") == _numbers(tmp_path / "a" / "cmp")
+
+
+def test_lmlab_report_of_runs_and_a_compare(tmp_path, corpus_dir, tiny_config):
+    path, raw, run = tiny_config(train={"max_steps": 4})
+    assert cli(["train", "--config", str(path)]) == 0
+    assert cli(["report", str(run)]) == 0  # one run: its panels too
+    assert (run / "report" / "run.png").is_file() and (run / "report" / "report.html").is_file()
+    spec = _spec(tmp_path, corpus_dir, seeds=[1], train={"max_steps": 2, "batch_size": 2, "progress": False,
+                                                         "eval_batches": 1, "num_threads": 1})
+    assert cli(["compare", str(spec)]) == 0
+    out = tmp_path / "mixed"
+    assert cli(["report", str(tmp_path / "cmp"), str(run), "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [a["name"] for a in res["arms"]] == ["transformer", "apelr", "run"]
+    assert cli(["report", str(tmp_path / "nothing")]) == 2
