@@ -165,3 +165,16 @@ def test_lmlab_report_of_runs_and_a_compare(tmp_path, corpus_dir, tiny_config):
     res = json.loads((out / "results.json").read_text())
     assert [a["name"] for a in res["arms"]] == ["transformer", "apelr", "run"]
     assert cli(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_max_seconds_caps_a_run_and_a_resume_keeps_it_finished(tiny_config):
+    """train.max_seconds: the run stops (evaluates, saves) at the first step past it; running it
+    again trains nothing more, since the cap counts training time over resumes."""
+    from lmlab.rundir import latest_snapshot
+
+    path, raw, run = tiny_config(train={"max_steps": 500, "max_seconds": 1e-6})
+    assert cli(["train", "--config", str(path)]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert (m["steps"], m["stopped_by"]) == (1, "max_seconds") and "val_loss" in m
+    assert cli(["train", "--config", str(path)]) == 0
+    assert latest_snapshot(run).meta["step"] == 1
