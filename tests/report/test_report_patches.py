@@ -63,13 +63,14 @@ def test_boundaries_of_two_levels_are_sorted_nested_and_in_range():
 
 
 def test_windows_cover_a_text_longer_than_the_context():
-    # Only max_patch_len cuts (8 bytes, then 2 codes); windows hold eos + 63 bytes.
+    # Only max_patch_len cuts (8 bytes, then 2 codes); windows hold eos + 63 bytes, and the byte
+    # after the eos opens a patch (the eos closes its own), so cuts fall every 8 bytes from it.
     model = _model({"threshold": 100.0}, {"threshold": 100.0, "max_patch_len": 2})
     assert model.block_size == 64
     data = bytes(range(32, 132))  # 100 bytes: windows at data offsets 0 and 63
     l1, l2 = patch_boundaries(model, data)
-    assert l1 == [0, 7, 15, 23, 31, 39, 47, 55, 63, 70, 78, 86, 94]
-    assert l2 == [0, 15, 31, 47, 63, 78, 94]
+    assert l1 == [0, 8, 16, 24, 32, 40, 48, 56, 63, 71, 79, 87, 95]
+    assert l2 == [0, 16, 32, 48, 63, 79, 95]
     assert stats_line(len(data), [l1, l2]) == ("level 1: 13 patches (7.69 bytes/patch); "
                                                "level 2: 7 patches (14.29 bytes/patch)")
     assert patch_boundaries(model, b"") == [[], []]

@@ -127,8 +127,11 @@ class AbstractinatorConfig(ModelConfig):
     load_entropy_from: str | None = None
     """Load only the entropy models (from a base file or an lmlab checkpoint) and freeze them."""
     eos_id: int | None = Field(None, ge=0)
-    """The document separator (None: vocab_size - 1, the byte tokenizer's eos): it always starts
-    a new patch, so patches never cross documents and right padding never moves a row's codes."""
+    """The document separator (None: vocab_size - 1, the byte tokenizer's eos). It closes the
+    patch of the document it ends and the byte after it opens a patch at every level, so patches
+    never cross documents and a decoder knows every cut before the byte it cuts at. A closing eos
+    is left out of its patch's code (and charged no code), so right padding with eos never moves
+    a row's codes or scores."""
 
     required_tokenizer: ClassVar[str | None] = "byte"
     train_flags: ClassVar[dict[str, dict[str, Any]]] = {

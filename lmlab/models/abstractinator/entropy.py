@@ -25,7 +25,8 @@ def patch_starts(entropy: torch.Tensor, threshold: float, monotonic: bool = Fals
 
     ``entropy[:, t]`` is the uncertainty of x_t given x_<t (position 0 always starts a patch).
     A patch starts where it exceeds ``threshold`` (``monotonic``: where it rose by more than
-    ``threshold`` over position t-1), where ``forced`` is True (documents), and after
+    ``threshold`` over position t-1), where ``forced`` is True (x_t opens a document: x_{t-1}
+    closed one; ``forced`` must be a function of x_<t like every other input here), and after
     ``max_len`` symbols without a start.
     """
     B, T = entropy.shape

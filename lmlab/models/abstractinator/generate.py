@@ -2,9 +2,10 @@
 reconstruction.
 
 The decoder keeps every level's sequence (bytes, level-1 codes, ...) and, for each symbol, the
-index of the code above that covers it. To extend level l it asks level l's entropy model
-whether the next symbol opens a new patch (the same causal rule as training); if so and the
-codes above are used up, it first extends level l+1 (at the top: the CodeSequenceTransformer
+index of the code above that covers it. To extend level l it asks whether the next symbol
+opens a new patch by the same causal rule as training (level l's entropy model on the symbols
+so far, the running patch length, and whether the last byte was an eos); if so and the codes
+above are used up, it first extends level l+1 (at the top: the CodeSequenceTransformer
 proposes a code); then level l's expander draws the symbol under its covering code. Known
 symbols (a prompt, or the true codes in a reconstruction check) simply sit in the sequences.
 """
@@ -30,15 +31,31 @@ class Expansion:
         self.pick_byte, self.pick_code = pick_byte, pick_code
         self.can_propose = can_propose  # False: the top codes are fixed (a reconstruction check)
 
+    def _opens_document(self, lv: int) -> torch.Tensor:
+        """(1, n + 1) bool: whether each of the n symbols of level lv, and the next one, opens a
+        document (its first byte follows an eos): where the encoder forces a cut
+        (``compress_all``). Known from the bytes decoded so far: the next symbol of any level
+        begins with the byte about to be drawn, so it opens a document iff the last byte is eos."""
+        x = self.seqs[0][0].tolist()
+        eos = self.model.eos_id
+        flags = [False] * (self.seqs[lv].size(1) + 1)
+        seen: set[int] = set()
+        for t in range(len(x)):
+            k = t
+            for j in range(lv):  # byte t -> the level-lv symbol holding it
+                k = self.covers[j][k]
+            if k not in seen:  # the first byte of symbol k
+                seen.add(k)
+                flags[k] = t > 0 and x[t - 1] == eos
+        flags[-1] = bool(x) and x[-1] == eos
+        return torch.tensor([flags], device=self.seqs[0].device)
+
     def _opens_patch(self, lv: int) -> bool:
         """Whether the next symbol of level l starts a new patch of the codes above it."""
         level, sym = self.model.levels[lv], self.seqs[lv]
         padded = torch.cat([sym, torch.zeros_like(sym[:, :1])], dim=1)  # a dummy next symbol
         _, entropy = level.entropy(padded)
-        forced = torch.zeros(padded.shape[:2], dtype=torch.bool, device=sym.device)
-        if lv == 0:
-            forced[:, :-1] = sym == self.model.eos_id
-        starts = level.entropy.cut(entropy, forced)
+        starts = level.entropy.cut(entropy, self._opens_document(lv))
         return bool(starts[0, -1])
 
     def extend(self, lv: int) -> bool:

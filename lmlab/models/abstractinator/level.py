@@ -27,6 +27,8 @@ class LevelOut:
     codes: torch.Tensor  # (B, K, S) code indices
     pooled: torch.Tensor  # (B, K, D) continuous pooled vectors (the next level's compression input)
     forced: torch.Tensor  # (B, K) codes whose patch opens a document (the next level must cut there)
+    blank: torch.Tensor  # (B, K) codes of patches holding only eos (the next level pools them only alone)
+    keep: torch.Tensor  # (B, T) symbols pooled into their code (not a closing eos or blank code)
     vq_loss: torch.Tensor
     entropy_loss: torch.Tensor
     perplexity: list[float]
@@ -60,10 +62,15 @@ class Abstractinator(nn.Module):
                                                vocab=V if below is None else None, d_lo=lcfg.d_lo, below=below,
                                                context=lcfg.expander_context)
 
-    def compress(self, sym: torch.Tensor, valid: torch.Tensor, forced: torch.Tensor,
+    def compress(self, sym: torch.Tensor, valid: torch.Tensor, forced: torch.Tensor, blank: torch.Tensor,
                  cont: torch.Tensor | None) -> LevelOut:
-        """sym (B, T) bytes or (B, T, S) codes, valid/forced (B, T), cont (B, T, D) the pooled
-        vectors of the level below (None at the byte level) -> LevelOut."""
+        """sym (B, T) bytes or (B, T, S) codes, valid/forced/blank (B, T), cont (B, T, D) the pooled
+        vectors of the level below (None at the byte level) -> LevelOut.
+
+        ``forced``: symbols that open a document (the symbol before them closed one: known
+        before they are decoded). ``blank``: symbols with no content of their own (an eos byte,
+        a code of an eos-only patch); one always closes its patch, since what follows opens a
+        document."""
         ent_loss, entropy = self.entropy(sym, valid)
         starts = self.entropy.cut(entropy, forced, valid)
         seg = segment_ids(starts)  # (B, T)
@@ -72,19 +79,27 @@ class Abstractinator(nn.Module):
         n_codes = seg.gather(1, last[:, None]).squeeze(1) + 1  # (B,)
         K = int(n_codes.max())
         seg = torch.where(valid, seg, torch.full_like(seg, K))  # padding belongs to no code
+        # A blank symbol at the end of a patch is left out of its code, so an eos appended to a
+        # row (right padding, or the end of a document) never changes the row's last code; alone
+        # in its patch it is the code's only content.
+        keep = valid & (~blank | starts)  # (B, T)
         x = self.embed(sym) if cont is None else self.inp(cont)
-        pooled = self.compressor(x, seg, K)  # (B, K, D)
+        pooled = self.compressor(x, torch.where(keep, seg, torch.full_like(seg, K)), K)  # (B, K, D)
         code_valid = torch.arange(K, device=seg.device)[None] < n_codes[:, None]
         q = self.vq(self.code_space(self.down(pooled)[code_valid]))
         z_q = pooled.new_zeros(B, K, q.z_q.size(-1), dtype=q.z_q.dtype).masked_scatter(code_valid[..., None], q.z_q)
         codes = torch.zeros(B, K, q.codes.size(-1), dtype=torch.long, device=seg.device)
         codes[code_valid] = q.codes
-        # Where each code's patch begins: a patch that opens a document forces a cut above.
+        # Where each code's patch begins: a patch that opens a document forces a cut above (its
+        # first symbol follows a closed document, so the decoder knows before decoding the code).
         pos = torch.arange(T, device=seg.device).expand(B, T)
         first = torch.full((B, K + 1), T - 1, dtype=torch.long, device=seg.device)
         first = first.scatter_reduce(1, seg, pos, reduce="amin")[:, :K]
+        # A code is blank when its patch has no content symbol (an eos-only patch, and up).
+        content = torch.zeros(B, K + 1, dtype=torch.long, device=seg.device)
+        content = content.scatter_add(1, seg, (valid & ~blank).long())[:, :K]  # (B, K)
         return LevelOut(seg, n_codes, code_valid, z_q, codes, pooled, forced.gather(1, first) & code_valid,
-                        q.loss, ent_loss, q.perplexity, q.dead)
+                        (content == 0) & code_valid, keep, q.loss, ent_loss, q.perplexity, q.dead)
 
     def code_space(self, z: torch.Tensor) -> torch.Tensor:
         """Encoder outputs (N, d_c) -> the vectors the quantiser sees: batch-normalised per

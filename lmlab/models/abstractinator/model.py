@@ -80,14 +80,22 @@ class AbstractinatorPyramid(LanguageModel):
     # ------------------------------------------------------------------------------ compress
 
     def compress_all(self, input_ids: torch.Tensor) -> list[LevelOut]:
-        """Bytes (B, T) -> every level's output, bottom first."""
+        """Bytes (B, T) -> every level's output, bottom first.
+
+        Documents: the byte after an eos opens a patch at every level (the eos closes the patch
+        of the document it ends). A decoder that has x_<t knows whether x_t follows an eos; it
+        could not know whether x_t *is* one before decoding it, so cutting at the eos itself
+        would make the two-part code undecodable there."""
         sym, valid = input_ids, torch.ones_like(input_ids, dtype=torch.bool)
-        forced, cont = input_ids == self.eos_id, None
+        blank = input_ids == self.eos_id  # (B, T)
+        forced = torch.zeros_like(blank)
+        forced[:, 1:] = blank[:, :-1]  # x_{t-1} is eos
+        cont = None
         outs = []
         for level in self.levels:
-            out = level.compress(sym, valid, forced, cont)
+            out = level.compress(sym, valid, forced, blank, cont)
             outs.append(out)
-            sym, valid, forced, cont = out.codes, out.code_valid, out.forced, out.pooled
+            sym, valid, forced, blank, cont = out.codes, out.code_valid, out.forced, out.blank, out.pooled
         return outs
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
@@ -134,18 +142,24 @@ class AbstractinatorPyramid(LanguageModel):
 
     def _two_part(self, input_ids: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Per-part log-probs charged to byte positions (B, T-1): entry t-1 holds what is paid
-        when x_t is decoded. A code is charged at the last byte of its span, so a scored
-        continuation always pays for every code that covers one of its bytes. Also the byte
-        expander's logits (B, T, V) given the codes."""
+        when x_t is decoded. A code is charged at the last byte it was pooled from (the last
+        byte of its span but a closing eos), so a scored continuation always pays for every
+        code that depends on one of its bytes, and an eos appended to a row moves no charge out
+        of it. Every charge is computable by a left-to-right decoder that has the codes: the
+        patch covering x_t is a function of x_<t, and each code is known from its first byte
+        on (tests/models/test_abstractinator_decodable.py decodes windows and compares). Also
+        the byte expander's logits (B, T, V) given the codes."""
         outs = self.compress_all(input_ids)
         B, T = input_ids.shape
         parts: dict[str, torch.Tensor] = {}
         logits, parts["level1"] = self.levels[0].reconstruct(input_ids, outs[0],
                                                              self.levels[0].vq.embed(outs[0].codes))
         pos = torch.arange(T, device=input_ids.device).expand(B, T)
-        # end[b, j]: the last byte covered by code j of the current level.
-        end = torch.zeros(B, outs[0].codes.size(1) + 1, dtype=torch.long, device=input_ids.device)
-        end = end.scatter_reduce(1, outs[0].seg, pos, reduce="amax")[:, :-1]
+        # end[b, j]: the last byte code j of the current level was pooled from.
+        out = outs[0]
+        kept = torch.where(out.keep, out.seg, torch.full_like(out.seg, out.codes.size(1)))
+        end = torch.zeros(B, out.codes.size(1) + 1, dtype=torch.long, device=input_ids.device)
+        end = end.scatter_reduce(1, kept, pos, reduce="amax")[:, :-1]
         for i in range(1, len(self.levels)):
             level, out, below = self.levels[i], outs[i], outs[i - 1]
             _, lp = level.reconstruct(below.codes, out, level.vq.embed(out.codes))  # (B, K_below)
@@ -153,7 +167,8 @@ class AbstractinatorPyramid(LanguageModel):
             K = out.codes.size(1)
             up = torch.zeros(B, K + 1, dtype=torch.long, device=end.device)
             idx = torch.arange(end.size(1), device=end.device).expand_as(end)
-            last = up.scatter_reduce(1, out.seg, idx, reduce="amax")[:, :-1]  # last child of each code
+            kept = torch.where(out.keep, out.seg, torch.full_like(out.seg, K))
+            last = up.scatter_reduce(1, kept, idx, reduce="amax")[:, :-1]  # last pooled child of each code
             end = end.gather(1, last)
         top = outs[-1]
         if self.top is not None and not self.top.continuous:

@@ -1,0 +1,370 @@
+"""The abstractinator's two-part code is decodable, checked by an independent decoder.
+
+``CausalDecoder`` below is a small left-to-right receiver written for this test: it gets x_0
+and the transmitted codes of every level and decodes a byte window one byte at a time, deciding
+every patch boundary from what it has already decoded (the entropy model on the decoded
+symbols, the running patch length, whether the last byte was an eos), reading a new code (and
+paying for it) when a patch opens, and paying log p(x_t) under the code that covers x_t. It
+uses the model's networks (entropy models, expanders, top model) but none of its patching code.
+Its boundaries must equal the encoder's and its payments the two-part code (``_two_part``,
+``code_lengths``), on windows that hold several documents. A test also shows why the old rule
+(cut *at* an eos) was not decodable, and a brute-force sum over every 2-byte tail of a window
+checks the code is a prefix code there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lmlab.config import validate_config
+from lmlab.models.abstractinator.generate import Expansion
+from lmlab.registry import build_model
+
+EOS = 259  # vocab_size - 1: the byte tokenizer's eos
+LEVEL1 = {"compressor_layers": 1, "expander_layers": 1, "codebook_size": 32, "c_vq_d_c": 16, "d_lo_d_c": 16,
+          "window": 8, "entropy": {"n_layer": 1, "threshold": 2.5, "max_patch_len": 8}}
+LEVEL2 = {**LEVEL1, "codebook_size": 16, "window": 4, "entropy": {"n_layer": 1, "threshold": 2.0, "max_patch_len": 4}}
+
+
+def _model(levels: int = 1, seed: int = 0):
+    """The tiny preset (vocab 260), randomly initialised, in eval mode; ``levels=2`` adds a level."""
+    model = {"family": "abstractinator", "preset": "tiny", "vocab_size": 260}
+    if levels == 2:
+        model["levels"] = [LEVEL1, LEVEL2]
+    cfg = validate_config({"model": model, "tokenizer": {"type": "byte"}})
+    torch.manual_seed(seed)
+    return build_model(cfg.model).eval()
+
+
+def _doc(text: str) -> list[int]:
+    return list(text.encode())
+
+
+def _windows() -> torch.Tensor:
+    """(5, 40) windows with eos at the first and last positions, mid-window, twice in a row, at
+    position 1, and a window that starts inside a document."""
+    rows = [
+        [EOS, *_doc("The quick brown fox."), EOS, *_doc("A lazy dog sat, 12")],
+        [*_doc("lazy dog. The end of it all, and so!"), EOS, *_doc("New")],
+        [EOS, EOS, *_doc("Short."), EOS, EOS, *_doc("Two eos then text, and more t"), EOS],
+        [*_doc("x"), EOS, *_doc("Every patch after this eos is new; ok!")],
+        [*_doc("ends here"), EOS, *_doc("second doc"), EOS, *_doc("third document, fi"), EOS],
+    ]
+    assert all(len(r) == 40 for r in rows), [len(r) for r in rows]
+    return torch.tensor(rows)
+
+
+def _median_thresholds(model, x: torch.Tensor) -> None:
+    """Set every level's threshold to the median entropy on ``x``: an untrained model's entropies
+    all sit near log V, so the preset's thresholds would cut at every symbol and hide the rule."""
+    with torch.no_grad():
+        for i, level in enumerate(model.levels):
+            outs = model.compress_all(x)
+            sym, valid = (x, torch.ones_like(x, dtype=torch.bool)) if i == 0 else (outs[i - 1].codes,
+                                                                                   outs[i - 1].code_valid)
+            _, H = level.entropy(sym, valid)
+            level.entropy.threshold.fill_(float(H[:, 1:][valid[:, 1:]].median()))
+
+
+def _prepared(levels: int, thresholds: str):
+    model = _model(levels)
+    if thresholds == "median":
+        _median_thresholds(model, _windows())
+    else:  # only documents and max_patch_len cut
+        for level in model.levels:
+            level.entropy.threshold.fill_(100.0)
+    return model
+
+
+# ------------------------------------------------------------------------ the reference decoder
+
+
+class CausalDecoder:
+    """Decodes one window from x_0 and the transmitted codes, left to right.
+
+    ``sym[0]`` are the decoded bytes, ``sym[i]`` the decoded level-i codes (each (S,)), and
+    ``cover[i][n]`` the index of the level-(i+1) code covering symbol n of level i. A symbol
+    opens a patch when it is the first of its level, when the last decoded byte was an eos (the
+    symbol begins with the next byte, so it opens a document), when the running patch reached
+    ``max_patch_len``, or when the entropy of the next symbol given the decoded ones exceeds the
+    threshold. Payments are recorded with the byte position at which they become computable.
+    """
+
+    def __init__(self, model, x0: int, codes: list[torch.Tensor]):
+        self.model, self.codes = model, codes  # codes[i]: (K, S) level-(i+1) codes, transmitted
+        self.L = len(model.levels)
+        self.sym: list[list] = [[] for _ in range(self.L + 1)]
+        self.cover: list[list[int]] = [[] for _ in range(self.L)]
+        self.run = [0] * self.L  # symbols in the current patch of each level
+        self.paid: dict[str, list[tuple[int, int, float]]] = {}  # part -> (code index, byte at decode, lp)
+        self.byte_lp: list[float] = []  # log p(x_t), t = 1..
+        self._next(0, x0)
+
+    def decode(self, window: list[int]) -> None:
+        for b in window[1:]:
+            self._next(0, b)
+
+    def _opens_patch(self, i: int) -> bool:
+        x, n = self.sym[0], len(self.sym[i])
+        if n == 0:
+            return True
+        if x[-1] == EOS:  # the next symbol of any level begins with the next byte: a new document
+            return True
+        ecfg = self.model.levels[i].entropy.cfg
+        if self.run[i] >= ecfg.max_patch_len:
+            return True
+        level = self.model.levels[i]
+        seq = torch.tensor([x]) if i == 0 else torch.stack(self.sym[i])[None]  # (1, n) or (1, n, S)
+        dummy = torch.zeros_like(seq[:, :1])  # the next symbol, not yet known
+        _, H = level.entropy(torch.cat([seq, dummy], dim=1))
+        return bool(H[0, -1] > float(level.entropy.threshold))
+
+    def _next(self, i: int, value=None) -> None:
+        """Decode the next symbol of level i (bytes: ``value``; codes: the next transmitted one)."""
+        n = len(self.sym[i])
+        if i > 0:
+            assert n < len(self.codes[i - 1]), f"the decoder opened level-{i} code {n}, which the encoder never made"
+        if i == self.L:  # a top code: paid under the top model
+            code = self.codes[i - 1][n]
+            self.sym[i].append(code)
+            self._pay("top", n, self._top_lp(n))
+            return
+        if self._opens_patch(i):
+            self._next(i + 1)  # read the code of the new patch first
+            self.run[i] = 0
+        self.cover[i].append(len(self.sym[i + 1]) - 1)
+        self.run[i] += 1
+        level = self.model.levels[i]
+        above = torch.stack(self.sym[i + 1])[None]  # (1, K, S): only the codes decoded so far
+        vec = level.vq.embed(above)
+        valid = torch.ones(above.shape[:2], dtype=torch.bool)
+        if i == 0:
+            if n > 0:  # x_0 is given; x_n is predicted at position n-1 under the code covering it
+                tseg = torch.tensor([self.cover[0][1:]])
+                h = level.expander.hidden(torch.tensor([self.sym[0]]), tseg, vec, valid)[:, -1]
+                self.byte_lp.append(float(torch.log_softmax(level.expander.byte_logits(h).float(), -1)[0, value]))
+            self.sym[0].append(value)
+            return
+        code = self.codes[i - 1][n]
+        low = torch.stack([*self.sym[i], code])[None]  # (1, n+1, S): the last is only the target
+        h = level.expander.hidden(low, torch.tensor([self.cover[i]]), vec, valid)[:, -1:]
+        lp, _ = level.expander.head.log_prob(h, code[None, None])
+        self.sym[i].append(code)
+        self._pay(f"level{i + 1}", n, float(lp[0, 0]))
+
+    def _top_lp(self, n: int) -> float:
+        top, codes = self.model.top, torch.stack(self.sym[self.L])[None]
+        if top is None or top.continuous:
+            rvq = self.model.levels[-1].vq
+            return -len(rvq.stages) * math.log(rvq.K)
+        return float(top.log_prob(codes)[0, n])
+
+    def _pay(self, part: str, n: int, lp: float) -> None:
+        # A code is decoded (and its probability computable) when its first byte is next.
+        self.paid.setdefault(part, []).append((n, len(self.sym[0]), lp))
+
+    # -------------------------------------------------------------------------------- results
+
+    def starts(self, i: int) -> list[bool]:
+        """Whether each level-i symbol opened a patch."""
+        c = self.cover[i]
+        return [n == 0 or c[n] != c[n - 1] for n in range(len(c))]
+
+    def charges(self, T: int) -> dict[str, list[float]]:
+        """Per-part payments on byte entries (T-1,), as the two-part code books them: x_t at entry
+        t-1; each code at its last byte but a closing eos (an eos-only patch: that eos)."""
+        x = self.sym[0]
+        out = {"level1": [0.0] * (T - 1)}
+        for t, lp in enumerate(self.byte_lp, start=1):
+            out["level1"][t - 1] = lp
+        # end[n]: last byte code n of the current level was pooled from; blank: eos-only codes.
+        members = lambda i, k: [n for n, c in enumerate(self.cover[i]) if c == k]  # noqa: E731
+        blank, end = [x_t == EOS for x_t in x], list(range(len(x)))
+        for i in range(self.L):
+            K = len(self.sym[i + 1])
+            new_end, new_blank = [], []
+            for k in range(K):
+                kids = members(i, k)
+                content = [n for n in kids if not blank[n]]
+                new_end.append(end[max(content or kids[:1])])
+                new_blank.append(not content)
+            end, blank = new_end, new_blank
+            part = f"level{i + 2}" if i + 1 < self.L else "top"
+            out[part] = [0.0] * (T - 1)
+            for k, decoded_at, lp in self.paid[part]:
+                assert decoded_at <= end[k]  # known (decoded) no later than where it is charged
+                out[part][max(end[k] - 1, 0)] += lp
+        return out
+
+
+def _decode(model, row: torch.Tensor) -> CausalDecoder:
+    outs = model.compress_all(row[None])
+    codes = [out.codes[0, : int(out.n_codes[0])] for out in outs]
+    dec = CausalDecoder(model, int(row[0]), codes)
+    dec.decode(row.tolist())
+    for i, c in enumerate(codes):
+        assert len(dec.sym[i + 1]) == c.size(0)  # it read every transmitted code, no more
+    return dec
+
+
+# ------------------------------------------------------------------------------------ tests
+
+
+@pytest.mark.parametrize("levels,thresholds", [(1, "median"), (1, "high"), (2, "median"), (2, "high")])
+@torch.no_grad()
+def test_causal_decoder_cuts_where_the_encoder_does_and_pays_the_two_part_code(levels, thresholds):
+    """Windows with eos at the first, last, middle and consecutive positions: the decoder's
+    boundaries at every level equal compress_all's, and what it pays, byte by byte and part by
+    part, equals _two_part's entries and code_lengths' totals. "high" thresholds leave only
+    document and max_patch_len cuts; "median" mixes in entropy cuts."""
+    model = _prepared(levels, thresholds)
+    x = _windows()
+    T = x.size(1)
+    outs = model.compress_all(x)
+    parts, _ = model._two_part(x)
+    lengths = model.code_lengths(x)
+    n_eos_cuts = 0
+    for b in range(x.size(0)):
+        dec = _decode(model, x[b])
+        # boundaries: every level, decided from the decoded prefix alone
+        assert dec.cover[0] == outs[0].seg[b].tolist()
+        for i in range(1, levels):
+            assert dec.cover[i] == outs[i].seg[b, : int(outs[i - 1].n_codes[b])].tolist()
+        starts = dec.starts(0)
+        n_eos_cuts += sum(starts[t] for t in range(1, T) if x[b, t - 1] == EOS)
+        for i in range(1, levels):  # a code whose first byte follows an eos opens a patch above
+            first = {}
+            for t, k in enumerate(dec.cover[0]):
+                first.setdefault(k, t)
+            opens_doc = [first[k] > 0 and int(x[b, first[k] - 1]) == EOS for k in range(len(dec.cover[i]))]
+            assert all(s for s, o in zip(dec.starts(i), opens_doc) if o)
+        # payments, byte by byte and part by part
+        charged = dec.charges(T)
+        assert set(charged) == set(parts)
+        for part, per_byte in charged.items():
+            torch.testing.assert_close(parts[part][b], torch.tensor(per_byte), atol=1e-5, rtol=0)
+            assert abs(-lengths[part][b].item() - sum(per_byte)) < 1e-4
+    assert n_eos_cuts == int((x[:, :-1] == EOS).sum())  # the byte after every eos opened a patch
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+@torch.no_grad()
+def test_generation_cuts_where_the_encoder_does(levels):
+    """generate.py's Expansion, teacher-forced with the true bytes and codes, cuts every level
+    exactly where compress_all does (the same causal rule, eos included)."""
+    model = _prepared(levels, "median")
+    x = _windows()
+    for b in range(x.size(0)):
+        outs = model.compress_all(x[b : b + 1])
+        codes = [out.codes[:, : int(out.n_codes[0])] for out in outs]
+        seqs = [x[b : b + 1, :1], *[c[:, :1] for c in codes[:-1]], codes[-1]]  # the top codes are given
+        exp = Expansion(model, seqs, [[0] for _ in range(levels)], lambda lg: lg.argmax(-1),
+                        lambda lg: lg.argmax(-1), can_propose=False)
+        for t in range(1, x.size(1)):
+            assert exp.extend(0)
+            exp.seqs[0][0, -1] = x[b, t]  # teacher forcing: the true byte and codes
+            for i in range(1, levels):
+                n = exp.seqs[i].size(1)
+                exp.seqs[i][0, -1] = codes[i - 1][0, n - 1]
+        assert exp.covers[0] == outs[0].seg[0].tolist()
+        for i in range(1, levels):
+            assert exp.covers[i] == outs[i].seg[0, : int(outs[i - 1].n_codes[0])].tolist()
+
+
+@torch.no_grad()
+def test_the_old_rule_cut_at_an_eos_before_a_decoder_could_know_it():
+    """The old rule started a patch AT an eos (x_t == eos): two windows with the same prefix
+    x_<m got different boundaries at m, so a decoder holding x_<m could not know which code
+    covers x_m, and the probabilities it was charged at m do not sum to 1."""
+    model = _prepared(1, "high")  # only documents and max_patch_len cut
+    prefix = [EOS, *_doc("The ca")]  # m = 7: no max_patch_len cut at m or m + 1 under either rule
+    m = len(prefix)
+    a = torch.tensor([[*prefix, EOS, *_doc("Dogs")]])
+    b = torch.tensor([[*prefix, *_doc("t ran")]])
+    level = model.levels[0]
+    max_len = level.entropy.cfg.max_patch_len
+
+    def old_starts(row: torch.Tensor) -> list[bool]:
+        _, H = level.entropy(row)
+        out, run = [], 0
+        for t in range(row.size(1)):
+            s = t == 0 or bool(H[0, t] > level.entropy.threshold) or int(row[0, t]) == EOS or run >= max_len
+            run = 1 if s else run + 1
+            out.append(s)
+        return out
+
+    assert old_starts(a)[:m] == old_starts(b)[:m]
+    assert old_starts(a)[m] != old_starts(b)[m]  # decided by x_m itself: not decodable
+    new_a, new_b = (model.compress_all(r)[0].seg[0] for r in (a, b))
+    assert torch.equal(new_a[: m + 1], new_b[: m + 1])  # now decided by x_<m alone
+    assert new_a[m + 1] == new_a[m] + 1  # the byte after the eos opens the next document's patch
+
+    # Charged mass at m with the codes fixed. Old rule: x_m != eos under the current code, x_m =
+    # eos under the next one; new rule: every x_m under the code the prefix gives.
+    outs = model.compress_all(a)
+    vec = level.vq.embed(outs[0].codes)
+
+    def dist(cover_m: int) -> torch.Tensor:
+        tseg = torch.cat([outs[0].seg[:, 1:m], torch.tensor([[cover_m]])], dim=1)
+        h = level.expander.hidden(a[:, :m], tseg, vec, outs[0].code_valid)[:, -1]
+        return torch.softmax(level.expander.byte_logits(h).float(), -1)[0]
+
+    cur, nxt = int(new_a[m - 1]), int(new_a[m - 1]) + 1
+    old_mass = float(dist(cur).sum() - dist(cur)[EOS] + dist(nxt)[EOS])
+    assert abs(old_mass - 1.0) > 1e-6, old_mass
+    assert float(dist(int(new_a[m])).sum()) == pytest.approx(1.0, abs=1e-6)
+    # and the two-part code charges x_m = eos what that decoder assigns it
+    assert float(model._two_part(a)[0]["level1"][0, m - 1].exp()) == pytest.approx(float(dist(cur)[EOS]), rel=1e-5)
+
+
+@torch.no_grad()
+def test_every_two_byte_tail_together_costs_no_more_than_its_prefix():
+    """Kraft's inequality over a subtree, brute force: for the prefix x_<2 = (eos, 'H'), the
+    two-part code's probabilities of all 260^2 windows (eos, 'H', x_2, x_3) sum to at most the
+    decoder's probability of (eos, 'H') summed over the values c of the code that covers 'H'
+    (the patch opened by 'H' runs on into the tail, so that code depends on the tail; x_2 = eos
+    makes x_3 open a new patch). Grouping the windows by c gives the bound: given c, the tails
+    are a proper decoding tree. Only codes some tail falls under enter the sum, so the bound is
+    tight and a missing or misplaced charge shows."""
+    model = _prepared(1, "high")
+    prefix, V = [EOS, ord("H")], 260
+    tails = torch.cartesian_prod(torch.arange(V), torch.arange(V))  # (V^2, 2)
+    windows = torch.cat([torch.tensor(prefix).expand(len(tails), 2), tails], dim=1)  # (V^2, 4)
+    total, used = [], set()
+    for w in windows.split(4096):
+        total.append(sum(model.code_lengths(w).values()))  # (B,) nats
+        out = model.compress_all(w)[0]
+        assert bool((out.seg[:, 1] == 1).all()) and bool((out.seg[:, 2] == 1).all())  # [eos] ['H', x_2 ..
+        used |= set(out.codes[:, 1, 0].tolist())
+    log_sum = float(torch.logsumexp(-torch.cat(total).double(), 0))
+
+    # The decoder's log-probability of the prefix (codes 0 and c, byte 'H') for each used c.
+    code0 = model.compress_all(windows[:1])[0].codes[0, :1]  # (1, S): the [eos] patch's code
+    prefix_lp = []
+    for c in sorted(used):
+        dec = CausalDecoder(model, prefix[0], [torch.cat([code0, torch.tensor([[c]])])])
+        dec.decode(prefix)
+        prefix_lp.append(sum(dec.byte_lp) + sum(lp for _, _, lp in dec.paid["top"]))
+    bound = float(torch.logsumexp(torch.tensor(prefix_lp, dtype=torch.float64), 0))
+    assert log_sum <= bound + 1e-5, (log_sum, bound)
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+@torch.no_grad()
+def test_right_padding_with_eos_never_moves_a_rows_codes_or_charges(levels):
+    """lmlab eval pads rows with eos on the right: the first pad joins the row's last patch
+    (nothing may cut before a byte it has not seen), so it is left out of that patch's code and
+    charge, and the row's entries equal those of the row alone."""
+    model = _prepared(levels, "median")
+    x = _windows()
+    joined = 0
+    for n in (10, 21, 30):
+        row = x[:, :n]
+        padded = torch.cat([row, torch.full((x.size(0), 12), EOS)], dim=1)
+        torch.testing.assert_close(model.log_probs(padded)[:, : n - 1], model.log_probs(row), atol=1e-5, rtol=0)
+        seg = model.compress_all(padded)[0].seg
+        joined += int((seg[:, n] == seg[:, n - 1]).sum())
+    assert joined > 0  # the case that needs the exclusion happened
