@@ -1,4 +1,4 @@
-"""APEL-R (v1, v2) against the same-size transformer baseline: step time, async planner, quality.
+"""APEL-R (v1, v2) against the same-size transformer baseline: step time and the async planner.
 
 (a) Train step time: one full optimizer step (forward with the model's own loss terms, backward,
     ``lmlab.training.optim.build_optimizer``'s fused AdamW; fp32, batch 16 x 192, identical input
@@ -13,25 +13,18 @@
     seed) of an untrained v2 model with the planner worker thread on and off
     (``model.set_generation_options(async_planner=...)``), interleaved, median; the two must
     produce identical tokens. The baseline's time is shown for reference.
-(b) ``--quality``: train the baseline, v1 and v2 for ``--steps`` steps each on tiny Shakespeare
-    (``lmlab.train`` with configs/apelr/baseline_transformer.yaml and shakespeare.yaml, overriding
-    model.version, train.out_dir and train.max_steps; same data order, same seed) and report
-    val loss and bits per byte from each run's metrics.json. Runs are sequential (their wall
-    times are indicative only); they need ../shared/data (run from the repo root).
+Quality (val loss, bits per byte, planner usage) is a comparison now:
+``lmlab compare configs/compare/apelr_vs_baseline.yaml`` (one tokenizer, batch order and budget).
 
 Run: .venv/bin/python bench/apelr.py [--threads 2] [--repeats 7] [--json out.json]
-     .venv/bin/python bench/apelr.py --quality --steps 300 [--json out.json]
      .venv/bin/python bench/apelr.py --profile     # also: top ops of one v2 step at the BPE shape
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from _common import (
@@ -163,51 +156,6 @@ def bench_generation(repeats: int, new_tokens: int) -> list[dict]:
     return rows
 
 
-def bench_quality(steps: int, threads: int, out_root: str) -> list[dict]:
-    import lmlab
-
-    runs = [("transformer", BASELINE_CFG, {}), ("apelr v1", APELR_CFG, {"model.version": V1}),
-            ("apelr v2", APELR_CFG, {"model.version": V2})]
-    rows = []
-    for name, config, extra in runs:
-        out_dir = Path(out_root) / name.replace(" ", "_")
-        if out_dir.exists() and any(out_dir.iterdir()):  # lmlab.train would resume it, not retrain
-            raise SystemExit(f"{out_dir} is not empty; give --out-dir a fresh folder")
-        overrides = {"train.out_dir": str(out_dir), "train.max_steps": steps, "train.progress": False,
-                     "train.num_threads": threads, "train.eval_interval": steps,
-                     "train.save_interval": steps, "sample.max_new_tokens": 16, **extra}
-        t0 = time.perf_counter()
-        lmlab.train(config, **overrides)
-        wall = time.perf_counter() - t0
-        m = json.loads((out_dir / "metrics.json").read_text())
-        last = [r for r in map(json.loads, (out_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r][-1]
-        rows.append({
-            "model": name,
-            "params": m["num_params"],
-            "steps": m["steps"],
-            "tokens": m["tokens"],
-            "val_loss": round(m["val_loss"], 4),
-            "val_bpb": round(m["val_bpb"], 4),
-            "final_train_ce": round(last.get("ce", last["loss"]), 4),  # apelr's loss adds its aux terms
-            "wall_s": round(wall, 1),
-            "load_avg_1min_after": round(os.getloadavg()[0], 2),
-            **_planner_summary(out_dir),
-        })
-    keys = list(dict.fromkeys(k for r in rows for k in r))  # the baseline has no planner columns
-    return [{k: r.get(k, "-") for k in keys} for r in rows]
-
-
-def _planner_summary(run_dir: Path) -> dict:
-    """The final planner diagnostics of an apelr run (planner_eval.json); {} for the baseline."""
-    path = run_dir / "planner_eval.json"
-    if not path.is_file():
-        return {}
-    final = json.loads(path.read_text())["final"]
-    return {"plan_usage": [round(u, 2) for u in final["usage"]],
-            "belief_entropy": round(final["belief_entropy"], 3), "max_entropy": round(final["max_entropy"], 3),
-            "bypass_js": round(final["intervention"]["mean_pairwise_js"], 4)}
-
-
 def profile_v2(vocab: int, top: int) -> None:
     """Top ops (self CPU time) of one v2 training step at ``vocab``."""
     from torch.profiler import ProfilerActivity, profile
@@ -230,9 +178,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds; the median is reported")
     ap.add_argument("--new-tokens", type=int, default=256, help="tokens generated per decoding run")
-    ap.add_argument("--quality", action="store_true", help="train baseline, v1, v2 on tiny Shakespeare instead")
-    ap.add_argument("--steps", type=int, default=300, help="--quality: training steps per model")
-    ap.add_argument("--out-dir", default=None, help="--quality: keep the run dirs here (default: a temp dir)")
     ap.add_argument("--profile", action="store_true", help="also print the top ops of a v2 step (BPE vocab)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
@@ -240,25 +185,18 @@ def main() -> None:
     payload: dict = {"machine": machine()}
     print(f"load average (1 min) at start: {payload['machine']['load_avg_1min']}\n")
 
-    if args.quality:
-        with tempfile.TemporaryDirectory(prefix="apelr_quality_") as tmp:
-            rows = bench_quality(args.steps, args.threads, args.out_dir or tmp)
-        print_table(["model", "params", "steps", "tokens", "val loss", "val bpb", "train CE (last log)",
-                     "wall s", "load avg after"], [list(r.values()) for r in rows])
-        payload["quality"] = rows
-    else:
-        rows = bench_steps(f"char {CHAR_VOCAB}", CHAR_VOCAB, False, args.repeats, steps=3, warmup=2)
-        rows += bench_steps(f"bpe {BPE_VOCAB}", BPE_VOCAB, True, args.repeats, steps=2, warmup=2)
-        print("Train step (forward + backward + AdamW), batch 16 x 192, fp32:\n")
-        print_table(["vocab", "model", "params", "vs baseline", "d_ff", "ms/step", "tokens/s", "time vs baseline"],
-                    [list(r.values()) for r in rows])
-        payload["step_time"] = rows
-        gen = bench_generation(args.repeats, args.new_tokens)
-        print(f"\nGeneration, 1 prompt of 16 tokens + {args.new_tokens} new (char vocab, untrained weights):\n")
-        print_table(["model", "new tokens", "ms total", "ms/token", "vs async off"], [list(r.values()) for r in gen])
-        payload["generation"] = gen
-        if args.profile:
-            profile_v2(BPE_VOCAB, top=25)
+    rows = bench_steps(f"char {CHAR_VOCAB}", CHAR_VOCAB, False, args.repeats, steps=3, warmup=2)
+    rows += bench_steps(f"bpe {BPE_VOCAB}", BPE_VOCAB, True, args.repeats, steps=2, warmup=2)
+    print("Train step (forward + backward + AdamW), batch 16 x 192, fp32:\n")
+    print_table(["vocab", "model", "params", "vs baseline", "d_ff", "ms/step", "tokens/s", "time vs baseline"],
+                [list(r.values()) for r in rows])
+    payload["step_time"] = rows
+    gen = bench_generation(args.repeats, args.new_tokens)
+    print(f"\nGeneration, 1 prompt of 16 tokens + {args.new_tokens} new (char vocab, untrained weights):\n")
+    print_table(["model", "new tokens", "ms total", "ms/token", "vs async off"], [list(r.values()) for r in gen])
+    payload["generation"] = gen
+    if args.profile:
+        profile_v2(BPE_VOCAB, top=25)
     payload["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     print(f"\nload average (1 min) at end: {payload['load_avg_1min_end']}")
     write_json(args.json, payload)

@@ -1,4 +1,4 @@
-"""Auxiliary planning heads (``model.auxiliary``): train-step overhead and val loss at equal tokens.
+"""Auxiliary planning heads (``model.auxiliary``): train-step overhead.
 
 (a) Train step time: one optimizer step (forward with the model's own loss, i.e. CE plus every
     enabled head's weighted term, backward, ``lmlab.training.optim.build_optimizer``'s AdamW;
@@ -10,29 +10,16 @@
     interleaved (A B C ... A B C ...), median (and min-max) of ``--repeats`` rounds of 3 steps
     each. The span contrastive's cost varies step to step: its span sits at a random place and the
     trunk reruns on the prefix up to the span's end.
-(b) ``--quality``: val loss at equal tokens on tiny Shakespeare: one ``lmlab.train`` run per
-    config (heads off; each head alone; all four on) of configs/psann/transformer_shakespeare.yaml
-    (its data, char tokenizer, val split, optimizer and hyperparameters) with only
-    ``model.auxiliary`` changed and ``--steps`` steps. Same data order and init within a seed (the
-    data order depends only on ``train.seed``; the trunk is built before the heads). "off" and
-    "all on" are also run at ``--seeds`` seeds (train.seed 1337, 1338, ...; the val split is
-    hash-based and does not move), so the seed-to-seed spread can be read next to the
-    differences. Reports the final val loss (next-token CE; scoring reads only the LM, the heads
-    never change it), val bits per byte, and the last logged value of each weighted aux term
-    (``policy_kl``, ``value``, ``dynamics``, ``span_contrastive`` in metrics.jsonl; the logged
-    train ``loss`` is CE plus these terms).
+Val loss at equal tokens, heads off / each / all on over 2 seeds, is a comparison now:
+``lmlab compare configs/compare/aux_heads.yaml``.
 
 Run: .venv/bin/python bench/aux_heads.py [--threads 2] [--repeats 7] [--json out.json]
-     .venv/bin/python bench/aux_heads.py --quality [--steps 300] [--seeds 2] [--out-dir DIR] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 from _common import (
@@ -41,7 +28,6 @@ from _common import (
     print_table,
     seed_everything,
     time_train_steps,
-    train_quiet,
     write_json,
 )
 
@@ -50,7 +36,6 @@ from lmlab.registry import build_model
 
 CONFIG = "configs/psann/transformer_shakespeare.yaml"
 CHAR_VOCAB = 67  # the char tokenizer fitted on tiny Shakespeare: 65 characters + EOS + unknown
-TERMS = ("policy_kl", "value", "dynamics", "span_contrastive")
 ALL_ON = {"enable_policy": True, "enable_value": True, "enable_dynamics": True, "enable_span_contrastive": True}
 
 # name -> model.auxiliary (None: no heads)
@@ -63,15 +48,6 @@ STEP_CONFIGS: dict[str, dict | None] = {
     "span contrastive": {"enable_span_contrastive": True},
     "all on (rollout 1)": {**ALL_ON, "dynamics_rollout_steps": 1},
 }
-QUALITY_CONFIGS: dict[str, dict | None] = {
-    "off": None,
-    "policy": {"enable_policy": True},
-    "value": {"enable_value": True},
-    "dynamics (rollout 1)": {"enable_dynamics": True, "dynamics_rollout_steps": 1},
-    "span contrastive": {"enable_span_contrastive": True},
-    "all on (rollout 1)": {**ALL_ON, "dynamics_rollout_steps": 1},
-}
-MULTI_SEED = ("off", "all on (rollout 1)")
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -103,79 +79,20 @@ def bench_steps(repeats: int, steps: int = 3, warmup: int = 2) -> list[dict]:
              "rounds_ms": [round(1000 * t, 1) for t in ts]} for name, ts in times.items()]
 
 
-# ------------------------------------------------------------------------------- (b) quality
-
-
-def last_terms(run_dir: Path) -> dict[str, float | str]:
-    """The last logged value of each weighted aux term in metrics.jsonl ('-' if never logged)."""
-    last: dict[str, float] = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        for k in TERMS:
-            if k in row:
-                last[k] = row[k]
-    return {k: round(last[k], 4) if k in last else "-" for k in TERMS}
-
-
-def bench_quality(steps: int, seeds: int, threads: int, out_root: str) -> list[dict]:
-
-    base_seed = load_config(CONFIG).train.seed
-    runs = [(name, aux, base_seed + i) for name, aux in QUALITY_CONFIGS.items()
-            for i in range(seeds if name in MULTI_SEED else 1)]
-    rows = []
-    for name, aux, seed in runs:
-        slug = name.replace(" ", "_").replace("(", "").replace(")", "")
-        out_dir = Path(out_root) / f"{slug}_seed{seed}"
-        if out_dir.exists() and any(out_dir.iterdir()):  # lmlab.train would resume it, not retrain
-            raise SystemExit(f"{out_dir} is not empty; give --out-dir a fresh folder")
-        m, wall = train_quiet(CONFIG, out_dir, steps, seed, threads, **{"model.auxiliary": aux})
-        rows.append({"config": name, "seed": seed, "params": m["num_params"], "steps": m["steps"],
-                     "val_loss": round(m["val_loss"], 4), "val_bpb": round(m["val_bpb"], 4),
-                     **last_terms(out_dir), "wall_s": round(wall, 1),
-                     "load_avg_1min_after": round(os.getloadavg()[0], 2)})
-        print(f"  {name} seed {seed}: val_loss {rows[-1]['val_loss']}, {wall:.0f} s", flush=True)
-    return rows
-
-
-def seed_spread(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Per multi-seed config: mean and max - min of val loss over its seeds."""
-    out = {}
-    for name in MULTI_SEED:
-        vals = [r["val_loss"] for r in rows if r["config"] == name]
-        if len(vals) > 1:
-            out[name] = {"mean_val_loss": round(sum(vals) / len(vals), 4), "spread": round(max(vals) - min(vals), 4)}
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds; the median is reported")
-    ap.add_argument("--quality", action="store_true", help="run the tiny-Shakespeare val-loss comparison instead")
-    ap.add_argument("--steps", type=int, default=300, help="--quality: training steps per run")
-    ap.add_argument("--seeds", type=int, default=2, help="--quality: seeds for 'off' and 'all on' (others: 1)")
-    ap.add_argument("--out-dir", default=None, help="--quality: keep the run dirs here (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     payload: dict = {"machine": machine()}
     print(f"load average (1 min) at start: {payload['machine']['load_avg_1min']}\n")
-    if args.quality:
-        with tempfile.TemporaryDirectory(prefix="aux_quality_") as tmp:
-            rows = bench_quality(args.steps, args.seeds, args.threads, args.out_dir or tmp)
-        print(f"\nTiny Shakespeare, {args.steps} steps x 16 x 192 tokens, char vocab, val loss = CE (nats/token):\n")
-        print_table(list(rows[0]), [list(r.values()) for r in rows])
-        spread = seed_spread(rows)
-        for name, s in spread.items():
-            print(f"\n{name}: mean val loss {s['mean_val_loss']} over {args.seeds} seeds, max - min {s['spread']}", end="")
-        print()
-        payload |= {"steps": args.steps, "quality": rows, "seed_spread": spread}
-    else:
-        rows = bench_steps(args.repeats)
-        print("Train step (forward + backward + AdamW), batch 16 x 192, char vocab, fp32:\n")
-        cols = [k for k in rows[0] if k != "rounds_ms"]  # the per-round times go to the JSON only
-        print_table(cols, [[r[k] for k in cols] for r in rows])
-        payload["step_time"] = rows
+    rows = bench_steps(args.repeats)
+    print("Train step (forward + backward + AdamW), batch 16 x 192, char vocab, fp32:\n")
+    cols = [k for k in rows[0] if k != "rounds_ms"]  # the per-round times go to the JSON only
+    print_table(cols, [[r[k] for k in cols] for r in rows])
+    payload["step_time"] = rows
     payload["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     print(f"\nload average (1 min) at end: {payload['load_avg_1min_end']}")
     write_json(args.json, payload)

@@ -1,4 +1,4 @@
-"""PSANN (respsann, waveresnet) against the transformer: step time, cached generation, ablation.
+"""PSANN (respsann, waveresnet) against the transformer: step time and cached generation.
 
 (a) Train step time at equal shape: one optimizer step (forward, backward,
     ``lmlab.training.optim.build_optimizer``'s AdamW; fp32, batch 16 x 192, char vocab 67) of
@@ -11,27 +11,17 @@
     per step with KV + conv state) against the naive loop that re-runs the full forward on the
     whole sequence for every token; the two must produce identical tokens. The seed reports
     ~13.5x on CPU at this shape. The transformer's cached/naive ratio is shown beside it.
-(c) ``--quality``: the ablation on tiny Shakespeare at equal steps and parameters: the transformer
-    (GELU), respsann and waveresnet with sine parameters trainable and frozen, and respsann with
-    the GELU toggle (``activation: gelu``). Each psann variant's MLP width is solved so its
-    parameter count matches the transformer's (within 2%; frozen sine parameters are buffers and
-    do not count). Same data, data order, seed, optimizer and steps (``lmlab.train`` with the
-    configs/psann/*_shakespeare.yaml files). Reports val loss, bits per byte, and how far the sine
-    parameters moved from their init (mean |change| of amplitude, frequency and damping over all
-    channels; 0 when frozen).
+The quality ablation (val loss, bits per byte, sine drift at equal parameters) is a comparison
+now: ``lmlab compare configs/compare/psann.yaml``.
 
 Run: .venv/bin/python bench/psann.py [--threads 2] [--repeats 7] [--json out.json]
-     .venv/bin/python bench/psann.py --quality --steps 300 [--out-dir DIR] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from _common import (
@@ -52,7 +42,6 @@ CONFIGS = {"transformer": "configs/psann/transformer_shakespeare.yaml",
            "respsann": "configs/psann/respsann_shakespeare.yaml",
            "waveresnet": "configs/psann/waveresnet_shakespeare.yaml"}
 CHAR_VOCAB = 67  # the char tokenizer fitted on tiny Shakespeare: 65 characters + EOS + unknown
-TOLERANCE = 0.02
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -62,19 +51,6 @@ def n_params(model: torch.nn.Module) -> int:
 def build(kind: str, vocab: int = CHAR_VOCAB, **model_overrides) -> torch.nn.Module:
     cfg = load_config(CONFIGS[kind], raw={"model": {"vocab_size": vocab, **model_overrides}})
     return build_model(cfg.model)
-
-
-def solve_d_ff(kind: str, target: int, **overrides) -> int:
-    """The MLP width at which ``kind`` (with ``overrides``) has about ``target`` parameters."""
-    cfg = load_config(CONFIGS[kind], raw={"model": {"vocab_size": CHAR_VOCAB, **overrides}}).model
-    d = cfg.d_model
-    lo = n_params(build(kind, **overrides, d_ff=4 * d))
-    hi = n_params(build(kind, **overrides, d_ff=4 * d + 64))
-    per_unit = (hi - lo) / 64  # an MLP hidden unit: a row, a column (+ its sine parameters)
-    return 4 * d + round((target - lo) / per_unit)
-
-
-# --------------------------------------------------------------------------------- (a) steps
 
 
 def bench_steps(repeats: int, steps: int = 3, warmup: int = 2) -> list[dict]:
@@ -152,104 +128,23 @@ def bench_generation(repeats: int, batch: int, prompt_len: int, new_tokens: int)
     return rows
 
 
-# ------------------------------------------------------------------------------- (c) quality
-
-VARIANTS = [
-    ("transformer (gelu)", "transformer", {}),
-    ("respsann, sine trainable", "respsann", {}),
-    ("respsann, sine frozen", "respsann", {"sine_params": {"trainable": False}}),
-    ("respsann, gelu toggle", "respsann", {"activation": "gelu"}),
-    ("waveresnet, sine trainable", "waveresnet", {}),
-    ("waveresnet, sine frozen", "waveresnet", {"sine_params": {"trainable": False}}),
-]
-
-
-def sine_drift(run_dir: Path, init: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Mean |final - init| of amplitude, frequency and damping over every sine channel."""
-    import lmlab
-
-    model = lmlab.load(run_dir).model
-    out: dict[str, list[torch.Tensor]] = {"amplitude": [], "frequency": [], "damping": []}
-    for name, module in model.named_modules():
-        if type(module).__name__ == "SineActivation":
-            for key in out:
-                final = module.damping if key == "damping" else getattr(module, key)
-                out[key].append((final.detach() - init[f"{name}.{key}"]).abs().flatten())
-    return {f"d_{k}": round(float(torch.cat(v).mean()), 4) if v else "-" for k, v in out.items()}
-
-
-def sine_init(kind: str, overrides: dict) -> dict[str, torch.Tensor]:
-    """The sine parameters a fresh model of this variant starts from (the trainer seeds the same
-    way: torch.manual_seed(train.seed) before building)."""
-    cfg = load_config(CONFIGS[kind], raw={"model": {"vocab_size": CHAR_VOCAB, **overrides}})
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model)
-    init = {}
-    for name, module in model.named_modules():
-        if type(module).__name__ == "SineActivation":
-            init[f"{name}.amplitude"] = module.amplitude.detach().clone()
-            init[f"{name}.frequency"] = module.frequency.detach().clone()
-            init[f"{name}.damping"] = module.damping.detach().clone()
-    return init
-
-
-def bench_quality(steps: int, threads: int, out_root: str) -> list[dict]:
-    import lmlab
-
-    target = n_params(build("transformer"))
-    rows = []
-    for name, kind, extra in VARIANTS:
-        overrides = dict(extra)
-        if kind != "transformer":
-            overrides["d_ff"] = solve_d_ff(kind, target, **extra)
-        out_dir = Path(out_root) / name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
-        if out_dir.exists() and any(out_dir.iterdir()):  # lmlab.train would resume it, not retrain
-            raise SystemExit(f"{out_dir} is not empty; give --out-dir a fresh folder")
-        params = n_params(build(kind, **overrides))
-        if abs(params / target - 1) > TOLERANCE:
-            raise SystemExit(f"{name}: {params} parameters vs the transformer's {target}: not within {TOLERANCE:.0%}")
-        init = sine_init(kind, overrides) if kind != "transformer" else {}
-        t0 = time.perf_counter()
-        lmlab.train(CONFIGS[kind], **{"train.out_dir": str(out_dir), "train.max_steps": steps,
-                                      "train.progress": False, "train.num_threads": threads,
-                                      "train.eval_interval": steps, "train.save_interval": steps,
-                                      "sample.max_new_tokens": 16},
-                    model=overrides)
-        wall = time.perf_counter() - t0
-        m = json.loads((out_dir / "metrics.json").read_text())
-        rows.append({"model": name, "params": m["num_params"], "d_ff": overrides.get("d_ff", "-"),
-                     "steps": m["steps"], "val_loss": round(m["val_loss"], 4), "val_bpb": round(m["val_bpb"], 4),
-                     **(sine_drift(out_dir, init) if init else {"d_amplitude": "-", "d_frequency": "-", "d_damping": "-"}),
-                     "wall_s": round(wall, 1), "load_avg_1min_after": round(os.getloadavg()[0], 2)})
-    return rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds; the median is reported")
-    ap.add_argument("--quality", action="store_true", help="run the tiny-Shakespeare ablation instead")
-    ap.add_argument("--steps", type=int, default=300, help="--quality: training steps per variant")
-    ap.add_argument("--out-dir", default=None, help="--quality: keep the run dirs here (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     payload: dict = {"machine": machine()}
     print(f"load average (1 min) at start: {payload['machine']['load_avg_1min']}\n")
-    if args.quality:
-        with tempfile.TemporaryDirectory(prefix="psann_quality_") as tmp:
-            rows = bench_quality(args.steps, args.threads, args.out_dir or tmp)
-        print_table(list(rows[0]), [list(r.values()) for r in rows])
-        payload["quality"] = rows
-    else:
-        rows = bench_steps(args.repeats)
-        print("Train step (forward + backward + AdamW), batch 16 x 192, char vocab, fp32, equal shape:\n")
-        print_table(list(rows[0]), [list(r.values()) for r in rows])
-        payload["step_time"] = rows
-        gen = bench_generation(max(3, args.repeats // 2), batch=8, prompt_len=96, new_tokens=64)
-        print("\nGeneration, greedy, batch 8, prompt 96, 64 new tokens (untrained weights):\n")
-        print_table(list(gen[0]), [list(r.values()) for r in gen])
-        payload["generation"] = gen
+    rows = bench_steps(args.repeats)
+    print("Train step (forward + backward + AdamW), batch 16 x 192, char vocab, fp32, equal shape:\n")
+    print_table(list(rows[0]), [list(r.values()) for r in rows])
+    payload["step_time"] = rows
+    gen = bench_generation(max(3, args.repeats // 2), batch=8, prompt_len=96, new_tokens=64)
+    print("\nGeneration, greedy, batch 8, prompt 96, 64 new tokens (untrained weights):\n")
+    print_table(list(gen[0]), [list(r.values()) for r in gen])
+    payload["generation"] = gen
     payload["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     print(f"\nload average (1 min) at end: {payload['load_avg_1min_end']}")
     write_json(args.json, payload)

@@ -147,6 +147,33 @@ def write_reports(out: Path, results: dict[str, Any], single_run: bool = False) 
     atomic_write_text(out / "report.html", page(results, charts))
 
 
+def write_combined(root: Path, spec, parts: list[tuple[str, dict[str, Any]]]) -> None:
+    """A multi-dataset comparison's top level: results.json with every dataset's results, and
+    report.md / report.html with a section (table, charts) per dataset."""
+    slim = {name: json.loads((root / name / "results.json").read_text(encoding="utf-8")) for name, _ in parts}
+    atomic_write_text(root / "results.json", json.dumps(
+        {"name": spec.name, "description": spec.description, "seeds": spec.seeds, "datasets": slim}, indent=2) + "\n")
+    head = [f"# {spec.name}", ""] + ([spec.description, ""] if spec.description else [])
+    sections = []
+    for name, results in parts:
+        md = markdown({**results, "name": name, "description": ""}).replace("\n## ", "\n### ")
+        sections.append("## " + md.removeprefix("# "))
+    atomic_write_text(root / "report.md", "\n".join(head) + "\n" + "\n".join(sections))
+    body = []
+    for (name, _), md in zip(parts, sections):
+        charts = {n: (root / name / f"{n}.png").read_bytes() for n in ("curves", "bpb")}
+        body.append(_md_tables_to_html(md).replace("<!--charts-->", _figures(charts)))
+    title = html.escape(spec.name)
+    intro = f"<h1>{title}</h1>" + (f"<p>{html.escape(spec.description)}</p>" if spec.description else "")
+    atomic_write_text(root / "report.html", "<!doctype html><html><head><meta charset='utf-8'>"
+                      f"<title>{title}</title><style>{CSS}</style></head><body>{intro}{''.join(body)}</body></html>\n")
+
+
+def _figures(charts: dict[str, bytes]) -> str:
+    return "".join(f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+                   f"<figcaption>{html.escape(CAPTIONS[n])}</figcaption></figure>" for n, png in charts.items())
+
+
 def _columns(results: dict[str, Any]) -> list[tuple[str, str]]:
     keys = [k for arm in results["arms"] for k in arm["summary"]]
     head = [(k, label) for k, label in HEADLINE if k in keys]
@@ -191,8 +218,7 @@ def markdown(results: dict[str, Any]) -> str:
 def page(results: dict[str, Any], charts: dict[str, bytes]) -> str:
     """One self-contained HTML page: inline CSS, the charts as data: PNGs, the tables."""
     body = _md_tables_to_html(markdown(results))
-    imgs = "".join(f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-                   f"<figcaption>{html.escape(CAPTIONS[n])}</figcaption></figure>" for n, png in charts.items())
+    imgs = _figures(charts)
     return ("<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(results['name'])}</title><style>{CSS}</style></head><body>"
             f"{body.replace('<!--charts-->', imgs)}</body></html>\n")

@@ -39,19 +39,27 @@ def run_compare(spec_path: str | Path, overrides: list[str] | None = None, log=p
     if is_main:
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(root / "spec.yaml", dump_spec(spec))
-    extra = shared_settings(spec, is_main, log)
-    for arm in spec.arms:
-        if arm.run is not None:
-            continue
-        for seed in spec.seeds:
-            train_arm(spec, arm, seed, extra[arm.name], log)
+    parts = spec.parts()
+    for dataset, part in parts:
+        if dataset:
+            log(f"lmlab compare: dataset {dataset} ({part.root})")
+        extra = shared_settings(part, is_main, log)
+        for arm in part.arms:
+            if arm.run is not None:
+                continue
+            for seed in part.seeds:
+                train_arm(part, arm, seed, extra[arm.name], log)
     if not is_main:
         return root
-    from lmlab.compare.report import collect, write_reports
+    from lmlab.compare.report import collect, write_combined, write_reports
 
-    runs = score(spec, log)
-    results = collect(spec, runs)
-    write_reports(root, results)
+    done = []
+    for dataset, part in parts:
+        results = collect(part, score(part, log))
+        write_reports(part.root, results)
+        done.append((dataset, results))
+    if spec.datasets:
+        write_combined(root, spec, done)
     log(f"lmlab compare: {root}/results.json, report.md, report.html")
     return root
 
@@ -68,13 +76,15 @@ def shared_settings(spec: CompareSpec, is_main: bool, log=print) -> dict[str, di
     # arms whose family reads its own unit (bytes) keep it (arm_raw sets it); the rest share one
     sharing = [a for a in trained if required_tokenizer(spec.arm_raw(a, spec.seeds[0])["model"]) is None]
     out: dict[str, dict[str, Any]] = {a.name: {} for a in trained}
+    vocab: dict[str, int] = {}  # from memory: under torchrun only rank 0 has written the tokenizer yet
     if sharing:
         first = validate_config(spec.arm_raw(sharing[0], spec.seeds[0]), source=f"arm {sharing[0].name}")
         tokenizer = _shared_tokenizer(first, tok_dir, is_main, log)
         for arm in sharing:
             out[arm.name] = {"tokenizer": {"type": tokenizer.backend, "model_path": str(tok_dir.resolve())}}
+            vocab[arm.name] = tokenizer.vocab_size
     if spec.match_params is not None:
-        match_widths(spec, out, log)
+        match_widths(spec, out, vocab, log)
     return out
 
 
@@ -104,7 +114,7 @@ def count_params(model_section: dict[str, Any], vocab_size: int, tokenizer: dict
         return sum(p.numel() for p in build_model(cfg.model).parameters())
 
 
-def match_widths(spec: CompareSpec, extra: dict[str, dict[str, Any]], log=print) -> None:
+def match_widths(spec: CompareSpec, extra: dict[str, dict[str, Any]], vocab_of: dict[str, int], log=print) -> None:
     """Set ``match_params.width`` of every trained arm but the reference so its parameter count
     is the nearest to the reference's; refused in one line when the nearest is off by more than
     the tolerance (or the family has no such width)."""
@@ -113,9 +123,8 @@ def match_widths(spec: CompareSpec, extra: dict[str, dict[str, Any]], log=print)
 
     def section(arm: ArmSpec) -> tuple[dict[str, Any], int, dict[str, Any]]:
         cfg = resolved(spec, arm, spec.seeds[0], extra.get(arm.name, {}))
-        tok = cfg.tokenizer
-        vocab = load_tokenizer(tok.model_path).vocab_size if tok.model_path else _unit_vocab(tok.type)
-        return cfg.model.model_dump(mode="json", exclude={"vocab_size"}), vocab, {"type": tok.type}
+        vocab = vocab_of.get(arm.name) or _unit_vocab(cfg.tokenizer.type)
+        return cfg.model.model_dump(mode="json", exclude={"vocab_size"}), vocab, {"type": cfg.tokenizer.type}
 
     ref = arms[mp.arm]
     if ref.run is not None:
@@ -128,30 +137,39 @@ def match_widths(spec: CompareSpec, extra: dict[str, dict[str, Any]], log=print)
         if arm.run is not None or arm.name == mp.arm:
             continue
         model, vocab, tok = section(arm)
-        if mp.width not in model:
-            problems.append(f"arm {arm.name}: the {model['family']} family has no {mp.width}")
+        width = mp.widths.get(arm.name, mp.width)
+        if width not in model:
+            problems.append(f"arm {arm.name}: the {model['family']} family has no {width} "
+                            f"(match_params.widths: {{{arm.name}: d_model}})")
             continue
-        step = (model.get("n_head") or 1) if mp.width == "d_model" else 1
-        if mp.width == "d_model" and model.get("pos_encoding") == "rope":
-            step *= 2  # an even head size
-        lo, hi = 1, 1
-        while count_params({**model, mp.width: hi * step}, vocab, tok) < target and hi < 1 << 20:
+        # d_model: whole heads of an even size (rotary positions pair the channels)
+        step = 2 * (model.get("n_head") or 1) if width == "d_model" else 1
+
+        def at(k: int, model=model, width=width, step=step, vocab=vocab, tok=tok) -> int | None:
+            try:
+                return count_params({**model, width: k * step}, vocab, tok)
+            except ConfigError:
+                return None  # too narrow for the family (d_model >= 8, ...)
+
+        lo = next(k for k in range(1, 1 << 12) if at(k) is not None)  # the narrowest valid width
+        hi = lo
+        while at(hi) < target and hi < 1 << 20:
             lo, hi = hi, hi * 2
         while hi - lo > 1:  # parameters grow with the width: bisect to the crossing
             mid = (lo + hi) // 2
-            if count_params({**model, mp.width: mid * step}, vocab, tok) < target:
+            if at(mid) < target:
                 lo = mid
             else:
                 hi = mid
-        best = min((lo, hi), key=lambda k: abs(count_params({**model, mp.width: k * step}, vocab, tok) - target))
-        got = count_params({**model, mp.width: best * step}, vocab, tok)
+        best = min((lo, hi), key=lambda k: abs(at(k) - target))
+        got = at(best)
         off = abs(got - target) / target
         if off > mp.tolerance:
-            problems.append(f"arm {arm.name}: the nearest {mp.width} ({best * step}) gives {got:,} parameters, "
+            problems.append(f"arm {arm.name}: the nearest {width} ({best * step}) gives {got:,} parameters, "
                             f"{off:.1%} from {mp.arm}'s {target:,} (tolerance {mp.tolerance:.0%})")
             continue
-        extra.setdefault(arm.name, {}).setdefault("model", {})[mp.width] = best * step
-        log(f"lmlab compare: arm {arm.name}: {mp.width} = {best * step} -> {got:,} parameters "
+        extra.setdefault(arm.name, {}).setdefault("model", {})[width] = best * step
+        log(f"lmlab compare: arm {arm.name}: {width} = {best * step} -> {got:,} parameters "
             f"({mp.arm}: {target:,}, {off:.2%} apart)")
     if problems:
         raise ConfigError(f"match_params: {'; '.join(problems)}")

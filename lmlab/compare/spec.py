@@ -66,8 +66,20 @@ class MatchParams(Strict):
 
     arm: str
     width: Literal["d_ff", "d_model"] = "d_ff"
+    widths: dict[str, Literal["d_ff", "d_model"]] = Field(default_factory=dict)
+    """Per-arm exceptions (a family without a d_ff, the abstractinator, solves d_model)."""
     tolerance: float = Field(0.02, gt=0, lt=1)
     """Relative: |params - target| <= tolerance x target, else the spec is refused."""
+
+
+class DatasetSpec(Strict):
+    """One dataset of a multi-dataset comparison: its sections go over the shared ones."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    data: dict[str, Any] = Field(default_factory=dict)
+    tokenizer: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
 
 
 class CompareSpec(Strict):
@@ -83,6 +95,9 @@ class CompareSpec(Strict):
     seeds: list[int] = Field(default_factory=lambda: [1337], min_length=1)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     match_params: MatchParams | None = None
+    datasets: list[DatasetSpec] = Field(default_factory=list)
+    """Several datasets (each its own tokenizer and held-out split): every arm x seed on each,
+    under ``<root>/<dataset>/``; empty: the shared ``data`` and ``tokenizer`` alone."""
     arms: list[ArmSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -97,7 +112,24 @@ class CompareSpec(Strict):
             ref = next((a for a in self.arms if a.name == self.match_params.arm), None)
             if ref is None:
                 raise ValueError(f"match_params.arm {self.match_params.arm!r} is not an arm ({', '.join(names)})")
+            extra = sorted(set(self.match_params.widths) - set(names))
+            if extra:
+                raise ValueError(f"match_params.widths names {', '.join(extra)}, not arms ({', '.join(names)})")
+        datasets = [d.name for d in self.datasets]
+        if len(set(datasets)) != len(datasets):
+            raise ValueError(f"dataset names must differ: {datasets}")
         return self
+
+    def parts(self) -> list[tuple[str | None, CompareSpec]]:
+        """(dataset name, the single-dataset spec for it), or [(None, self)] without datasets."""
+        if not self.datasets:
+            return [(None, self)]
+        out = []
+        for d in self.datasets:
+            merged = {s: deep_merge(getattr(self, s), getattr(d, s, {}) or {}) for s in SECTIONS}
+            out.append((d.name, self.model_copy(update={**merged, "datasets": [],
+                                                        "out_dir": str(self.root / d.name)})))
+        return out
 
     @property
     def root(self) -> Path:
@@ -141,15 +173,18 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> CompareSp
     raw = apply_overrides(read_config_file(path), overrides or [])
     spec = validate_strict(CompareSpec, raw, str(path))
     problems = []
-    for arm in spec.arms:
-        if arm.run is not None:
-            if not (Path(arm.run) / "checkpoints").is_dir():
-                problems.append(f"arm {arm.name}: run {arm.run} is not an lmlab run dir (no checkpoints/)")
-            continue
-        try:
-            validate_config(spec.arm_raw(arm, spec.seeds[0]), source=f"arm {arm.name}")
-        except ConfigError as e:
-            problems.append(str(e))
+    for dataset, part in spec.parts():
+        for arm in part.arms:
+            if arm.run is not None:
+                if not (Path(arm.run) / "checkpoints").is_dir():
+                    problems.append(f"arm {arm.name}: run {arm.run} is not an lmlab run dir (no checkpoints/)")
+                continue
+            where = f"arm {arm.name}" + (f" on {dataset}" if dataset else "")
+            try:
+                validate_config(part.arm_raw(arm, part.seeds[0]), source=where)
+            except ConfigError as e:
+                problems.append(str(e))
+    problems = list(dict.fromkeys(problems))
     if problems:
         raise ConfigError(f"{path}: {'; '.join(problems)}")
     return spec

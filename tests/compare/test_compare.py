@@ -178,3 +178,33 @@ def test_max_seconds_caps_a_run_and_a_resume_keeps_it_finished(tiny_config):
     assert (m["steps"], m["stopped_by"]) == (1, "max_seconds") and "val_loss" in m
     assert cli(["train", "--config", str(path)]) == 0
     assert latest_snapshot(run).meta["step"] == 1
+
+
+def test_datasets_each_get_their_arms_tokenizer_and_section(tmp_path, corpus_dir):
+    """A spec with datasets runs every arm x seed on each (its own tokenizer and split) under
+    <root>/<dataset>/, with a section per dataset in the top-level report; match_params.widths
+    lets a family without d_ff (the abstractinator) match on d_model."""
+    md = tmp_path / "md"
+    md.mkdir()
+    (md / "a.md").write_text("# A\n\n" + "Some markdown text about the lazy dog. " * 40)
+    (md / "b.md").write_text("# B\n\n" + "More text, of another kind, for a second document. " * 40)
+    spec = _spec(tmp_path, corpus_dir, seeds=[3],
+                 train={"max_steps": 2, "batch_size": 2, "progress": False, "eval_batches": 1, "num_threads": 1},
+                 datasets=[{"name": "docs", "data": {"sources": [{"type": "text", "path": str(corpus_dir)}]}},
+                           {"name": "md", "data": {"sources": [{"type": "text", "path": str(md)}]},
+                            "tokenizer": {"type": "byte"}}],
+                 match_params={"arm": "transformer", "tolerance": 0.1, "widths": {"bytes": "d_model"}},
+                 arms=[{"name": "transformer", "model": {"family": "transformer", "preset": "tiny"}},
+                       {"name": "bytes", "model": {"family": "abstractinator", "preset": "tiny", "block_size": 32}}])
+    assert cli(["compare", str(spec)]) == 0
+    root = tmp_path / "cmp"
+    res = json.loads((root / "results.json").read_text())
+    assert sorted(res["datasets"]) == ["docs", "md"]
+    for name in ("docs", "md"):
+        arms = res["datasets"][name]["arms"]
+        assert [a["name"] for a in arms] == ["transformer", "bytes"]
+        p_ref, p_bytes = (a["summary"]["num_params"]["mean"] for a in arms)
+        assert abs(p_bytes - p_ref) / p_ref <= 0.1
+    report = (root / "report.md").read_text()
+    assert "## docs" in report and "## md" in report
+    assert (root / "report.html").read_text().count("data:image/png;base64,") == 4

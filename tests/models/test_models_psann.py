@@ -353,3 +353,31 @@ def test_training_reduces_the_loss_and_the_run_loads(base: str, tiny_config) -> 
     lm = lmlab.load(run)
     assert lm.config.model.base == base
     assert isinstance(lm.generate("The ", max_new_tokens=8, seed=0), str)
+
+
+def test_diagnostics_report_where_the_sine_parameters_went() -> None:
+    """Mean amplitude / frequency / damping and their mean |change| since init: 0 before any
+    step and when frozen, > 0 after a step of a trainable model; None without sines."""
+    from lmlab.config import validate_config
+    from lmlab.training.optim import build_optimizer
+
+    for trainable in (True, False):
+        cfg = validate_config({"model": {"family": "psann", "preset": "tiny", "vocab_size": VOCAB,
+                                         "base": "waveresnet", "sine_params": {"freq_init": 4.0,
+                                                                               "trainable": trainable}}})
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        ids = torch.randint(0, VOCAB, (2, 16))
+        d0 = model.diagnostics(ids)["sine"]
+        assert d0["d_amplitude"] == d0["d_frequency"] == d0["d_damping"] == 0.0
+        assert d0["frequency"] == pytest.approx(4.0) and d0["damping"] == pytest.approx(0.01, rel=1e-4)
+        opt = build_optimizer(model, cfg.train, torch.device("cpu"))
+        model(ids[:, :-1], ids[:, 1:]).loss.backward()
+        opt.step()
+        d1 = model.diagnostics(ids)
+        moved = d1["sine"]["d_amplitude"] + d1["sine"]["d_frequency"]
+        assert (moved > 0) == trainable and d1["sine_trainable"] == trainable
+        assert "amplitude_init" not in model.state_dict() and not any("_init" in k for k in model.state_dict())
+    gelu = validate_config({"model": {"family": "psann", "preset": "tiny", "vocab_size": VOCAB,
+                                      "activation": "gelu", "conv_activation": "gelu"}})
+    assert build_model(gelu.model).diagnostics(torch.zeros(1, 4, dtype=torch.long)) is None

@@ -26,7 +26,7 @@ from lmlab.models.common.attention import CausalSelfAttention, KVCache
 from lmlab.models.common.layers import MLP, build_norm
 from lmlab.models.psann.config import PsannConfig
 from lmlab.models.psann.conv import ConvCache, TemporalConv
-from lmlab.models.psann.sine import SineMLP
+from lmlab.models.psann.sine import SineActivation, SineMLP
 from lmlab.models.transformer.model import Transformer, TransformerState
 
 
@@ -106,6 +106,16 @@ class Psann(Transformer):
 
     def _make_block(self, cfg: PsannConfig, layer: int) -> PsannBlock:
         return PsannBlock(cfg, layer)
+
+    def diagnostics(self, input_ids: torch.Tensor) -> dict | None:
+        """Where the sine parameters went: the mean amplitude, frequency and damping over every
+        sine channel, and their mean |change| since init (0 when frozen); None without sines."""
+        acts = [m for m in self.modules() if isinstance(m, SineActivation)]
+        if not acts:
+            return None
+        per = [a.drift() for a in acts]
+        sine = {k: float(torch.cat([d[k] for d in per]).mean()) for k in per[0]}
+        return {"sine": sine, "sine_trainable": acts[0].trainable, "sine_channels": sum(a.dim for a in acts)}
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> PsannState:
         """Empty KV caches and zero conv histories (the full forward's left padding)."""

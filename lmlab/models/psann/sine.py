@@ -108,6 +108,11 @@ class SineActivation(nn.Module):
                 self.register_parameter(name, nn.Parameter(value))
             else:
                 self.register_buffer(name, value)
+        # Where training started, for the drift diagnostics (not saved: a model built again with
+        # the run's seed draws the same init, ranges included).
+        self.register_buffer("amplitude_init", values["amplitude"].clone(), persistent=False)
+        self.register_buffer("frequency_init", values["frequency"].clone(), persistent=False)
+        self.register_buffer("damping_init", F.softplus(values["damping_raw"]), persistent=False)
 
     @property
     def damping(self) -> torch.Tensor:
@@ -121,8 +126,22 @@ class SineActivation(nn.Module):
             return damped_sine(x, a, f, d)  # Inductor fuses the plain form; no-grad needs no saves
         return _DampedSineFn.apply(x, a, f, d)
 
+    @torch.no_grad()
+    def drift(self) -> dict[str, torch.Tensor]:
+        """Per channel (dim,): the current amplitude, frequency, damping and |change| since init."""
+        out = {}
+        for key in ("amplitude", "frequency", "damping"):
+            now = _whole(self.damping if key == "damping" else getattr(self, key)).float()
+            out[key], out[f"d_{key}"] = now, (now - _whole(getattr(self, f"{key}_init")).float()).abs()
+        return out
+
     def extra_repr(self) -> str:
         return f"dim={self.dim}, trainable={self.trainable}"
+
+
+def _whole(t: torch.Tensor) -> torch.Tensor:
+    """A sharded (FSDP DTensor) parameter gathered whole; a plain tensor as it is."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 class SineMLP(nn.Module):
