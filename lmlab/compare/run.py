@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,28 @@ TOKENIZER_DIR = "tokenizer"
 
 def run_compare(spec_path: str | Path, overrides: list[str] | None = None, log=print) -> Path:
     """Train, score and report every arm of the spec at ``spec_path``; returns the compare dir."""
+    from lmlab.training.distributed import barrier, setup_distributed, teardown_distributed
+
     spec = load_spec(spec_path, overrides)
+    # Under torchrun the job joins one process group for every arm (the trainer keeps a group it
+    # did not make), and leaves it once rank 0 has scored and written the reports.
+    first = next((a for a in spec.arms if a.run is None), None)
+    info = setup_distributed(*(_device_backend(spec, first) if first else ("cpu", "auto")))
+    try:
+        _run(spec, info.is_main, log if info.is_main else (lambda *_, **__: None))
+        barrier(info)
+    finally:
+        teardown_distributed()
+    return spec.root
+
+
+def _device_backend(spec: CompareSpec, arm: ArmSpec) -> tuple[str, str]:
+    cfg = validate_config(spec.arm_raw(arm, spec.seeds[0]), source=f"arm {arm.name}")
+    return cfg.train.device, cfg.train.distributed.backend
+
+
+def _run(spec: CompareSpec, is_main: bool, log) -> None:
     root = spec.root
-    is_main = os.environ.get("RANK", "0") == "0"
     if is_main:
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(root / "spec.yaml", dump_spec(spec))
@@ -50,7 +68,7 @@ def run_compare(spec_path: str | Path, overrides: list[str] | None = None, log=p
             for seed in part.seeds:
                 train_arm(part, arm, seed, extra[arm.name], log)
     if not is_main:
-        return root
+        return
     from lmlab.compare.report import collect, write_combined, write_reports
 
     done = []
@@ -61,7 +79,6 @@ def run_compare(spec_path: str | Path, overrides: list[str] | None = None, log=p
     if spec.datasets:
         write_combined(root, spec, done)
     log(f"lmlab compare: {root}/results.json, report.md, report.html")
-    return root
 
 
 # ------------------------------------------------------------------------- shared settings

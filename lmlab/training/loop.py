@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import torch
+
 from lmlab import rundir
 from lmlab.config import RunConfig
 from lmlab.fsio import user_io
@@ -31,6 +33,9 @@ def train(plan: TrainPlan | RunConfig) -> Path:
         plan = TrainPlan(plan)
     t = plan.config.train
     get_family(plan.config.model.family)  # an unknown family fails before any process group exists
+    # A caller that joined the group itself (lmlab compare: one group for every arm) keeps it:
+    # a second init_process_group in one torchrun job cannot reconnect.
+    owned = not torch.distributed.is_initialized()
     info = setup_distributed(t.device, t.distributed.backend)
     try:
         group = (single_process_group(info, resolve_backend(t.distributed.backend, info.device))
@@ -42,5 +47,6 @@ def train(plan: TrainPlan | RunConfig) -> Path:
         with user_io("training", "; the snapshots saved before are kept"), lock, group, backend_flags(t):
             return Trainer(plan, info).fit()
     finally:
-        teardown_distributed()
+        if owned:
+            teardown_distributed()
 

@@ -208,3 +208,20 @@ def test_datasets_each_get_their_arms_tokenizer_and_section(tmp_path, corpus_dir
     report = (root / "report.md").read_text()
     assert "## docs" in report and "## md" in report
     assert (root / "report.html").read_text().count("data:image/png;base64,") == 4
+
+
+@pytest.mark.slow
+def test_a_compare_runs_under_torchrun(tmp_path, corpus_dir):
+    """torchrun --nproc_per_node 2 -m lmlab compare: one process group for every arm (each arm
+    trains DDP on 2 CPU processes), rank 0 scores and reports."""
+    spec = _spec(tmp_path, corpus_dir, seeds=[1], train={"max_steps": 2, "batch_size": 2, "progress": False,
+                                                         "eval_batches": 1, "num_threads": 1})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lmlab",
+                           "compare", str(spec)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert [a["name"] for a in res["arms"]] == ["transformer", "apelr"]
+    meta = json.loads((tmp_path / "cmp" / "apelr" / "seed1" / "metrics.json").read_text())
+    assert meta["world"] == 2 and meta["steps"] == 2
+    assert proc.stdout.count("lmlab compare: apelr seed 1: training") == 1  # rank 0 alone speaks
