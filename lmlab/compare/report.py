@@ -63,20 +63,30 @@ def _run_entry(r: dict[str, Any]) -> dict[str, Any]:
             numbers[f"{task}/{metric}"] = m["value"]
     diag = r.get("diagnostics") or {}
     final = diag.get("final", diag) if isinstance(diag, dict) else {}
-    for k, v in (final or {}).items():
-        if k == "step":
-            continue
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            numbers[f"diag/{k}"] = v
-        elif isinstance(v, dict):
-            numbers.update({f"diag/{k}.{kk}": vv for kk, vv in v.items()
-                            if isinstance(vv, (int, float)) and not isinstance(vv, bool)})
+    numbers.update({f"diag/{k}": v for k, v in _flat({k: v for k, v in (final or {}).items() if k != "step"})})
     curves = {
         "val": [(row["tokens"], row["val_bpb"]) for row in r["rows"] if "val_bpb" in row],
         "train": [(row["wall_s"], row["loss"]) for row in r["rows"] if "loss" in row and "wall_s" in row],
     }
+    periodic = diag.get("periodic", []) if isinstance(diag, dict) else []
+    over_time = [{"step": e.get("step"), **dict(_flat({k: v for k, v in e.items() if k != "step"}))}
+                 for e in periodic if isinstance(e, dict)]
     return {"seed": r["seed"], "run": r["run"], "family": r["family"], "numbers": numbers, "curves": curves,
-            "rows": r.get("rows_all", [])}
+            "rows": r.get("rows_all", []), "diagnostics_over_time": over_time}
+
+
+def _flat(node: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, float]]:
+    """The numbers of a diagnostics tree: ``sine.d_frequency``, ``usage[2]`` (apelr's plan usage),
+    ``levels[0].symbols_per_code``; three levels deep at most, booleans and text left out."""
+    if isinstance(node, bool) or depth > 3:
+        return []
+    if isinstance(node, (int, float)):
+        return [(prefix, node)] if math.isfinite(node) else []
+    if isinstance(node, dict):
+        return [kv for k, v in node.items() for kv in _flat(v, f"{prefix}.{k}" if prefix else str(k), depth + 1)]
+    if isinstance(node, list) and len(node) <= 16:
+        return [kv for i, v in enumerate(node) for kv in _flat(v, f"{prefix}[{i}]", depth + 1)]
+    return []
 
 
 def collect_dirs(paths: list[str | Path]) -> dict[str, Any]:
@@ -137,7 +147,10 @@ def write_reports(out: Path, results: dict[str, Any], single_run: bool = False) 
     out.mkdir(parents=True, exist_ok=True)
     charts = {"curves": _curves_png(results), "bpb": _bpb_png(results)}
     if single_run:
-        charts["run"] = _run_png(results["arms"][0]["runs"][0])
+        run = results["arms"][0]["runs"][0]
+        charts["run"] = _run_png(run)
+        if run["diagnostics_over_time"]:
+            charts["diagnostics"] = _diag_png(run["diagnostics_over_time"])
     for name, png in charts.items():
         (out / f"{name}.png").write_bytes(png)
     saved = {**results, "arms": [{**a, "runs": [{k: v for k, v in r.items() if k != "rows"} for r in a["runs"]]}
@@ -229,6 +242,7 @@ CAPTIONS = {
               "against training wall-clock seconds",
     "bpb": "final validation bits per byte, mean over seeds with their standard deviation",
     "run": "one run over its steps: loss, learning rate, gradient norm, tokens/s, peak memory",
+    "diagnostics": "the family's diagnostics at every evaluation (e.g. apelr with train.eval_planner_diagnostics)",
 }
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em}"
@@ -332,5 +346,18 @@ def _run_png(run: dict[str, Any]) -> bytes:
         if pts:
             ax.plot(*zip(*pts), lw=1)
         ax.set(xlabel="step", title=label)
+        ax.grid(alpha=0.3)
+    return _png(plt, fig)
+
+
+def _diag_png(series: list[dict[str, Any]]) -> bytes:
+    """Up to six of the family's diagnostics against the step (the first ones that vary)."""
+    keys = [k for k in series[0] if k != "step" and len({round(e.get(k, 0), 9) for e in series}) > 1][:6]
+    plt, fig, axes = _figure(max(1, len(keys)), width=max(5.0, 3.2 * len(keys)))
+    for ax, key in zip(axes, keys):
+        pts = [(e["step"], e[key]) for e in series if key in e and e.get("step") is not None]
+        if pts:
+            ax.plot(*zip(*pts), "o-", lw=1, ms=3)
+        ax.set(xlabel="step", title=key)
         ax.grid(alpha=0.3)
     return _png(plt, fig)
