@@ -104,6 +104,12 @@ class TrainConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0)
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    """After the linear warmup: ``cosine`` decays to min_lr over the rest of the budget; ``wsd``
+    (warmup-stable-decay, Hägele et al. 2024) holds lr, then decays linearly to min_lr over the
+    last ``decay_fraction`` of the steps (a short run spends most of its steps at full lr)."""
+    decay_fraction: float = Field(0.2, gt=0, le=1)
+    """``wsd``: the share of the post-warmup steps spent decaying."""
     weight_decay: float = Field(0.1, ge=0)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)

@@ -1,4 +1,5 @@
-"""AdamW with decoupled weight decay on matrices only, and a warmup + cosine schedule."""
+"""AdamW with decoupled weight decay on matrices only, and the lr schedule (warmup, then cosine
+or warmup-stable-decay)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,17 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
 
 
 def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
-    """Linear warmup to ``lr`` over ``warmup_steps``, then cosine decay to ``min_lr`` at ``max_steps``."""
+    """Linear warmup to ``lr`` over ``warmup_steps``, then (``train.schedule``) cosine decay to
+    ``min_lr`` at ``max_steps``, or ``lr`` held until the last ``decay_fraction`` of the
+    post-warmup steps and a linear decay to ``min_lr`` over them (warmup-stable-decay)."""
     warmup = min(cfg.warmup_steps, max(0, max_steps - 1))
     if step < warmup:
         return cfg.lr * (step + 1) / (warmup + 1)
+    if cfg.schedule == "wsd":
+        decay_start = max_steps - math.ceil(cfg.decay_fraction * (max_steps - warmup))
+        if step < decay_start:
+            return cfg.lr
+        progress = (step - decay_start) / max(1, max_steps - decay_start)
+        return cfg.lr + min(1.0, progress) * (cfg.min_lr - cfg.lr)
     progress = (step - warmup) / max(1, max_steps - warmup)
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))) * (cfg.lr - cfg.min_lr)

@@ -392,7 +392,8 @@ class Trainer:
         step, sampler = self.step, self.sampler
         trainer_state = {
             "scaler": self.precision.scaler.state_dict() if self.precision.scaler.is_enabled() else {},
-            "schedule": {"kind": "warmup_cosine", "step": step, "max_steps": self.budget.max_steps},
+            "schedule": {"kind": {"cosine": "warmup_cosine", "wsd": "warmup_stable_decay"}[self.cfg.train.schedule],
+                         "step": step, "max_steps": self.budget.max_steps},
             "rng": rng,
             "step": step,
             "tokens_seen": self.tokens_seen,
