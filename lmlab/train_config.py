@@ -111,6 +111,15 @@ class TrainConfig(Strict):
     decay_fraction: float = Field(0.2, gt=0, le=1)
     """``wsd``: the share of the post-warmup steps spent decaying."""
     weight_decay: float = Field(0.1, ge=0)
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """``muon``: ``torch.optim.Muon`` (orthogonalised momentum) for the hidden weight matrices the
+    family names (``LanguageModel.muon_parameters``: by default the nn.Linear weights but the
+    output head), AdamW for embeddings, the head, norms, biases and the family's other
+    parameters. Single process and DDP; not with ZeRO or FSDP (Muon needs whole matrices)."""
+    muon_lr: float | None = Field(None, gt=0)
+    """Muon's peak lr; None: ``lr``, with Muon's update scaled to AdamW's RMS
+    (``adjust_lr_fn="match_rms_adamw"``) so one lr serves both. The schedule scales it like lr."""
+    muon_momentum: float = Field(0.95, ge=0, lt=1)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
     grad_clip: float = Field(1.0, ge=0)
@@ -166,6 +175,12 @@ class TrainConfig(Strict):
         # Setting max_tokens or epochs replaces the default max_steps; a max_steps set beside them caps them.
         if "max_steps" not in self.model_fields_set and (self.max_tokens or self.epochs):
             object.__setattr__(self, "max_steps", None)
+        if self.optimizer == "muon" and self.distributed.zero_optimizer:
+            raise ValueError("optimizer: muon with distributed.zero_optimizer: ZeRO shards one optimizer class; "
+                             "use adamw with ZeRO, or muon without it")
+        if self.optimizer == "muon" and self.parallel == "fsdp":
+            raise ValueError("optimizer: muon with parallel: fsdp: Muon orthogonalises whole matrices and FSDP "
+                             "shards them; use adamw under fsdp, or muon with ddp")
         if self.max_tokens is not None and self.epochs is not None:
             raise ValueError("set only one of max_tokens and epochs (max_steps may cap either)")
         if self.min_lr > self.lr:

@@ -133,6 +133,20 @@ class LanguageModel(nn.Module):
             return logp, logits.argmax(dim=-1) == targets.squeeze(-1)
         return logp
 
+    def muon_parameters(self) -> set[str]:
+        """Names of the parameters ``train.optimizer: muon`` gives to Muon: the hidden weight
+        matrices. By default every ``nn.Linear`` weight except the output head's and any weight
+        shared with an embedding (tied); everything else (embeddings, norms, biases, convolution
+        kernels, codebooks, planner transitions, sine parameters) takes AdamW. A family whose
+        Linear layers are not hidden layers overrides it."""
+        embeddings = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+        head = getattr(self, "lm_head", None)
+        out = set()
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear) and module is not head and id(module.weight) not in embeddings:
+                out.add(f"{name}.weight" if name else "weight")
+        return {n for n, p in self.named_parameters() if n in out and p.ndim == 2}
+
     @property
     def scoring_window(self) -> int:
         """The longest sequence ``log_probs`` scores at once: block_size inputs plus the last

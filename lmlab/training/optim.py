@@ -31,10 +31,80 @@ def use_fused(cfg: TrainConfig, device: torch.device) -> bool:
     return has if cfg.fused_adamw == "auto" else bool(cfg.fused_adamw)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW (fused per ``train.fused_adamw``); no decay on biases, norms and other 1-d params."""
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (fused per ``train.fused_adamw``; no decay on biases, norms and other 1-d params),
+    or with ``train.optimizer: muon`` Muon for the family's hidden matrices and that AdamW for
+    the rest (:class:`MuonAdamW`)."""
+    if cfg.optimizer == "muon":
+        return MuonAdamW(model, cfg, device)
     return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                              fused=use_fused(cfg, device))
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """``torch.optim.Muon`` over the model's ``muon_parameters()`` and AdamW (as ``adamw``) over
+    every other trainable parameter, stepped together as one optimizer.
+
+    ``param_groups`` lists Muon's groups, then AdamW's: the trainer sets each group's lr to the
+    schedule's times the group's ``lr_scale`` (a Muon group's is ``muon_lr / lr``). ``state_dict`` holds both
+    optimizers' states, so a resume is bit-exact.
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
+        names = model.muon_parameters()  # the LanguageModel hook (every family has it)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        muon = [p for n, p in named if n in names]
+        if not muon:
+            raise LmlabError("train.optimizer = muon: this model has no hidden weight matrices for Muon "
+                             "(muon_parameters() is empty); use adamw")
+        bad = [n for n, p in named if n in names and p.ndim != 2]
+        if bad:
+            raise LmlabError(f"muon_parameters() names parameters that are not matrices: {bad[:4]}")
+        rest = [p for n, p in named if n not in names]
+        scale = 1.0 if cfg.muon_lr is None else cfg.muon_lr / cfg.lr
+        self.muon = torch.optim.Muon(
+            [{"params": muon, "lr_scale": scale}], lr=cfg.lr * scale, weight_decay=cfg.weight_decay,
+            momentum=cfg.muon_momentum, adjust_lr_fn="match_rms_adamw" if cfg.muon_lr is None else None)
+        self.adamw = torch.optim.AdamW(
+            [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+             {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}],
+            lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=use_fused(cfg, device))
+        self.optimizers = (self.muon, self.adamw)
+        # Optimizer's own bookkeeping (hooks, defaults) without a second copy of the groups.
+        self.defaults = {}
+        self._optimizer_step_pre_hooks = {}
+        self._optimizer_step_post_hooks = {}
+        self._optimizer_state_dict_pre_hooks = {}
+        self._optimizer_state_dict_post_hooks = {}
+        self._optimizer_load_state_dict_pre_hooks = {}
+        self._optimizer_load_state_dict_post_hooks = {}
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return self.muon.param_groups + self.adamw.param_groups
+
+    @property
+    def state(self) -> dict:  # type: ignore[override]
+        return {**self.muon.state, **self.adamw.state}
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        self.muon.step()
+        self.adamw.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        return {"muon": self.muon.state_dict(), "adamw": self.adamw.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        if set(state_dict) != {"muon", "adamw"}:
+            raise LmlabError("the snapshot's optimizer state is AdamW's, not Muon + AdamW's: resume with the "
+                             "run's own train.optimizer (or set save_optimizer_state differently and start anew)")
+        self.muon.load_state_dict(state_dict["muon"])
+        self.adamw.load_state_dict(state_dict["adamw"])
 
 
 def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:

@@ -302,7 +302,7 @@ class Trainer:
         t, step = self.cfg.train, self.step
         lr = lr_at(step, t, self.budget.max_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups follow the schedule at muon_lr
         loss_sum = torch.zeros((), device=self.info.device)
         terms_sum: dict[str, torch.Tensor] = {}
         t_data = time.perf_counter()
