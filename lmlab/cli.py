@@ -208,10 +208,9 @@ def _cmd_report_runs(args: argparse.Namespace) -> None:
 
     paths = [Path(p) for p in args.paths]
     results = collect_dirs(paths)
-    single = len(paths) == 1 and not (paths[0] / "results.json").is_file()
-    out = Path(args.out) if args.out else (paths[0] / "report" if single else
-                                           paths[0] if (paths[0] / "results.json").is_file() and len(paths) == 1
-                                           else Path("report"))
+    single = len(paths) == 1 and not (paths[0] / "results.json").is_file()  # one run dir (not a comparison)
+    # beside what it reads, never over a comparison's own results.json
+    out = Path(args.out) if args.out else paths[0] / "report" if len(paths) == 1 else Path("report")
     write_reports(out, results, single_run=single)
     print(f"wrote {out}/report.html, report.md, results.json")
 
@@ -387,8 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     rr = sub.add_parser("report", help="charts and a table of run dirs and compare dirs (report.html, report.md, "
                                        "results.json); `lmlab report patches RUN_DIR` for the abstractinator's patches")
     rr.add_argument("paths", nargs="+", metavar="RUN_OR_COMPARE")
-    rr.add_argument("--out", metavar="DIR", help="where to write (default: RUN/report for one run, the compare dir "
-                                                 "for one comparison, else ./report)")
+    rr.add_argument("--out", metavar="DIR", help="where to write (default: PATH/report for one path, else ./report)")
     rr.set_defaults(func=_cmd_report_runs)
 
     r = sub.add_parser("report-patches", help=argparse.SUPPRESS)

@@ -55,11 +55,6 @@ def _tokenizer_type(name: str) -> str:
     return lmlab_name
 
 
-def _source_for(path: Path) -> dict[str, Any]:
-    """The lmlab data source reading one file (or a directory of text files)."""
-    return compat._source_type(None, None, {"path": str(path)})  # the type from the suffix, as seed 002's YAML
-
-
 class LMDataset(torch.utils.data.Dataset):
     """Next-token windows: item i is (x, y), two (T,) int64 tensors, y = x shifted by one."""
 
@@ -124,7 +119,7 @@ class TextData:
                                           and "\n" not in item and len(item) < 4096 and Path(item).exists()):
                 if not Path(item).exists():
                     raise LmlabError(f"TextData: {item}: no such file or directory")
-                self.sources.append(_source_for(Path(item)))
+                self.sources.append(compat.source_for_path(Path(item)))
             elif isinstance(item, str):
                 self.texts.append(item)
             else:

@@ -379,10 +379,11 @@ def latest_snapshot(run_dir: str | Path, with_trainer_state: bool = False) -> Sn
     )
 
 
-def resolve_run_path(path: str | Path) -> tuple[Path, Path | None]:
+def resolve_run_path(path: str | Path, quiet: bool = False) -> tuple[Path, Path | None]:
     """(run dir, snapshot folder or None) for a path a reader was given: a run dir as it is; a
     snapshot folder (``RUN/checkpoints/prev``) or any path inside a run dir (seed 000's habit,
-    ``runs/x/checkpoint.pt``) with a warning that says which run dir is read."""
+    ``runs/x/checkpoint.pt``) with a warning that says which run dir is read (unless ``quiet``:
+    the path was resolved and warned about once already); any other path as it is."""
     path = Path(path)
     if path.is_dir() and has_checkpoint(path):
         return path, None
@@ -391,7 +392,8 @@ def resolve_run_path(path: str | Path) -> tuple[Path, Path | None]:
     above = enclosing_run_dir(path)
     if above is None:
         return path, None
-    warnings.warn(f"{path} is inside run dir {above}: reading that run dir's latest snapshot", stacklevel=3)
+    if not quiet:
+        warnings.warn(f"{path} is inside run dir {above}: reading that run dir's latest snapshot", stacklevel=3)
     return above, None
 
 

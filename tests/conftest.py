@@ -12,6 +12,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 # The suite never needs the network: MLflow's usage telemetry stays off in tests (and their subprocesses).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Nor the hub: a test that reaches for it (lm-eval's hf model, transformers) fails instead of downloading.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 

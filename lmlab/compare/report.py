@@ -72,7 +72,7 @@ def _run_entry(r: dict[str, Any]) -> dict[str, Any]:
     over_time = [{"step": e.get("step"), **dict(_flat({k: v for k, v in e.items() if k != "step"}))}
                  for e in periodic if isinstance(e, dict)]
     return {"seed": r["seed"], "run": r["run"], "family": r["family"], "numbers": numbers, "curves": curves,
-            "rows": r.get("rows_all", []), "diagnostics_over_time": over_time}
+            "rows": r["rows"], "diagnostics_over_time": over_time}
 
 
 def _flat(node: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, float]]:
@@ -105,12 +105,12 @@ def collect_dirs(paths: list[str | Path]) -> dict[str, Any]:
                 name = arm["name"] if arm["name"] not in order else f"{p.name}/{arm['name']}"
                 order.append(name)
                 for r in arm["runs"]:
-                    runs.append(_from_run_dir(Path(r["run"]), name, r["seed"]))
+                    runs.append(run_record(Path(r["run"]), name, r["seed"]))
                     seeds.add(r["seed"])
         elif rundir.has_checkpoint(p) or (p / "metrics.json").is_file():
             name = p.name if p.name not in order else str(p)
             order.append(name)
-            entry = _from_run_dir(p, name, None)
+            entry = run_record(p, name, None)
             runs.append(entry)
             seeds.add(entry["seed"])
         else:
@@ -118,7 +118,9 @@ def collect_dirs(paths: list[str | Path]) -> dict[str, Any]:
     return _results("report", "", {}, sorted(seeds), order, runs)
 
 
-def _from_run_dir(run: Path, arm: str, seed: int | None) -> dict[str, Any]:
+def run_record(run: Path, arm: str, seed: int | None) -> dict[str, Any]:
+    """What a finished run dir says of itself: metrics.json, its metrics rows (finite values),
+    the family's diagnostics and the scores kept in eval_results.json (``seed`` None: the run's)."""
     from lmlab import rundir
     from lmlab.config import validate_config
     from lmlab.eval.runner import RESULTS_FILE
@@ -131,12 +133,13 @@ def _from_run_dir(run: Path, arm: str, seed: int | None) -> dict[str, Any]:
     cfg = validate_config(rundir.checkpoint_config(rundir.latest_snapshot(run).meta), source=str(run))
     diag_file = run / get_family(cfg.model.family)[1].diagnostics_file
     scores = run / RESULTS_FILE
-    rows = read_metrics(run)
+    rows = [r for r in read_metrics(run)
+            if not any(isinstance(v, float) and not math.isfinite(v) for v in r.values())]
     return {"arm": arm, "seed": cfg.train.seed if seed is None else seed, "run": str(run), "family": cfg.model.family,
             "metrics": metrics,
             "tasks": json.loads(scores.read_text(encoding="utf-8")).get("tasks", {}) if scores.is_file() else {},
             "diagnostics": json.loads(diag_file.read_text(encoding="utf-8")) if diag_file.is_file() else None,
-            "rows": rows, "rows_all": rows}
+            "rows": rows}
 
 
 # ----------------------------------------------------------------------------------- writing

@@ -9,7 +9,6 @@ a finished run are kept in its ``eval_results.json`` and reused.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -227,20 +226,17 @@ def train_arm(spec: CompareSpec, arm: ArmSpec, seed: int, extra: dict[str, Any],
 
 
 def score(spec: CompareSpec, log=print) -> list[dict[str, Any]]:
-    """Per arm x seed: its run dir, metrics.json, the family's diagnostics and the spec's
-    tasks (scored once; kept in the run's eval_results.json and reused when the settings match)."""
+    """Per arm x seed: what its run dir says (``report.run_record``) with the spec's tasks,
+    scored once (kept in the run's eval_results.json and reused when the settings match)."""
+    from lmlab.compare.report import run_record
     from lmlab.eval.runner import RESULTS_FILE, evaluate
-    from lmlab.registry import get_family
 
     out = []
     for arm in spec.arms:
         for seed in spec.seeds_of(arm):
             run = spec.run_dir(arm, seed)
-            metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-            cfg = validate_config(rundir.checkpoint_config(rundir.latest_snapshot(run).meta), source=str(run))
-            diag_file = run / get_family(cfg.model.family)[1].diagnostics_file
-            diagnostics = json.loads(diag_file.read_text(encoding="utf-8")) if diag_file.is_file() else None
-            tasks: dict[str, Any] = {}
+            record = run_record(run, arm.name, seed)
+            record["tasks"] = {}
             if spec.eval.tasks:
                 kept = _kept_scores(run / RESULTS_FILE, spec)
                 if kept is None:
@@ -248,10 +244,8 @@ def score(spec: CompareSpec, log=print) -> list[dict[str, Any]]:
                                       max_examples=spec.eval.max_examples, max_input_len=spec.eval.max_input_len,
                                       batch_size=spec.eval.batch_size, log=log)
                     kept = report["runs"][0]["tasks"]
-                tasks = kept
-            out.append({"arm": arm.name, "seed": seed, "run": str(run), "family": cfg.model.family,
-                        "metrics": metrics, "tasks": tasks, "diagnostics": diagnostics,
-                        "rows": _rows(run)})
+                record["tasks"] = kept
+            out.append(record)
     return out
 
 
@@ -268,9 +262,3 @@ def _kept_scores(path: Path, spec: CompareSpec) -> dict[str, Any] | None:
     names = resolve_tasks(spec.eval.tasks)
     tasks = saved.get("tasks", {})
     return {t: tasks[t] for t in names} if all(t in tasks for t in names) else None
-
-
-def _rows(run: Path) -> list[dict[str, Any]]:
-    from lmlab.report.plots import read_metrics
-
-    return [r for r in read_metrics(run) if not any(isinstance(v, float) and not math.isfinite(v) for v in r.values())]

@@ -264,11 +264,17 @@ def _run_dir(ctx: _Ctx, rule: Rule, value: Any) -> Any:
 _SUFFIX_TYPES = {".jsonl": "jsonl", ".json": "jsonl", ".pdf": "pdf", ".csv": "csv"}
 
 
+def source_for_path(path: str | Path) -> dict[str, Any]:
+    """The data source reading a file or folder, its type from the suffix (``.jsonl``, ``.csv``,
+    ``.pdf``; else text): how seed 002 names a source, and ``lmlab.TextData`` a path."""
+    return {"type": _SUFFIX_TYPES.get(Path(str(path)).suffix.lower(), "text"), "path": str(path)}
+
+
 def _source_type(ctx: _Ctx, rule: Rule, item: dict[str, Any]) -> dict[str, Any]:
     """``{path: x.txt}`` -> ``{type: text, path: x.txt}`` (the type from the suffix)."""
     if "type" in item or "path" not in item:
         return item
-    return {"type": _SUFFIX_TYPES.get(Path(str(item["path"])).suffix.lower(), "text"), **item}
+    return {**source_for_path(item["path"]), **item}
 
 
 def _family_alias(ctx: _Ctx, rule: Rule, value: Any) -> Any:

@@ -186,16 +186,10 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
 
 
 def _run_dir_of(path: str | Path) -> Path:
-    """The run dir a checkpoint argument names: itself, or the run dir holding a snapshot or
-    any other path inside it (seed 000's ``runs/x/checkpoint.pt``); an HF folder is itself."""
+    """The run dir a checkpoint argument names (``rundir.resolve_run_path``; an HF folder is itself)."""
     from lmlab import rundir
 
-    p = Path(path)
-    if p.is_dir() and rundir.has_checkpoint(p):
-        return p
-    if p.parent.name == "checkpoints" and (p / rundir.META).is_file():
-        return p.parent.parent
-    return rundir.enclosing_run_dir(p) or p
+    return rundir.resolve_run_path(path, quiet=True)[0]
 
 
 def _run_names(paths: list[str]) -> list[str]:

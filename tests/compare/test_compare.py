@@ -236,3 +236,13 @@ def test_a_compare_runs_under_torchrun(tmp_path, corpus_dir):
     meta = json.loads((tmp_path / "cmp" / "apelr" / "seed1" / "metrics.json").read_text())
     assert meta["world"] == 2 and meta["steps"] == 2
     assert proc.stdout.count("lmlab compare: apelr seed 1: training") == 1  # rank 0 alone speaks
+
+
+def test_report_of_one_comparison_never_overwrites_its_results(tmp_path, corpus_dir):
+    spec = _spec(tmp_path, corpus_dir, seeds=[1], train={"max_steps": 2, "batch_size": 2, "progress": False,
+                                                         "eval_batches": 1, "num_threads": 1})
+    assert cli(["compare", str(spec)]) == 0
+    before = (tmp_path / "cmp" / "results.json").read_text()
+    assert cli(["report", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "results.json").read_text() == before
+    assert (tmp_path / "cmp" / "report" / "report.html").is_file()
