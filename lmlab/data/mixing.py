@@ -4,7 +4,10 @@ Each source is one token array cut into non-overlapping windows of ``block_size 
 A step draws ``global_batch`` window slots; the strategy decides the source of each slot and the
 source's own cursor decides which window: the k-th draw from source s is window
 ``perm(seed, s, epoch)[k mod n_s]`` with ``epoch = k // n_s``, so within a source's epoch no
-window repeats. All of it is a function of the sampler state (cursors, weights, loss averages),
+window repeats. From the second epoch on, every window of a source moves right by one seeded
+offset in ``[0, block_size)`` per epoch (the last of a segment is held inside it), so a
+multi-epoch run sees new contexts, as random offsets would give, while each epoch still covers
+the data once; the first epoch is the plain grid. All of it is a function of the sampler state (cursors, weights, loss averages),
 which the trainer saves in every checkpoint, so a resumed run draws exactly the same batches.
 
 Micro-batch ``m`` of rank ``r`` takes slots ``[(m * world + r) * micro_batch, ...)``: every rank
@@ -87,6 +90,7 @@ class MixtureSampler:
         n = len(arrays)
         self.state = MixState([0] * n, list(base), [0.0] * n, [0.0] * n)
         self._perms: dict[tuple[int, int], np.ndarray] = {}
+        self.shift_epochs = True  # False for a run saved before epochs moved their windows
 
     def set_micro_batch(self, micro_batch: int) -> None:
         """Split each rank's share of a step into micro-batches of ``micro_batch`` sequences (a
@@ -111,6 +115,12 @@ class MixtureSampler:
             rng = np.random.default_rng([self.seed, source, epoch])
             self._perms[key] = rng.permutation(self.n_windows[source])
         return self._perms[key]
+
+    def _shift(self, source: int, epoch: int) -> int:
+        """How far right source ``source``'s windows move in ``epoch`` (0 in the first)."""
+        if epoch == 0 or not self.shift_epochs:
+            return 0
+        return int(np.random.default_rng([self.seed, source, epoch, 2]).integers(self.block_size))
 
     def _slot_sources(self, step: int) -> np.ndarray:
         """The source of each of the ``global_batch`` slots of ``step``. (G,)"""
@@ -139,7 +149,8 @@ class MixtureSampler:
             w = int(self._perm(int(s), epoch)[i])  # window number within the source
             seg = int(np.searchsorted(self.seg_ends[s], w, side="right"))
             first = int(self.seg_ends[s][seg - 1]) if seg else 0
-            segs[j], starts[j] = seg, (w - first) * self.block_size
+            start = (w - first) * self.block_size + self._shift(int(s), epoch)
+            segs[j], starts[j] = seg, min(start, len(self.parts[s][seg]) - self.block_size - 1)
             self.state.cursors[s] = k + 1
         return sources, segs, starts
 
@@ -203,7 +214,7 @@ class MixtureSampler:
                 "loss_sum": torch.tensor(st.loss_sum, dtype=torch.float64),
                 "loss_count": torch.tensor(st.loss_count, dtype=torch.float64),
                 "tokens_since_update": st.tokens_since_update, "seq_counter": st.seq_counter,
-                "layout": self.layout}
+                "layout": self.layout, "shift_epochs": self.shift_epochs}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         """Restore a saved position; refused when the data is not laid out as it was (other
@@ -216,5 +227,6 @@ class MixtureSampler:
                 f"sources, {sum(self.n_windows)} windows in {sum(map(len, self.layout))} segments): resume "
                 "with the same data, token cache and ranks x data.num_workers"
             )
+        self.shift_epochs = bool(d.get("shift_epochs", False))  # older runs keep the plain grid
         self.state = MixState(d["cursors"].tolist(), d["weights"].tolist(), d["loss_sum"].tolist(),
                               d["loss_count"].tolist(), int(d["tokens_since_update"]), int(d["seq_counter"]))

@@ -134,3 +134,22 @@ def test_resume_onto_other_data_is_refused():
     b = _sampler([_arrays(10, 10)[0], [_arrays(10, 10)[1][:41], _arrays(10, 10)[1][41:]]])
     with pytest.raises(LmlabError, match="the checkpoint was trained on other data"):
         b.load_state_dict(saved)
+
+
+def test_later_epochs_move_every_window_by_one_seeded_offset():
+    """Epoch 0 is the grid of block-size steps; each later epoch shifts it by one offset per
+    epoch (windows held inside the array), still drawing every window once; a run saved before
+    the shift existed resumes on the plain grid."""
+    tokens = np.arange(12 * B + 5).astype(np.int64)  # 12 windows and 4 spare tokens at the end
+    s = _sampler([tokens], micro_batch=4)
+    starts = [int(x[0]) for step in range(12) for x in _rows(s, step)[0]]  # 4 epochs of 12 windows
+    epochs = [sorted(starts[e * 12 : (e + 1) * 12]) for e in range(4)]
+    assert epochs[0] == [w * B for w in range(12)]
+    offsets = [e[0] for e in epochs[1:]]
+    assert len(set(offsets)) > 1 and all(0 <= o < B for o in offsets)
+    for e, o in zip(epochs[1:], offsets):
+        assert e == [min(w * B + o, len(tokens) - B - 1) for w in range(12)]
+    old = {k: v for k, v in s.state_dict().items() if k != "shift_epochs"}
+    legacy = _sampler([tokens], micro_batch=4)
+    legacy.load_state_dict(old)
+    assert all(int(x[0]) % B == 0 for x in _rows(legacy, 12)[0])
