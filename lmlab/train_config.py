@@ -115,7 +115,8 @@ class TrainConfig(Strict):
     """``muon``: ``torch.optim.Muon`` (orthogonalised momentum) for the hidden weight matrices the
     family names (``LanguageModel.muon_parameters``: by default the nn.Linear weights but the
     output head), AdamW for embeddings, the head, norms, biases and the family's other
-    parameters. Single process and DDP; not with ZeRO or FSDP (Muon needs whole matrices)."""
+    parameters. Single process, DDP and FSDP (a sharded matrix's update is all-gathered for
+    Newton-Schulz, every rank keeping its rows); not with ZeRO."""
     muon_lr: float | None = Field(None, gt=0)
     """Muon's peak lr; None: ``lr``, with Muon's update scaled to AdamW's RMS
     (``adjust_lr_fn="match_rms_adamw"``) so one lr serves both. The schedule scales it like lr."""
@@ -178,9 +179,6 @@ class TrainConfig(Strict):
         if self.optimizer == "muon" and self.distributed.zero_optimizer:
             raise ValueError("optimizer: muon with distributed.zero_optimizer: ZeRO shards one optimizer class; "
                              "use adamw with ZeRO, or muon without it")
-        if self.optimizer == "muon" and self.parallel == "fsdp":
-            raise ValueError("optimizer: muon with parallel: fsdp: Muon orthogonalises whole matrices and FSDP "
-                             "shards them; use adamw under fsdp, or muon with ddp")
         if self.max_tokens is not None and self.epochs is not None:
             raise ValueError("set only one of max_tokens and epochs (max_steps may cap either)")
         if self.min_lr > self.lr:

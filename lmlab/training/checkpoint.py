@@ -27,6 +27,7 @@ from torch import nn
 from lmlab import rundir
 from lmlab.errors import LmlabError
 from lmlab.training.distributed import DistInfo, barrier, gather_to_all
+from lmlab.training.optim import optimizer_parts
 from lmlab.training.parallel import Parallel
 
 DCP_DIR = "dcp"
@@ -139,7 +140,7 @@ class Checkpointer:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        model_sd, optim_sd = get_state_dict(self.parallel.model, optimizer)
+        model_sd, optim_sd = get_state_dict(self.parallel.model, optimizer_parts(optimizer))
         state = {"model": model_sd, **({"optim": optim_sd} if self.save_optimizer else {})}
         dcp.save(state, checkpoint_id=tmp / DCP_DIR)
         barrier(self.info)  # every shard is on disk before rank 0 lists and checksums them
@@ -182,7 +183,7 @@ class Checkpointer:
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
         model = self.parallel.model
-        model_sd, optim_sd = get_state_dict(model, optimizer)
+        model_sd, optim_sd = get_state_dict(model, optimizer_parts(optimizer))
         state = {"model": model_sd, **({"optim": optim_sd} if with_optimizer else {})}
         # DCP reshards: the shards of a run at world N load into this run's layout (any world
         # size, sharded or not); without a process group it reads on this process alone.
@@ -190,7 +191,7 @@ class Checkpointer:
             warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process")
             dcp.load(state, checkpoint_id=snap.path / DCP_DIR)
         if with_optimizer:
-            set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+            set_state_dict(model, optimizer_parts(optimizer), model_state_dict=state["model"], optim_state_dict=state["optim"])
         else:
             from torch.distributed.checkpoint.state_dict import set_model_state_dict
 

@@ -41,9 +41,51 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
                              fused=use_fused(cfg, device))
 
 
+class ShardedMuon(torch.optim.Muon):
+    """``torch.optim.Muon`` that also steps FSDP2's sharded matrices (DTensors).
+
+    Newton-Schulz orthogonalises a whole matrix, so for a sharded one the momentum stays a shard
+    (elementwise, like the gradient) while each step all-gathers the matrix's Nesterov update,
+    orthogonalises it on every rank alike and keeps this rank's rows: the same arithmetic as
+    Muon in one process, on every rank. Plain tensors take ``torch.optim.Muon``'s own step.
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        from torch.distributed.tensor import DTensor
+
+        if not any(isinstance(p, DTensor) for g in self.param_groups for p in g["params"]):
+            return super().step(closure)
+        from torch.distributed.tensor import distribute_tensor
+        from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
+
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                buf = state["momentum_buffer"]  # a shard, as p.grad
+                buf.lerp_(p.grad, 1 - momentum)
+                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                whole = update.full_tensor() if isinstance(update, DTensor) else update  # (out, in)
+                ortho = _zeropower_via_newtonschulz(whole, group["ns_coefficients"], group["ns_steps"], group["eps"])
+                if isinstance(p, DTensor):  # every rank holds the same matrix: slice, no communication
+                    ortho = distribute_tensor(ortho.to(p.dtype), p.device_mesh, p.placements, src_data_rank=None)
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(ortho, alpha=-_adjust_lr(lr, group["adjust_lr_fn"], p.shape))
+
+
+def optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[torch.optim.Optimizer, ...]:
+    """The optimizers a (possibly composite) optimizer steps, for torch.distributed.checkpoint."""
+    return tuple(getattr(optimizer, "optimizers", (optimizer,)))
+
+
 class MuonAdamW(torch.optim.Optimizer):
-    """``torch.optim.Muon`` over the model's ``muon_parameters()`` and AdamW (as ``adamw``) over
-    every other trainable parameter, stepped together as one optimizer.
+    """Muon (:class:`ShardedMuon`) over the model's ``muon_parameters()`` and AdamW (as
+    ``adamw``) over every other trainable parameter, stepped together as one optimizer.
 
     ``param_groups`` lists Muon's groups, then AdamW's: the trainer sets each group's lr to the
     schedule's times the group's ``lr_scale`` (a Muon group's is ``muon_lr / lr``). ``state_dict`` holds both
@@ -62,7 +104,7 @@ class MuonAdamW(torch.optim.Optimizer):
             raise LmlabError(f"muon_parameters() names parameters that are not matrices: {bad[:4]}")
         rest = [p for n, p in named if n not in names]
         scale = 1.0 if cfg.muon_lr is None else cfg.muon_lr / cfg.lr
-        self.muon = torch.optim.Muon(
+        self.muon = ShardedMuon(
             [{"params": muon, "lr_scale": scale}], lr=cfg.lr * scale, weight_decay=cfg.weight_decay,
             momentum=cfg.muon_momentum, adjust_lr_fn="match_rms_adamw" if cfg.muon_lr is None else None)
         self.adamw = torch.optim.AdamW(
