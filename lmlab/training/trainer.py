@@ -201,6 +201,10 @@ class Trainer:
         self.optimizer = self.parallel.build_optimizer(model)
         self.precision = Precision(t, device, sharded=self.parallel.sharded_state)
         self.step, self.tokens_seen, self.bad_steps, self.wall_s = 0, 0, 0, 0.0
+        self.aside_s = 0.0  # of wall_s, the seconds spent evaluating and saving (train_s is the rest)
+        # on_nonfinite: stop watches the steps on the device and reads the flag at log, eval and save
+        # steps only (no host sync per step): the first non-finite step, or -1.
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=info.device)
         self.best = {"val_loss": math.inf, "step": None}
         state = self.checkpointer.load_state(snap, self.optimizer) if snap is not None else None
         model.on_train_start(resumed=snap is not None)
@@ -211,6 +215,7 @@ class Trainer:
                 self.precision.scaler.load_state_dict(state["scaler"])
             self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
             self.wall_s = float(state.get("wall_s", 0.0))  # absent before lmlab kept it
+            self.aside_s = float(state.get("aside_s", 0.0))
             self.best = {"val_loss": float(state.get("best_val_loss", math.inf)), "step": state.get("best_step")}
             self.sampler.load_state_dict(state["data"]["sampler"])
             restore_rng(state["rng"], info, t.seed, self.step)
@@ -324,9 +329,15 @@ class Trainer:
                 terms_sum[k] = terms_sum.get(k, 0) + v.detach().float()
         scaler.unscale_(self.optimizer)
         # Without clipping the norm is still taken (an infinite max clips nothing): it is how a
-        # diverging step is caught before it reaches the weights.
+        # diverging step is caught before it is saved.
         grad_norm = self.parallel.clip_grad_norm(t.grad_clip if t.grad_clip > 0 else float("inf"))
-        if self._finite(loss_sum, grad_norm):
+        if t.on_nonfinite == "stop" and not scaler.is_enabled():
+            # Decided later, on the device: a bad step's weights are never saved or scored, since
+            # check_finite runs before every log, eval and save (the run stops there).
+            finite = torch.isfinite(torch.stack([loss_sum, grad_norm.detach().float().to(loss_sum.device)])).all()
+            self.first_bad = torch.where(finite | (self.first_bad >= 0), self.first_bad, step + 1)
+            scaler.step(self.optimizer)
+        elif self._finite(loss_sum, grad_norm):
             scaler.step(self.optimizer)
             self.bad_steps = 0
         scaler.update()
@@ -357,6 +368,14 @@ class Trainer:
             return False
         raise LmlabError(self._nonfinite_message(step, f"{self.bad_steps} step(s) in a row" if t.on_nonfinite ==
                                                  "skip_step" else "train.on_nonfinite: stop"))
+
+    def check_finite(self) -> None:
+        """Stop (one line, nothing saved) when a step since the last check was not finite on some
+        rank (``on_nonfinite: stop``, whose steps are watched on the device)."""
+        bad = int(all_reduce_max(float(self.first_bad.item()), self.info))
+        if bad >= 0:
+            seen = "" if bad == self.step else f", seen at step {self.step}"
+            raise LmlabError(self._nonfinite_message(bad, f"train.on_nonfinite: stop{seen}"))
 
     def _nonfinite_message(self, step: int, why: str) -> str:
         last = rundir.latest_snapshot(self.run_dir) if rundir.has_checkpoint(self.run_dir) else None
@@ -398,6 +417,7 @@ class Trainer:
             "step": step,
             "tokens_seen": self.tokens_seen,
             "wall_s": self.wall_s,
+            "aside_s": self.aside_s,
             "best_val_loss": self.best["val_loss"],
             "best_step": self.best["step"],
             "data": {"step": step, "epoch": step // sampler.steps_per_epoch, "sampler": sampler.state_dict()},
@@ -491,6 +511,11 @@ class Trainer:
             if t.max_seconds is not None:  # every rank stops at the same step
                 self.out_of_time = all_reduce_max(float(self.wall_s >= t.max_seconds), info) > 0
             last = step == budget.max_steps or self.out_of_time
+            if info.world > 1:  # every rank must stop at the same step
+                interrupt.hit = all_reduce_max(float(interrupt.hit), info) > 0
+            saving = step % t.save_interval == 0 or last or interrupt.hit
+            if step % t.log_interval == 0 or step % t.eval_interval == 0 or saving:
+                self.check_finite()
             if step % t.log_interval == 0 or last:
                 loss = all_reduce_mean(r["loss_sum"] / r["n"], info).item()
                 now = time.perf_counter()
@@ -502,7 +527,7 @@ class Trainer:
                 cost["peak_mem_mb"] = all_reduce_max(cost["peak_mem_mb"], info)  # the fullest rank
                 row = {"step": step, "tokens": self.tokens_seen, "loss": loss, "lr": r["lr"],
                        "grad_norm": float(r["grad_norm"]), "tokens_per_s": tps, "data_wait": data_wait,
-                       "wall_s": self.wall_s, **cost, **terms}
+                       "wall_s": self.wall_s, "train_s": self.wall_s - self.aside_s, **cost, **terms}
                 if self.n_sources > 1:
                     row["source_loss"] = {n: (log_src[0, i] / log_src[1, i]).item()
                                           for i, n in enumerate(self.arrays.names) if log_src[1, i] > 0}
@@ -511,9 +536,11 @@ class Trainer:
                 self.trackers.log(row)
                 bar.set_postfix(tokens=f"{self.tokens_seen:,}", loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}",
                                 refresh=False)
+            aside = time.perf_counter()
             if step % t.eval_interval == 0 or last:
                 self.last_val = self.evaluate()
-                self.trackers.log({"step": step, "tokens": self.tokens_seen, **self.last_val})
+                self.trackers.log({"step": step, "tokens": self.tokens_seen, "train_s": self.wall_s - self.aside_s,
+                                   **self.last_val})
                 self._keep_best()
                 if t.eval_planner_diagnostics:
                     self.diagnose(final=False)
@@ -521,10 +548,9 @@ class Trainer:
                     v = self.last_val
                     bar.write(f"step {step}: val loss {v['val_loss']:.4f}, ppl {v['val_ppl']:.2f}, "
                               f"bpb {v['val_bpb']:.4f}")
-            if info.world > 1:  # every rank must stop at the same step
-                interrupt.hit = all_reduce_max(float(interrupt.hit), info) > 0
-            if step % t.save_interval == 0 or last or interrupt.hit:
+            if saving:
                 self.save()
+            self.aside_s += time.perf_counter() - aside
             if interrupt.hit:
                 raise KeyboardInterrupt(f"interrupted at step {step}; resume with: {self.plan.resume_command}")
 

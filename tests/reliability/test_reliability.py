@@ -62,6 +62,31 @@ def test_1_skip_step_drops_the_bad_step_and_carries_on(tiny_config, monkeypatch)
     assert rundir.latest_snapshot(run).step == 8
 
 
+def test_1_stop_reads_the_device_flag_at_log_steps_and_names_the_first_bad_step(tiny_config, monkeypatch):
+    """on_nonfinite: stop checks no step on the host: a NaN at step 5 is read at the next log step
+    (8), named as step 5, and the weights it spoiled are never saved."""
+    from lmlab.models.transformer import Transformer
+
+    real, calls = Transformer.forward_hidden, [0]
+
+    def poisoned(self, ids, targets=None, label_smoothing=0.0):
+        h, out = real(self, ids, targets, label_smoothing)
+        if targets is not None and self.training:
+            calls[0] += 1
+            if calls[0] == 5:
+                out.loss = out.loss * float("nan")
+        return h, out
+
+    monkeypatch.setattr(Transformer, "forward_hidden", poisoned)
+    _, raw, run = tiny_config(train={"max_steps": 12, "log_interval": 4, "save_interval": 4, "eval_interval": 100})
+    with pytest.raises(LmlabError, match=r"step 5: .*train.on_nonfinite: stop, seen at step 8.*\(step 4\)"):
+        lmlab.train(raw)
+    assert rundir.latest_snapshot(run).step == 4 and _all_finite(run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [4]  # nothing logged from the spoiled steps
+    assert 0 < rows[0]["train_s"] <= rows[0]["wall_s"]
+
+
 def test_3_a_torn_metrics_line_is_dropped_with_a_warning_on_resume(tiny_config):
     _, raw, run = tiny_config(train={"max_steps": 6, "save_interval": 6})
     lmlab.train(raw)
