@@ -4,7 +4,8 @@ Every entry point (``lmlab train``, ``lmlab.train``, the continuous trainer, ``L
 a :class:`TrainPlan` and calls this; the parts live beside it: ``trainer.py`` (the step loop),
 ``parallel.py`` (none | ddp | fsdp), ``checkpoint.py`` (snapshots through the strategy),
 ``trackers.py`` (where metrics go), ``precision.py`` (autocast, loss scaling, TF32),
-``batch_probe.py`` (``batch_size: auto``), ``data.py`` (tokenizer and token arrays).
+``batch_probe.py`` (``batch_size: auto``), ``data.py`` (tokenizer and token arrays), ``resume.py``
+(whether a checkpoint continues with this config; warm starts).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from lmlab.training.distributed import resolve_backend, setup_distributed, teard
 from lmlab.training.parallel import resolve_parallel, single_process_group
 from lmlab.training.plan import PreparedData, TrainPlan
 from lmlab.training.precision import backend_flags
-from lmlab.training.trainer import Trainer, check_resumable, resolve_budget, warm_model
+from lmlab.training.resume import check_resumable, warm_model
+from lmlab.training.trainer import Trainer, resolve_budget
 
 __all__ = ["PreparedData", "TrainPlan", "Trainer", "check_resumable", "resolve_budget", "train", "warm_model"]
 

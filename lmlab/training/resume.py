@@ -1,0 +1,63 @@
+"""How a run starts from a snapshot: whether the run dir's checkpoint may be continued with this
+config (``check_resumable``), and a model warm-started from another snapshot's weights
+(``warm_model``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmlab import rundir
+from lmlab.config import RunConfig
+from lmlab.errors import LmlabError
+from lmlab.registry import build_model
+
+
+def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None:
+    """A checkpoint continues only the same model, tokenizer, data and seed (the data order).
+
+    A weights-only snapshot (an imported model) has no data position to keep: its data and seed
+    may change, which is how it is fine-tuned on a new corpus.
+    """
+    saved = rundir.checkpoint_config(meta)
+    now = cfg.to_dict()
+    family = saved.get("model", {}).get("family", "transformer")
+    if family != cfg.model.family:
+        raise LmlabError(f"family {cfg.model.family} != {family}: {run_dir} holds a {family} checkpoint and the "
+                         f"config asks for {cfg.model.family}; continue it with its own config "
+                         f"(lmlab train --resume {run_dir}), or pick a new train.out_dir")
+    weights_only = rundir.TRAINER not in meta.get("sha256", {})
+    if not weights_only:  # the window length lays out the data order: a change is not "other data"
+        was = saved.get("train", {}).get("seq_len") or saved["model"]["block_size"]
+        if was != (cfg.train.seq_len or cfg.model.block_size):
+            raise LmlabError(f"{run_dir} trained on windows of {was} tokens but the config asks for "
+                             f"{cfg.train.seq_len or cfg.model.block_size} (train.seq_len / model.block_size); "
+                             f"drop that change to continue the run, or pick a new train.out_dir")
+    for section in ("model", "tokenizer") if weights_only else ("model", "tokenizer", "data", "train.seed"):
+        section, _, only = section.partition(".")
+        keys = [only] if only else sorted(set(saved.get(section, {})) | set(now[section]))
+        for key in keys:
+            a, b = saved.get(section, {}).get(key), now[section].get(key)
+            if section == "model" and key == "vocab_size" and b is None:
+                continue
+            if a != b:
+                raise LmlabError(
+                    f"{run_dir} holds a checkpoint with {section}.{key} = {a!r} but the config asks for "
+                    f"{b!r}; drop that change to continue the run (lmlab train --resume {run_dir}), "
+                    "or pick a new train.out_dir"
+                )
+
+
+def warm_model(cfg: RunConfig, snap: rundir.Snapshot, device: torch.device) -> torch.nn.Module:
+    """A model of ``cfg`` with ``snap``'s weights: added or missing tensors (auxiliary heads) are a
+    warning; a longer ``block_size`` than the snapshot's extends its positions (seed 001)."""
+    saved = int(rundir.checkpoint_config(snap.meta)["model"]["block_size"])
+    grow = saved < cfg.model.block_size
+    model_cfg = cfg.model.model_copy(update={"block_size": saved}) if grow else cfg.model
+    model = build_model(model_cfg).to(device)
+    snap.load_weights(model, tolerant=True)
+    if grow:
+        model.extend_max_seq_len(cfg.model.block_size)
+    return model
