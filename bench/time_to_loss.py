@@ -92,7 +92,7 @@ def run_nanogpt(root: Path, out: Path, threads: int) -> dict:
     plain = [dt for i, dt in dts.items() if i % NANOGPT_EVAL_INTERVAL and i < steps]
     typical = median(plain)
     train_s = sum(typical if i % NANOGPT_EVAL_INTERVAL == 0 else dts[i] for i in range(steps))
-    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
     if ckpt["iter_num"] != steps:
         raise RuntimeError(f"nanoGPT's checkpoint is from iter {ckpt['iter_num']}, not {steps}")
     sys.path.insert(0, str(root))
@@ -153,17 +153,15 @@ def child(args: argparse.Namespace) -> None:
     train_text, held = split(text)
     arrays = TokenArrays(["tinyshakespeare"], [np.array(tok.encode(train_text), dtype=np.uint16)],
                          [np.array(tok.encode(held), dtype=np.uint16)], {})
-    cfg = load_config(args.child, args.set)
-    batch = cfg.train.batch_target
-    windows = (len(arrays.val[0]) - 1) // (cfg.model.block_size - 1)
     cfg = load_config(args.child, [*args.set, f"train.out_dir={args.out}", f"train.num_threads={args.threads}",
-                                   f"train.eval_interval={args.eval_every}",
-                                   f"train.eval_batches={math.ceil(windows / batch)}",
-                                   f"train.save_interval={cfg.train.max_steps}", "train.save_best=false",
+                                   f"train.eval_interval={args.eval_every}", "train.save_best=false",
                                    "train.progress=false", "sample.max_new_tokens=1"])
     if cfg.model.block_size != BLOCK:
         sys.exit(f"{args.child}: model.block_size is {cfg.model.block_size}; this benchmark scores {BLOCK}-character "
                  "windows")
+    windows = (len(arrays.val[0]) - 1) // (BLOCK - 1)
+    cfg.train.eval_batches = math.ceil(windows / cfg.train.batch_target)  # every held-out window, each eval
+    cfg.train.save_interval = cfg.train.max_steps  # one snapshot, at the end
     train(TrainPlan(cfg, data=PreparedData(tok, arrays)))
 
 

@@ -8,6 +8,7 @@ a finished run are kept in its ``eval_results.json`` and reused.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,7 @@ def match_widths(spec: CompareSpec, extra: dict[str, dict[str, Any]], vocab_of: 
         # d_model: whole heads of an even size (rotary positions pair the channels)
         step = 2 * (model.get("n_head") or 1) if width == "d_model" else 1
 
+        @functools.cache  # keyed by k alone (one function per arm); the search asks for some twice
         def at(k: int, model=model, width=width, step=step, vocab=vocab, tok=tok) -> int | None:
             try:
                 return count_params({**model, width: k * step}, vocab, tok)

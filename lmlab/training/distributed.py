@@ -97,6 +97,15 @@ def all_reduce_max(x: float, info: DistInfo) -> float:
     return float(t.item())
 
 
+def any_rank(flags: list[bool], info: DistInfo) -> list[bool]:
+    """Each flag OR-ed over ranks, in one all-reduce (``flags`` in a single process)."""
+    if info.world == 1:
+        return flags
+    t = torch.tensor(flags, dtype=torch.float64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 def barrier(info: DistInfo) -> None:
     """Wait for every rank (no-op in a single process)."""
     if info.world > 1:

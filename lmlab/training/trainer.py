@@ -43,6 +43,7 @@ from lmlab.training.distributed import (
     all_reduce_max,
     all_reduce_mean,
     all_reduce_sum,
+    any_rank,
     barrier,
 )
 from lmlab.training.evaluate import lm_metrics, score_windows
@@ -461,11 +462,11 @@ class Trainer:
             data_time += r["data_time"]
             log_src += r["src"]
             bar.update(1)
-            if t.max_seconds is not None:  # every rank stops at the same step
-                self.out_of_time = all_reduce_max(float(self.wall_s >= t.max_seconds), info) > 0
+            # Every rank stops at the same step: a Ctrl-C or the time cap on any rank, agreed in one
+            # all-reduce per step (none in a single process).
+            interrupt.hit, self.out_of_time = any_rank(
+                [interrupt.hit, t.max_seconds is not None and self.wall_s >= t.max_seconds], info)
             last = step == budget.max_steps or self.out_of_time
-            if info.world > 1:  # every rank must stop at the same step
-                interrupt.hit = all_reduce_max(float(interrupt.hit), info) > 0
             saving = step % t.save_interval == 0 or last or interrupt.hit
             if step % t.log_interval == 0 or step % t.eval_interval == 0 or saving:
                 self.check_finite()
