@@ -37,7 +37,7 @@ def machine() -> dict[str, str | int]:
 
 def lmlab_model(preset: str, vocab_size: int, gpt2_arch: bool) -> torch.nn.Module:
     """lmlab's transformer at a preset shape; ``gpt2_arch`` switches to GPT-2's exact architecture."""
-    from lmlab.config import load_config
+    from lmlab.configure import load_config
     from lmlab.registry import build_model
 
     model_cfg: dict = {"preset": preset, "vocab_size": vocab_size}

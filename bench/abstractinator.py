@@ -39,7 +39,8 @@ from pathlib import Path
 import torch
 from _common import machine, median, print_table, seed_everything
 
-from lmlab.config import TrainConfig, build_model_config
+from lmlab.config import TrainConfig
+from lmlab.configure import build_model_config
 from lmlab.models.abstractinator.config import AbstractinatorConfig
 from lmlab.registry import build_model
 from lmlab.tokenizers.byte import ByteTokenizer

@@ -31,7 +31,7 @@ from _common import (
     write_json,
 )
 
-from lmlab.config import load_config
+from lmlab.configure import load_config
 from lmlab.registry import build_model
 
 CONFIG = "configs/psann/transformer_shakespeare.yaml"

@@ -50,10 +50,11 @@ from pathlib import Path
 import torch
 from _common import machine, median, print_table, train_quiet, write_json
 
-from lmlab.config import DecodeSettings, load_config
+from lmlab.config import DecodeSettings
+from lmlab.configure import load_config
 from lmlab.data.sources import load_documents, split_documents
 from lmlab.generate.decode import generate_ids
-from lmlab.rundir import load_run
+from lmlab.runs import load_run
 
 CONFIG = "configs/psann/transformer_shakespeare.yaml"
 DATA = Path("../shared/data/tinyshakespeare/input.txt")

@@ -34,7 +34,8 @@ from _common import (
     write_json,
 )
 
-from lmlab.config import DecodeSettings, load_config
+from lmlab.config import DecodeSettings
+from lmlab.configure import load_config
 from lmlab.generate.decode import generate_ids
 from lmlab.registry import build_model
 

@@ -143,7 +143,7 @@ def run_lmlab(config: str, overrides: list[str], out: Path, threads: int, eval_e
 
 def child(args: argparse.Namespace) -> None:
     """Train one lmlab config on the first 90%, evaluating on every held-out window."""
-    from lmlab.config import load_config
+    from lmlab.configure import load_config
     from lmlab.data.cache import TokenArrays
     from lmlab.tokenizers.char import CharTokenizer
     from lmlab.training.loop import PreparedData, TrainPlan, train

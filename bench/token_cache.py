@@ -42,7 +42,7 @@ def word_list() -> list[str]:
 
 def synthetic_docs(seed: int = 0) -> Iterator:
     """An endless stream of Documents of 200-500 words sampled from ``word_list()``."""
-    from lmlab.data.sources import Document
+    from lmlab.data.documents import Document
 
     words = np.array(word_list())
     rng = np.random.default_rng(seed)

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lmlab.config import TokenizerConfig  # noqa: E402
-from lmlab.data.sources import chunk_text  # noqa: E402
+from lmlab.data.documents import chunk_text  # noqa: E402
 from lmlab.tokenizers import build_tokenizer  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"

@@ -29,7 +29,7 @@ from _common import (
     write_json,
 )
 
-from lmlab.config import load_config
+from lmlab.configure import load_config
 from lmlab.training.optim import build_optimizer
 
 VOCAB = 2048

@@ -9,11 +9,12 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from lmlab.config import DecodeSettings, RunConfig, deep_merge, load_config
+from lmlab.config import DecodeSettings, RunConfig
+from lmlab.configure import deep_merge, load_config
 from lmlab.errors import LmlabError
 from lmlab.generate import complete
 from lmlab.generate.decode import generate_ids
-from lmlab.rundir import load_run
+from lmlab.runs import load_run
 
 
 def overrides_to_dict(overrides: dict[str, Any]) -> dict[str, Any]:

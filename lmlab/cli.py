@@ -15,8 +15,8 @@ from lmlab.errors import LmlabError
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from lmlab import rundir
-    from lmlab.config import load_config
+    from lmlab import rundir, runs
+    from lmlab.configure import load_config
     from lmlab.registry import FAMILIES
     from lmlab.training.loop import train
 
@@ -45,9 +45,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if rundir.config_path(run).is_file():
             cfg = load_config(rundir.config_path(run), overrides, raw=raw)
         else:  # the snapshot carries the whole config too (config.yaml lost, or a copied snapshot)
-            from lmlab.config import deep_merge
+            from lmlab.configure import deep_merge
 
-            saved = rundir.checkpoint_config(rundir.latest_snapshot(run).meta)
+            saved = runs.checkpoint_config(rundir.latest_snapshot(run).meta)
             cfg = load_config(None, overrides, raw=deep_merge(saved, raw))
     else:
         cfg = load_config(args.config, overrides, raw=extra or None)
@@ -145,8 +145,8 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 def _cmd_config(args: argparse.Namespace) -> None:
     import yaml
 
-    from lmlab import compat, rundir
-    from lmlab.config import apply_overrides, load_config, read_any_config, validate_config
+    from lmlab import compat, rundir, runs
+    from lmlab.configure import apply_overrides, load_config, read_any_config, validate_config
 
     if args.action == "convert":
         raw, seed = read_any_config(args.file)
@@ -167,8 +167,8 @@ def _cmd_config(args: argparse.Namespace) -> None:
         if named is None and rundir.config_path(run).is_file():
             cfg = load_config(rundir.config_path(run), list(args.set or []), notes=lambda _: None)
         else:
-            snap = rundir._named_snapshot(named) if named is not None else rundir.latest_snapshot(run)
-            cfg = load_config(None, list(args.set or []), raw=rundir.checkpoint_config(snap.meta))
+            snap = rundir.named_snapshot(named) if named is not None else rundir.latest_snapshot(run)
+            cfg = load_config(None, list(args.set or []), raw=runs.checkpoint_config(snap.meta))
     else:
         cfg = load_config(target, list(args.set or []))
     print(f"# the resolved config of {target} (every key, defaults included)")

@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from lmlab.config import build_model_config
+from lmlab.configure import build_model_config
 from lmlab.registry import FAMILIES, build_model
 from lmlab.training.distributed import resolve_device
 from lmlab.training.telemetry import peak_memory_mb, peak_tflops

@@ -33,10 +33,12 @@ import torch
 
 from lmlab import compat, rundir
 from lmlab.api import LoadedModel, overrides_to_dict
-from lmlab.config import DataConfig, TokenizerConfig, deep_merge, validate_config
+from lmlab.config import DataConfig, TokenizerConfig
+from lmlab.configure import deep_merge, validate_config
 from lmlab.data.batches import encode_documents
 from lmlab.data.cache import TokenArrays, build_token_arrays
-from lmlab.data.sources import Document, doc_hash_fraction, open_sources, split_documents
+from lmlab.data.documents import Document
+from lmlab.data.sources import doc_hash_fraction, open_sources, split_documents
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.registry import FAMILIES, family_aliases, resolve_family
 from lmlab.tokenizers import Tokenizer, build_tokenizer, load_tokenizer_path
@@ -390,7 +392,7 @@ class LM:
 
     def _seed_run(self, out: Path, cfg, tok: Tokenizer) -> None:
         """Start ``out`` from the current weights: a weights-only snapshot (a fresh optimizer)."""
-        from lmlab.config import save_config
+        from lmlab.configure import save_config
 
         model = self._loaded.model
         out.mkdir(parents=True, exist_ok=True)

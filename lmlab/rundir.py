@@ -27,7 +27,6 @@ the next rotation, so a fallback never costs a good snapshot.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -397,7 +396,7 @@ def resolve_run_path(path: str | Path, quiet: bool = False) -> tuple[Path, Path 
     return above, None
 
 
-def _named_snapshot(path: Path) -> Snapshot:
+def named_snapshot(path: Path) -> Snapshot:
     """The snapshot folder ``path`` itself, verified (a broken one is an error: it was asked for)."""
     try:
         return Snapshot(path, verify(path))
@@ -467,44 +466,14 @@ def config_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "config.yaml"
 
 
-def checkpoint_config(meta: dict[str, Any]) -> dict[str, Any]:
-    """The run config a snapshot was saved with, upgraded by its family's config class where
-    the family defines ``upgrade_checkpoint_config`` (e.g. apelr: no version means v1)."""
-    from lmlab import compat
-    from lmlab.registry import get_family
-
-    raw = json.loads(json.dumps(meta["config"]))  # a copy
-    model = raw.get("model", {})
-    cfg_cls, _ = get_family(model.get("family", "transformer"))
-    raw["model"] = cfg_cls.upgrade_checkpoint_config(model)
-    # Run dirs saved before lmlab/compat held a few seed spellings in the schema itself: today's spelling.
-    return compat.translate(raw, "checkpoint").raw
-
-
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu", snapshot: str = "latest"):
-    """Rebuild (model, tokenizer, run config, snapshot) from a run dir alone, model in eval mode;
-    ``snapshot``: ``latest`` (the newest whole one) or ``best`` (lowest validation loss)."""
-    from lmlab.config import validate_config
-    from lmlab.registry import build_model
-    from lmlab.tokenizers import load_tokenizer
-    from lmlab.training.distributed import resolve_device
-
-    device = resolve_device(device)  # before any reading: a device this build lacks is one line
-    if snapshot not in ("latest", "best"):
-        raise LmlabError(f"snapshot {snapshot!r}: use latest or best")
-    run_dir, named = resolve_run_path(run_dir)
-    if named is not None:  # a snapshot folder given by path: that one, not the newest
-        snap = _named_snapshot(named)
-    else:
-        snap = best_snapshot(run_dir) if snapshot == "best" else latest_snapshot(run_dir)
-    cfg = validate_config(checkpoint_config(snap.meta), source=str(snap.path / META))
-    tokenizer = load_tokenizer(tokenizer_dir(run_dir))
-    if tokenizer.vocab_size != cfg.model.vocab_size:
-        raise LmlabError(
-            f"{run_dir}: tokenizer has {tokenizer.vocab_size} ids but the checkpoint's model expects "
-            f"{cfg.model.vocab_size}; the run dir mixes files of different runs"
-        )
-    model = build_model(cfg.model).to(device)
-    snap.load_weights(model)
-    model.eval()
-    return model, tokenizer, cfg, snap
+def weights_file(source: str | Path) -> Path:
+    """The safetensors file ``source`` names: the file itself, or the weights of the newest whole
+    snapshot of a run dir (what a family loads part of: the abstractinator's ``load_base_from``)."""
+    p = Path(source)
+    if p.is_dir():
+        if not has_checkpoint(p):
+            raise LmlabError(f"{p}: neither a weights file nor a run dir with a checkpoint")
+        return latest_snapshot(p).path / WEIGHTS
+    if not p.is_file():
+        raise LmlabError(f"{source}: no such file; give a safetensors file or the run dir that holds one")
+    return p

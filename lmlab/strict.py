@@ -55,16 +55,16 @@ def unknown_keys_error(found: list[UnknownKey]) -> ConfigError:
     return ConfigError(f"{head}{len(found)} unknown keys: {'; '.join(parts)}")
 
 
-def _model_class_of(annotation: Any, value: Any) -> type[BaseModel] | None:
+def model_class_of(annotation: Any, value: Any) -> type[BaseModel] | None:
     """The config class that validates ``value`` under ``annotation`` (following unions by tag)."""
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _model_class_of(typing.get_args(annotation)[0], value)
+        return model_class_of(typing.get_args(annotation)[0], value)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     if origin in (Union, types.UnionType):
         for arg in typing.get_args(annotation):
-            cls = _model_class_of(arg, value)
+            cls = model_class_of(arg, value)
             if cls is None:
                 continue
             tag = cls.model_fields.get("type")
@@ -105,11 +105,11 @@ def check_keys(cls: type[BaseModel], raw: Any, loc: list[str | int], where,
             if typing.get_origin(ann) is list and isinstance(value, list):
                 (item_ann,) = typing.get_args(ann)
                 for i, item in enumerate(value):
-                    sub = _model_class_of(item_ann, item)
+                    sub = model_class_of(item_ann, item)
                     if sub is not None:
                         check_keys(sub, item, [*loc, key, i], where, collect, elsewhere)
             else:
-                sub = _model_class_of(ann, value)
+                sub = model_class_of(ann, value)
                 if sub is not None and key not in getattr(cls, "checked_apart", ()):
                     check_keys(sub, value, [*loc, key], where, collect, elsewhere)
     if found is None and collect:

@@ -9,7 +9,7 @@ import torch
 
 import lmlab
 from lmlab.api import overrides_to_dict
-from lmlab.config import load_config
+from lmlab.configure import load_config
 from lmlab.errors import LmlabError
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from lmlab.config import load_config, parse_override, save_config, validate_config
+from lmlab.configure import load_config, parse_override, save_config, validate_config
 from lmlab.errors import ConfigError
 from lmlab.models.transformer import TransformerConfig
 

@@ -10,7 +10,7 @@ import pytest
 
 import lmlab
 from lmlab.compare.spec import load_spec
-from lmlab.config import load_config
+from lmlab.configure import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lmlab import rundir
-from lmlab.config import build_model_config
+from lmlab.configure import build_model_config
 from lmlab.errors import LmlabError
 from lmlab.registry import build_model
 

@@ -121,8 +121,8 @@ def collect_dirs(paths: list[str | Path]) -> dict[str, Any]:
 def run_record(run: Path, arm: str, seed: int | None) -> dict[str, Any]:
     """What a finished run dir says of itself: metrics.json, its metrics rows (finite values),
     the family's diagnostics and the scores kept in eval_results.json (``seed`` None: the run's)."""
-    from lmlab import rundir
-    from lmlab.config import validate_config
+    from lmlab import rundir, runs
+    from lmlab.configure import validate_config
     from lmlab.eval.runner import RESULTS_FILE
     from lmlab.registry import get_family
     from lmlab.report.plots import read_metrics
@@ -130,7 +130,7 @@ def run_record(run: Path, arm: str, seed: int | None) -> dict[str, Any]:
     if not (run / "metrics.json").is_file():
         raise LmlabError(f"{run}: no metrics.json (the run has not finished); finish it with lmlab train --resume {run}")
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    cfg = validate_config(rundir.checkpoint_config(rundir.latest_snapshot(run).meta), source=str(run))
+    cfg = validate_config(runs.checkpoint_config(rundir.latest_snapshot(run).meta), source=str(run))
     diag_file = run / get_family(cfg.model.family)[1].diagnostics_file
     scores = run / RESULTS_FILE
     rows = [r for r in read_metrics(run)

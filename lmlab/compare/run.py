@@ -22,7 +22,8 @@ from lmlab.compare.spec import (
     required_tokenizer,
     resolved,
 )
-from lmlab.config import RunConfig, validate_config
+from lmlab.config import RunConfig
+from lmlab.configure import validate_config
 from lmlab.errors import ConfigError
 from lmlab.fsio import atomic_write_text
 from lmlab.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, resolve_backend

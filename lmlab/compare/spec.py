@@ -25,7 +25,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from lmlab.config import RunConfig, deep_merge, read_config_file, validate_config
+from lmlab.config import RunConfig
+from lmlab.configure import deep_merge, read_config_file, validate_config
 from lmlab.errors import ConfigError
 from lmlab.strict import Strict, validate_strict
 
@@ -168,7 +169,7 @@ def required_tokenizer(model: dict[str, Any]) -> str | None:
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> CompareSpec:
     """Read and check a spec: strict keys, then every trained arm x seed as a run config (all
     problems in one error, each naming its arm)."""
-    from lmlab.config import apply_overrides
+    from lmlab.configure import apply_overrides
 
     raw = apply_overrides(read_config_file(path), overrides or [])
     spec = validate_strict(CompareSpec, raw, str(path))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 import os
 import re
 import types
@@ -25,7 +26,12 @@ from typing import Any
 
 import yaml
 
+from lmlab import rundir
+from lmlab.compat.seed001 import to_run_config, validate_preset
+from lmlab.config import DEFAULT_FAMILY, ModelConfig, RunConfig
 from lmlab.errors import ConfigError
+from lmlab.registry import FAMILIES, family_aliases, resolve_family
+from lmlab.strict import model_class_of
 
 TABLES_DIR = Path(__file__).parent
 _MISSING = object()
@@ -248,8 +254,6 @@ def _run_dir(ctx: _Ctx, rule: Rule, value: Any) -> Any:
     """A checkpoint path -> the lmlab run dir that holds it (lmlab resumes a run in its own dir)."""
     if value is None:
         return None
-    from lmlab import rundir
-
     path = Path(str(value))
     if path.is_dir() and rundir.has_checkpoint(path):
         return str(path)
@@ -279,8 +283,6 @@ def _source_type(ctx: _Ctx, rule: Rule, item: dict[str, Any]) -> dict[str, Any]:
 
 def _family_alias(ctx: _Ctx, rule: Rule, value: Any) -> Any:
     """``model.base: waveresnet`` (no family) -> the family that declares that alias."""
-    from lmlab.registry import family_aliases
-
     aliases = family_aliases()
     if value not in aliases:
         ctx.error(rule, f"{value!r} is not a base lmlab knows; use one of {', '.join(sorted(aliases))}")
@@ -334,12 +336,10 @@ def _tokens_to_sequences(ctx: _Ctx, rule: Rule, value: Any) -> None:
 
 def _block_size(raw: dict[str, Any]) -> int:
     """The model's context as lmlab will resolve it: the model section, its preset, the family default."""
-    from lmlab.registry import FAMILIES
-
     model = raw.get("model") or {}
     if isinstance(model.get("block_size"), int):
         return model["block_size"]
-    cls = FAMILIES.get(model.get("family", "transformer"), FAMILIES["transformer"])[0]
+    cls = FAMILIES.get(model.get("family", DEFAULT_FAMILY), FAMILIES[DEFAULT_FAMILY])[0]
     preset = cls.presets.get(model.get("preset"), {})
     return int(preset.get("block_size", cls.model_fields["block_size"].default))
 
@@ -396,16 +396,12 @@ def read_seed_file(path: Path) -> tuple[dict[str, Any], str | None] | None:
     if path.suffix == ".py":
         return read_python_dict(path, table("003").python_dict), "003"
     if path.suffix == ".json":
-        import json
-
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError):
             return None  # read_config_file says what is wrong
         if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "hidden_size" in raw["model"]:
-            from lmlab.continuous.presets import load_preset, to_run_config
-
-            preset = load_preset(path)
+            preset = validate_preset(raw, str(path))
             out = to_run_config(preset, path.stem)
             out["train"]["out_dir"] = f"runs/{preset.name or path.stem}"
             out["data"].pop("token_cache_dir", None)
@@ -465,14 +461,11 @@ def _pattern(loc: list[str]) -> str:
 def _is_lmlab_key(raw: dict[str, Any], loc: list[str]) -> bool:
     """Whether ``loc`` (``[*]`` for list items) names a key of lmlab's schema, the model section
     read by ``raw``'s family."""
-    from lmlab.config import ModelConfig, RunConfig
-    from lmlab.registry import FAMILIES, resolve_family
-
     if not loc or loc[0] not in RunConfig.model_fields:
         return False
     ann: Any = RunConfig.model_fields[loc[0]].annotation
     if loc[0] == "model":
-        family = (raw.get("model") or {}).get("family", "transformer")
+        family = (raw.get("model") or {}).get("family", DEFAULT_FAMILY)
         try:
             family = resolve_family(family)[0] if isinstance(family, str) else family
         except ConfigError:
@@ -482,8 +475,6 @@ def _is_lmlab_key(raw: dict[str, Any], loc: list[str]) -> bool:
 
 
 def _descend(ann: Any, node: Any, parts: list[str]) -> bool:
-    from lmlab.strict import _model_class_of
-
     if not parts:
         return True
     ann = _unwrap(ann)
@@ -495,14 +486,14 @@ def _descend(ann: Any, node: Any, parts: list[str]) -> bool:
         return _descend(typing.get_args(ann)[0], item, rest)
     if typing.get_origin(ann) is dict:
         return True  # a free-form mapping takes any key
-    cls = _model_class_of(ann, node if isinstance(node, dict) else {})
+    cls = model_class_of(ann, node if isinstance(node, dict) else {})
     if cls is None or part not in cls.model_fields:
         return False
     return _descend(cls.model_fields[part].annotation, node.get(part) if isinstance(node, dict) else None, rest)
 
 
 def _unwrap(ann: Any) -> Any:
-    """``Annotated[X, ...]`` and ``X | None`` -> ``X`` (other unions stay: ``_model_class_of`` picks by tag)."""
+    """``Annotated[X, ...]`` and ``X | None`` -> ``X`` (other unions stay: ``model_class_of`` picks by tag)."""
     while True:
         origin = typing.get_origin(ann)
         if origin is typing.Annotated:

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from lmlab import rundir
-from lmlab.config import validate_config
+from lmlab import rundir, runs
+from lmlab.configure import validate_config
 from lmlab.continuous.picker import broadcast_choice, choose
 from lmlab.continuous.presets import (
     DEFAULT_PRESET,
@@ -112,7 +112,7 @@ def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: b
     if rundir.layout_of(run_dir) is not rundir.CONTINUOUS:
         raise LmlabError(f"{run_dir} holds the snapshots of lmlab train (current), not the continuous "
                          "trainer's; set train.out_dir in the preset to another folder")
-    saved = rundir.checkpoint_config(snap.meta)
+    saved = runs.checkpoint_config(snap.meta)
     _check_same_shape(raw["model"], saved["model"], run_dir, source)
     if raw["tokenizer"] != saved["tokenizer"]:
         _say(is_main, f"lmlab: {source}: the tokenizer section differs from the model's; the model keeps its "

@@ -43,7 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from lmlab.data.sources import Document, doc_hash_fraction
+from lmlab.data.documents import Document
+from lmlab.data.sources import doc_hash_fraction
 from lmlab.errors import LmlabError
 from lmlab.fsio import fsync_dir
 

@@ -9,9 +9,12 @@ checked against the hub's file listings where noted; see each ``note``.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from lmlab.config import HFSource, NamedSource
+from lmlab.data.documents import Document, Shard
+from lmlab.data.hf import iter_hf_documents
 from lmlab.errors import LmlabError
 
 
@@ -129,3 +132,8 @@ def corpora_table_markdown() -> str:
         config = f"`{c.config}`" if c.config else ""
         rows.append(f"| `{name}` | {hub} | {config} | {c.split} | {c.text_field} | {c.note} |")
     return "\n".join(rows) + "\n"
+
+
+def read_named(source: NamedSource, label: str, index: int, strict_utf8: bool, shard: Shard) -> Iterator[Document]:
+    """A named corpus's documents: those of the hf source it stands for."""
+    return iter_hf_documents(resolve_named(source, index), label, index, shard)

@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from lmlab.config import HFSource
-from lmlab.data.sources import Document, format_record
+from lmlab.data.documents import Document, Shard, format_record
 from lmlab.errors import LmlabError
 
 
@@ -26,6 +26,11 @@ def import_datasets() -> ModuleType:
     except ImportError:
         raise LmlabError("hf sources need the datasets package: pip install 'lmlab[data]'") from None
     return datasets
+
+
+def read_hf(source: HFSource, label: str, index: int, strict_utf8: bool, shard: Shard) -> Iterator[Document]:
+    """An hf source's documents (records outside the shard are skipped before formatting)."""
+    return iter_hf_documents(source, label, index, shard)
 
 
 def iter_hf_documents(

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from lmlab.config import PdfSource
-from lmlab.data.sources import Document, find_files
+from lmlab.data.documents import Document, Shard, by_file_or_document, find_files
 from lmlab.errors import LmlabError
 
 SKIP_KINDS = ("encrypted", "corrupt", "image-only")
@@ -48,6 +48,13 @@ def import_pypdf() -> ModuleType:
     except ImportError:
         raise LmlabError("pdf sources need pypdf: pip install 'lmlab[data]'") from None
     return pypdf
+
+
+def read_pdf(source: PdfSource, label: str, index: int, strict_utf8: bool, shard: Shard) -> Iterator[Document]:
+    """A pdf source's documents (sharded by whole files when there are enough)."""
+    n = shard[1]
+    return by_file_or_document(
+        lambda files: iter_pdf_documents(source, label, index, files if n > 1 else None), source, index, shard)
 
 
 def iter_pdf_documents(

@@ -12,12 +12,14 @@ The order and content are deterministic for a given Python install.
 from __future__ import annotations
 
 import ast
+import itertools
 import os
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
-from lmlab.data.sources import Document
+from lmlab.config import BuiltinSource
+from lmlab.data.documents import Document, Shard
 
 SOURCE = "builtin:pydocs"
 
@@ -37,6 +39,12 @@ _SKIP_TOP = {
 
 MAX_MODULE_CHARS = 40_000
 """Docstrings of one module beyond this many characters are dropped (keeps the corpus ~2 MB)."""
+
+
+def read_pydocs(source: BuiltinSource, label: str, index: int, strict_utf8: bool, shard: Shard) -> Iterator[Document]:
+    """The builtin corpus's reader: documents k, k + n, ... of ``iter_pydocs`` for shard (k, n)."""
+    k, n = shard
+    return itertools.islice(iter_pydocs(), k, None, n)
 
 
 def iter_pydocs() -> Iterator[Document]:

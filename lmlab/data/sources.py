@@ -12,23 +12,17 @@ read or give no text, and fails only when none is left.
 
 from __future__ import annotations
 
-import codecs
-import csv
 import hashlib
 import itertools
-import json
 import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from lmlab.config import (
     BuiltinSource,
     CsvSource,
     DataConfig,
-    Formatted,
     HFSource,
     JsonlSource,
     NamedSource,
@@ -36,25 +30,13 @@ from lmlab.config import (
     Source,
     TextSource,
 )
+from lmlab.data.corpora import read_named
+from lmlab.data.documents import MAX_DOC_CHARS, Document, Reader, Shard  # noqa: F401  (Document: re-exported)
+from lmlab.data.files import read_csv, read_jsonl, read_text
+from lmlab.data.hf import read_hf
+from lmlab.data.pdf import read_pdf
+from lmlab.data.pydocs import read_pydocs
 from lmlab.errors import LmlabError
-
-MAX_DOC_CHARS = 8_000
-"""Text files longer than this are cut into several documents (at blank lines when possible)."""
-
-
-@dataclass(frozen=True)
-class Document:
-    """One document of the corpus."""
-
-    source: str
-    """Where it comes from, e.g. ``builtin:pydocs`` or ``text:/path/to/dir``."""
-    name: str
-    """Stable id, unique within the source, e.g. ``topics/assert`` or ``notes/a.md#3``."""
-    text: str
-
-
-Shard = tuple[int, int]
-"""(k, n): keep the documents whose position in a source's stream is k modulo n."""
 
 
 @dataclass
@@ -70,6 +52,18 @@ class OpenSource:
 
 
 # ------------------------------------------------------------------------------------- reading
+
+
+READERS: dict[type, Reader] = {
+    BuiltinSource: read_pydocs,
+    TextSource: read_text,
+    JsonlSource: read_jsonl,
+    CsvSource: read_csv,
+    PdfSource: read_pdf,
+    HFSource: read_hf,
+    NamedSource: read_named,
+}
+"""Each source type's reader; a new source type is a config class, a reader and a row here."""
 
 
 def iter_documents(
@@ -88,35 +82,10 @@ def iter_documents(
     k, n = shard
     if not (n >= 1 and 0 <= k < n):
         raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
-    label = source_label(source)
-    if isinstance(source, BuiltinSource):
-        from lmlab.data.pydocs import iter_pydocs
-
-        yield from itertools.islice(iter_pydocs(), k, None, n)
-    elif isinstance(source, TextSource):
-        yield from _by_file_or_document(
-            lambda files: _text_documents(source, label, index, strict_utf8, files), source, index, shard)
-    elif isinstance(source, JsonlSource):
-        yield from _jsonl_documents(source, label, index, strict_utf8, shard)
-    elif isinstance(source, CsvSource):
-        yield from _csv_documents(source, label, index, strict_utf8, shard)
-    elif isinstance(source, PdfSource):
-        from lmlab.data.pdf import iter_pdf_documents
-
-        yield from _by_file_or_document(
-            lambda files: iter_pdf_documents(source, label, index, files if n > 1 else None),
-            source, index, shard)
-    elif isinstance(source, HFSource):
-        from lmlab.data.hf import iter_hf_documents
-
-        yield from iter_hf_documents(source, label, index, shard)
-    elif isinstance(source, NamedSource):
-        from lmlab.data.corpora import resolve_named
-        from lmlab.data.hf import iter_hf_documents
-
-        yield from iter_hf_documents(resolve_named(source, index), label, index, shard)
-    else:
+    reader = READERS.get(type(source))
+    if reader is None:
         raise LmlabError(f"data.sources[{index}]: unknown source type {type(source).__name__}")
+    yield from reader(source, source_label(source), index, strict_utf8, shard)
 
 
 def source_label(source: Source) -> str:
@@ -217,150 +186,6 @@ def _reason(error: LmlabError) -> str:
     return _OWN_PREFIX.sub("", str(error), count=1)
 
 
-# ------------------------------------------------------------------------------------ formats
-
-
-def format_record(record: Mapping[str, Any], spec: Formatted, where: str, index: int) -> str:
-    """The text of one record: ``record[text_field]``, or ``format`` filled with ``fields``.
-
-    ``where`` names the record in errors (``file.jsonl:12``, ``dataset 'x' record 5``). With
-    ``text_field`` the value must be a string; ``fields`` values are converted with ``str()``.
-    A missing field (or a ``None`` one) is an error that lists the fields the record has.
-    """
-    fields = [spec.text_field] if spec.fields is None else spec.fields
-    fix = (
-        f"set text_field in data.sources[{index}]"
-        if spec.fields is None
-        else f"fix fields and format in data.sources[{index}]"
-    )
-    for field in fields:
-        if record.get(field) is None:
-            present = ", ".join(str(k) for k, v in record.items() if k is not None and v is not None)
-            raise LmlabError(f"{where}: no field {field!r} (fields: {present or 'none'}); {fix}")
-    if spec.format is None:
-        value = record[spec.text_field]
-        if not isinstance(value, str):
-            raise LmlabError(
-                f"{where}: field {spec.text_field!r} is {type(value).__name__}, not a string; "
-                f"{fix} to a field holding text"
-            )
-        return value
-    return spec.format.format(**{f: str(record[f]) for f in fields})
-
-
-def _by_file_or_document(
-    make: Callable[[list[tuple[Path, str]]], Iterator[Document]], source: TextSource | PdfSource,
-    index: int, shard: Shard,
-) -> Iterator[Document]:
-    """Shard a file-based source: by whole files (file i to shard i mod n) when it has at least
-    n files, so each file is read by one shard only; else by document position."""
-    k, n = shard
-    files = find_files(source.path, source.glob, index)
-    if n > 1 and len(files) >= n:
-        yield from make(files[k::n])
-    else:
-        yield from itertools.islice(make(files), k, None, n)
-
-
-def _text_documents(
-    source: TextSource, label: str, index: int, strict_utf8: bool, files: list[tuple[Path, str]]
-) -> Iterator[Document]:
-    """One document per file (or per ~8,000-character piece of a big file), read in blocks."""
-    for path, rel in files:
-        chunks = _stream_chunks(path, index, strict_utf8)
-        first = next(chunks)
-        second = next(chunks, None)
-        if second is None:
-            yield Document(label, rel, first)
-            continue
-        for k, chunk in enumerate(itertools.chain([first, second], chunks)):
-            yield Document(label, f"{rel}#{k}", chunk)
-
-
-def _jsonl_documents(
-    source: JsonlSource, label: str, index: int, strict_utf8: bool, shard: Shard
-) -> Iterator[Document]:
-    """One document per non-blank line; lines outside the shard are not parsed."""
-    k, n = shard
-    position = 0
-    for path, rel in find_files(source.path, source.glob, index):
-        for lineno, line in _lines(path, index, strict_utf8):
-            if not line.strip():
-                continue
-            position += 1
-            if (position - 1) % n != k:
-                continue
-            where = f"{path}:{lineno}"
-            value = format_record(_jsonl_object(line, where, source.text_field), source, where, index)
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as e:
-                raise LmlabError(
-                    f"{where}: field {source.text_field!r} holds {value[e.start]!r}, an escaped lone "
-                    "surrogate that is not valid Unicode text; fix or drop that line"
-                ) from None
-            yield Document(label, f"{rel}:{lineno}", value)
-
-
-def _jsonl_object(line: str, where: str, field: str) -> dict[str, Any]:
-    """One line of a .jsonl file parsed as a JSON object."""
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise LmlabError(
-            f"{where}: invalid JSON ({e.msg} at column {e.colno}); "
-            "each line of a .jsonl file must be one JSON object"
-        ) from None
-    if not isinstance(obj, dict):
-        raise LmlabError(
-            f"{where}: expected a JSON object, got {type(obj).__name__}; "
-            f'each line must look like {{"{field}": "..."}}'
-        )
-    return obj
-
-
-_CSV_FIELD_LIMIT = 2**31 - 1
-"""Raised from csv's default of 131,072 characters: a document can be a long field."""
-
-
-def _csv_documents(
-    source: CsvSource, label: str, index: int, strict_utf8: bool, shard: Shard
-) -> Iterator[Document]:
-    """One document per row after the header, streamed; rows outside the shard are not formatted."""
-    k, n = shard
-    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
-    errors = "strict" if strict_utf8 else "surrogateescape"
-    position = 0
-    for path, rel in find_files(source.path, source.glob, index):
-        line = 0
-        try:
-            with path.open(encoding="utf-8", errors=errors, newline="") as f:
-                reader = csv.DictReader(f, delimiter=source.delimiter)
-                if not reader.fieldnames:
-                    raise LmlabError(
-                        f"{path}: empty, no header row; the first line of a .csv file names its columns"
-                    )
-                for row in reader:
-                    line = reader.line_num
-                    position += 1
-                    if (position - 1) % n != k:
-                        continue
-                    where = f"{path}:{line}"
-                    yield Document(label, f"{rel}:{line}", format_record(row, source, where, index))
-        except UnicodeDecodeError:
-            raise LmlabError(
-                f"data.sources[{index}]: {path} is not UTF-8 (after line {line}); "
-                "convert it to UTF-8 or use tokenizer.type: byte"
-            ) from None
-        except csv.Error as e:
-            raise LmlabError(f"{path}:{line + 1}: bad CSV row ({e}); check quoting and delimiter") from None
-        except OSError as e:
-            raise LmlabError(
-                f"data.sources[{index}]: cannot read {path} ({e.strerror or type(e).__name__}); "
-                "check that it is a readable file"
-            ) from None
-
-
 def split_documents(
     docs: list[Document], val_fraction: float
 ) -> tuple[list[Document], list[Document]]:
@@ -397,105 +222,3 @@ def doc_hash_fraction(doc: Document) -> float:
     """
     key = f"{doc.source.split(':', 1)[0]}\x00{doc.name}".encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2.0**64
-
-
-# --------------------------------------------------------------------------------------- text
-
-
-def chunk_text(text: str, max_chars: int = MAX_DOC_CHARS) -> list[str]:
-    """Cut ``text`` into pieces of at most ``max_chars`` characters; ``"".join`` restores it.
-
-    Cuts go after a blank line when one lies in the second half of the window, else after a
-    newline anywhere past its first quarter, else at ``max_chars`` exactly.
-    """
-    chunks: list[str] = []
-    pos = 0
-    while len(text) - pos > max_chars:
-        window = text[pos : pos + max_chars]
-        end = max_chars
-        for sep, start in (("\n\n", max_chars // 2), ("\n", max_chars // 4)):
-            cut = window.rfind(sep, start)
-            if cut != -1:
-                end = cut + len(sep)
-                break
-        chunks.append(text[pos : pos + end])
-        pos += end
-    chunks.append(text[pos:])
-    return chunks
-
-
-def find_files(path_str: str, patterns: list[str], index: int) -> list[tuple[Path, str]]:
-    """(path, name) of the files of a source: the file itself, or the folder's glob matches."""
-    path = Path(path_str).expanduser()
-    if not path.exists():
-        raise LmlabError(
-            f"data.sources[{index}].path: no such file or folder: {path_str!r} "
-            "(paths are relative to the working directory)"
-        )
-    if not path.is_dir():
-        if not path.is_file():  # a FIFO, socket or device: reading it could block forever
-            raise LmlabError(f"data.sources[{index}].path: {path_str!r} is not a regular file (a pipe, socket or "
-                             "device); a source is read more than once: write it to a file and point there")
-        return [(path, path.name)]
-    found: dict[str, Path] = {}
-    for pattern in patterns:
-        for match in path.glob(pattern):
-            if match.is_file():
-                found.setdefault(match.relative_to(path).as_posix(), match)
-    if not found:
-        raise LmlabError(
-            f"data.sources[{index}]: folder {path_str!r} has no files matching glob {patterns}; "
-            f"add files or set data.sources[{index}].glob"
-        )
-    return [(found[rel], rel) for rel in sorted(found)]
-
-
-def _decoded_blocks(path: Path, index: int, strict_utf8: bool, block: int = 1 << 20) -> Iterator[str]:
-    """The file decoded as UTF-8 (strictly, or with surrogateescape), ``block`` bytes at a time."""
-    decoder = codecs.getincrementaldecoder("utf-8")("strict" if strict_utf8 else "surrogateescape")
-    offset = 0
-    try:
-        with open(path, "rb") as f:
-            while True:
-                data = f.read(block)
-                pending = len(decoder.getstate()[0])  # bytes of a character cut by the last block
-                try:
-                    text = decoder.decode(data, final=not data)
-                except UnicodeDecodeError as e:
-                    raise LmlabError(
-                        f"data.sources[{index}]: {path} is not UTF-8 (invalid byte 0x{e.object[e.start]:02x} "
-                        f"at offset {offset - pending + e.start}); convert it to UTF-8 or use tokenizer.type: byte"
-                    ) from None
-                offset += len(data)
-                if text:
-                    yield text
-                if not data:
-                    return
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise LmlabError(
-            f"data.sources[{index}]: cannot read {path} ({reason}); check that it is a readable file"
-        ) from None
-
-
-def _stream_chunks(path: Path, index: int, strict_utf8: bool, max_chars: int = MAX_DOC_CHARS) -> Iterator[str]:
-    """``chunk_text`` of the whole file, in bounded memory: cuts only look ``max_chars`` ahead,
-    so cutting a buffer that holds more than that gives the same pieces as cutting the file."""
-    buf = ""
-    for piece in _decoded_blocks(path, index, strict_utf8):
-        buf += piece
-        if len(buf) > 2 * max_chars:
-            *done, buf = chunk_text(buf, max_chars)
-            yield from done
-    yield from chunk_text(buf, max_chars)
-
-
-def _lines(path: Path, index: int, strict_utf8: bool) -> Iterator[tuple[int, str]]:
-    """(line number, line) of the file, as ``text.split("\\n")`` would give, read in blocks."""
-    buf, lineno = "", 0
-    for piece in _decoded_blocks(path, index, strict_utf8):
-        *lines, buf = (buf + piece).split("\n")
-        for line in lines:
-            lineno += 1
-            yield lineno, line
-    yield lineno + 1, buf

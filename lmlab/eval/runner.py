@@ -151,7 +151,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu", snapshot: str = "late
             raise LmlabError(f"{path}: HF GPT-2 folder without tokenizer.json or vocab.json + merges.txt")
         return model.to(device).eval(), tokenizer, {"path": str(path), "format": "hf-gpt2",
                                                     "family": "transformer", "params": model.num_params()}
-    from lmlab.rundir import load_run
+    from lmlab.runs import load_run
 
     model, tokenizer, cfg, snap = load_run(path, device, snapshot)
     return model, tokenizer, {"path": str(path), "format": "lmlab", "family": cfg.model.family,

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from lmlab import rundir
+from lmlab import rundir, runs
 from lmlab.errors import LmlabError
 from lmlab.models.transformer import Transformer
 from lmlab.tokenizers.base import META_FILE, Tokenizer
@@ -274,7 +274,7 @@ def _read_hf_tokenizer(hf_dir: Path) -> Tokenizer | None:
 
 def _read_lmlab_tokenizer(path: Path) -> tuple[Tokenizer, dict[str, Any] | None]:
     """A tokenizer dir, or a run dir's tokenizer -> (tokenizer, that run's tokenizer section)."""
-    from lmlab.config import read_config_file
+    from lmlab.configure import read_config_file
     from lmlab.tokenizers import load_tokenizer
 
     if (path / META_FILE).is_file():
@@ -291,7 +291,7 @@ def _read_lmlab_tokenizer(path: Path) -> tuple[Tokenizer, dict[str, Any] | None]
 
 def load_hf_gpt2(hf_dir: str | Path) -> tuple[Transformer, Tokenizer | None, dict[str, Any]]:
     """Read an HF GPT-2 dir -> (lmlab model in eval mode, its tokenizer or None, model section)."""
-    from lmlab.config import build_model_config
+    from lmlab.configure import build_model_config
     from lmlab.registry import build_model
 
     hf_dir = Path(hf_dir)
@@ -326,7 +326,7 @@ def import_hf_gpt2(
     The tokenizer comes from ``tokenizer_from`` (an lmlab run dir or tokenizer dir) when given,
     else from ``hf_dir``. A run dir that already holds a checkpoint is refused.
     """
-    from lmlab.config import save_config, validate_config
+    from lmlab.configure import save_config, validate_config
 
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
     if rundir.has_checkpoint(run_dir):
@@ -394,7 +394,7 @@ def export_hf_gpt2(
     if isinstance(run_dir_or_model, Transformer):
         model = run_dir_or_model
     elif isinstance(run_dir_or_model, (str, Path)):
-        model, run_tokenizer, _, _ = rundir.load_run(run_dir_or_model)
+        model, run_tokenizer, _, _ = runs.load_run(run_dir_or_model)
         tokenizer = tokenizer if tokenizer is not None else run_tokenizer
     else:
         raise LmlabError(

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-
-@dataclass
-class ModelOutput:
-    """``loss`` is what the trainer backpropagates; ``terms`` are its named, already-weighted parts."""
-
-    logits: torch.Tensor
-    loss: torch.Tensor | None = None
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean next-token cross entropy; ``targets`` of -1 are ignored. logits (B, T, V), targets (B, T)."""
-    return F.cross_entropy(
-        logits.float().view(-1, logits.size(-1)),
-        targets.reshape(-1),
-        ignore_index=-1,
-        label_smoothing=label_smoothing,
-    )
+from lmlab.errors import LmlabError
+from lmlab.models.heads import AuxiliaryHeads
+from lmlab.models.output import ModelOutput, lm_loss  # noqa: F401  (re-exported: every family's output)
 
 
 class LanguageModel(nn.Module):
@@ -65,8 +50,6 @@ class LanguageModel(nn.Module):
     def attach_auxiliary(self, cfg, hidden_size: int) -> None:
         """Build the auxiliary heads of ``cfg.auxiliary`` (a model config) as ``self.aux``."""
         if cfg.auxiliary is not None and cfg.auxiliary.any_enabled:
-            from lmlab.models.heads import AuxiliaryHeads
-
             self.aux = AuxiliaryHeads(cfg.auxiliary, hidden_size, cfg.vocab_size)
 
     def forward(
@@ -161,9 +144,11 @@ class LanguageModel(nn.Module):
     def set_train_step(self, step: int) -> None:
         """Called before each optimizer step (families with step-dependent loss weights)."""
 
-    def on_train_start(self, resumed: bool) -> None:
+    def on_train_start(self, resumed: bool, weights_file: Callable[[str], Path]) -> None:
         """Called once the snapshot (if any) has loaded, before the first step (e.g. the
-        abstractinator's stage 2 loads and freezes its base)."""
+        abstractinator's stage 2 loads and freezes its base). ``weights_file(path)`` is the
+        safetensors file a path names: the file itself, or a run dir's newest snapshot's
+        weights (a model never reads a run dir itself)."""
 
     def on_checkpoint(self) -> None:
         """Called on rank 0 after each snapshot (e.g. the abstractinator's stage 1 writes its base)."""
@@ -181,16 +166,12 @@ class LanguageModel(nn.Module):
     def set_generation_options(self, **options: Any) -> None:
         """Decoding-time controls (``generation_options``); called without arguments to reset."""
         if options:
-            from lmlab.errors import LmlabError
-
             raise LmlabError(f"{', '.join(sorted(options))}: the {type(self).__name__} model has no "
                              "decoding options")
 
     def extend_max_seq_len(self, block_size: int) -> None:
         """Grow the context to ``block_size`` positions in place (a continuous preset that
         raises the context); a family that cannot refuses in one line."""
-        from lmlab.errors import LmlabError
-
         raise LmlabError(f"the {type(self).__name__} model cannot extend its context to {block_size} "
                          "positions; keep model.block_size (seq_length) as it was")
 

@@ -147,7 +147,7 @@ def write_patch_report(run_dir: str | Path, text: str, out_path: str | Path,
                        log: Callable[[str], None] | None = None) -> Path:
     """Load the abstractinator run in ``run_dir``, draw its patches of ``text`` to ``out_path``
     (HTML) and return that path; ``log`` (e.g. ``print``) gets the per-level stats line."""
-    from lmlab.rundir import load_run
+    from lmlab.runs import load_run
 
     model, _, config, _ = load_run(run_dir, "cpu")
     if config.model.family != "abstractinator":

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from lmlab import rundir
-from lmlab.config import RunConfig, validate_config
+from lmlab.config import RunConfig
+from lmlab.configure import validate_config
 from lmlab.data.cache import TokenArrays, build_token_arrays, interleave
 from lmlab.data.shards import (
     SHARDS_FILE,

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from lmlab import rundir
+from lmlab import rundir, runs
 from lmlab.config import RunConfig
 from lmlab.errors import LmlabError
 from lmlab.registry import build_model
@@ -21,7 +21,7 @@ def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None
     A weights-only snapshot (an imported model) has no data position to keep: its data and seed
     may change, which is how it is fine-tuned on a new corpus.
     """
-    saved = rundir.checkpoint_config(meta)
+    saved = runs.checkpoint_config(meta)
     now = cfg.to_dict()
     family = saved.get("model", {}).get("family", "transformer")
     if family != cfg.model.family:
@@ -53,7 +53,7 @@ def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None
 def warm_model(cfg: RunConfig, snap: rundir.Snapshot, device: torch.device) -> torch.nn.Module:
     """A model of ``cfg`` with ``snap``'s weights: added or missing tensors (auxiliary heads) are a
     warning; a longer ``block_size`` than the snapshot's extends its positions (seed 001)."""
-    saved = int(rundir.checkpoint_config(snap.meta)["model"]["block_size"])
+    saved = int(runs.checkpoint_config(snap.meta)["model"]["block_size"])
     grow = saved < cfg.model.block_size
     model_cfg = cfg.model.model_copy(update={"block_size": saved}) if grow else cfg.model
     model = build_model(model_cfg).to(device)

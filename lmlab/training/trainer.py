@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lmlab import rundir
-from lmlab.config import RunConfig, save_config
+from lmlab.config import RunConfig
+from lmlab.configure import save_config
 from lmlab.data.batches import eval_windows
 from lmlab.data.mixing import Adaptive, MixtureSampler
 from lmlab.errors import LmlabError
@@ -161,7 +162,7 @@ class Trainer:
         self.first_bad = torch.full((), -1, dtype=torch.int64, device=info.device)
         self.best = {"val_loss": math.inf, "step": None}
         state = self.checkpointer.load_state(snap, self.optimizer) if snap is not None else None
-        model.on_train_start(resumed=snap is not None)
+        model.on_train_start(resumed=snap is not None, weights_file=rundir.weights_file)
         # A weights-only snapshot (an imported model, e.g. GPT-2) starts a fresh optimizer and data
         # position: that is fine-tuning it in place.
         if state is not None:

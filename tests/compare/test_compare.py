@@ -111,7 +111,7 @@ def test_param_matching_refuses_what_cannot_match(tmp_path, corpus_dir):
 def test_count_params_is_exact():
     import torch
 
-    from lmlab.config import validate_config
+    from lmlab.configure import validate_config
     from lmlab.registry import build_model
 
     section = {"family": "apelr", "preset": "tiny", "d_ff": 100}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from lmlab.cli import main as cli
-from lmlab.config import load_config
+from lmlab.configure import load_config
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 # The seeds' examples are data beside this file (--import-mode=importlib: no sys.path entry).

@@ -14,7 +14,7 @@ import yaml
 
 from lmlab import compat
 from lmlab.cli import main as cli
-from lmlab.config import load_config
+from lmlab.configure import load_config
 from lmlab.errors import ConfigError
 
 SEEDS = Path(__file__).resolve().parents[3] / "shared" / "seeds"

@@ -18,8 +18,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmlab import rundir
-from lmlab.config import validate_config
+from lmlab import rundir, runs
+from lmlab.configure import validate_config
 from lmlab.continuous import run
 from lmlab.continuous.picker import choose
 from lmlab.continuous.presets import (
@@ -321,13 +321,13 @@ def test_new_cycle_loads_tolerantly_and_extends_positions(home):
          auxiliary={"enable_value": True, "enable_dynamics": True})
     with pytest.warns(UserWarning, match=r"missing tensors \['aux.dynamics"):
         run(target_tokens=512, interactive=False)
-    model, _, cfg, _ = rundir.load_run(run_dir)
+    model, _, cfg, _ = runs.load_run(run_dir)
     assert cfg.model.block_size == 32 and model.wpe.weight.shape[0] == 32
     assert cfg.model.auxiliary.enable_value and model.auxiliary_heads is not None
     # Shrinking seq_length later keeps the model's 32 positions and trains on 16-token windows.
     home("00_best_general", model={**learned, "seq_length": 16})
     run(target_tokens=512, interactive=False)
-    _, _, cfg, _ = rundir.load_run(run_dir)
+    _, _, cfg, _ = runs.load_run(run_dir)
     assert (cfg.model.block_size, cfg.train.seq_len) == (32, 16)
     assert old["wpe.weight"].shape[0] == 16  # cycle 1's model had 16 positions
 

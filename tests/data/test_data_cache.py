@@ -10,7 +10,8 @@ import pytest
 
 from lmlab.data.batches import encode_documents
 from lmlab.data.cache import build_token_arrays, cache_status, open_token_cache
-from lmlab.data.sources import Document, doc_hash_fraction, split_documents
+from lmlab.data.documents import Document
+from lmlab.data.sources import doc_hash_fraction, split_documents
 from lmlab.errors import LmlabError
 from lmlab.tokenizers import ByteTokenizer
 

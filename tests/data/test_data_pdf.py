@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from lmlab.config import DataConfig, PdfSource
+from lmlab.data.documents import Document
 from lmlab.data.pdf import chunk_paragraphs, import_pypdf, read_pdf_text, tidy_page
-from lmlab.data.sources import Document, iter_documents, open_sources
+from lmlab.data.sources import iter_documents, open_sources
 from lmlab.errors import LmlabError
 
 SHARED_PDF = Path(__file__).resolve().parents[3] / "shared" / "data" / "pdf"

@@ -6,8 +6,8 @@ import ast
 
 import pytest
 
+from lmlab.data.documents import Document
 from lmlab.data.pydocs import iter_pydocs, module_text
-from lmlab.data.sources import Document
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 
 from lmlab.config import CsvSource, DataConfig, JsonlSource, TextSource
-from lmlab.data.sources import (
-    Document,
-    chunk_text,
-    find_files,
-    iter_documents,
-    load_documents,
-    open_sources,
-    split_documents,
-)
+from lmlab.data.documents import Document, chunk_text, find_files
+from lmlab.data.sources import iter_documents, load_documents, open_sources, split_documents
 from lmlab.errors import LmlabError
 
 

@@ -16,7 +16,7 @@ def hf_folder(eval_run, tmp_path_factory):
     """A random GPT-2 (learned positions, n_positions 32) with the eval run's bpe tokenizer."""
     import torch
 
-    from lmlab.config import build_model_config
+    from lmlab.configure import build_model_config
     from lmlab.interop.gpt2 import export_hf_gpt2
     from lmlab.registry import build_model
 

@@ -80,7 +80,7 @@ def test_evaluate_two_checkpoints_writes_json_markdown_and_run_files(eval_run, e
 
 
 def test_hf_gpt2_folder_is_a_checkpoint(eval_run, eval_data, tmp_path):
-    from lmlab.config import build_model_config
+    from lmlab.configure import build_model_config
     from lmlab.interop.gpt2 import export_hf_gpt2
     from lmlab.registry import build_model
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmlab.config import DecodeSettings, build_model_config
+from lmlab.config import DecodeSettings
+from lmlab.configure import build_model_config
 from lmlab.generate import generate_ids
 from lmlab.registry import build_model
 

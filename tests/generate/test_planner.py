@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmlab.config import DecodeSettings, build_model_config
+from lmlab.config import DecodeSettings
+from lmlab.configure import build_model_config
 from lmlab.errors import LmlabError
 from lmlab.generate.decode import generate_ids
 from lmlab.generate.planner import planner_pick

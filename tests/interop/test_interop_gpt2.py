@@ -10,7 +10,7 @@ import torch
 
 import lmlab
 from lmlab import rundir
-from lmlab.config import build_model_config
+from lmlab.configure import build_model_config
 from lmlab.errors import LmlabError
 from lmlab.interop.gpt2 import export_hf_gpt2, gpt2_model_config, import_hf_gpt2, load_hf_gpt2
 from lmlab.registry import build_model

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmlab.config import AuxiliaryConfig, build_model_config
+from lmlab.config import AuxiliaryConfig
+from lmlab.configure import build_model_config
 from lmlab.errors import ConfigError
 from lmlab.models.heads import AuxiliaryHeads
 from lmlab.models.heads.heads import span_valid
@@ -266,7 +267,7 @@ def test_trainer_logs_each_head_and_the_run_reloads(tiny_config):
     import json
 
     import lmlab
-    from lmlab import rundir
+    from lmlab import runs
 
     aux = {**{f: True for f in HEADS}, "dynamics_rollout_steps": 2}
     _, raw, run = tiny_config(model={"auxiliary": aux}, train={"max_steps": 4, "log_interval": 1})
@@ -276,5 +277,5 @@ def test_trainer_logs_each_head_and_the_run_reloads(tiny_config):
     assert len(train_rows) == 4
     for r in train_rows:
         assert set(HEADS.values()) | {"ce"} <= set(r) and all(math.isfinite(r[k]) for k in HEADS.values())
-    model, _, cfg, _ = rundir.load_run(run)
+    model, _, cfg, _ = runs.load_run(run)
     assert cfg.model.auxiliary.enable_span_contrastive and model.auxiliary_heads is not None

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from lmlab.config import build_model_config, validate_config
+from lmlab.configure import build_model_config, validate_config
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.models.abstractinator.attention import Attention, causal_mask
 from lmlab.models.abstractinator.compressor import LearnedQueryAttention

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 import lmlab
 from lmlab import rundir
-from lmlab.config import build_model_config
+from lmlab.configure import build_model_config
 from lmlab.errors import ConfigError
 
 LEVEL = {"compressor_layers": 1, "expander_layers": 1, "codebook_size": 32, "c_vq_d_c": 16, "d_lo_d_c": 16,

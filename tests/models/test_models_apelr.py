@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmlab.config import build_model_config
+from lmlab.configure import build_model_config
 from lmlab.models.apelr import V1, V2, Apelr
 from lmlab.models.apelr.planner import PlannerState
 from lmlab.registry import build_model
@@ -278,13 +278,13 @@ def test_v2_weights_fall_back_to_v1_names():
 def test_checkpoint_without_version_loads_as_v1_and_loading_is_tolerant(tmp_path):
     import json
 
-    from lmlab import rundir
+    from lmlab import rundir, runs
 
     with_bow = _model(V2, chunk_bow_weight=0.1)
     cfg = {"model": {**with_bow.cfg.model_dump(), "vocab_size": 11}}
     del cfg["model"]["version"]  # written before versions existed
     snap = rundir.save_snapshot(tmp_path, with_bow, {"config": cfg, "step": 0})
-    raw = rundir.checkpoint_config(json.loads((snap / rundir.META).read_text()))
+    raw = runs.checkpoint_config(json.loads((snap / rundir.META).read_text()))
     assert raw["model"]["version"] == V1
     plain = _model(V2)  # no chunk_bow module: plan_emb is unexpected
     with pytest.warns(UserWarning, match=r"unexpected tensors \['plan_emb'\]"):

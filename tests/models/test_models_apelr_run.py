@@ -85,7 +85,7 @@ def test_v1_run_resumes_and_old_checkpoints_load_as_v1(apelr_run, tmp_path):
 def test_apelr_presets_validate_and_match_the_baseline_size(name):
     from pathlib import Path
 
-    from lmlab.config import build_model_config, load_config
+    from lmlab.configure import build_model_config, load_config
     from lmlab.registry import build_model
 
     repo = Path(__file__).resolve().parents[2]

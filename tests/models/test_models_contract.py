@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmlab.config import build_model_config
+from lmlab.configure import build_model_config
 from lmlab.models.base import ModelOutput
 from lmlab.registry import FAMILIES, build_model
 from lmlab.rundir import latest_snapshot, save_snapshot

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import lmlab
-from lmlab.config import DecodeSettings, TrainConfig, build_model_config
+from lmlab.config import DecodeSettings, TrainConfig
+from lmlab.configure import build_model_config
 from lmlab.errors import ConfigError
 from lmlab.generate.decode import generate_ids
 from lmlab.models.common.layers import MLP
@@ -319,7 +320,7 @@ def test_config_errors_are_one_line(fields: dict, message: str) -> None:
 
 def test_seed_d_mlp_is_d_ff() -> None:
     """Seed 002's d_mlp is translated to d_ff (lmlab/compat); both, different, is a clash."""
-    from lmlab.config import validate_config
+    from lmlab.configure import validate_config
 
     assert validate_config({"model": {"family": "psann", "d_mlp": 100}}).model.ff_dim == 100
     with pytest.raises(ConfigError, match=r"seed 002 `model.d_mlp`: `model.d_ff` is set too \(128 vs 96\)"):
@@ -358,7 +359,7 @@ def test_training_reduces_the_loss_and_the_run_loads(base: str, tiny_config) -> 
 def test_diagnostics_report_where_the_sine_parameters_went() -> None:
     """Mean amplitude / frequency / damping and their mean |change| since init: 0 before any
     step and when frozen, > 0 after a step of a trainable model; None without sines."""
-    from lmlab.config import validate_config
+    from lmlab.configure import validate_config
     from lmlab.training.optim import build_optimizer
 
     for trainable in (True, False):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmlab.config import build_model_config
+from lmlab.configure import build_model_config
 from lmlab.errors import ConfigError
 from lmlab.models.common.positions import alibi_slopes
 from lmlab.registry import build_model

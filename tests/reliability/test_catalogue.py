@@ -112,7 +112,7 @@ def _fill(text: str, places: dict[str, str]) -> str:
 
 
 def _call_api(case, places: dict[str, str], corpus: Path, tiny_raw) -> None:
-    from lmlab.config import load_config
+    from lmlab.configure import load_config
 
     name, *pairs = [_fill(a, places) for a in case.argv]
     kw = {k: yaml.safe_load(v) if k not in ("run_dir", "path", "checkpoints", "tasks", "device") else v

@@ -133,7 +133,7 @@ def test_2_a_second_trainer_on_the_same_run_dir_is_refused_naming_the_holder(tin
 
 
 def _snap_model(seed: int, n_layer: int = 2):
-    from lmlab.config import build_model_config
+    from lmlab.configure import build_model_config
     from lmlab.registry import build_model
 
     torch.manual_seed(seed)
@@ -184,7 +184,7 @@ def test_4_config_and_weights_that_disagree_name_the_tensors(tmp_path):
         rundir.latest_snapshot(tmp_path).load_weights(_snap_model(0, n_layer=3))
     msg = str(e.value)
     assert "\n" not in msg and "missing from the file: blocks.2." in msg and "different models" in msg
-    from lmlab.config import build_model_config
+    from lmlab.configure import build_model_config
     from lmlab.registry import build_model
 
     wide = build_model(build_model_config({"preset": "tiny", "vocab_size": 41}))
@@ -369,7 +369,7 @@ def test_10_an_absurd_size_is_refused_before_the_model_is_built(tiny_config, mon
 @pytest.mark.parametrize("family,preset", [("transformer", "gpt2"), ("apelr", "small"), ("psann", "medium"),
                                            ("abstractinator", "regular_sdpa"), ("abstractinator", "mla_sdpa")])
 def test_10_size_estimates_are_close_to_the_built_models(family, preset):
-    from lmlab.config import build_model_config
+    from lmlab.configure import build_model_config
     from lmlab.registry import build_model
 
     cfg = build_model_config({"family": family, "preset": preset, "vocab_size": 260 if family == "abstractinator"
@@ -396,7 +396,7 @@ def _files(run) -> dict:
 
 
 def test_11_messages_name_what_is_wrong(trained, tmp_path):
-    from lmlab.config import load_config
+    from lmlab.configure import load_config
 
     path, raw, run = trained
     before = _files(run)

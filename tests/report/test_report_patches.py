@@ -13,7 +13,7 @@ from lmlab.report.patches import patch_boundaries, render_html, stats_line
 
 def _model(*levels: dict):
     """An untrained tiny abstractinator; each dict updates one copy of the tiny level's entropy settings."""
-    from lmlab.config import build_model_config
+    from lmlab.configure import build_model_config
     from lmlab.models.abstractinator.config import AbstractinatorConfig
     from lmlab.registry import build_model
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import lmlab
-from lmlab.config import validate_config
+from lmlab.configure import validate_config
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.registry import FAMILIES, build_model
 from lmlab.training.optim import MuonAdamW, build_optimizer
@@ -64,7 +64,7 @@ def test_muon_resumes_bit_exactly_with_accumulation(tiny_config, tmp_path):
 
 def test_muon_lr_scales_its_groups_with_the_schedule(tiny_config, tmp_path):
     _, raw, _ = tiny_config(train={"optimizer": "muon", "muon_lr": 0.02, "lr": 1e-3, "min_lr": 1e-4, "max_steps": 2})
-    cfg = lmlab.config.load_config(raw=raw, notes=lambda _: None)
+    cfg = lmlab.configure.load_config(raw=raw, notes=lambda _: None)
     opt = build_optimizer(build_model(cfg.model.model_copy(update={"vocab_size": 50})), cfg.train,
                           torch.device("cpu"))
     assert [g.get("lr_scale", 1.0) for g in opt.param_groups] == [20.0, 1.0, 1.0]
@@ -72,7 +72,7 @@ def test_muon_lr_scales_its_groups_with_the_schedule(tiny_config, tmp_path):
 
 def test_muon_refusals_are_one_line(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match="optimizer: muon with distributed.zero_optimizer"):
-        lmlab.config.load_config(raw={"train": {"optimizer": "muon", "distributed": {"zero_optimizer": True}}})
+        lmlab.configure.load_config(raw={"train": {"optimizer": "muon", "distributed": {"zero_optimizer": True}}})
     # an AdamW run resumed as muon: its optimizer state does not fit
     _, raw, run = tiny_config(train={"max_steps": 2})
     lmlab.train(raw)

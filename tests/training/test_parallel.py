@@ -252,7 +252,7 @@ def test_gpu_knobs_apply_for_the_run_and_are_put_back(tiny_config, monkeypatch):
 
 
 def test_compile_accepts_seed_000s_section():
-    from lmlab.config import load_config
+    from lmlab.configure import load_config
 
     assert load_config(raw={"train": {"compile": {"enabled": True}}}).train.compile is True
     assert load_config(raw={"train": {"compile": {"enabled": False}}}).train.compile is False

@@ -40,7 +40,7 @@ def test_a_run_logs_the_wsd_lr(tiny_config):
     lmlab.train(raw)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = {r["step"]: r["lr"] for r in rows if "lr" in r}
-    from lmlab.config import load_config
+    from lmlab.configure import load_config
 
     t = load_config(raw=raw, notes=lambda _: None).train
     assert logged == pytest.approx({s + 1: lr_at(s, t, 10) for s in range(10)})
@@ -49,4 +49,4 @@ def test_a_run_logs_the_wsd_lr(tiny_config):
 
 def test_a_bad_schedule_is_one_line():
     with pytest.raises(ConfigError, match=r"train.schedule = 'linear': Input should be 'cosine' or 'wsd'"):
-        lmlab.config.load_config(overrides=["train.schedule=linear"])
+        lmlab.configure.load_config(overrides=["train.schedule=linear"])

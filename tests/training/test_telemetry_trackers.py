@@ -51,7 +51,7 @@ def test_transformer_flops_per_token_matches_torchs_flop_counter(mlp):
     is counted on its own, from the same matmuls written out (q k^T, then the weights times v)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lmlab.config import build_model_config
+    from lmlab.configure import build_model_config
     from lmlab.registry import build_model
 
     cfg = build_model_config({"preset": "small", "vocab_size": 512, "mlp": mlp})

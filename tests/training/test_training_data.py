@@ -142,7 +142,7 @@ def test_two_ranks_two_workers_read_every_document_once(tiny_config, run_cli, tm
     from lmlab.data.shards import open_sharded_cache
     from lmlab.training.data import fingerprint
 
-    cache = open_sharded_cache(run / "token_cache", fingerprint(lmlab.config.load_config(run / "config.yaml"), run), 4)
+    cache = open_sharded_cache(run / "token_cache", fingerprint(lmlab.configure.load_config(run / "config.yaml"), run), 4)
     seen: list[str] = []
     for segments, val in zip(cache.train, cache.val):
         for arr in [*segments, val]:

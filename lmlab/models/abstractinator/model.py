@@ -10,9 +10,11 @@ Generation (``generate_bytes``) continues the top codes and expands them level b
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lmlab.errors import LmlabError
@@ -311,8 +313,6 @@ class AbstractinatorPyramid(LanguageModel):
 
     def save_base_components(self, path: str | Path) -> None:
         """Write :meth:`base_state_dict` to ``path`` (safetensors, atomically)."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -321,9 +321,13 @@ class AbstractinatorPyramid(LanguageModel):
 
     def load_base_components(self, source: str | Path, entropy_only: bool = False, levels: int | None = None) -> int:
         """Copy the tensors of the bottom ``levels`` levels (all by default; or only their entropy
-        models) from a base file or a run dir; returns how many tensors were loaded. Shapes must
-        match this config."""
-        state = _read_weights(source)
+        models) from a safetensors file (a base file, or a snapshot's weights: the trainer
+        resolves a run dir to one); returns how many tensors were loaded. Shapes must match
+        this config."""
+        try:
+            state = load_file(str(source))
+        except Exception as e:  # safetensors raises its own error types for a corrupt header
+            raise LmlabError(f"{source}: not a safetensors file ({e.__class__.__name__}: {e})") from None
         keep = tuple(f"levels.{i}." for i in range(levels if levels is not None else len(self.levels)))
         want = {k: v for k, v in self.base_state_dict().items()
                 if k.startswith(keep) and (not entropy_only or ".entropy." in k)}
@@ -341,37 +345,20 @@ class AbstractinatorPyramid(LanguageModel):
                 own[k].copy_(state[k])
         return len(want)
 
-    def on_train_start(self, resumed: bool) -> None:
-        """Trainer hook: a fresh stage-2 run loads the frozen parts (a resumed one has them)."""
+    def on_train_start(self, resumed: bool, weights_file: Callable[[str], Path]) -> None:
+        """Trainer hook: a fresh stage-2 run loads the frozen parts (a resumed one has them).
+        ``weights_file`` turns ``load_base_from`` (a base file or a stage-1 run dir) into a file."""
         if resumed:
             return
         if self.cfg.load_base_from is not None:
-            n = self.load_base_components(self.cfg.load_base_from, levels=self.cfg.base_levels)
+            path = weights_file(self.cfg.load_base_from)
+            n = self.load_base_components(path, levels=self.cfg.base_levels)
             print(f"lmlab: loaded {n} base tensors from {self.cfg.load_base_from} (frozen)", flush=True)
         elif self.cfg.load_entropy_from is not None:
-            n = self.load_base_components(self.cfg.load_entropy_from, entropy_only=True)
+            n = self.load_base_components(weights_file(self.cfg.load_entropy_from), entropy_only=True)
             print(f"lmlab: loaded {n} entropy-model tensors from {self.cfg.load_entropy_from} (frozen)", flush=True)
 
     def on_checkpoint(self) -> None:
         """Trainer hook (rank 0, after each snapshot): stage 1 writes the base components."""
         if self.cfg.save_base_components_path is not None:
             self.save_base_components(self.cfg.save_base_components_path)
-
-
-def _read_weights(source: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file, or of the latest snapshot of an lmlab run dir."""
-    from safetensors.torch import load_file
-
-    from lmlab import rundir
-
-    p = Path(source)
-    if p.is_dir():
-        if not rundir.has_checkpoint(p):
-            raise LmlabError(f"{p}: neither a base file nor a run dir with a checkpoint")
-        p = rundir.latest_snapshot(p).path / rundir.WEIGHTS
-    if not p.is_file():
-        raise LmlabError(f"{source}: no such file; give the stage-1 save_base_components_path or its run dir")
-    try:
-        return load_file(str(p))
-    except Exception as e:  # safetensors raises its own error types for a corrupt header
-        raise LmlabError(f"{source}: not a safetensors file ({e.__class__.__name__}: {e})") from None

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmlab.config import AuxiliaryConfig
-from lmlab.models.base import ModelOutput
+from lmlab.models.output import ModelOutput
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:

@@ -1,0 +1,264 @@
+"""Loading a run config: files, ``--set`` overrides, seed dialects, the family's own schema.
+
+This layer sits above the registry and ``compat``: a file in a seed's dialect is translated
+(dicts to dicts) first, then every section is validated by the schema (``config.py``), the model
+section by its family's config class after the preset's values are applied. Any unknown key,
+wrong type or bad value raises :class:`ConfigError` with one line naming the source, the key,
+the value and what is allowed. Overrides come from the command line as ``--set
+section.key=value`` (the value parses as YAML).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from lmlab import compat
+from lmlab.config import BUDGET_KEYS, DEFAULT_FAMILY, ModelConfig, RunConfig
+from lmlab.errors import ConfigError
+from lmlab.registry import FAMILIES, get_family, resolve_family
+from lmlab.strict import (
+    UnknownKey,
+    check_keys,
+    format_validation_error,
+    key_homes,
+    unknown_keys_error,
+)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML or JSON config file into a dict (an empty file is an empty config)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config {p} is a folder; give a .yaml or .json file, e.g. configs/smoke.yaml")
+    if p.exists() and not p.is_file():  # a FIFO nobody writes would block forever
+        raise ConfigError(f"config {p} is not a regular file (a pipe, socket or device); save the config to a file")
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p} (give a .yaml or .json path, e.g. configs/smoke.yaml)")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config ({e.__class__.__name__}: {e}); save it as UTF-8 text") from None
+    try:
+        raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}: line {e.lineno}, column {e.colno}: cannot parse config: {e.msg}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = " ".join(x for x in (getattr(e, "problem", None), getattr(e, "context", None)) if x) or \
+            str(e).strip().splitlines()[0]
+        raise ConfigError(f"{p}: {at}cannot parse config: {what}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a config must be a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-4"`` -> (["train", "lr"], 0.0003); the value parses as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set train.lr=3e-4")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):
+        parsed = float(parsed)  # YAML 1.1 reads "3e-4" as a string; users mean a number
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``section.key=value`` in a copy of ``raw`` (intermediate mappings are created).
+
+    Overriding one training budget (``train.max_steps``, ``max_tokens`` or ``epochs``) replaces
+    the budget of the file, so ``--set train.max_steps=50`` works on a config that set max_tokens.
+    """
+    out = json.loads(json.dumps(raw))
+    parsed = [parse_override(item) for item in overrides]
+    budget_keys = (*BUDGET_KEYS, "num_epochs")  # num_epochs: seed 003's epochs (lmlab/compat)
+    budget = {keys[1] for keys, _ in parsed if len(keys) == 2 and keys[0] == "train" and keys[1] in budget_keys}
+    if budget and isinstance(out.get("train"), dict):
+        for key in budget_keys:
+            if key not in budget and key in out["train"]:
+                out["train"][key] = None
+    for keys, value in parsed:
+        node = out
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    raw: dict[str, Any] | None = None,
+    notes: Callable[[str], None] | None = None,
+) -> RunConfig:
+    """Load and validate a run config from a file and/or a dict, then apply ``--set`` overrides.
+
+    A file or key in a seed's dialect is translated first (``lmlab/compat``); ``notes`` receives
+    one line per translated key (default: printed to stderr as ``note: ...``)."""
+    say = notes or _note
+    base, source = {}, "config"
+    if path is not None:
+        file_raw, seed = read_any_config(path)
+        source = str(path)
+        if seed == "001":
+            say(f"seed 001 preset {path}: the run config main.py makes of it (train.max_tokens "
+                f"{file_raw['train']['max_tokens']:,}), trained in {file_raw['train']['out_dir']}")
+        # The file is translated on its own first, so an override in lmlab's spelling replaces
+        # the file's dialect key instead of clashing with it.
+        done = compat.translate(file_raw, source, seed)
+        for line in done.notes:
+            say(line)
+        base = done.raw
+    if raw is not None:
+        done = compat.translate(raw, source)
+        for line in done.notes:
+            say(line)
+        base = deep_merge(base, done.raw)
+    merged = apply_overrides(base, overrides or [])
+    override_keys = [parse_override(o)[0] for o in (overrides or [])]
+    # An override in a seed's spelling replaces the key it stands for (the file is lmlab's by now).
+    done = compat.translate(merged, source, winning={".".join(k) for k in override_keys})
+    for line in done.notes:
+        say(line)
+    return validate_config(done.raw, source, override_keys, translated=True)
+
+
+def read_any_config(path: str | Path) -> tuple[dict[str, Any], str | None]:
+    """(raw config, seed dialect or None) of a YAML/JSON config or a seed's own file format
+    (seed 003's ``experiments/*.py``, read without running it)."""
+    p = Path(path)
+    if p.suffix in (".py", ".json") and p.is_file():
+        found = compat.read_seed_file(p)
+        if found is not None:
+            return found
+    return read_config_file(p), None
+
+
+def _note(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr)
+
+
+def validate_config(
+    raw: dict[str, Any], source: str = "config", override_keys: list[list[str]] | None = None,
+    translated: bool = False,
+) -> RunConfig:
+    """Validate a raw dict into a :class:`RunConfig`, resolving the model family and preset.
+    Seed spellings are translated first, silently (``load_config`` prints its notes); a saved
+    config of an older run dir reads the same way."""
+    if not translated:
+            raw = compat.translate(raw, source).raw
+
+    def where(loc: list[str | int]) -> str:
+        keys = [str(x) for x in loc]
+        for ok in override_keys or []:
+            if keys[: len(ok)] == ok or ok[: len(keys)] == keys:
+                return f"--set {'.'.join(ok)}"
+        return source
+
+    raw = dict(raw)
+    model_raw = raw.pop("model", {}) or {}
+    if not isinstance(model_raw, dict):
+        raise ConfigError(f"{where(['model'])}: model: expected a mapping, got {model_raw!r}")
+    # Every unknown key of every section at once, each saying where it lives if it does.
+    found: list[UnknownKey] = []
+    elsewhere = _homes(model_raw.get("family", DEFAULT_FAMILY))
+    check_keys(RunConfig, raw, [], where, found, elsewhere)
+    model_cfg = build_model_config(model_raw, where, found, elsewhere)
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, raw, [], where)) from None
+    # Assign after validation so the family subclass (not the base) is kept.
+    object.__setattr__(cfg, "model", model_cfg)
+    need = model_cfg.required_tokenizer
+    if need is not None and cfg.tokenizer.type != need:
+        raise ConfigError(f"{where(['tokenizer', 'type'])}: tokenizer.type = {cfg.tokenizer.type!r}: the "
+                          f"{model_cfg.family} family reads {need}s; set tokenizer.type: {need}")
+    if cfg.train.seq_len is not None and cfg.train.seq_len > model_cfg.block_size:
+        raise ConfigError(f"{where(['train', 'seq_len'])}: train.seq_len = {cfg.train.seq_len} exceeds "
+                          f"model.block_size = {model_cfg.block_size}; lower it or raise block_size")
+    return cfg
+
+
+def _homes(family: Any) -> dict[str, str]:
+    """Field name -> dotted place in a run config whose model is ``family`` (for "it is ..." hints)."""
+    sections: dict[str, type] = {name: f.annotation for name, f in RunConfig.model_fields.items() if name != "model"}
+    sections["model"] = FAMILIES[family][0] if isinstance(family, str) and family in FAMILIES else ModelConfig
+    homes = key_homes(sections)
+    for name, (cls, _) in FAMILIES.items():  # another family's field: say which family has it
+        for field in cls.model_fields:
+            if field not in sections["model"].model_fields:
+                homes.setdefault(field, f"model.{field} of the {name} family")
+    return homes
+
+
+def build_model_config(model_raw: dict[str, Any], where=lambda loc: "config", found: list[UnknownKey] | None = None,
+                       elsewhere=None) -> ModelConfig:
+    """Validate a ``model`` section with its family's config class, applying the preset first.
+    Unknown keys are raised together with those already in ``found`` (the other sections')."""
+    found = [] if found is None else found
+    family = model_raw.get("family", DEFAULT_FAMILY)
+    try:
+        family, implied = resolve_family(family)
+    except ConfigError as e:
+        raise ConfigError(f"{where(['model', 'family'])}: model.family = {family!r}: {e}") from None
+    cls, _ = get_family(family)
+    for key, value in implied.items():  # an alias (psann's waveresnet) sets its fields
+        if model_raw.get(key, value) != value:
+            raise ConfigError(f"{where(['model', key])}: model.{key} = {model_raw[key]!r} contradicts "
+                              f"model.family = {model_raw['family']!r}; drop one")
+    model_raw = {**model_raw, **implied, "family": family}
+    preset = model_raw.get("preset")
+    merged = dict(model_raw)
+    if preset is not None:
+        if preset not in cls.presets:
+            allowed = ", ".join(sorted(cls.presets)) or "none"
+            raise ConfigError(
+                f"{where(['model', 'preset'])}: model.preset = {preset!r}: unknown preset for family "
+                f"{family!r}; allowed: {allowed}"
+            )
+        merged = {**cls.presets[preset], **model_raw}
+    check_keys(cls, merged, ["model"], where, found, elsewhere or _homes(family))
+    if found:
+        raise unknown_keys_error(found)
+    try:
+        cfg = cls.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, merged, ["model"], where)) from None
+    model_cls = get_family(family)[1]
+    if cfg.auxiliary is not None and cfg.auxiliary.any_enabled and not model_cls.exposes_hidden:
+        usable = ", ".join(sorted(n for n, (_, m) in FAMILIES.items() if m.exposes_hidden))
+        raise ConfigError(f"{where(['model', 'auxiliary'])}: model.auxiliary: the {family} family does not expose "
+                          f"hidden states, so auxiliary heads cannot train on it; use one of: {usable}")
+    return cfg
+
+
+def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (what the run actually used)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

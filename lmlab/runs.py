@@ -1,0 +1,55 @@
+"""A run dir read as a model: the saved config in today's schema, then (model, tokenizer, config,
+snapshot). Above the registry and ``configure`` (it builds the family's model); ``rundir``
+below it is storage only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmlab import compat, rundir
+from lmlab.config import DEFAULT_FAMILY
+from lmlab.configure import validate_config
+from lmlab.errors import LmlabError
+from lmlab.registry import build_model, get_family
+from lmlab.tokenizers import load_tokenizer
+from lmlab.training.distributed import resolve_device
+
+
+def checkpoint_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """The run config a snapshot was saved with, upgraded by its family's config class where
+    the family defines ``upgrade_checkpoint_config`` (e.g. apelr: no version means v1)."""
+    raw = json.loads(json.dumps(meta["config"]))  # a copy
+    model = raw.get("model", {})
+    cfg_cls, _ = get_family(model.get("family", DEFAULT_FAMILY))
+    raw["model"] = cfg_cls.upgrade_checkpoint_config(model)
+    # Run dirs saved before lmlab/compat held a few seed spellings in the schema itself: today's spelling.
+    return compat.translate(raw, "checkpoint").raw
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", snapshot: str = "latest"):
+    """Rebuild (model, tokenizer, run config, snapshot) from a run dir alone, model in eval mode;
+    ``snapshot``: ``latest`` (the newest whole one) or ``best`` (lowest validation loss)."""
+    device = resolve_device(device)  # before any reading: a device this build lacks is one line
+    if snapshot not in ("latest", "best"):
+        raise LmlabError(f"snapshot {snapshot!r}: use latest or best")
+    run_dir, named = rundir.resolve_run_path(run_dir)
+    if named is not None:  # a snapshot folder given by path: that one, not the newest
+        snap = rundir.named_snapshot(named)
+    else:
+        snap = rundir.best_snapshot(run_dir) if snapshot == "best" else rundir.latest_snapshot(run_dir)
+    cfg = validate_config(checkpoint_config(snap.meta), source=str(snap.path / rundir.META))
+    tokenizer = load_tokenizer(rundir.tokenizer_dir(run_dir))
+    if tokenizer.vocab_size != cfg.model.vocab_size:
+        raise LmlabError(
+            f"{run_dir}: tokenizer has {tokenizer.vocab_size} ids but the checkpoint's model expects "
+            f"{cfg.model.vocab_size}; the run dir mixes files of different runs"
+        )
+    model = build_model(cfg.model).to(device)
+    snap.load_weights(model)
+    model.eval()
+    return model, tokenizer, cfg, snap
