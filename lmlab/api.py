@@ -12,9 +12,12 @@ from pydantic import ValidationError
 from lmlab.config import DecodeSettings, RunConfig
 from lmlab.configure import deep_merge, load_config
 from lmlab.errors import LmlabError
+from lmlab.eval.runner import evaluate as run_eval
 from lmlab.generate import complete
 from lmlab.generate.decode import generate_ids
+from lmlab.registry import FAMILIES, generation_option_owners
 from lmlab.runs import load_run
+from lmlab.training.loop import train as run_training
 
 
 def overrides_to_dict(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -39,8 +42,6 @@ def train(config: str | Path | dict | RunConfig | None = None, **overrides: Any)
     dotted or double-underscore keys, or whole sections: ``train(cfg, **{"train.max_steps": 50})``,
     ``train(cfg, train__max_steps=50)``, ``train(cfg, train={"max_steps": 50})``.
     """
-    from lmlab.training.loop import train as run_training
-
     extra = overrides_to_dict(overrides)
     if isinstance(config, (RunConfig, dict)):
         raw = config.to_dict() if isinstance(config, RunConfig) else config
@@ -72,8 +73,6 @@ class LoadedModel:
         """Pop the decoding options a family declares (``generation_flags``: apelr's force_state,
         freeze_planner, ...) out of ``settings``; one this run's family does not take is an error
         naming the families that do."""
-        from lmlab.registry import generation_option_owners
-
         owners = generation_option_owners()
         opts = {k: settings.pop(k) for k in list(settings) if k in owners}
         opts = {k: v for k, v in opts.items() if v is not None}
@@ -113,8 +112,6 @@ class LoadedModel:
         of the belief (transition applied 1..n times)."""
         opts = self._family_options(settings)
         if "record" not in self.model.generation_options:
-            from lmlab.registry import FAMILIES
-
             have = sorted(n for n, (_, m) in FAMILIES.items() if "record" in m.generation_options)
             raise LmlabError(f"the {self.config.model.family} family has no plan to report ({', '.join(have)} "
                              "have one)")
@@ -122,11 +119,8 @@ class LoadedModel:
         ids = self.tokenizer.encode(prompt, strict=True)
         with self._options({**opts, "record": True, "lookahead_steps": lookahead_steps}):
             new = generate_ids(self.model, [ids], s, self.tokenizer.eos_id)[0]
-            history = list(self.model.plan_history)
-        plan = []
-        for tok, rec in zip(new, history):
-            plan.append({"token": self.tokenizer.decode([tok]), "state": int(rec["gate"][0].argmax()),
-                         "belief": rec["belief"][0].tolist(), "lookahead": [a[0].tolist() for a in rec["lookahead"]]})
+            history = self.model.recorded_plan()
+        plan = [{"token": self.tokenizer.decode([tok]), **rec} for tok, rec in zip(new, history)]
         text = prompt + self.tokenizer.decode(new)
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), plan
 
@@ -152,8 +146,6 @@ def evaluate(checkpoints: str | Path | list[str | Path], tasks: str | list[str],
     """``lmlab eval`` from Python: the report dict (``runs``: per-checkpoint metrics, ``table``:
     the markdown table). Keywords as :func:`lmlab.eval.runner.evaluate` (data_dir, max_examples,
     max_input_len, batch_size, stride, output, device)."""
-    from lmlab.eval.runner import evaluate as run_eval
-
     paths = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
     kw.setdefault("log", lambda line: None)
     return run_eval([str(p) for p in paths], tasks, **kw)

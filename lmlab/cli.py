@@ -7,19 +7,36 @@ interrupted training run saves a snapshot and exits 130.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
+import yaml
+
+from lmlab import compat, rundir, runs
+from lmlab.api import load
+from lmlab.compare.report import collect_dirs, write_reports
+from lmlab.compare.run import run_compare
+from lmlab.configure import (
+    apply_overrides,
+    deep_merge,
+    load_config,
+    read_any_config,
+    validate_config,
+)
+from lmlab.console import run_command
+from lmlab.continuous import main as run_main
+from lmlab.doctor import run_doctor
 from lmlab.errors import LmlabError
+from lmlab.eval.runner import evaluate
+from lmlab.interop.gpt2 import export_hf_gpt2, import_hf_gpt2
+from lmlab.registry import FAMILIES, generation_option_owners
+from lmlab.training.loop import train
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from lmlab import rundir, runs
-    from lmlab.configure import load_config
-    from lmlab.registry import FAMILIES
-    from lmlab.training.loop import train
-
     overrides = list(args.set or [])
     extra: dict = {}
     for cfg_cls, _ in FAMILIES.values():  # the families' own train flags set model.<field>
@@ -45,8 +62,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
         if rundir.config_path(run).is_file():
             cfg = load_config(rundir.config_path(run), overrides, raw=raw)
         else:  # the snapshot carries the whole config too (config.yaml lost, or a copied snapshot)
-            from lmlab.configure import deep_merge
-
             saved = runs.checkpoint_config(rundir.latest_snapshot(run).meta)
             cfg = load_config(None, overrides, raw=deep_merge(saved, raw))
     else:
@@ -55,8 +70,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
-    from lmlab.api import load
-
     lm = load(args.checkpoint, device=args.device, snapshot=args.snapshot)
     prompts = list(args.prompt or [])
     if args.prompts_file:
@@ -83,8 +96,6 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         knobs["temperature"] = 0.0
     if args.no_stop_on_eos:
         knobs["stop_on_eos"] = False
-    from lmlab.registry import generation_option_owners
-
     given = {k: getattr(args, k) for k in generation_option_owners()}
     planner = lm._family_options({k: v for k, v in given.items() if v is not None})
     settings = lm.settings(**knobs)
@@ -128,11 +139,6 @@ def _plan_line(prompt: str, plan: list[dict]) -> str:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    import os
-    import time
-
-    from lmlab.eval.runner import evaluate
-
     data_dir = args.data_dir or os.environ.get("LMLAB_EVAL_DATA") or None
     output = args.output or Path("runs/eval") / time.strftime("eval-%Y%m%d-%H%M%S.json")
     report = evaluate(args.checkpoints, args.tasks, data_dir=data_dir, max_examples=args.max_examples,
@@ -143,11 +149,6 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_config(args: argparse.Namespace) -> None:
-    import yaml
-
-    from lmlab import compat, rundir, runs
-    from lmlab.configure import apply_overrides, load_config, read_any_config, validate_config
-
     if args.action == "convert":
         raw, seed = read_any_config(args.file)
         done = compat.translate(apply_overrides(raw, list(args.set or [])), str(args.file), seed)
@@ -176,37 +177,30 @@ def _cmd_config(args: argparse.Namespace) -> None:
 
 
 def _cmd_import_gpt2(args: argparse.Namespace) -> None:
-    from lmlab.interop.gpt2 import import_hf_gpt2
-
     run = import_hf_gpt2(args.hf_dir, args.run_dir, tokenizer_from=args.tokenizer_from)
     print(f"imported {args.hf_dir} -> {run} (lmlab sample / eval --checkpoints {run})")
 
 
 def _cmd_export_gpt2(args: argparse.Namespace) -> None:
-    from lmlab.interop.gpt2 import export_hf_gpt2
-
     out = export_hf_gpt2(args.run_dir, args.out_dir)
     print(f"exported {args.run_dir} -> {out} (transformers.GPT2LMHeadModel.from_pretrained)")
 
 
 def _cmd_doctor(args: argparse.Namespace) -> None:
-    from lmlab.doctor import run_doctor
-
     families = [f for f in (args.families or "").split(",") if f] or None
     skip = tuple(c for c in (args.skip or "").split(",") if c)
     run_doctor(args.device, args.out, families, skip, args.processes)
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    from lmlab.compare.run import run_compare
-
     run_compare(args.spec, list(args.set or []))
 
 
-def _cmd_report_runs(args: argparse.Namespace) -> None:
-    from lmlab.compare.report import collect_dirs, write_reports
-
+def _cmd_report(args: argparse.Namespace) -> None:
     paths = [Path(p) for p in args.paths]
+    if args.text is not None or args.file is not None:
+        _family_report(paths, args)
+        return
     results = collect_dirs(paths)
     single = len(paths) == 1 and not (paths[0] / "results.json").is_file()  # one run dir (not a comparison)
     # beside what it reads, never over a comparison's own results.json
@@ -215,9 +209,11 @@ def _cmd_report_runs(args: argparse.Namespace) -> None:
     print(f"wrote {out}/report.html, report.md, results.json")
 
 
-def _cmd_report(args: argparse.Namespace) -> None:
-    from lmlab.report.patches import write_patch_report
-
+def _family_report(paths: list[Path], args: argparse.Namespace) -> None:
+    """``lmlab report RUN --text T | --file F``: the run's family's own report on a text
+    (``LanguageModel.text_report``: the abstractinator's patches)."""
+    if len(paths) != 1:
+        raise LmlabError(f"--text/--file report on one run dir; got {len(paths)} paths")
     if args.file is not None:
         try:
             text = Path(args.file).read_text(encoding="utf-8")
@@ -225,7 +221,16 @@ def _cmd_report(args: argparse.Namespace) -> None:
             raise LmlabError(f"--file {args.file}: cannot read it ({e.__class__.__name__}: {e})") from None
     else:
         text = args.text
-    out = write_patch_report(args.run_dir, text, args.out or Path(args.run_dir) / "patches.html", log=print)
+    model, _, cfg, _ = runs.load_run(paths[0], "cpu")
+    if model.text_report is None:
+        have = ", ".join(f"{n} ({m.text_report})" for n, (_, m) in FAMILIES.items() if m.text_report)
+        raise LmlabError(f"{paths[0]}: the {cfg.model.family} family has no report on a text; families with "
+                         f"one: {have}")
+    page, summary = model.report_on_text(text, paths[0].name)
+    out = Path(args.out) if args.out else paths[0] / f"{model.text_report}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    print(summary)
     print(f"wrote {out}")
 
 
@@ -246,8 +251,6 @@ class _Parser(argparse.ArgumentParser):
 def _family_train_flags(parser: argparse.ArgumentParser) -> None:
     """The ``lmlab train`` flags families declare (``ModelConfig.train_flags``: a model field
     set from the command line, e.g. the abstractinator's ``--load-base-from``), a group each."""
-    from lmlab.registry import FAMILIES
-
     for name, (cfg_cls, _) in FAMILIES.items():
         if not cfg_cls.train_flags:
             continue
@@ -260,8 +263,6 @@ def _family_train_flags(parser: argparse.ArgumentParser) -> None:
 def _family_flags(parser: argparse.ArgumentParser) -> None:
     """A group of ``lmlab sample`` flags per family that declares decoding options
     (``LanguageModel.generation_flags``); an option two families share is added once."""
-    from lmlab.registry import FAMILIES
-
     done: set[str] = set()
     for name, (_, model_cls) in FAMILIES.items():
         flags = {k: v for k, v in getattr(model_cls, "generation_flags", {}).items() if k not in done}
@@ -277,7 +278,13 @@ def _family_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lmlab", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_train, _add_run, _add_sample, _add_eval, _add_config, _add_interop, _add_doctor,
+                _add_compare, _add_report):
+        add(sub)
+    return p
 
+
+def _add_train(sub) -> None:
     t = sub.add_parser("train", help="train a model (resumes the run dir's checkpoint if it has one)")
     t.add_argument("--config", "-c", help="YAML or JSON run config (default: built-in defaults)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
@@ -287,10 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     _family_train_flags(t)
     t.set_defaults(func=_cmd_train)
 
+
+def _add_run(sub) -> None:
     c = sub.add_parser("run", help="the zero-flag continuous trainer (python main.py): pick a preset in "
                                    "configs/presets, train 100M more tokens of one model, resume always")
     c.set_defaults(func=None)
 
+
+def _add_sample(sub) -> None:
     s = sub.add_parser("sample", help="generate text from a trained run")
     s.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
                    help="run dir to load (a snapshot folder in it loads that snapshot; any other path inside "
@@ -325,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     _family_flags(s)
     s.set_defaults(func=_cmd_sample)
 
+
+def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="perplexity / bits-per-byte and zero-shot tasks for checkpoints")
     e.add_argument("--checkpoints", nargs="+", required=True, metavar="RUN_DIR",
                    help="run dirs (or HF GPT-2 folders) to compare, one table column each")
@@ -346,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--progress", action="store_true", help="show a progress bar per task")
     e.set_defaults(func=_cmd_eval)
 
+
+def _add_config(sub) -> None:
     k = sub.add_parser("config", help="translate a seed's config into lmlab's, or show a resolved config")
     ksub = k.add_subparsers(dest="action", required=True, parser_class=_Parser)
     kc = ksub.add_parser("convert", help="print the lmlab YAML for a config in a seed's spelling (YAML, JSON "
@@ -357,17 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a value first")
     k.set_defaults(func=_cmd_config)
 
+
+def _add_interop(sub) -> None:
     i = sub.add_parser("import-gpt2", help="make an lmlab run dir from an HF GPT-2 folder")
     i.add_argument("hf_dir", help="folder with config.json, model.safetensors (or pytorch_model.bin), tokenizer")
     i.add_argument("run_dir", help="new lmlab run dir to create")
     i.add_argument("--tokenizer-from", metavar="RUN_DIR", help="take the tokenizer of this lmlab run dir")
     i.set_defaults(func=_cmd_import_gpt2)
-
     x = sub.add_parser("export-gpt2", help="write an lmlab gpt2-flavor run as an HF GPT-2 folder")
     x.add_argument("run_dir")
     x.add_argument("out_dir", help="new folder (must not exist or be empty)")
     x.set_defaults(func=_cmd_export_gpt2)
 
+
+def _add_doctor(sub) -> None:
     d = sub.add_parser("doctor", help="the validation suite (GPU-01..08) for every family on this machine")
     d.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     d.add_argument("--out", default="reports/gpu", metavar="DIR", help="reports go to DIR/<UTC>/ (default reports/gpu)")
@@ -377,68 +395,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on CPU: run the DDP/FSDP parity check with N=2 processes (GPU: the device count)")
     d.set_defaults(func=_cmd_doctor)
 
+
+def _add_compare(sub) -> None:
     m = sub.add_parser("compare", help="train every arm of a comparison spec on one tokenizer, batch order and "
                                        "budget, score them, and write results.json, report.md and report.html")
     m.add_argument("spec", metavar="SPEC", help="a comparison spec (YAML), e.g. configs/compare/headline.yaml")
     m.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec value, e.g. --set seeds=[1]")
     m.set_defaults(func=_cmd_compare)
 
+
+def _add_report(sub) -> None:
+    own = ", ".join(f"{n}: {m.text_report}" for n, (_, m) in FAMILIES.items() if m.text_report)
     rr = sub.add_parser("report", help="charts and a table of run dirs and compare dirs (report.html, report.md, "
-                                       "results.json); `lmlab report patches RUN_DIR` for the abstractinator's patches")
+                                       f"results.json); with --text or --file, a run's family report ({own})")
     rr.add_argument("paths", nargs="+", metavar="RUN_OR_COMPARE")
-    rr.add_argument("--out", metavar="DIR", help="where to write (default: PATH/report for one path, else ./report)")
-    rr.set_defaults(func=_cmd_report_runs)
-
-    r = sub.add_parser("report-patches", help=argparse.SUPPRESS)
-    rsub = r.add_subparsers(dest="report", required=True)
-    rp = rsub.add_parser("patches", help="abstractinator: an HTML page of where each level cuts a text into patches")
-    rp.add_argument("run_dir", metavar="RUN_DIR", help="an abstractinator run dir")
-    src = rp.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", help="the text to cut")
-    src.add_argument("--file", metavar="FILE", help="a UTF-8 text file to cut")
-    rp.add_argument("--out", metavar="FILE", help="the HTML file to write (default: RUN_DIR/patches.html)")
-    rp.set_defaults(func=_cmd_report)
-    return p
-
-
-def interrupted_line(e: BaseException) -> str:
-    """What an interrupted command says: the trainer's own message (where it stopped, how to
-    resume), else that it stopped and what is kept."""
-    return str(e) or "interrupted; nothing was lost (snapshots are written whole or not at all)"
-
-
-def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    return f"warning: {message}\n"
+    rr.add_argument("--out", metavar="PATH", help="where to write (default: PATH/report for one path, else ./report; "
+                                                  "a family report: RUN/<report>.html)")
+    src = rr.add_mutually_exclusive_group()
+    src.add_argument("--text", help="the text of the run's family report (e.g. where it cuts patches)")
+    src.add_argument("--file", metavar="FILE", help="a UTF-8 text file for the run's family report")
+    rr.set_defaults(func=_cmd_report)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["report", "patches"]:  # the one report with its own options
-        argv[0] = "report-patches"
     args = build_parser().parse_args(argv)
-    if args.command == "report-patches":
-        args.command = "report"
     if args.command == "run":
-        from lmlab.continuous import main as run_main
-
         return run_main()
-    warnings.formatwarning = _one_line_warning
-    try:
-        args.func(args)
-    except LmlabError as e:
-        print(f"lmlab {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a full disk, a read-only folder, a file in the way: the user's to fix
-        from lmlab.fsio import user_error_line, user_os_error
-
-        if not user_os_error(e):
-            raise
-        print(f"lmlab {args.command}: error: {user_error_line(e, 'cannot write')}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        print(f"lmlab {args.command}: {interrupted_line(e)}", file=sys.stderr)
-        return 130
-    return 0
+    return run_command(f"lmlab {args.command}", lambda: args.func(args))[0]
 
 
 if __name__ == "__main__":

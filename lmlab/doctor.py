@@ -31,7 +31,11 @@ import csv
 import io
 import json
 import math
+import os
 import platform
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -41,8 +45,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
+from lmlab.api import train as train_run
+from lmlab.config import DecodeSettings
 from lmlab.configure import build_model_config
+from lmlab.errors import LmlabError
+from lmlab.generate.decode import generate_ids
 from lmlab.registry import FAMILIES, build_model
 from lmlab.training.distributed import resolve_device
 from lmlab.training.telemetry import peak_memory_mb, peak_tflops
@@ -211,23 +220,15 @@ class Doctor:
                 "sample": {"prompts": [], "max_new_tokens": 1}}
 
     def ddp_fsdp(self, family: str) -> dict[str, Any]:
-        import os
-        import subprocess
-        import sys
-
-        import yaml
-
         count = torch.cuda.device_count() if self.gpu else self.processes
         if count < 2:
             raise Skip(f"needs 2 devices, this machine has {count} (on CPU: --processes 2)")
-        import lmlab
-
         out: dict[str, Any] = {}
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
             # no dropout: the ranks' random streams differ from one process's by design
             # one micro-batch of both ranks' rows: families with statistics updated per micro-batch
             # (EMA codebooks, all-reduced over the ranks) see the same batches as under DDP
-            lmlab.train(self._train_raw(family, f"{tmp}/one", 6, dropout=0.0, batch_size=4))
+            train_run(self._train_raw(family, f"{tmp}/one", 6, dropout=0.0, batch_size=4))
             ref = _train_losses(Path(f"{tmp}/one"))
             for mode in ("ddp", "fsdp"):
                 if mode in FAMILIES[family][1].unsupported_parallel:
@@ -247,9 +248,6 @@ class Doctor:
         return {"ok": bool(rels) and all(r < 1e-5 for r in rels), **out}
 
     def generation(self, family: str) -> dict[str, Any]:
-        from lmlab.config import DecodeSettings
-        from lmlab.generate.decode import generate_ids
-
         cfg = self.model_config(family)
         model = self.fresh(cfg).eval()
         prompts = [self.batch(cfg, 1)[0, :8].tolist(), self.batch(cfg, 1, seed=3)[0, :5].tolist()]
@@ -267,16 +265,12 @@ class Doctor:
     def continuity(self, family: str) -> dict[str, Any]:
         """4 steps straight; then the same run dir cut back to its step-2 snapshot (as a crash
         after that save leaves it) and resumed to 4: the weights must match bit for bit."""
-        import shutil
-
-        import lmlab
-
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
             straight, resumed = Path(tmp) / "straight", Path(tmp) / "resumed"
-            lmlab.train(self._train_raw(family, str(straight), 4))
+            train_run(self._train_raw(family, str(straight), 4))
             shutil.copytree(straight, resumed)
             shutil.rmtree(resumed / "checkpoints" / "current")  # prev (step 2) is the newest now
-            lmlab.train(self._train_raw(family, str(resumed), 4))
+            train_run(self._train_raw(family, str(resumed), 4))
             a, b = ((r / "checkpoints" / "current" / "model.safetensors").read_bytes() for r in (straight, resumed))
             return {"ok": a == b, "steps": 4, "resumed_at": 2}
 
@@ -361,8 +355,6 @@ def system_info(device: torch.device) -> dict[str, Any]:
 def run_doctor(device: str = "auto", out_dir: str | Path = "reports/gpu", families: list[str] | None = None,
                skip: tuple[str, ...] = (), processes: int = 1, log: Callable[[str], None] = print) -> Path:
     """Run the suite; returns the report folder ``out_dir/<UTC>``."""
-    from lmlab.errors import LmlabError
-
     dev = resolve_device(device)
     unknown = sorted(set(families or []) - set(FAMILIES))
     if unknown:

@@ -11,84 +11,26 @@ the strict schema still refuses it (``config.validate_config`` lists every such 
 
 from __future__ import annotations
 
-import ast
 import copy
-import json
 import os
-import re
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lmlab import rundir
-from lmlab.compat.seed001 import to_run_config, validate_preset
+from lmlab.compat.files import read_python_dict, read_seed_file  # noqa: F401  (re-exported)
+from lmlab.compat.paths import MISSING
+from lmlab.compat.paths import find as find_paths
+from lmlab.compat.paths import get as get_path
+from lmlab.compat.paths import set_ as set_path
+from lmlab.compat.tables import PLACEHOLDER, Rule, Table, table, tables  # noqa: F401  (re-exported)
 from lmlab.config import DEFAULT_FAMILY, ModelConfig, RunConfig
 from lmlab.errors import ConfigError
 from lmlab.registry import FAMILIES, family_aliases, resolve_family
 from lmlab.strict import model_class_of
-
-TABLES_DIR = Path(__file__).parent
-_MISSING = object()
-PLACEHOLDER = "..."
-"""What ``read_python_dict`` makes of a ``{...}`` / ``...`` value (the seed's "fill this in")."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One table entry: where the value goes (``to``) and how (``values``, ``transform``), or
-    that it is ignored / refused with a reason."""
-
-    seed: str
-    key: str
-    to: str | None = None
-    values: dict[Any, Any] | None = None
-    transform: str | None = None
-    ignore: str | None = None
-    refuse: str | None = None
-    if_mapping: bool = False
-    wins: bool = False
-    """The dialect value replaces a value already at ``to`` instead of clashing with it."""
-
-
-@dataclass(frozen=True)
-class Table:
-    seed: str
-    system: str
-    keys: dict[str, Rule]
-    in_dialect: dict[str, Rule]
-    values: dict[str, dict[Any, Any]]
-    defaults: dict[str, Any]
-    python_dict: str | None
-
-
-@cache
-def tables() -> tuple[Table, ...]:
-    """Every seed table, in seed order."""
-    out = []
-    for path in sorted(TABLES_DIR.glob("seed*.yaml")):
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        seed = str(raw["seed"])
-
-        def rules(section: dict[str, Any] | None, seed: str = seed) -> dict[str, Rule]:
-            return {k: Rule(seed, k, to=v) if isinstance(v, str) else Rule(seed, k, **v)
-                    for k, v in (section or {}).items()}
-
-        out.append(Table(seed, raw["system"], rules(raw.get("keys")), rules(raw.get("in_dialect")),
-                         raw.get("values") or {}, raw.get("defaults") or {}, raw.get("python_dict")))
-    return tuple(out)
-
-
-def table(seed: str) -> Table:
-    return next(t for t in tables() if t.seed == seed)
-
-
-# ----------------------------------------------------------------------------------- translation
 
 
 @dataclass
@@ -127,8 +69,8 @@ def translate(raw: dict[str, Any], source: str = "config", seed: str | None = No
     ctx = _Ctx(source, copy.deepcopy(raw), [], [], set(), winning=set(winning))
     if seed is not None:
         for key, value in table(seed).defaults.items():
-            if _get(ctx.raw, key) is _MISSING:
-                _set(ctx.raw, key, value)
+            if get_path(ctx.raw, key) is MISSING:
+                set_path(ctx.raw, key, value)
         ctx.matched.add(seed)
     rules = {k: r for t in tables() for k, r in t.keys.items()}
     for _ in range(4):  # a moved key may meet a rule at its new place (seed 003's top model keys)
@@ -202,23 +144,23 @@ def _apply(ctx: _Ctx, rule: Rule, items: list | None, index: int | None, value: 
 
 def _move(ctx: _Ctx, rule: Rule, to: str, value: Any, note: str = "") -> None:
     """Put ``value`` at ``to`` unless a different value is there already (then it is a clash)."""
-    have = _get(ctx.raw, to)
-    if value is None and have is not _MISSING:
+    have = get_path(ctx.raw, to)
+    if value is None and have is not MISSING:
         return  # an unset dialect key under a set lmlab key (older run dirs saved both)
-    if (rule.wins or rule.key in ctx.winning) and have is not _MISSING and have != value:
+    if (rule.wins or rule.key in ctx.winning) and have is not MISSING and have != value:
         note = f"{note} (replacing {_short(have)})"
-        have = _MISSING
-    if have is not _MISSING and have is not None and have != value:
+        have = MISSING
+    if have is not MISSING and have is not None and have != value:
         if isinstance(have, dict) and isinstance(value, dict):
             value = {**value, **{k: v for k, v in have.items() if k not in value}}
             clash = {k for k in have.keys() & value.keys() if have[k] != value[k]}
             if not clash:
-                _set(ctx.raw, to, value)
+                set_path(ctx.raw, to, value)
                 ctx.note(rule, f"`{to}`{note}")
                 return
         ctx.error(rule, f"`{to}` is set too ({_short(have)} vs {_short(value)}); keep one of them")
         return
-    _set(ctx.raw, to, value)
+    set_path(ctx.raw, to, value)
     if value is not None:
         ctx.note(rule, f"`{to}`{note}")
 
@@ -227,7 +169,7 @@ def _rename_values(ctx: _Ctx) -> None:
     """The ``values`` tables: dialect values of keys lmlab has too (``tokenizer.type: simple``)."""
     for t in tables():
         for pattern, mapping in t.values.items():
-            for parent, key, path in _find(ctx.raw, pattern):
+            for parent, key, path in find_paths(ctx.raw, pattern):
                 value = parent[key]
                 if _hashable(value) and value in mapping:
                     parent[key] = mapping[value]
@@ -370,7 +312,7 @@ def _placeholder(ctx: _Ctx, rule: Rule, value: Any) -> Any:
         _move(ctx, rule, rule.to, {}, note=" = {} (the `{...}` placeholder: the default top model)")
         return None
     if value is None:
-        _set(ctx.raw, rule.to, None)
+        set_path(ctx.raw, rule.to, None)
         ctx.note(rule, f"`{rule.to}` = null (no top model: stage 1)")
         return None
     return value
@@ -383,72 +325,6 @@ TRANSFORMS: dict[str, Callable[[_Ctx, Rule, Any], Any]] = {
     "cosine_only": _cosine_only, "placeholder": _placeholder,
 }
 DEFERRED = {"tokens_to_sequences"}
-
-
-# ---------------------------------------------------------------------------------- reading files
-
-
-def read_seed_file(path: Path) -> tuple[dict[str, Any], str | None] | None:
-    """(raw config, seed) for a file in a seed's own format, or None for a YAML/JSON lmlab-shaped
-    file (read by ``config.read_config_file``). Seed 003's ``.py``: its ``exp_config`` literal;
-    seed 001's JSON preset (``model.hidden_size``): the run config ``main.py`` makes of it, in
-    ``runs/<preset name>`` (``main.py`` keeps its own model in ``runs/main``)."""
-    if path.suffix == ".py":
-        return read_python_dict(path, table("003").python_dict), "003"
-    if path.suffix == ".json":
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
-            return None  # read_config_file says what is wrong
-        if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "hidden_size" in raw["model"]:
-            preset = validate_preset(raw, str(path))
-            out = to_run_config(preset, path.stem)
-            out["train"]["out_dir"] = f"runs/{preset.name or path.stem}"
-            out["data"].pop("token_cache_dir", None)
-            out["data"]["reuse_token_cache"] = True
-            return out, "001"
-    return None
-
-
-def read_python_dict(path: Path, name: str) -> dict[str, Any]:
-    """The dict literal assigned to ``name`` in a Python file, read with ``ast.literal_eval``:
-    the file is never run. A value that is not a literal (``DEVICE``, ``os.cpu_count()``) is an
-    error naming every such key."""
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config ({e.__class__.__name__}: {e})") from None
-    except SyntaxError as e:
-        raise ConfigError(f"{path}: line {e.lineno}: not valid Python ({e.msg})") from None
-    node = None
-    for stmt in tree.body:
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else \
-            [stmt.target] if isinstance(stmt, ast.AnnAssign) and stmt.value is not None else []
-        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            node = stmt.value
-    if node is None:
-        raise ConfigError(f"{path}: no `{name} = {{...}}` in the file; lmlab reads the {name} dict literal")
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
-        keys: list[Any] = [ast.Constant(kw.arg) for kw in node.keywords]
-        values = [kw.value for kw in node.keywords]
-    elif isinstance(node, ast.Dict):
-        keys, values = list(node.keys), list(node.values)
-    else:
-        raise ConfigError(f"{path}: line {node.lineno}: {name} is not a dict literal; write {name} = {{'key': value, ...}}")
-    out, bad = {}, []
-    for k, v in zip(keys, values):
-        try:
-            key = ast.literal_eval(k) if k is not None else None
-            value = ast.literal_eval(v)
-            # The seed's `{...}` (a set holding Ellipsis) is a placeholder: kept as "..." (JSON-safe).
-            out[key] = PLACEHOLDER if value is Ellipsis or value == {Ellipsis} else value
-        except ValueError:
-            label = ast.unparse(k) if k is not None else "**"
-            bad.append(f"{label} (line {v.lineno}: {ast.unparse(v)})")
-    if bad:
-        raise ConfigError(f"{path}: {len(bad)} value(s) of {name} are not literals, and lmlab reads the file "
-                          f"without running it: {'; '.join(bad)}; write the values themselves (e.g. 'cuda', 4)")
-    return out
 
 
 # ------------------------------------------------------------------------------------- internals
@@ -505,73 +381,6 @@ def _unwrap(ann: Any) -> Any:
             ann = args[0]
         else:
             return ann
-
-
-_INDEX = re.compile(r"^(.*)\[(\d+|\*)\]$")
-
-
-def _parts(dotted: str) -> list[str | int]:
-    out: list[str | int] = []
-    for part in dotted.split("."):
-        m = _INDEX.match(part)
-        if m:
-            out += [m.group(1), int(m.group(2)) if m.group(2) != "*" else "*"]
-        else:
-            out.append(part)
-    return out
-
-
-def _get(raw: Any, dotted: str) -> Any:
-    node = raw
-    for part in _parts(dotted):
-        if isinstance(part, int):
-            if not isinstance(node, list) or part >= len(node):
-                return _MISSING
-            node = node[part]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return _MISSING
-    return node
-
-
-def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = _parts(dotted)
-    node: Any = raw
-    for part, nxt in zip(parts, parts[1:]):
-        if isinstance(part, int):
-            while len(node) <= part:
-                node.append({})
-            node = node[part]
-        else:
-            empty: Any = [] if isinstance(nxt, int) else {}
-            if not isinstance(node.get(part), (dict, list)):
-                node[part] = empty
-            node = node[part]
-    last = parts[-1]
-    if isinstance(last, int):
-        while len(node) <= last:
-            node.append({})
-    node[last] = value
-
-
-def _find(raw: Any, pattern: str) -> list[tuple[Any, Any, str]]:
-    """(parent, key, concrete path) of every place ``pattern`` (``[*]`` for any item) names."""
-    found: list[tuple[Any, Any, str]] = [(None, None, "")]
-    nodes: list[tuple[Any, str]] = [(raw, "")]
-    for part in _parts(pattern):
-        found, nxt = [], []
-        for node, path in nodes:
-            if part == "*" and isinstance(node, list):
-                for i, item in enumerate(node):
-                    found.append((node, i, f"{path}[{i}]"))
-                    nxt.append((item, f"{path}[{i}]"))
-            elif isinstance(node, dict) and part in node:
-                p = f"{path}.{part}" if path else str(part)
-                found.append((node, part, p))
-                nxt.append((node[part], p))
-        nodes = nxt
-    return found
 
 
 def _hashable(value: Any) -> bool:

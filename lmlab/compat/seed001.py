@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from lmlab.config import AuxiliaryConfig, SampleConfig, TokenizerConfig
+from lmlab.config import DEFAULT_FAMILY, AuxiliaryConfig, SampleConfig, TokenizerConfig
 from lmlab.errors import ConfigError
 from lmlab.strict import Strict, validate_strict
 
@@ -35,7 +35,7 @@ TARGET_TOKENS = 100_000_000
 """Every run of ``main.py`` trains this many tokens (seed 001: fixed, whatever a preset says)."""
 
 class PresetModel(Strict):
-    family: str = "transformer"
+    family: str = DEFAULT_FAMILY
     preset: str | None = None
     """A family preset to start from (its fields are overridden by the ones below)."""
     hidden_size: int = Field(ge=1)

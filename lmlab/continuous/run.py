@@ -15,15 +15,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lmlab import rundir, runs
+from lmlab.config import DEFAULT_FAMILY
 from lmlab.configure import validate_config
+from lmlab.console import run_command
 from lmlab.continuous.picker import broadcast_choice, choose
 from lmlab.continuous.presets import (
     DEFAULT_PRESET,
@@ -37,6 +37,7 @@ from lmlab.continuous.presets import (
 from lmlab.errors import LmlabError
 from lmlab.training.distributed import setup_distributed, teardown_distributed
 from lmlab.training.loop import TrainPlan, check_resumable, train
+from lmlab.training.memory import available_bytes
 
 # Model fields a new cycle may change: the rest fixes the weights' shapes.
 CHANGEABLE = {"block_size", "auxiliary", "dropout", "preset", "vocab_size"}
@@ -77,8 +78,6 @@ def _ask(folder: Path, device: torch.device, interactive: bool | None) -> str:
     presets = list_presets(folder)
     if device.type != "cpu":
         return choose(presets, DEFAULT_PRESET, interactive=interactive)
-    from lmlab.training.memory import available_bytes
-
     cores, (ram, _) = torch.get_num_threads(), available_bytes(device)
     marks, fits = {}, []
     for name, _ in presets:
@@ -156,7 +155,7 @@ def _meta(preset: str, cycle: int, target: int, before: int) -> dict[str, Any]:
 
 def _check_same_shape(new: dict[str, Any], old: dict[str, Any], run_dir: Path, source: str) -> None:
     """A new cycle loads the old weights: refuse a preset whose model has other shapes."""
-    family = new.get("family", "transformer")
+    family = new.get("family", DEFAULT_FAMILY)
     if family != old.get("family"):
         raise LmlabError(f"{source}: model.family = {family!r} but {run_dir} holds a {old.get('family')} model; "
                          "use a preset of that family, or set train.out_dir to start another model")
@@ -190,17 +189,7 @@ def summary(run_dir: Path) -> str:
 
 def main() -> int:
     """``python main.py`` / ``lmlab run``: no flags; user errors are one line and exit 2."""
-    from lmlab.cli import _one_line_warning, interrupted_line
-
-    warnings.formatwarning = _one_line_warning
-    try:
-        run_dir = run()
-    except LmlabError as e:
-        print(f"lmlab run: error: {e}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, EOFError) as e:
-        print(f"lmlab run: {interrupted_line(e)}", file=sys.stderr)
-        return 130
-    if (run_dir / "metrics.json").is_file() and os.environ.get("RANK", "0") == "0":
+    code, run_dir = run_command("lmlab run", run, interrupts=(KeyboardInterrupt, EOFError))
+    if run_dir is not None and (run_dir / "metrics.json").is_file() and os.environ.get("RANK", "0") == "0":
         print(summary(run_dir), flush=True)
-    return 0
+    return code

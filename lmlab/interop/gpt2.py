@@ -21,11 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from lmlab import rundir, runs
+from lmlab.configure import build_model_config, read_config_file, save_config, validate_config
 from lmlab.errors import LmlabError
 from lmlab.models.transformer import Transformer
+from lmlab.registry import build_model
+from lmlab.tokenizers import load_tokenizer
 from lmlab.tokenizers.base import META_FILE, Tokenizer
+from lmlab.tokenizers.bpe import EOS, BPETokenizer, _import_tokenizers
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -251,20 +256,16 @@ def _map_hf_weights(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
 
 def _read_hf_tokenizer(hf_dir: Path) -> Tokenizer | None:
     """``tokenizer.json``, else ``vocab.json`` + ``merges.txt``, as a BPETokenizer; else None."""
-    from lmlab.tokenizers.bpe import EOS, BPETokenizer, _import_tokenizers
-
     if (hf_dir / "tokenizer.json").is_file():
         tk = _import_tokenizers()
         hf = tk.Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
     elif (hf_dir / "vocab.json").is_file() and (hf_dir / "merges.txt").is_file():
         tk = _import_tokenizers()
-        from tokenizers import AddedToken, decoders, models, pre_tokenizers
-
-        hf = tk.Tokenizer(models.BPE.from_file(str(hf_dir / "vocab.json"), str(hf_dir / "merges.txt")))
-        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        hf.decoder = decoders.ByteLevel()
+        hf = tk.Tokenizer(tk.models.BPE.from_file(str(hf_dir / "vocab.json"), str(hf_dir / "merges.txt")))
+        hf.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = tk.decoders.ByteLevel()
         if hf.token_to_id(EOS) is not None:  # mark it special (keeps its id) so decode drops it
-            hf.add_special_tokens([AddedToken(EOS, special=True)])
+            hf.add_special_tokens([tk.AddedToken(EOS, special=True)])
     else:
         return None
     if hf.token_to_id(EOS) is None:
@@ -274,9 +275,6 @@ def _read_hf_tokenizer(hf_dir: Path) -> Tokenizer | None:
 
 def _read_lmlab_tokenizer(path: Path) -> tuple[Tokenizer, dict[str, Any] | None]:
     """A tokenizer dir, or a run dir's tokenizer -> (tokenizer, that run's tokenizer section)."""
-    from lmlab.configure import read_config_file
-    from lmlab.tokenizers import load_tokenizer
-
     if (path / META_FILE).is_file():
         return load_tokenizer(path), None
     tok = load_tokenizer(rundir.tokenizer_dir(path))
@@ -291,9 +289,6 @@ def _read_lmlab_tokenizer(path: Path) -> tuple[Tokenizer, dict[str, Any] | None]
 
 def load_hf_gpt2(hf_dir: str | Path) -> tuple[Transformer, Tokenizer | None, dict[str, Any]]:
     """Read an HF GPT-2 dir -> (lmlab model in eval mode, its tokenizer or None, model section)."""
-    from lmlab.configure import build_model_config
-    from lmlab.registry import build_model
-
     hf_dir = Path(hf_dir)
     if not (hf_dir / CONFIG_FILE).is_file():
         raise LmlabError(f"{hf_dir}: no {CONFIG_FILE} (expected a Hugging Face GPT-2 model dir)")
@@ -326,8 +321,6 @@ def import_hf_gpt2(
     The tokenizer comes from ``tokenizer_from`` (an lmlab run dir or tokenizer dir) when given,
     else from ``hf_dir``. A run dir that already holds a checkpoint is refused.
     """
-    from lmlab.configure import save_config, validate_config
-
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
     if rundir.has_checkpoint(run_dir):
         raise LmlabError(
@@ -385,10 +378,6 @@ def export_hf_gpt2(
     (byte/char/sentencepiece tokenizers have no GPT-2 form and are left out). The files are built in
     a temporary dir renamed into place; an existing non-empty ``out_dir`` is refused.
     """
-    from safetensors.torch import save_file
-
-    from lmlab.tokenizers.bpe import BPETokenizer
-
     out_dir = Path(out_dir)
     _refuse_non_empty(out_dir)
     if isinstance(run_dir_or_model, Transformer):

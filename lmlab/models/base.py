@@ -46,6 +46,9 @@ class LanguageModel(nn.Module):
     diagnostics_file: ClassVar[str] = "diagnostics.json"
     # Parallelisms the family cannot train under, each with the reason (``train.parallel``).
     unsupported_parallel: ClassVar[dict[str, str]] = {}
+    # The name of the family's own report on a text (``lmlab report RUN --text ...`` writes
+    # ``RUN/<name>.html``: the abstractinator's patches); None: the family has none.
+    text_report: ClassVar[str | None] = None
 
     def attach_auxiliary(self, cfg, hidden_size: int) -> None:
         """Build the auxiliary heads of ``cfg.auxiliary`` (a model config) as ``self.aux``."""
@@ -174,6 +177,17 @@ class LanguageModel(nn.Module):
         raises the context); a family that cannot refuses in one line."""
         raise LmlabError(f"the {type(self).__name__} model cannot extend its context to {block_size} "
                          "positions; keep model.block_size (seq_length) as it was")
+
+    def report_on_text(self, text: str, title: str) -> tuple[str, str]:
+        """(self-contained HTML page, one summary line) of the family's ``text_report`` on
+        ``text``; a family without one refuses in one line."""
+        raise LmlabError(f"the {type(self).__name__} model has no report on a text (model.text_report)")
+
+    def recorded_plan(self) -> list[dict[str, Any]]:
+        """Per token of the last decoding with the ``record`` generation option, row 0's plan:
+        ``state`` (the active plan state), ``belief`` and ``lookahead`` (forecast beliefs);
+        empty for a family that records no plan."""
+        return []
 
     def shard_units(self) -> list[nn.Module]:
         """The submodules FSDP shards one by one (the blocks); the rest goes with the root."""

@@ -14,8 +14,10 @@ from pathlib import Path
 from lmlab.config import TokenizerConfig
 from lmlab.errors import LmlabError
 from lmlab.tokenizers.base import META_FILE, Tokenizer
+from lmlab.tokenizers.bpe import BPETokenizer
 from lmlab.tokenizers.byte import ByteTokenizer
 from lmlab.tokenizers.char import CharTokenizer
+from lmlab.tokenizers.sentencepiece import SentencePieceTokenizer
 
 __all__ = [
     "Tokenizer",
@@ -95,16 +97,12 @@ def build_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
     if backend == "char":
         return CharTokenizer.fit(stream)
     if backend == "bpe":
-        from lmlab.tokenizers.bpe import BPETokenizer
-
         tok = BPETokenizer.fit(stream, cfg.vocab_size)
         if stream.n_chars == 0:
             raise LmlabError(
                 "cannot fit a tokenizer on an empty corpus (the fitting data has no text)"
             )
         return tok
-    from lmlab.tokenizers.sentencepiece import SentencePieceTokenizer
-
     return SentencePieceTokenizer.fit(stream, cfg.vocab_size, cfg.sp_model_type)
 
 
@@ -128,13 +126,9 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         return CharTokenizer.load(d, meta)
     if backend == "bpe":
         resolve_backend("bpe")
-        from lmlab.tokenizers.bpe import BPETokenizer
-
         return BPETokenizer.load(d, meta)
     if backend == "sentencepiece":
         resolve_backend("sentencepiece")
-        from lmlab.tokenizers.sentencepiece import SentencePieceTokenizer
-
         return SentencePieceTokenizer.load(d, meta)
     raise LmlabError(
         f"{meta_path}: unknown tokenizer backend {backend!r} (expected one of {', '.join(BACKENDS)})"
@@ -150,17 +144,14 @@ def load_tokenizer_path(path: str | Path) -> Tokenizer:
     try:
         if p.suffix == ".model":
             resolve_backend("sentencepiece")
-            from lmlab.tokenizers.sentencepiece import SentencePieceTokenizer
-
             tok = SentencePieceTokenizer(p.read_bytes())
             if tok.eos_id < 0:
                 raise LmlabError("the SentencePiece model has no EOS piece (lmlab separates documents with it)")
             return tok
         if p.suffix == ".json":
             resolve_backend("bpe")
+            # deferred: an optional package; resolve_backend above says how to install it
             from tokenizers import Tokenizer as HFTokenizer
-
-            from lmlab.tokenizers.bpe import BPETokenizer
 
             return BPETokenizer(HFTokenizer.from_file(str(p)))
     except LmlabError as e:

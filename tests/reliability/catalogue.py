@@ -67,7 +67,8 @@ CASES: list[Case] = [
     cli("cli-eval-zero-stride", "eval", "--checkpoints", "{run}", "--tasks", "piqa", "--stride", "0",
         needles="--stride"),
     cli("cli-train-unknown-flag", "train", "--confg", "{cfg}", needles="unrecognized arguments"),
-    cli("cli-report-no-text", "report", "patches", "{run}", needles="one of the arguments --text --file"),
+    cli("cli-report-text-and-file", "report", "{run}", "--text", "x", "--file", "{tmp}/f.txt",
+        needles="not allowed with argument"),
     cli("cli-import-missing-args", "import-gpt2", needles="required: hf_dir, run_dir"),
     # ------------------------------------------------------------------------- config files
     cli("cfg-missing-file", "train", "--config", "{tmp}/nope.yaml", needles="config file not found"),
@@ -204,8 +205,8 @@ CASES: list[Case] = [
     cli("import-into-run", "import-gpt2", "{emptydir}", "{run}", needles="already holds a checkpoint"),
     cli("export-rope-model", "export-gpt2", "{run}", "{tmp}/hf", needles=("cannot export to GPT-2", "model.pos_encoding='rope'")),
     cli("export-missing-run", "export-gpt2", "{tmp}/nope", "{tmp}/hf", needles="not found"),
-    cli("report-not-abstractinator", "report", "patches", "{run}", "--text", "hi", needles="abstractinator"),
-    cli("report-file-missing", "report", "patches", "{run}", "--file", "{tmp}/none.txt", needles="--file"),
+    cli("report-not-abstractinator", "report", "{run}", "--text", "hi", needles="abstractinator"),
+    cli("report-file-missing", "report", "{run}", "--file", "{tmp}/none.txt", needles="--file"),
     # ------------------------------------------------------------ damaged checkpoints ({copy})
     cli("ckpt-weights-torn", "sample", "--checkpoint", "{copy}", damage="weights-torn",
         needles=("no usable checkpoint", "model.safetensors is truncated")),

@@ -18,8 +18,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lmlab.errors import LmlabError
+from lmlab.generate.sampling import apply_repetition_penalty, sample_next
 from lmlab.models.abstractinator.config import AbstractinatorConfig
+from lmlab.models.abstractinator.generate import free_running_accuracy, start
 from lmlab.models.abstractinator.level import Abstractinator, LevelOut
+from lmlab.models.abstractinator.report import patch_boundaries, render_html, stats_line
 from lmlab.models.abstractinator.top import CodeSequenceTransformer
 from lmlab.models.base import LanguageModel, ModelOutput
 from lmlab.models.common.layers import init_gpt2
@@ -34,6 +37,7 @@ class AbstractinatorPyramid(LanguageModel):
                 "with their own collectives in forward and decode patch by patch from submodules, which "
                 "per-block parameter sharding does not cover; train it with parallel: ddp",
     }
+    text_report = "patches"
 
     def __init__(self, cfg: AbstractinatorConfig):
         super().__init__()
@@ -216,9 +220,6 @@ class AbstractinatorPyramid(LanguageModel):
         continues the top codes and the expanders turn them back into bytes, patch by patch.
         The prompt is cut from the left so that prompt and continuation fit ``block_size``.
         """
-        from lmlab.generate.sampling import apply_repetition_penalty, sample_next
-        from lmlab.models.abstractinator.generate import start
-
         max_len = min(max_len, self.block_size - 1)
         ids = [self.eos_id, *prompt][-(self.block_size - max_len):]
         device = next(self.parameters()).device
@@ -266,8 +267,6 @@ class AbstractinatorPyramid(LanguageModel):
         """Per level: symbols per code, bytes per code, code perplexity (by stage), dead codes,
         teacher-forced reconstruction accuracy; free-running byte accuracy from the level-1
         codes; the two-part bits per byte by part. input_ids (B, T) byte windows."""
-        from lmlab.models.abstractinator.generate import free_running_accuracy
-
         was_training = self.training
         self.eval()
         try:
@@ -304,6 +303,14 @@ class AbstractinatorPyramid(LanguageModel):
                     "two_part_bpb": {**parts, "total": sum(parts.values())}}
         finally:
             self.train(was_training)
+
+    def report_on_text(self, text: str, title: str) -> tuple[str, str]:
+        """Where each level cuts ``text`` into patches: (HTML page, per-level stats line)."""
+        data = text.encode("utf-8", "surrogateescape")  # as the byte tokenizer encodes it
+        if not data:
+            raise LmlabError("the text is empty: nothing to cut into patches")
+        boundaries = patch_boundaries(self, data)
+        return render_html(data, boundaries, f"{title}: patches"), stats_line(len(data), boundaries)
 
     # ------------------------------------------------------------------ two-stage workflow
 

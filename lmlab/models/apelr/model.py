@@ -20,12 +20,14 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lmlab.models.apelr.config import V1, ApelrConfig
+from lmlab.models.apelr.diagnostics import planner_diagnostics
 from lmlab.models.apelr.fused import expert_js_divergence, expert_log_likelihoods, expert_mixture
 from lmlab.models.apelr.planner import Planner, PlannerState, PlannerTrace
 from lmlab.models.base import ModelOutput, lm_loss
@@ -286,9 +288,12 @@ class Apelr(Transformer):
 
     def diagnostics(self, input_ids: torch.Tensor) -> dict:
         """Usage, belief entropy, transition and the intervention test on windows (N, T)."""
-        from lmlab.models.apelr.diagnostics import planner_diagnostics
-
         return planner_diagnostics(self, input_ids)
+
+    def recorded_plan(self) -> list[dict[str, Any]]:
+        """Row 0's plan per decoded token (``record``): the gate's argmax, the belief, forecasts."""
+        return [{"state": int(rec["gate"][0].argmax()), "belief": rec["belief"][0].tolist(),
+                 "lookahead": [a[0].tolist() for a in rec["lookahead"]]} for rec in self.plan_history]
 
     # ------------------------------------------------------------------ decoding
 

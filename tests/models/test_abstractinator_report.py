@@ -1,4 +1,5 @@
-"""The patch-boundary report: byte offsets per level, the HTML page, and ``lmlab report patches``."""
+"""The abstractinator's report on a text (its patches): byte offsets per level, the HTML page, and
+``lmlab report RUN --text``, the family report the model declares (``text_report``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import pytest
 import torch
 
-from lmlab.report.patches import patch_boundaries, render_html, stats_line
+from lmlab.models.abstractinator.report import patch_boundaries, render_html, stats_line
 
 
 def _model(*levels: dict):
@@ -125,7 +126,7 @@ def abstractinator_run(corpus_dir, tmp_path_factory, make_raw):
 
 
 def test_cli_writes_the_report(abstractinator_run, run_cli, tmp_path):
-    res = run_cli("report", "patches", str(abstractinator_run), "--text", "Hello <world> → done")
+    res = run_cli("report", str(abstractinator_run), "--text", "Hello <world> → done")
     assert res.returncode == 0, res.stderr
     out = abstractinator_run / "patches.html"
     assert f"wrote {out}" in res.stdout and "level 1: " in res.stdout and "bytes/patch" in res.stdout
@@ -133,7 +134,7 @@ def test_cli_writes_the_report(abstractinator_run, run_cli, tmp_path):
     assert "&lt;" in page and _shown_text(page) == "Hello <world> → done"
     src = tmp_path / "in.txt"
     src.write_text("line one\nline two\n", encoding="utf-8")
-    res = run_cli("report", "patches", str(abstractinator_run), "--file", str(src), "--out", str(tmp_path / "p.html"))
+    res = run_cli("report", str(abstractinator_run), "--file", str(src), "--out", str(tmp_path / "p.html"))
     assert res.returncode == 0, res.stderr
     assert "line one\nline two" in _shown_text((tmp_path / "p.html").read_text(encoding="utf-8"))
 
@@ -150,7 +151,7 @@ def test_cli_bad_inputs_are_one_line_errors(abstractinator_run, tmp_path, capsys
              ([str(tmp_path / "nope"), "--text", "x"], "run dir not found")]
     for args, needle in cases:
         capsys.readouterr()
-        assert main(["report", "patches", *args]) == 2, needle
+        assert main(["report", *args]) == 2, needle
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and err[0].startswith("lmlab report: error: ") and needle in err[0], err
 
@@ -160,6 +161,6 @@ def test_cli_refuses_a_run_of_another_family(corpus_dir, tmp_path, make_raw, run
 
     run = lmlab.train(make_raw(corpus_dir, tmp_path / "tf", train={"max_steps": 2, "eval_interval": 2,
                                                                     "save_interval": 2}))
-    res = run_cli("report", "patches", str(run), "--text", "The ")
-    one_line_error(res, "only abstractinator runs have patches; got family transformer")
+    res = run_cli("report", str(run), "--text", "The ")
+    one_line_error(res, "the transformer family has no report on a text; families with one: abstractinator (patches)")
     assert not (run / "patches.html").exists()

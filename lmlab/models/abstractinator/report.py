@@ -1,4 +1,5 @@
-"""Where an abstractinator run cuts a text into patches, as a self-contained HTML page.
+"""The abstractinator's own report (``lmlab report RUN --text ...``): where a run cuts a text into
+patches, as a self-contained HTML page.
 
 Each level of the pyramid pools a patch of its input into one code; this module maps every
 level's patches back to byte offsets of the text and draws them: a thin bar and an alternating
@@ -9,12 +10,8 @@ from __future__ import annotations
 
 import html
 from bisect import bisect_right
-from collections.abc import Callable
-from pathlib import Path
 
 import torch
-
-from lmlab.errors import LmlabError
 
 # Bar per level (level 1 first): higher levels get thicker, more visible bars.
 _BARS = ["1px solid #999", "3px solid #d33", "4px solid #27c", "5px solid #2a2"]
@@ -141,24 +138,3 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 <div class="text">{"".join(parts)}</div>
 </body></html>
 """
-
-
-def write_patch_report(run_dir: str | Path, text: str, out_path: str | Path,
-                       log: Callable[[str], None] | None = None) -> Path:
-    """Load the abstractinator run in ``run_dir``, draw its patches of ``text`` to ``out_path``
-    (HTML) and return that path; ``log`` (e.g. ``print``) gets the per-level stats line."""
-    from lmlab.runs import load_run
-
-    model, _, config, _ = load_run(run_dir, "cpu")
-    if config.model.family != "abstractinator":
-        raise LmlabError(f"{run_dir}: only abstractinator runs have patches; got family {config.model.family}")
-    data = text.encode("utf-8", "surrogateescape")  # as the byte tokenizer encodes it
-    if not data:
-        raise LmlabError("the text is empty: nothing to cut into patches")
-    boundaries = patch_boundaries(model, data)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(data, boundaries, f"{Path(run_dir).name}: patches"), encoding="utf-8")
-    if log is not None:
-        log(stats_line(len(data), boundaries))
-    return out
