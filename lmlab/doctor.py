@@ -207,6 +207,7 @@ class Doctor:
         model = {"family": family, "preset": "tiny", **({"dropout": dropout} if "dropout" in cfg_cls.model_fields else {})}
         corpus = Path(out).parent / "corpus"
         if not corpus.is_dir():  # 40 short documents: the built-in corpus takes seconds to gather
+            # deferred: some minimal Python builds do not ship pydoc_data (1 MB of text)
             from pydoc_data.topics import topics
 
             corpus.mkdir(parents=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -99,9 +101,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def read_jsonl(path: str | Path) -> list[dict]:
     """The rows of an append-only JSON-lines file. A torn last line (a kill mid-append) is
     dropped with a warning; a bad line before the end is an error naming it."""
-    import json
-    import warnings
-
     path = Path(path)
     if not path.is_file():
         return []

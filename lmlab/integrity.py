@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from lmlab.fsio import fsync_dir, fsync_file
 
@@ -40,8 +41,6 @@ def seal(folder: Path, files: list[str], meta: dict[str, Any]) -> None:
 def weights_mismatch(model: torch.nn.Module, path: Path, shown: int = 4) -> str:
     """How the tensors in the safetensors file ``path`` differ from ``model``'s, in a few words
     ("" when they fit): shape differences first, then tensors only one side has."""
-    from safetensors import safe_open
-
     with safe_open(str(path), "pt") as f:
         saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
     state = model.state_dict()
@@ -111,8 +110,6 @@ def verify(path: Path) -> dict[str, Any]:
 
 
 def _check(path: Path) -> dict[str, Any]:
-    from safetensors import SafetensorError, safe_open
-
     if not (path / META).is_file():
         raise ValueError("no meta.json")
     listed = _read_sums(path) if (path / SUMS).is_file() else {}

@@ -423,6 +423,7 @@ def locked(run_dir: str | Path) -> Iterator[None]:
     holder dies, even by SIGKILL). A second trainer on the same run dir is refused in one line
     naming the holder's PID, before it writes anything. The lock file stays (unlinking it would
     race a new locker), except in a run dir this call made and left before training."""
+    # deferred: fcntl is POSIX-only; the rest of the run dir code reads on any system
     import fcntl
 
     run_dir = Path(run_dir)

@@ -8,6 +8,7 @@ functions over their limits.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,8 @@ class Graph:
         return out
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -84,7 +85,7 @@ def _walk(node: ast.AST, in_function: bool):
 def build_graph(root: Path = ROOT) -> Graph:
     graph = Graph()
     for path in sorted(root.rglob("*.py")):
-        graph.modules[module_name(path)] = path
+        graph.modules[module_name(path, root)] = path
     for name, path in graph.modules.items():
         text = path.read_text()
         lines = text.splitlines()
@@ -176,6 +177,38 @@ def function_imports(graph: Graph) -> list[Import]:
     return [imp for imp in graph.imports if imp.in_function]
 
 
+# The layers, bottom first (docs/architecture.md draws them). A module may import its own layer
+# and those below; the first pattern a module name matches gives its layer.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("ground", ("lmlab.errors", "lmlab.strict", "lmlab.fsio", "lmlab.console")),
+    ("schema", ("lmlab.config", "lmlab.train_config", "lmlab.models.*.config")),
+    ("storage", ("lmlab.integrity", "lmlab.rundir")),
+    ("parts", ("lmlab.models", "lmlab.models.*", "lmlab.tokenizers", "lmlab.tokenizers.*", "lmlab.data",
+               "lmlab.data.*", "lmlab.generate", "lmlab.generate.*", "lmlab.devices")),
+    ("registry", ("lmlab.registry",)),
+    ("dialects", ("lmlab.compat", "lmlab.compat.*")),
+    ("configure", ("lmlab.configure", "lmlab.runs")),
+    ("engine", ("lmlab.training", "lmlab.training.*", "lmlab.eval", "lmlab.eval.*", "lmlab.report",
+                "lmlab.report.*", "lmlab.interop", "lmlab.interop.*")),
+    ("tools", ("lmlab.compare", "lmlab.compare.*")),
+    ("ways in", ("lmlab.api", "lmlab.highlevel", "lmlab.continuous", "lmlab.continuous.*")),
+    ("entry", ("lmlab.doctor", "lmlab.cli", "lmlab.__main__", "lmlab")),
+]
+
+
+def layer_of(module: str) -> int:
+    for rank, (_, patterns) in enumerate(LAYERS):
+        for pattern in patterns:
+            if pattern == module or ("*" in pattern and fnmatch.fnmatchcase(module, pattern)):
+                return rank
+    raise KeyError(f"{module} is in no layer: add it to tests/layers.py LAYERS")
+
+
+def upward_imports(graph: Graph) -> list[Import]:
+    """Imports of a module in a higher layer than the importer's."""
+    return [imp for imp in graph.imports if layer_of(imp.target) > layer_of(imp.source)]
+
+
 def main() -> None:
     graph = build_graph()
     found = cycles(graph)
@@ -190,6 +223,11 @@ def main() -> None:
     print(f"{len(modules)} modules over {MAX_MODULE_LINES} lines: {modules}")
     functions = long_functions(graph)
     print(f"{len(functions)} functions over {MAX_FUNCTION_LINES} lines: {functions}")
+    up = upward_imports(graph)
+    print(f"{len(up)} imports of a higher layer")
+    for imp in up:
+        print(f"  {imp.source}:{imp.line} ({LAYERS[layer_of(imp.source)][0]}) -> {imp.target} "
+              f"({LAYERS[layer_of(imp.target)][0]})")
     if "-v" in sys.argv:
         for imp in inside:
             print(f"  {imp.source}:{imp.line} -> {imp.target}{'' if imp.deferred else '  (no mark)'}")

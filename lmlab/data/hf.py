@@ -22,6 +22,7 @@ from lmlab.errors import LmlabError
 def import_datasets() -> ModuleType:
     """The datasets module, or an LmlabError saying how to install it."""
     try:
+        # deferred: datasets is optional (the data extra) and slow to import
         import datasets
     except ImportError:
         raise LmlabError("hf sources need the datasets package: pip install 'lmlab[data]'") from None

@@ -44,6 +44,7 @@ class _Skip(Exception):
 def import_pypdf() -> ModuleType:
     """The pypdf module, or an LmlabError saying how to install it."""
     try:
+        # deferred: pypdf is optional (the data extra)
         import pypdf
     except ImportError:
         raise LmlabError("pdf sources need pypdf: pip install 'lmlab[data]'") from None

@@ -55,6 +55,7 @@ def iter_pydocs() -> Iterator[Document]:
 
 def _iter_topics() -> Iterator[Document]:
     try:
+        # deferred: some minimal Python builds do not ship pydoc_data (1 MB of text)
         from pydoc_data.topics import topics
     except ImportError:  # some minimal Python builds do not ship pydoc_data
         return

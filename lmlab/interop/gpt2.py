@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from lmlab import rundir, runs
 from lmlab.configure import build_model_config, read_config_file, save_config, validate_config
@@ -201,9 +202,6 @@ def _to_hf_name(name: str) -> tuple[str, bool]:
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file; a missing file or one that is not safetensors (a
     renamed pickle, a torn download) is a one-line error."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path))
     except (SafetensorError, FileNotFoundError) as e:

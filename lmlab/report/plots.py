@@ -14,10 +14,11 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 def plot_loss_curve(run_dir: str | Path) -> Path:
     """Write ``loss_curve.png``: train and val loss against tokens seen."""
+    # deferred: matplotlib takes ~1 s to import; only runs that plot need it
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    matplotlib.use("Agg")  # no display: write files only
+    import matplotlib.pyplot as plt  # deferred: after the backend is chosen
 
     rows = read_metrics(run_dir)
     train = [(r["tokens"], r["loss"]) for r in rows if "loss" in r]

@@ -17,6 +17,7 @@ INSTALL_HINT = "tokenizer.type: bpe needs the tokenizers package: pip install to
 
 def _import_tokenizers():
     try:
+        # deferred: an import error becomes the install hint
         import tokenizers
     except ImportError:
         raise LmlabError(INSTALL_HINT) from None
@@ -55,8 +56,7 @@ class BPETokenizer(Tokenizer):
     def fit(cls, texts: Iterable[str], vocab_size: int) -> BPETokenizer:
         """Train byte-level BPE on ``texts`` (the vocab may come out smaller on tiny corpora)."""
         tk = _import_tokenizers()
-        from tokenizers import decoders, models, pre_tokenizers, trainers
-
+        decoders, models, pre_tokenizers, trainers = tk.decoders, tk.models, tk.pre_tokenizers, tk.trainers
         hf = tk.Tokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         hf.decoder = decoders.ByteLevel()

@@ -27,6 +27,7 @@ WS = "\u2581"  # '▁', SentencePiece's space
 
 def _import_spm():
     try:
+        # deferred: sentencepiece is optional (the sentencepiece extra)
         import sentencepiece
     except ImportError:
         raise LmlabError(INSTALL_HINT) from None

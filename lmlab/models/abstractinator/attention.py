@@ -40,6 +40,7 @@ def dense_mask(fn: MaskFn, B: int, Tq: int, Tk: int, device) -> torch.Tensor:
 def _flex(q, k, v, fn: MaskFn) -> torch.Tensor:
     """FlexAttention with ``fn`` as the block mask; a clear error where it cannot run."""
     try:
+        # deferred: FlexAttention is missing from older PyTorch builds; only attn_backend flex needs it
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     except ImportError:
         raise LmlabError(f"attn_backend flex: this PyTorch ({torch.__version__}) has no FlexAttention; "
