@@ -18,8 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lmlab import rundir
+from lmlab.configure import validate_config
 from lmlab.errors import LmlabError
+from lmlab.eval.runner import RESULTS_FILE
 from lmlab.fsio import atomic_write_text
+from lmlab.registry import get_family
+from lmlab.report.plots import read_metrics
+from lmlab.runs import checkpoint_config
 
 # metrics.json keys shown per run, with their labels in the table
 HEADLINE = [("num_params", "params"), ("tokens", "tokens"), ("tokens_per_s", "tokens/s"),
@@ -93,8 +99,6 @@ def collect_dirs(paths: list[str | Path]) -> dict[str, Any]:
     """The results of existing run dirs and compare dirs (a compare dir's arms as they are; a
     run dir as an arm named after it), scores taken from what they saved: nothing is trained or
     scored here."""
-    from lmlab import rundir
-
     runs: list[dict[str, Any]] = []
     order: list[str] = []
     seeds: set[int] = set()
@@ -121,16 +125,10 @@ def collect_dirs(paths: list[str | Path]) -> dict[str, Any]:
 def run_record(run: Path, arm: str, seed: int | None) -> dict[str, Any]:
     """What a finished run dir says of itself: metrics.json, its metrics rows (finite values),
     the family's diagnostics and the scores kept in eval_results.json (``seed`` None: the run's)."""
-    from lmlab import rundir, runs
-    from lmlab.configure import validate_config
-    from lmlab.eval.runner import RESULTS_FILE
-    from lmlab.registry import get_family
-    from lmlab.report.plots import read_metrics
-
     if not (run / "metrics.json").is_file():
         raise LmlabError(f"{run}: no metrics.json (the run has not finished); finish it with lmlab train --resume {run}")
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    cfg = validate_config(runs.checkpoint_config(rundir.latest_snapshot(run).meta), source=str(run))
+    cfg = validate_config(checkpoint_config(rundir.latest_snapshot(run).meta), source=str(run))
     diag_file = run / get_family(cfg.model.family)[1].diagnostics_file
     scores = run / RESULTS_FILE
     rows = [r for r in read_metrics(run)
@@ -288,9 +286,11 @@ def _md_tables_to_html(md: str) -> str:
 
 
 def _figure(ncols: int, width: float = 11):
+    # deferred: matplotlib is slow to import, and only the charts (not results.json) need it
     import matplotlib
 
     matplotlib.use("Agg")
+    # deferred: as above; pyplot must come after use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, ncols, figsize=(width, 4), dpi=90, squeeze=False)

@@ -13,7 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmlab import rundir
+from lmlab.compare.report import collect, run_record, write_combined, write_reports
 from lmlab.compare.spec import (
     ArmSpec,
     CompareSpec,
@@ -22,19 +25,23 @@ from lmlab.compare.spec import (
     required_tokenizer,
     resolved,
 )
-from lmlab.config import RunConfig
+from lmlab.config import RunConfig, TokenizerConfig
 from lmlab.configure import validate_config
 from lmlab.errors import ConfigError
+from lmlab.eval.runner import RESULTS_FILE, evaluate
+from lmlab.eval.tasks import resolve_tasks
 from lmlab.fsio import atomic_write_text
+from lmlab.registry import build_model
 from lmlab.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, resolve_backend
+from lmlab.training.data import fit_texts, readable_sources
+from lmlab.training.distributed import barrier, setup_distributed, teardown_distributed
+from lmlab.training.loop import train
 
 TOKENIZER_DIR = "tokenizer"
 
 
 def run_compare(spec_path: str | Path, overrides: list[str] | None = None, log=print) -> Path:
     """Train, score and report every arm of the spec at ``spec_path``; returns the compare dir."""
-    from lmlab.training.distributed import barrier, setup_distributed, teardown_distributed
-
     spec = load_spec(spec_path, overrides)
     # Under torchrun the job joins one process group for every arm (the trainer keeps a group it
     # did not make), and leaves it once rank 0 has scored and written the reports.
@@ -70,8 +77,6 @@ def _run(spec: CompareSpec, is_main: bool, log) -> None:
                 train_arm(part, arm, seed, extra[arm.name], log)
     if not is_main:
         return
-    from lmlab.compare.report import collect, write_combined, write_reports
-
     done = []
     for dataset, part in parts:
         results = collect(part, score(part, log))
@@ -109,8 +114,6 @@ def shared_settings(spec: CompareSpec, is_main: bool, log=print) -> dict[str, di
 def _shared_tokenizer(cfg: RunConfig, tok_dir: Path, is_main: bool, log) -> Tokenizer:
     """The comparison's tokenizer: read back when it was fitted before, else fitted on the
     shared data's training documents (as a run fits its own) and saved by rank 0."""
-    from lmlab.training.data import fit_texts, readable_sources
-
     if (tok_dir / "tokenizer_meta.json").is_file():
         return load_tokenizer(tok_dir)
     strict = resolve_backend(cfg.tokenizer.type) != "byte"
@@ -123,10 +126,6 @@ def _shared_tokenizer(cfg: RunConfig, tok_dir: Path, is_main: bool, log) -> Toke
 
 def count_params(model_section: dict[str, Any], vocab_size: int, tokenizer: dict[str, Any]) -> int:
     """Exact parameters of a model section (built on the meta device: no memory, no time)."""
-    import torch
-
-    from lmlab.registry import build_model
-
     cfg = validate_config({"model": {**model_section, "vocab_size": vocab_size}, "tokenizer": tokenizer})
     with torch.device("meta"):
         return sum(p.numel() for p in build_model(cfg.model).parameters())
@@ -195,8 +194,6 @@ def match_widths(spec: CompareSpec, extra: dict[str, dict[str, Any]], vocab_of: 
 
 
 def _unit_vocab(kind: str) -> int:
-    from lmlab.config import TokenizerConfig
-
     return build_tokenizer(TokenizerConfig(type=kind), []).vocab_size
 
 
@@ -215,8 +212,6 @@ def finished(run: Path) -> bool:
 
 def train_arm(spec: CompareSpec, arm: ArmSpec, seed: int, extra: dict[str, Any], log=print) -> Path:
     """Train (or resume, or skip when finished) one arm x seed; returns its run dir."""
-    from lmlab.training.loop import train
-
     run = spec.run_dir(arm, seed)
     if finished(run):
         log(f"lmlab compare: {arm.name} seed {seed}: finished before, kept ({run})")
@@ -231,9 +226,6 @@ def train_arm(spec: CompareSpec, arm: ArmSpec, seed: int, extra: dict[str, Any],
 def score(spec: CompareSpec, log=print) -> list[dict[str, Any]]:
     """Per arm x seed: what its run dir says (``report.run_record``) with the spec's tasks,
     scored once (kept in the run's eval_results.json and reused when the settings match)."""
-    from lmlab.compare.report import run_record
-    from lmlab.eval.runner import RESULTS_FILE, evaluate
-
     out = []
     for arm in spec.arms:
         for seed in spec.seeds_of(arm):
@@ -254,8 +246,6 @@ def score(spec: CompareSpec, log=print) -> list[dict[str, Any]]:
 
 def _kept_scores(path: Path, spec: CompareSpec) -> dict[str, Any] | None:
     """The run's earlier scores of every spec task with the same settings, else None."""
-    from lmlab.eval.tasks import resolve_tasks
-
     if not path.is_file():
         return None
     saved = json.loads(path.read_text(encoding="utf-8"))

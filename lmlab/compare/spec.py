@@ -26,8 +26,9 @@ import yaml
 from pydantic import Field, model_validator
 
 from lmlab.config import RunConfig
-from lmlab.configure import deep_merge, read_config_file, validate_config
+from lmlab.configure import apply_overrides, deep_merge, read_config_file, validate_config
 from lmlab.errors import ConfigError
+from lmlab.registry import FAMILIES, resolve_family
 from lmlab.strict import Strict, validate_strict
 
 SECTIONS = ("data", "tokenizer", "model", "train", "sample")
@@ -157,8 +158,6 @@ class CompareSpec(Strict):
 
 def required_tokenizer(model: dict[str, Any]) -> str | None:
     """The tokenizer a model section's family must read (the abstractinator: byte), if any."""
-    from lmlab.registry import FAMILIES, resolve_family
-
     try:
         family = resolve_family(model.get("family", "transformer"))[0]
     except ConfigError:
@@ -169,8 +168,6 @@ def required_tokenizer(model: dict[str, Any]) -> str | None:
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> CompareSpec:
     """Read and check a spec: strict keys, then every trained arm x seed as a run config (all
     problems in one error, each naming its arm)."""
-    from lmlab.configure import apply_overrides
-
     raw = apply_overrides(read_config_file(path), overrides or [])
     spec = validate_strict(CompareSpec, raw, str(path))
     problems = []

@@ -34,8 +34,8 @@ from lm_eval import utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
-import lmlab
 from lmlab.eval.scoring import Scorer
+from lmlab.runs import load_run
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -74,14 +74,14 @@ class LmlabLM(TemplateLM):
         super().__init__()
         # kwargs: what lm-eval's CLI adds for every model (max_batch_size, ...); unused here.
         device = _device(device)
-        loaded = lmlab.load(pretrained, device=device)
-        self.tokenizer = loaded.tokenizer
-        self._info = {"lmlab_run": str(pretrained), "lmlab_family": loaded.config.model.family,
-                      "lmlab_step": loaded.snapshot.step}
+        model, tokenizer, config, snapshot = load_run(pretrained, device)
+        self.tokenizer = tokenizer
+        self._info = {"lmlab_run": str(pretrained), "lmlab_family": config.model.family,
+                      "lmlab_step": snapshot.step}
         self._device = device
         self.scorer = Scorer(
-            loaded.model,
-            loaded.tokenizer,
+            model,
+            tokenizer,
             max_input_len=None if max_length is None else int(max_length) + 1,
             batch_size=_batch_size(batch_size),
         )

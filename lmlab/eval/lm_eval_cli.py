@@ -9,12 +9,12 @@ lm-eval assumes ``run``). See :mod:`lmlab.eval.lm_eval_adapter`.
 
 from __future__ import annotations
 
+from lm_eval.__main__ import cli_evaluate
+
 import lmlab.eval.lm_eval_adapter  # noqa: F401  (registers --model lmlab)
 
 
 def main() -> None:
-    from lm_eval.__main__ import cli_evaluate
-
     cli_evaluate()
 
 

@@ -15,12 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lmlab.cli import main as cli
-from lmlab.compare.run import count_params
+from lmlab.compare.run import count_params, run_compare
 from lmlab.compare.spec import load_spec
+from lmlab.configure import validate_config
 from lmlab.errors import ConfigError
+from lmlab.registry import build_model
+from lmlab.rundir import latest_snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 EXACT = ("num_params", "tokens", "val_loss", "val_bpb")  # what a resumed compare must reproduce bit for bit
@@ -101,19 +105,13 @@ def test_param_matching_refuses_what_cannot_match(tmp_path, corpus_dir):
                        {"name": "wide", "model": {"family": "transformer", "preset": "tiny", "d_model": 128}},
                        {"name": "bytes", "model": {"family": "abstractinator", "preset": "tiny", "block_size": 32}}])
     with pytest.raises(ConfigError) as e:
-        cli_run = __import__("lmlab.compare.run", fromlist=["run_compare"]).run_compare
-        cli_run(path, log=lambda *_: None)
+        run_compare(path, log=lambda *_: None)
     line = str(e.value)
     assert "arm bytes: the abstractinator family has no d_ff" in line
     assert "arm wide: the nearest d_ff" in line and "tolerance 0%" in line
 
 
 def test_count_params_is_exact():
-    import torch
-
-    from lmlab.configure import validate_config
-    from lmlab.registry import build_model
-
     section = {"family": "apelr", "preset": "tiny", "d_ff": 100}
     cfg = validate_config({"model": {**section, "vocab_size": 50}})
     torch.manual_seed(0)
@@ -181,8 +179,6 @@ def test_lmlab_report_of_runs_and_a_compare(tmp_path, corpus_dir, tiny_config):
 def test_max_seconds_caps_a_run_and_a_resume_keeps_it_finished(tiny_config):
     """train.max_seconds: the run stops (evaluates, saves) at the first step past it; running it
     again trains nothing more, since the cap counts training time over resumes."""
-    from lmlab.rundir import latest_snapshot
-
     path, raw, run = tiny_config(train={"max_steps": 500, "max_seconds": 1e-6})
     assert cli(["train", "--config", str(path)]) == 0
     m = json.loads((run / "metrics.json").read_text())

@@ -5,21 +5,19 @@ sequence is only a target). The reference is lm-eval's own HFLM on the same fold
 from __future__ import annotations
 
 import pytest
+import torch
 
 import lmlab
+from lmlab.configure import build_model_config
 from lmlab.eval.runner import load_checkpoint
 from lmlab.eval.scoring import Scorer
+from lmlab.interop.gpt2 import export_hf_gpt2
+from lmlab.registry import build_model
 
 
 @pytest.fixture(scope="module")
 def hf_folder(eval_run, tmp_path_factory):
     """A random GPT-2 (learned positions, n_positions 32) with the eval run's bpe tokenizer."""
-    import torch
-
-    from lmlab.configure import build_model_config
-    from lmlab.interop.gpt2 import export_hf_gpt2
-    from lmlab.registry import build_model
-
     tok = lmlab.load(eval_run).tokenizer
     torch.manual_seed(0)
     model = build_model(build_model_config({
@@ -42,6 +40,7 @@ def _requests(tok) -> list[tuple[str, str]]:
 
 def test_hf_gpt2_loglikelihoods_match_lm_evals_hf_model(hf_folder):
     hf_lm = pytest.importorskip("lm_eval.models.huggingface")
+    # deferred: lm-eval is optional (the eval extra); the test skips without it
     from lm_eval.api.instance import Instance
 
     ref = hf_lm.HFLM(pretrained=str(hf_folder), device="cpu", batch_size=4)
@@ -65,8 +64,6 @@ def test_the_window_reads_block_size_tokens(eval_run):
     assert scorer.max_input_len == block + 1
     ids = list(range(5, 5 + 2 * block))
     (ll, _), = scorer.loglikelihood_tokens([(ids[:block], ids[block:block + 1])])
-    import torch
-
     full = torch.tensor([[loaded.tokenizer.eos_id, *ids[:block + 1]][-(block + 1):]])
     assert ll == pytest.approx(float(loaded.model.log_probs(full)[0, -1]), abs=1e-5)
     with pytest.raises(lmlab.errors.LmlabError, match="exceeds what the model scores at once"):

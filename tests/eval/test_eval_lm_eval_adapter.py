@@ -18,7 +18,13 @@ import pytest
 
 pytest.importorskip("lm_eval", reason="the lm-eval adapter test needs lm-eval (pip install lmlab[eval])")
 
+import datasets
+import lm_eval
+from lm_eval.api.instance import Instance
+from lm_eval.tasks import TaskManager
+
 import lmlab
+from lmlab.eval.lm_eval_adapter import LmlabLM
 from lmlab.eval.scoring import Scorer
 
 TASKS_DIR = Path(__file__).with_name("lm_eval_tasks")
@@ -58,12 +64,6 @@ def _slices(eval_data: Path, out: Path) -> dict[str, list[dict]]:
 def lm_eval_run(eval_run, eval_data, tmp_path_factory):
     """One ``simple_evaluate`` of the four local tasks through ``LmlabLM``: its results, the
     slices' rows, the adapter, a reference Scorer on the same run and the rendered task folder."""
-    import datasets
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    from lmlab.eval.lm_eval_adapter import LmlabLM
-
     root = tmp_path_factory.mktemp("lm_eval")
     rows = _slices(eval_data, root)
     tasks = root / "tasks"
@@ -163,8 +163,6 @@ def test_generate_until_matches_scorer(lm_eval_run):
 def test_stop_strings_cut_generation(lm_eval_run):
     """The tiny model's greedy text is mostly spaces, so the task above never meets its stop
     strings: here a space is one, given as a plain string as lm-eval allows."""
-    from lm_eval.api.instance import Instance
-
     prompts = [d["prompt"] for d in lm_eval_run.rows[GENERATE][:4]]
     free = lm_eval_run.scorer.generate_until([(p, {"until": [], "max_gen_toks": 8}) for p in prompts])
     assert any(" " in o for o in free)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
 
 import lmlab
+from lmlab.configure import build_model_config
+from lmlab.errors import LmlabError
 from lmlab.eval import runner
 from lmlab.eval import tasks as T
 from lmlab.eval.scoring import Scorer
+from lmlab.interop.gpt2 import export_hf_gpt2
+from lmlab.registry import build_model
 
 
 def test_metrics_follow_from_per_example_scores(eval_run, eval_data):
@@ -51,8 +56,6 @@ def test_metrics_follow_from_per_example_scores(eval_run, eval_data):
 
 def test_evaluate_two_checkpoints_writes_json_markdown_and_run_files(eval_run, eval_data, tmp_path):
     # The same run under two paths: two columns, identical numbers.
-    import shutil
-
     other = tmp_path / "copy" / eval_run.name
     shutil.copytree(eval_run, other)
     text = tmp_path / "notes.txt"
@@ -80,10 +83,6 @@ def test_evaluate_two_checkpoints_writes_json_markdown_and_run_files(eval_run, e
 
 
 def test_hf_gpt2_folder_is_a_checkpoint(eval_run, eval_data, tmp_path):
-    from lmlab.configure import build_model_config
-    from lmlab.interop.gpt2 import export_hf_gpt2
-    from lmlab.registry import build_model
-
     tok = lmlab.load(eval_run).tokenizer
     model = build_model(build_model_config({
         "family": "transformer", "preset": "tiny", "vocab_size": tok.vocab_size, "block_size": 64,
@@ -112,10 +111,6 @@ def test_cli_eval(eval_run, eval_data, tmp_path, run_cli):
 
 
 def test_bad_stride_fails_before_any_task_is_scored(eval_run, eval_data, tmp_path):
-    import shutil
-
-    from lmlab.errors import LmlabError
-
     run = tmp_path / "run"
     shutil.copytree(eval_run, run)
     (run / runner.RESULTS_FILE).unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import types
 
@@ -71,7 +72,10 @@ def test_wikitext_split():
 
 def test_preprocessing_equals_lm_eval(eval_data):
     pytest.importorskip("lm_eval", reason="compares with lm-eval's own functions (pip install lmlab[eval])")
+    # deferred: lm-eval is optional (the eval extra); the test skips without it
     from lm_eval.tasks.hellaswag.utils import preprocess
+
+    # deferred: as above
     from lm_eval.tasks.wikitext.preprocess_wikitext import wikitext_detokenizer
 
     for d in T.load_docs("wikitext2", eval_data):
@@ -123,8 +127,6 @@ def test_hub_path_uses_lm_eval_datasets(monkeypatch):
 
 
 def test_bad_labels_are_refused_before_scoring(eval_data, tmp_path):
-    import shutil
-
     root = tmp_path / "eval"
     shutil.copytree(eval_data / "eval" / "siqa", root / "siqa")
     labels = root / "siqa" / "dev-labels.lst"
