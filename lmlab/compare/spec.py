@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from lmlab.config import RunConfig
+from lmlab.config import DEFAULT_FAMILY, RunConfig
 from lmlab.configure import apply_overrides, deep_merge, read_config_file, validate_config
 from lmlab.errors import ConfigError
 from lmlab.registry import FAMILIES, resolve_family
@@ -159,7 +159,7 @@ class CompareSpec(Strict):
 def required_tokenizer(model: dict[str, Any]) -> str | None:
     """The tokenizer a model section's family must read (the abstractinator: byte), if any."""
     try:
-        family = resolve_family(model.get("family", "transformer"))[0]
+        family = resolve_family(model.get("family", DEFAULT_FAMILY))[0]
     except ConfigError:
         return None  # validation names the family
     return FAMILIES[family][0].required_tokenizer
