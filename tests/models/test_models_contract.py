@@ -296,7 +296,7 @@ def test_grad_checkpointing_gives_the_same_gradients(family: str) -> None:
 # ------------------------------------------------------------------------------ declared hooks
 
 HOOKS = ("set_train_step", "on_train_start", "on_checkpoint", "diagnostics", "generate_ids",
-         "set_generation_options", "extend_max_seq_len", "shard_units")
+         "set_generation_options", "extend_max_seq_len", "shard_units", "report_on_text", "recorded_plan")
 
 
 def test_hooks_keep_the_base_signatures(family):
@@ -337,6 +337,26 @@ def test_hooks_run_or_refuse_in_one_line(model, family):
     if not model.generation_options:
         with pytest.raises(LmlabError, match="no decoding options"):
             model.set_generation_options(force_state=1)
+    assert model.recorded_plan() == []  # nothing decoded with record on
+    if model.text_report is None:
+        with pytest.raises(LmlabError, match="no report on a text"):
+            model.report_on_text("hello", "run")
+    else:
+        page, summary = model.report_on_text("\x01\x02\x03\x04\x05", "run")  # bytes within the tiny vocab
+        assert page.startswith("<!DOCTYPE html>") and summary and "\n" not in summary
+
+
+def test_size_estimate_is_the_familys_own_and_near_the_built_model(family: str) -> None:
+    """The schema cannot build a model (it sits below the registry), so every family gives its
+    parameter formula; the memory check refuses sizes from it, so it must be within 2x."""
+    from lmlab.config import ModelConfig
+
+    cfg_cls = FAMILIES[family][0]
+    assert cfg_cls.size_estimate is not ModelConfig.size_estimate
+    cfg = build_model_config({"family": family, "preset": "tiny", "vocab_size": 257})
+    built = sum(p.numel() for p in build_model(cfg).parameters())
+    params, activations = cfg.size_estimate(64)
+    assert 0.5 < params / built < 2 and activations > 0
 
 
 def test_shared_layers_never_look_hooks_up_by_name():
