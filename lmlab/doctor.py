@@ -50,10 +50,10 @@ import yaml
 from lmlab.api import train as train_run
 from lmlab.config import DecodeSettings
 from lmlab.configure import build_model_config
+from lmlab.devices import resolve_device
 from lmlab.errors import LmlabError
 from lmlab.generate.decode import generate_ids
 from lmlab.registry import FAMILIES, build_model
-from lmlab.training.distributed import resolve_device
 from lmlab.training.telemetry import peak_memory_mb, peak_tflops
 
 CHECKS = ("forward_backward", "precision", "throughput", "grad_checkpoint", "ddp_fsdp", "generation",

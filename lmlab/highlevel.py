@@ -1,9 +1,9 @@
 """The one-call API of seed 002 (``psannLM`` / ``psannLMDataPrep``), for every lmlab family.
 
 ``TextData`` reads texts and files through the one data pipeline (the sources, the split by
-document hash, the token arrays the trainer reads), fits (or loads) a tokenizer and cuts token
-windows; ``LM`` holds a model spec, trains it with the lmlab trainer (``fit``: a real run dir
-with checkpoints, metrics and samples), generates with the shared decoding loop, and saves /
+document hash, the token arrays and the trainer's windows) and fits (or loads) a tokenizer;
+``LM`` holds a model spec, trains it with the lmlab trainer (``fit``: a run config, budget
+``train.epochs``, and a real run dir), generates with the shared decoding loop, and saves /
 loads as an lmlab run dir (``lmlab sample`` / ``lmlab eval`` read it too). Nothing here names a
 family: seed 002's spellings (``n_layers``, ``waveresnet``, ``checkpoint_dir``, ...) go through
 ``lmlab/compat`` and the families' declared aliases.
@@ -33,8 +33,8 @@ import torch
 
 from lmlab import compat, rundir
 from lmlab.api import LoadedModel, overrides_to_dict
-from lmlab.config import DataConfig, TokenizerConfig
-from lmlab.configure import deep_merge, validate_config
+from lmlab.config import BUDGET_KEYS, DataConfig, RunConfig, TokenizerConfig
+from lmlab.configure import deep_merge, save_config, validate_config
 from lmlab.data.batches import encode_documents
 from lmlab.data.cache import TokenArrays, build_token_arrays
 from lmlab.data.documents import Document
@@ -42,6 +42,10 @@ from lmlab.data.sources import doc_hash_fraction, open_sources, split_documents
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.registry import FAMILIES, family_aliases, resolve_family
 from lmlab.tokenizers import Tokenizer, build_tokenizer, load_tokenizer_path
+from lmlab.training.budget import budget_for
+from lmlab.training.loop import train as run_training
+from lmlab.training.plan import PreparedData, TrainPlan
+from lmlab.training.windows import LMDataset
 
 TEXTS_FILE = "texts.jsonl"
 """In-memory texts become this jsonl source (one line each): a run dir keeps it in ``data/``."""
@@ -55,24 +59,6 @@ def _tokenizer_type(name: str) -> str:
     if lmlab_name not in kinds:
         raise LmlabError(f"TextData: tokenizer {name!r} is not one of {', '.join([*kinds, *renames])}")
     return lmlab_name
-
-
-class LMDataset(torch.utils.data.Dataset):
-    """Next-token windows: item i is (x, y), two (T,) int64 tensors, y = x shifted by one."""
-
-    def __init__(self, segments: list[np.ndarray], window: int):
-        self.segments, self.window = segments, window
-        # Non-overlapping windows of window + 1 tokens inside each segment (the trainer's layout).
-        counts = [max(0, (len(s) - 1) // window) for s in segments]
-        self.index = [(i, k * window) for i, n in enumerate(counts) for k in range(n)]
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        seg, start = self.index[i]
-        w = torch.from_numpy(self.segments[seg][start : start + self.window + 1].astype(np.int64))
-        return w[:-1], w[1:]
 
 
 class TextData:
@@ -289,7 +275,8 @@ class LM:
         out_dir: str | Path | None = None,
         **overrides: Any,
     ) -> LM:
-        """Train with the lmlab trainer for ``epochs`` over ``train_data``'s windows, about
+        """Train with the lmlab trainer for ``epochs`` (``train.epochs``; a ``max_steps=`` or
+        ``max_tokens=`` keyword replaces it) over ``train_data``'s windows, about
         ``batch_tokens`` tokens per optimizer step; returns self.
 
         ``amp``: ``bf16`` / ``fp16`` / ``fp32`` (None: fp32). ``ddp``: ``auto`` (distributed
@@ -315,60 +302,30 @@ class LM:
             if out_dir is not None and Path(out_dir) != Path(given):
                 raise LmlabError(f"LM.fit: out_dir={out_dir} and checkpoint_dir={given} name two run dirs; pass one")
             out_dir = given
-        tok = train_data.tokenizer
-        window = train_data.window
-        n_windows = len(train_data.dataset)
-        if n_windows == 0:
+        if len(train_data.dataset) == 0:
             raise LmlabError("LM.fit: no training window: every document is shorter than two tokens "
                              "(pack_sequences=False uses whole documents only)")
-        # Seed 002's ddp switch picks the strategy unless parallel= names one (e.g. fsdp).
-        train_raw.setdefault("parallel", {"auto": "auto", "on": "ddp", "off": "none"}[ddp])
-        train_raw.setdefault("seed", train_data.seed)  # the order windows are drawn in
-        accum = int(train_raw.get("grad_accum_steps", 1))
-        sequences = max(1, batch_tokens // window)  # per optimizer step, all processes
-        batch_size = max(1, min(math.ceil(sequences / (world * accum)), n_windows // (world * accum) or 1))
-        steps_per_epoch = max(1, n_windows // (batch_size * world * accum))
         if out_dir is None and world > 1:  # each rank would make its own temp dir
             raise LmlabError("LM.fit: a distributed run needs out_dir= (one path every rank shares)")
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lmlab-lm-"))
-        # The trainer resumes a whole checkpoint in ``out`` at its step; a fresh dir (or one
-        # seeded with the current weights) counts from 0.
-        full = rundir.has_checkpoint(out) and rundir.TRAINER in rundir.latest_snapshot(out).meta.get("sha256", {})
-        start = int(rundir.latest_snapshot(out).meta.get("step", 0)) if full else 0
-        steps = max(1, math.ceil(epochs * steps_per_epoch))
-        every = max(1, min(200, steps // 4))
-        train_section = {
-            "out_dir": str(out), "lr": lr, "min_lr": min(lr, train_raw.pop("min_lr", lr / 10)),
-            "batch_size": batch_size, "max_steps": start + steps, "seq_len": window,
-            "precision": amp or "fp32", "warmup_steps": min(100, max(1, steps // 10)),
-            "eval_interval": every, "save_interval": every, **train_raw}
-        data = train_data.data_config.model_dump(mode="json", exclude_defaults=True)
-        kept = out / "data" / TEXTS_FILE  # the in-memory texts, kept in the run: its config names real data
-        if train_data.texts_file is not None:
-            data["sources"][-1]["path"] = str(kept.resolve())
-        raw = deep_merge({
-            "data": data,
-            "tokenizer": {"type": tok.backend, "model_path": str(rundir.tokenizer_dir(out).resolve())},
-            "model": {**self.model_section, "block_size": max(train_data.max_length, window),
-                      "vocab_size": tok.vocab_size},
-            "train": train_section,
-        }, extra)
-        cfg = validate_config(raw, source="LM.fit")
+        # Seed 002's ddp switch picks the strategy unless parallel= names one (e.g. fsdp).
+        train_raw.setdefault("parallel", {"auto": "auto", "on": "ddp", "off": "none"}[ddp])
+        train_raw.setdefault("seed", train_data.seed)  # the order windows are drawn in
+        train_raw.setdefault("precision", amp or "fp32")
+        train_raw.setdefault("lr", lr)
+        train_raw["min_lr"] = min(lr, train_raw.get("min_lr", lr / 10))
         arrays = self._arrays(train_data, val_data)
+        cfg = _fit_config(self.model_section, train_data, arrays, out, world, epochs, batch_tokens, train_raw, extra)
+        tok = train_data.tokenizer
         if train_data.texts_file is not None:  # written once the run is known to be valid
+            kept = out / "data" / TEXTS_FILE
             kept.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(train_data.texts_file, kept)
-        from lmlab.training.loop import PreparedData, TrainPlan
-        from lmlab.training.loop import train as run_training
-
         if self._loaded is not None and not rundir.has_checkpoint(out):
             self._seed_run(out, cfg, tok)
         run_training(TrainPlan(cfg, data=PreparedData(tok, arrays)))
         self.run_dir, self.vocab_size = out, tok.vocab_size
-        device = cfg.train.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self._loaded = LoadedModel(out, device=device)
+        self._loaded = LoadedModel(out, device=cfg.train.device)  # auto: this process's GPU, else cpu
         return self
 
     def _arrays(self, data: TextData, val: TextData | None) -> TokenArrays:
@@ -390,10 +347,8 @@ class LM:
         # One source; its segments (a stream per source, or a document each) are never crossed.
         return TokenArrays(["textdata"], [train if len(train) > 1 else train[0]], [val_arr], {"window": data.window})
 
-    def _seed_run(self, out: Path, cfg, tok: Tokenizer) -> None:
+    def _seed_run(self, out: Path, cfg: RunConfig, tok: Tokenizer) -> None:
         """Start ``out`` from the current weights: a weights-only snapshot (a fresh optimizer)."""
-        from lmlab.configure import save_config
-
         model = self._loaded.model
         out.mkdir(parents=True, exist_ok=True)
         tok.save(rundir.tokenizer_dir(out))
@@ -490,6 +445,40 @@ def _check_ddp(ddp: str) -> int:
         raise LmlabError(f"LM.fit: ddp='off' but this process was launched with WORLD_SIZE={world}; "
                          "run it without torchrun")
     return world
+
+
+def _fit_config(model_section: dict[str, Any], data: TextData, arrays: TokenArrays, out: Path, world: int,
+                epochs: float, batch_tokens: int, train_raw: dict[str, Any], extra: dict[str, Any]) -> RunConfig:
+    """The run config of ``LM.fit``: ``data``'s sources and tokenizer, the model, windows of
+    ``data.window`` tokens, about ``batch_tokens`` per optimizer step, and the budget in the
+    trainer's terms: ``train.epochs`` (a budget keyword, ``max_steps=`` or ``max_tokens=``,
+    replaces it), or, continuing a whole checkpoint in ``out``, that many epochs' steps past its
+    step as ``train.max_steps``. Warmup and the eval / save intervals follow the trainer's count."""
+    window, n_windows = data.window, len(data.dataset)
+    accum = int(train_raw.get("grad_accum_steps", 1))
+    sequences = max(1, batch_tokens // window)  # per optimizer step, all processes
+    batch_size = max(1, min(math.ceil(sequences / (world * accum)), n_windows // (world * accum) or 1))
+    budget = {} if set(BUDGET_KEYS) & set(train_raw) else {"epochs": epochs}
+    sources = data.data_config.model_dump(mode="json", exclude_defaults=True)
+    if data.texts_file is not None:  # the in-memory texts, kept in the run: its config names real data
+        sources["sources"][-1]["path"] = str((out / "data" / TEXTS_FILE).resolve())
+    raw = deep_merge({
+        "data": sources,
+        "tokenizer": {"type": data.tokenizer.backend, "model_path": str(rundir.tokenizer_dir(out).resolve())},
+        "model": {**model_section, "block_size": max(data.max_length, window), "vocab_size": data.vocab_size},
+        "train": {"out_dir": str(out), "batch_size": batch_size, "seq_len": window, **budget, **train_raw},
+    }, extra)
+    steps = budget_for(validate_config(raw, source="LM.fit"), arrays, world).max_steps
+    # The trainer resumes a whole checkpoint in ``out`` at its step; a fresh dir (or one seeded
+    # with the current weights) counts from 0.
+    snap = rundir.latest_snapshot(out) if rundir.has_checkpoint(out) else None
+    if budget and snap is not None and rundir.TRAINER in snap.meta.get("sha256", {}):
+        raw["train"].update({"epochs": None, "max_steps": int(snap.meta.get("step", 0)) + steps})
+    every = max(1, min(200, steps // 4))
+    for key, value in (("warmup_steps", min(100, max(1, steps // 10))), ("eval_interval", every),
+                       ("save_interval", every)):
+        raw["train"].setdefault(key, value)
+    return validate_config(raw, source="LM.fit")
 
 
 def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

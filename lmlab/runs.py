@@ -14,10 +14,10 @@ import torch
 from lmlab import compat, rundir
 from lmlab.config import DEFAULT_FAMILY
 from lmlab.configure import validate_config
+from lmlab.devices import resolve_device
 from lmlab.errors import LmlabError
 from lmlab.registry import build_model, get_family
 from lmlab.tokenizers import load_tokenizer
-from lmlab.training.distributed import resolve_device
 
 
 def checkpoint_config(meta: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab import rundir
+from lmlab.devices import resolve_device
 from lmlab.errors import LmlabError
 from lmlab.eval.metrics import TaskResult
 from lmlab.eval.scoring import Scorer
@@ -22,7 +23,6 @@ from lmlab.eval.tasks import Doc, Task, get_task, resolve_tasks
 from lmlab.fsio import atomic_write_text, check_writable, user_io, user_os_error
 from lmlab.interop.gpt2 import load_hf_gpt2
 from lmlab.runs import load_run
-from lmlab.training.distributed import resolve_device
 
 RESULTS_FILE = "eval_results.json"
 

@@ -4,8 +4,9 @@ What goes where (``rundir.py`` owns the layout, rotation and integrity checks):
 
 - ``model.safetensors``: the whole model's weights, always, so ``sample``, ``eval``,
   ``export-gpt2`` and ``lmlab.load`` read any snapshot on one process;
-- ``trainer.pt``: step, tokens, data position, every rank's RNG, loss scaler and (unsharded
-  strategies, ``save_optimizer_state: true``) the optimizer state;
+- ``trainer.pt``: the trainer's resumable state, the union of its parts' state dicts
+  (``state.py``): step, tokens, clocks, best loss, data position, every rank's RNG, loss scaler
+  and (unsharded strategies, ``save_optimizer_state: true``) the optimizer state;
 - ``dcp/`` (FSDP): the model and optimizer shards as a ``torch.distributed.checkpoint``
   folder, every rank writing its own; it reloads at any world size, with or without FSDP.
 
@@ -26,36 +27,12 @@ from torch import nn
 
 from lmlab import rundir
 from lmlab.errors import LmlabError
-from lmlab.training.distributed import DistInfo, barrier, gather_to_all
+from lmlab.training.distributed import DistInfo, barrier
 from lmlab.training.optim import optimizer_parts
 from lmlab.training.parallel import Parallel
+from lmlab.training.state import TrainerState
 
 DCP_DIR = "dcp"
-
-
-def rng_state(info: DistInfo) -> dict[str, torch.Tensor]:
-    """Every rank's RNG state, stacked by rank: {"torch": (world, n), "cuda": (world, m)}."""
-    state = {"torch": gather_to_all(torch.get_rng_state(), info)}
-    if info.device.type == "cuda":
-        state["cuda"] = gather_to_all(torch.cuda.get_rng_state(info.device), info)
-    return state
-
-
-def restore_rng(rng: dict[str, torch.Tensor], info: DistInfo, seed: int, step: int) -> None:
-    """Put this rank's saved RNG state back; with another world size, reseed by (seed, rank, step)."""
-    if rng["torch"].size(0) != info.world:
-        warnings.warn(
-            f"the checkpoint was saved by {rng['torch'].size(0)} processes, this run has {info.world}: "
-            "random streams (dropout) restart from the seed, so the run is not bit-identical",
-            stacklevel=2,
-        )
-        torch.manual_seed(seed + 1000 * step + info.rank)
-        return
-    # clone(): a row of the stacked states is a view at an offset, which set_rng_state reads from
-    # its storage's start (rank 1 of 2 crashed with a segfault resuming without it).
-    torch.set_rng_state(rng["torch"][info.rank].clone())
-    if info.device.type == "cuda" and "cuda" in rng:
-        torch.cuda.set_rng_state(rng["cuda"][info.rank].clone(), info.device)
 
 
 class Checkpointer:
@@ -111,10 +88,10 @@ class Checkpointer:
         return self._copy.eval()
 
     def save(self, optimizer: torch.optim.Optimizer, meta_fn: Callable[[nn.Module], dict[str, Any]],
-             trainer_state: dict[str, Any]) -> None:
+             state: TrainerState) -> None:
         """Write one snapshot (every rank calls it): ``meta_fn(model)`` gives its meta.json,
-        ``trainer_state`` the rest of trainer.pt."""
-        opt_state = self.parallel.optimizer_state(optimizer) if self.save_optimizer else None
+        ``state.state_dict()`` its trainer.pt (a collective: every rank's RNG, ZeRO's shards)."""
+        trainer_state = state.state_dict()
         tmp = self._stage()
         extra: tuple[str, ...] = ()
         if self.parallel.sharded_state:
@@ -122,11 +99,7 @@ class Checkpointer:
         model = self.consolidated()
         if not self.info.is_main:
             return
-        state = dict(trainer_state)
-        if opt_state is not None:
-            state["optimizer"] = opt_state
-        state["optimizer_saved"] = self.save_optimizer
-        rundir.commit_snapshot(tmp, model, meta_fn(model), state, self.layout, extra)
+        rundir.commit_snapshot(tmp, model, meta_fn(model), trainer_state, self.layout, extra)
         model.on_checkpoint()
 
     def _stage(self) -> Path | None:
@@ -137,7 +110,10 @@ class Checkpointer:
         return Path(tmp[0]) if tmp[0] is not None else None
 
     def _save_shards(self, tmp: Path, optimizer: torch.optim.Optimizer) -> tuple[str, ...]:
+        # deferred: torch.distributed.checkpoint takes ~1 s to import; only sharded strategies use it
         import torch.distributed.checkpoint as dcp
+
+        # deferred: as above
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         model_sd, optim_sd = get_state_dict(self.parallel.model, optimizer_parts(optimizer))
@@ -158,28 +134,31 @@ class Checkpointer:
     def has_shards(snap: rundir.Snapshot) -> bool:
         return f"{DCP_DIR}/.metadata" in snap.meta.get("sha256", {})
 
-    def load_state(self, snap: rundir.Snapshot, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
-        """After wrapping: the trainer state of a full snapshot (None for a weights-only one,
-        e.g. an imported GPT-2), with the model shards and the optimizer state loaded."""
+    def load_state(self, snap: rundir.Snapshot, optimizer: torch.optim.Optimizer, state: TrainerState) -> bool:
+        """After wrapping: the model shards and ``snap``'s trainer.pt into ``state``'s parts (the
+        optimizer among them); False, loading nothing, for a weights-only snapshot (e.g. an
+        imported GPT-2)."""
         if rundir.TRAINER not in snap.meta.get("sha256", {}):
-            return None
-        state = snap.load_trainer_state()
-        with_optimizer = state.get("optimizer_saved", True)
+            return False
+        saved = snap.load_trainer_state()
+        with_optimizer = saved.get("optimizer_saved", True)
         if self.has_shards(snap):
             self._load_shards(snap, optimizer, with_optimizer)
         elif self.parallel.sharded_state:
             raise LmlabError(f"{snap.path} was saved without parallel: fsdp (its optimizer state is in trainer.pt); "
                              "continue it with parallel: none or ddp, or start a new run dir with fsdp")
-        elif with_optimizer:
-            self.parallel.load_optimizer_state(optimizer, state["optimizer"])
+        state.load_state_dict(saved)
         if not with_optimizer:
             warnings.warn(f"{snap.path} has no optimizer state (train.save_optimizer_state: false): resuming at "
-                          f"step {state['step']} with a fresh optimizer, so the run is not bit-identical to an "
+                          f"step {saved['step']} with a fresh optimizer, so the run is not bit-identical to an "
                           "uninterrupted one", stacklevel=2)
-        return state
+        return True
 
     def _load_shards(self, snap: rundir.Snapshot, optimizer: torch.optim.Optimizer, with_optimizer: bool) -> None:
+        # deferred: torch.distributed.checkpoint takes ~1 s to import; only DCP snapshots need it
         import torch.distributed.checkpoint as dcp
+
+        # deferred: as above
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
         model = self.parallel.model
@@ -193,6 +172,7 @@ class Checkpointer:
         if with_optimizer:
             set_state_dict(model, optimizer_parts(optimizer), model_state_dict=state["model"], optim_state_dict=state["optim"])
         else:
+            # deferred: as above (torch.distributed.checkpoint)
             from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
             set_model_state_dict(model, state["model"])

@@ -1,4 +1,6 @@
-"""Everything the trainer needs from the data side: a tokenizer and per-source token arrays.
+"""Everything the trainer needs from the data side: a tokenizer, per-source token arrays, the
+mixture sampler that draws training windows from them and the validation windows
+(``prepare_data``).
 
 Sources are opened with the failure policy of ``open_sources`` (a source that cannot be read is
 skipped with a warning; none readable is an error). The tokenizer is fitted on training
@@ -15,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lmlab import rundir
 from lmlab.config import RunConfig
 from lmlab.configure import validate_config
+from lmlab.data.batches import eval_windows
 from lmlab.data.cache import TokenArrays, build_token_arrays, interleave
+from lmlab.data.mixing import Adaptive, MixtureSampler
 from lmlab.data.shards import (
     SHARDS_FILE,
     ShardedTokens,
@@ -33,6 +39,7 @@ from lmlab.data.sources import doc_hash_fraction, open_sources, source_streams
 from lmlab.errors import LmlabError
 from lmlab.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, resolve_backend
 from lmlab.training.distributed import DistInfo, barrier
+from lmlab.training.plan import PreparedData
 
 FINGERPRINT_KEYS = ("sources", "min_text_length", "val_fraction", "max_train_tokens", "max_val_tokens",
                     "max_train_examples")
@@ -143,3 +150,47 @@ class ShardJob:
             max_train_examples=split_budget(d.max_train_examples, n, k),
             max_val_examples=split_budget(d.max_val_examples, n, k),
             out_dir=shard_dir(Path(self.cache_dir), k, n), fingerprint=self.fingerprint, balance_split=n == 1)
+
+
+@dataclass
+class RunData:
+    """What a run trains and validates on: ``val_sets`` are (source name, windows) pairs."""
+
+    tokenizer: Tokenizer
+    arrays: TokenArrays | ShardedTokens
+    sampler: MixtureSampler
+    val_sets: list[tuple[str, list[np.ndarray]]]
+
+
+def prepare_data(cfg: RunConfig, info: DistInfo, run_dir: Path, prepared: PreparedData | None,
+                 resuming: bool) -> RunData:
+    """The run's tokenizer and token arrays (from ``cfg``'s sources, or ``prepared`` ones), the
+    mixture sampler over the training arrays and the validation windows of every source; sets
+    ``cfg.model.vocab_size`` from the tokenizer."""
+    t, d = cfg.train, cfg.data
+    if prepared is None:
+        indices = readable_sources(cfg)  # the failure policy, decided once for the run
+        tokenizer = prepare_tokenizer(cfg, info, run_dir, resuming, indices)
+    else:
+        indices, tokenizer = list(range(len(prepared.arrays.names))), prepared.tokenizer
+        if info.is_main and not rundir.tokenizer_dir(run_dir).is_dir():
+            tokenizer.save(rundir.tokenizer_dir(run_dir))
+    if cfg.model.vocab_size not in (None, tokenizer.vocab_size):
+        raise LmlabError(
+            f"model.vocab_size = {cfg.model.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids; "
+            "leave model.vocab_size unset to take the tokenizer's"
+        )
+    cfg.model.vocab_size = tokenizer.vocab_size
+    arrays = prepare_tokens(cfg, tokenizer, info, run_dir, indices) if prepared is None else prepared.arrays
+    block = t.seq_len or cfg.model.block_size
+    adaptive = (Adaptive(d.adaptive_interval_tokens, d.adaptive_smoothing, d.adaptive_min_weight,
+                         d.adaptive_max_weight) if d.adaptive else None)
+    sampler = MixtureSampler(arrays.train, arrays.names, block, t.batch_target, t.grad_accum_steps,
+                             info.world, info.rank, t.seed, d.mix_strategy,
+                             [d.source_weights[i] for i in indices] if d.source_weights else None, adaptive)
+    per_source = max(1, t.eval_batches * t.batch_target // len(arrays.names))
+    val_sets = [(name, eval_windows(v, block, per_source)) for name, v in zip(arrays.names, arrays.val)
+                if len(v) >= 2]
+    if not val_sets:
+        raise LmlabError("the validation split is empty; raise data.val_fraction or add documents")
+    return RunData(tokenizer, arrays, sampler, val_sets)

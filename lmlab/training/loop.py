@@ -3,9 +3,11 @@
 Every entry point (``lmlab train``, ``lmlab.train``, the continuous trainer, ``LM.fit``) builds
 a :class:`TrainPlan` and calls this; the parts live beside it: ``trainer.py`` (the step loop),
 ``parallel.py`` (none | ddp | fsdp), ``checkpoint.py`` (snapshots through the strategy),
-``trackers.py`` (where metrics go), ``precision.py`` (autocast, loss scaling, TF32),
-``batch_probe.py`` (``batch_size: auto``), ``data.py`` (tokenizer and token arrays), ``resume.py``
-(whether a checkpoint continues with this config; warm starts).
+``state.py`` (the resumable state by parts: what ``trainer.pt`` holds), ``metrics.py`` (the
+logged rows), ``trackers.py`` (where they go), ``precision.py`` (autocast, loss scaling, TF32),
+``batch_probe.py`` (``batch_size: auto``), ``data.py`` (tokenizer, token arrays, sampler),
+``budget.py`` (max_steps / max_tokens / epochs as steps), ``windows.py`` (the training windows
+as a Dataset), ``resume.py`` (whether a checkpoint continues with this config; warm starts).
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ import torch
 
 from lmlab import rundir
 from lmlab.config import RunConfig
+from lmlab.devices import resolve_backend
 from lmlab.fsio import user_io
 from lmlab.registry import get_family
-from lmlab.training.distributed import resolve_backend, setup_distributed, teardown_distributed
+from lmlab.training.budget import resolve_budget
+from lmlab.training.distributed import setup_distributed, teardown_distributed
 from lmlab.training.parallel import resolve_parallel, single_process_group
 from lmlab.training.plan import PreparedData, TrainPlan
 from lmlab.training.precision import backend_flags
 from lmlab.training.resume import check_resumable, warm_model
-from lmlab.training.trainer import Trainer, resolve_budget
+from lmlab.training.trainer import Trainer
 
 __all__ = ["PreparedData", "TrainPlan", "Trainer", "check_resumable", "resolve_budget", "train", "warm_model"]
 

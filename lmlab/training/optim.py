@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import torch
+from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
 
 from lmlab.config import TrainConfig
 from lmlab.errors import LmlabError
@@ -52,12 +53,12 @@ class ShardedMuon(torch.optim.Muon):
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
+        # deferred: torch.distributed.tensor takes ~0.6 s to import, and only FSDP makes DTensors
         from torch.distributed.tensor import DTensor
 
         if not any(isinstance(p, DTensor) for g in self.param_groups for p in g["params"]):
             return super().step(closure)
-        from torch.distributed.tensor import distribute_tensor
-        from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
+        from torch.distributed.tensor import distribute_tensor  # deferred: as above (FSDP only)
 
         for group in self.param_groups:
             lr, momentum = group["lr"], group["momentum"]

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
 
 from lmlab.config import TrainConfig
 from lmlab.errors import LmlabError
@@ -93,6 +94,7 @@ class DDP(Parallel):
     def build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         if not self.cfg.distributed.zero_optimizer:
             return super().build_optimizer(model)
+        # deferred: torch.distributed.optim takes ~1 s to import; only ZeRO uses it
         from torch.distributed.optim import ZeroRedundancyOptimizer
 
         t = self.cfg
@@ -119,7 +121,7 @@ class FSDP(Parallel):
     collective_forward = True
 
     def prepare(self, model: nn.Module) -> None:
-        from torch.distributed.device_mesh import init_device_mesh
+        # deferred: FSDP's modules take ~0.6 s to import; only parallel: fsdp uses them
         from torch.distributed.fsdp import (
             CPUOffloadPolicy,
             MixedPrecisionPolicy,
@@ -170,12 +172,13 @@ class FSDP(Parallel):
         return contextlib.nullcontext()
 
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
-        from torch.distributed.tensor import DTensor
+        from torch.distributed.tensor import DTensor  # deferred: FSDP's modules (as in prepare)
 
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         return norm.full_tensor() if isinstance(norm, DTensor) else norm  # a DTensor over the mesh
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
+        # deferred: torch.distributed.checkpoint takes ~1 s to import; only FSDP gathers through it
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

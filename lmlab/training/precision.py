@@ -26,6 +26,7 @@ class Precision:
         self.device = device
         fp16 = cfg.precision == "fp16"
         if sharded:
+            # deferred: FSDP's modules take ~0.6 s to import; only a sharded strategy needs this scaler
             from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 
             self.scaler = ShardedGradScaler(device.type, enabled=fp16)

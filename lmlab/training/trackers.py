@@ -12,6 +12,7 @@ a redirected log).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -109,11 +110,10 @@ class MlflowTracker(Tracker):
 
     def __init__(self, ctx: TrackerContext):
         try:
+            # deferred: mlflow is optional (the track extra)
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise LmlabError(f"train.trackers: mlflow needs the mlflow package: {INSTALL}") from None
-        import logging
-
         for name in ("mlflow", "alembic"):  # their INFO lines (creating the sqlite tables) are noise here
             logging.getLogger(name).setLevel(logging.WARNING)
         cfg = ctx.train.mlflow
@@ -126,7 +126,7 @@ class MlflowTracker(Tracker):
         self.run_id: str | None = None
 
     def start(self, config: dict[str, Any], step: int) -> None:
-        from mlflow.entities import Param
+        from mlflow.entities import Param  # deferred: mlflow is optional
 
         saved = self.run_dir / "mlflow_run.json"
         if saved.is_file():
@@ -146,7 +146,7 @@ class MlflowTracker(Tracker):
             self.client.log_batch(self.run_id, params=params[i:i + 100])
 
     def log(self, row: dict[str, Any]) -> None:
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # deferred: mlflow is optional
 
         now, step = int(time.time() * 1000), int(row["step"])
         self.pending += [Metric(k.replace("/", "."), v, now, step) for k, v in scalars(row).items() if math.isfinite(v)]
@@ -172,13 +172,15 @@ class TensorBoardTracker(Tracker):
 
     def __init__(self, ctx: TrackerContext):
         try:
-            import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
+            # deferred: tensorboard is optional (the track extra); torch.utils.tensorboard needs it
+            import tensorboard  # noqa: F401
         except ImportError:
             raise LmlabError(f"train.trackers: tensorboard needs the tensorboard package: {INSTALL}") from None
         self.log_dir = Path(ctx.train.tensorboard.log_dir or ctx.run_dir / "tensorboard")
         self.writer = None
 
     def start(self, config: dict[str, Any], step: int) -> None:
+        # deferred: it needs the optional tensorboard package
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(self.log_dir), purge_step=step + 1 if step else None)

@@ -1,9 +1,11 @@
 """The family-agnostic, rank-aware trainer.
 
-``Trainer(plan, info)`` builds a run from a :class:`TrainPlan`: data and tokenizer, the model
-(fresh, resumed or warm-started), the parallel strategy (``parallel.py``), the optimizer,
-precision and checkpointer (``checkpoint.py``) and the trackers (``trackers.py``). ``fit()``
-runs ``train_step`` until the budget is spent, evaluating, logging and saving at their
+``Trainer(plan, info)`` builds a run from a :class:`TrainPlan`: data, tokenizer and sampler
+(``data.py``), the budget (``budget.py``), the model (fresh, resumed or warm-started), the
+parallel strategy (``parallel.py``), the optimizer, precision and checkpointer
+(``checkpoint.py``), its resumable state by parts (``state.py``), the metrics processor that
+builds every logged row (``metrics.py``) and the trackers that deliver them (``trackers.py``).
+``fit()`` runs ``train_step`` until the budget is spent, evaluating, logging and saving at their
 intervals. It knows only the model contracts: ``model(x, y, label_smoothing) -> ModelOutput``
 for training, ``log_probs`` for validation and the hooks ``LanguageModel`` declares. Rank 0
 alone logs and writes; every rank evaluates the same validation windows.
@@ -13,74 +15,50 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from lmlab import rundir
 from lmlab.config import RunConfig
 from lmlab.configure import save_config
-from lmlab.data.batches import eval_windows
-from lmlab.data.mixing import Adaptive, MixtureSampler
 from lmlab.errors import LmlabError
 from lmlab.fsio import atomic_write_text
+from lmlab.generate import complete
 from lmlab.registry import build_model, get_family
 from lmlab.report.plots import plot_loss_curve, read_metrics
 from lmlab.training import batch_probe, memory
-from lmlab.training.checkpoint import Checkpointer, restore_rng, rng_state
-from lmlab.training.data import prepare_tokenizer, prepare_tokens, readable_sources
-from lmlab.training.distributed import (
-    DistInfo,
-    all_reduce_max,
-    all_reduce_mean,
-    all_reduce_sum,
-    any_rank,
-    barrier,
-)
+from lmlab.training.budget import n_tokens, resolve_budget
+from lmlab.training.checkpoint import Checkpointer
+from lmlab.training.data import prepare_data
+from lmlab.training.distributed import DistInfo, all_reduce_max, all_reduce_sum, any_rank, barrier
 from lmlab.training.evaluate import lm_metrics, score_windows
+from lmlab.training.metrics import MetricsProcessor, per_source_loss
 from lmlab.training.optim import lr_at
 from lmlab.training.parallel import build_parallel, check_parallel
 from lmlab.training.plan import TrainPlan
 from lmlab.training.precision import Precision
 from lmlab.training.resume import check_resumable, warm_model
+from lmlab.training.state import (
+    BestLoss,
+    Clock,
+    DataPosition,
+    OptimizerState,
+    Progress,
+    RngState,
+    ScalerState,
+    ScheduleRecord,
+    TrainerState,
+)
 from lmlab.training.telemetry import Telemetry, peak_tflops
 from lmlab.training.trackers import TrackerContext, build_trackers
-
-
-@dataclass
-class Budget:
-    max_steps: int
-    tokens_per_step: int
-
-
-def n_tokens(arrays: list) -> int:
-    """Tokens in per-source arrays, each one array or a list of segments (cache shards)."""
-    return sum(len(a) if isinstance(a, np.ndarray) else sum(len(x) for x in a) for a in arrays)
-
-
-def resolve_budget(cfg: RunConfig, sampler: MixtureSampler) -> Budget:
-    """Turn max_steps / max_tokens / epochs into a number of optimizer steps."""
-    per_step = sampler.global_batch * sampler.block_size
-    t = cfg.train
-    if t.max_tokens is not None:
-        steps = math.ceil(t.max_tokens / per_step)
-    elif t.epochs is not None:
-        steps = math.ceil(t.epochs * sampler.steps_per_epoch)
-    else:
-        steps = t.max_steps
-    if t.max_steps is not None:  # beside max_tokens or epochs, max_steps caps them
-        steps = min(steps, t.max_steps)
-    return Budget(max(1, steps), per_step)
 
 
 class _Interrupt:
@@ -128,16 +106,12 @@ class Trainer:
             torch.set_num_threads(t.num_threads)
         torch.manual_seed(t.seed + info.rank)
 
-        if rundir.has_checkpoint(run_dir) and rundir.layout_of(run_dir) is not plan.layout:
-            owner = "lmlab train" if rundir.layout_of(run_dir) is rundir.CORE else "python main.py (lmlab run)"
-            raise LmlabError(f"{run_dir} holds the snapshots of {owner} ({rundir.layout_of(run_dir).names[0]}); "
-                             f"continue it with {owner}, or pick another train.out_dir")
-        resume = plan.warm_start is None and rundir.has_checkpoint(run_dir)
-        snap = self.snapshot = rundir.latest_snapshot(run_dir, with_trainer_state=True) if resume else None
-        if snap is not None:
-            check_resumable(cfg, snap.meta, run_dir)
-
-        self._prepare_data(snap is not None or plan.warm_start is not None)
+        snap = self.snapshot = self._snapshot_to_resume()
+        data = prepare_data(cfg, info, run_dir, plan.data, resuming=snap is not None or plan.warm_start is not None)
+        self.tokenizer, self.arrays, self.sampler, self.val_sets = data.tokenizer, data.arrays, data.sampler, data.val_sets
+        self.n_sources, self.block = len(self.arrays.names), self.sampler.block_size
+        self.byte_lengths = self.tokenizer.token_byte_lengths()
+        self.budget = resolve_budget(cfg, self.sampler)
 
         # Estimated first: a size that cannot fit is refused before anything is allocated.
         memory.check_fits(cfg, info, self.sampler.micro_batch, self.block, mode == "fsdp")
@@ -155,38 +129,37 @@ class Trainer:
         self.parallel.prepare(model)
         self.optimizer = self.parallel.build_optimizer(model)
         self.precision = Precision(t, device, sharded=self.parallel.sharded_state)
-        self.step, self.tokens_seen, self.bad_steps, self.wall_s = 0, 0, 0, 0.0
-        self.aside_s = 0.0  # of wall_s, the seconds spent evaluating and saving (train_s is the rest)
+        self.bad_steps = 0
         # on_nonfinite: stop watches the steps on the device and reads the flag at log, eval and save
         # steps only (no host sync per step): the first non-finite step, or -1.
         self.first_bad = torch.full((), -1, dtype=torch.int64, device=info.device)
-        self.best = {"val_loss": math.inf, "step": None}
-        state = self.checkpointer.load_state(snap, self.optimizer) if snap is not None else None
+        # What trainer.pt holds, by parts (state.py); the RNG loads last (it may reseed by the step).
+        self.progress, self.clock, self.best = Progress(), Clock(), BestLoss()
+        self.state = TrainerState(
+            progress=self.progress, clock=self.clock, best=self.best, data=DataPosition(self.sampler, self.progress),
+            schedule=ScheduleRecord(t.schedule, self.progress, self.budget.max_steps),
+            scaler=ScalerState(self.precision.scaler),
+            optimizer=OptimizerState(self.parallel, self.optimizer, t.save_optimizer_state),
+            rng=RngState(info, t.seed, self.progress))
+        # A weights-only snapshot (an imported model, e.g. GPT-2) loads no state: a fresh optimizer
+        # and data position fine-tune it in place.
+        if snap is not None:
+            self.checkpointer.load_state(snap, self.optimizer, self.state)
         model.on_train_start(resumed=snap is not None, weights_file=rundir.weights_file)
-        # A weights-only snapshot (an imported model, e.g. GPT-2) starts a fresh optimizer and data
-        # position: that is fine-tuning it in place.
-        if state is not None:
-            if state.get("scaler"):
-                self.precision.scaler.load_state_dict(state["scaler"])
-            self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
-            self.wall_s = float(state.get("wall_s", 0.0))  # absent before lmlab kept it
-            self.aside_s = float(state.get("aside_s", 0.0))
-            self.best = {"val_loss": float(state.get("best_val_loss", math.inf)), "step": state.get("best_step")}
-            self.sampler.load_state_dict(state["data"]["sampler"])
-            restore_rng(state["rng"], info, t.seed, self.step)
         # train.max_seconds counts training time over every resume: a run past it stays finished.
-        self.out_of_time = t.max_seconds is not None and self.wall_s >= t.max_seconds
-        if self.best["step"] is None and (run_dir / "checkpoints" / plan.layout.best).is_dir():
+        self.out_of_time = t.max_seconds is not None and self.clock.wall_s >= t.max_seconds
+        if self.best.step is None and (run_dir / "checkpoints" / plan.layout.best).is_dir():
             # a warm start in the same run dir (the continuous trainer's next cycle) keeps the bar
             with contextlib.suppress(LmlabError):
                 kept = rundir.best_snapshot(run_dir)
-                self.best = {"val_loss": float(kept.meta["val_loss"]), "step": kept.step}
+                self.best.update(float(kept.meta["val_loss"]), kept.step)
         self.fwd = self.parallel.wrap()
         self.checkpointer.check_room(model, self.step, self.budget.max_steps, t.save_interval)
         self._choose_micro_batch()
 
-        self.telemetry = Telemetry(cfg.model.flops_per_token(self.block), device, info.world,
-                                   t.peak_tflops or peak_tflops(device, t.precision, t.allow_tf32))
+        telemetry = Telemetry(cfg.model.flops_per_token(self.block), device, info.world,
+                              t.peak_tflops or peak_tflops(device, t.precision, t.allow_tf32))
+        self.metrics = MetricsProcessor(telemetry, info, self.arrays.names)
         self.trackers = build_trackers(TrackerContext(run_dir, t, self.budget.max_steps), info.is_main)
         if info.is_main:  # written only once the checkpoint has loaded: a refused resume changes nothing
             save_config(cfg, rundir.config_path(run_dir))
@@ -194,43 +167,29 @@ class Trainer:
         self.diagnostics_log: dict[str, Any] = {"periodic": []}
         self.last_val: dict[str, float] = {}
 
-    # ------------------------------------------------------------------------------- build
+    def _snapshot_to_resume(self) -> rundir.Snapshot | None:
+        """The run dir's latest snapshot, when this run continues it (checked against the config)."""
+        run_dir, plan = self.run_dir, self.plan
+        if rundir.has_checkpoint(run_dir) and rundir.layout_of(run_dir) is not plan.layout:
+            owner = "lmlab train" if rundir.layout_of(run_dir) is rundir.CORE else "python main.py (lmlab run)"
+            raise LmlabError(f"{run_dir} holds the snapshots of {owner} ({rundir.layout_of(run_dir).names[0]}); "
+                             f"continue it with {owner}, or pick another train.out_dir")
+        if plan.warm_start is not None or not rundir.has_checkpoint(run_dir):
+            return None
+        snap = rundir.latest_snapshot(run_dir, with_trainer_state=True)
+        check_resumable(self.cfg, snap.meta, run_dir)
+        return snap
 
-    def _prepare_data(self, resuming: bool) -> None:
-        """Tokenizer, token arrays, the mixture sampler, the budget and the validation windows."""
-        cfg, t, info, plan = self.cfg, self.cfg.train, self.info, self.plan
-        if plan.data is None:
-            indices = readable_sources(cfg)  # the failure policy, decided once for the run
-            tokenizer = prepare_tokenizer(cfg, info, self.run_dir, resuming, indices)
-        else:
-            indices, tokenizer = list(range(len(plan.data.arrays.names))), plan.data.tokenizer
-            if info.is_main and not rundir.tokenizer_dir(self.run_dir).is_dir():
-                tokenizer.save(rundir.tokenizer_dir(self.run_dir))
-        if cfg.model.vocab_size not in (None, tokenizer.vocab_size):
-            raise LmlabError(
-                f"model.vocab_size = {cfg.model.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids; "
-                "leave model.vocab_size unset to take the tokenizer's"
-            )
-        cfg.model.vocab_size = tokenizer.vocab_size
-        self.tokenizer = tokenizer
-        arrays = (prepare_tokens(cfg, tokenizer, info, self.run_dir, indices) if plan.data is None
-                  else plan.data.arrays)
-        self.arrays, self.n_sources = arrays, len(arrays.names)
-        self.block = block = t.seq_len or cfg.model.block_size
-        d = cfg.data
-        adaptive = (Adaptive(d.adaptive_interval_tokens, d.adaptive_smoothing, d.adaptive_min_weight,
-                             d.adaptive_max_weight) if d.adaptive else None)
-        self.sampler = MixtureSampler(arrays.train, arrays.names, block, t.batch_target, t.grad_accum_steps,
-                                      info.world, info.rank, t.seed, d.mix_strategy,
-                                      [d.source_weights[i] for i in indices] if d.source_weights else None,
-                                      adaptive)
-        self.budget = resolve_budget(cfg, self.sampler)
-        per_source = max(1, t.eval_batches * t.batch_target // self.n_sources)
-        self.val_sets = [(name, eval_windows(v, block, per_source)) for name, v in zip(arrays.names, arrays.val)
-                         if len(v) >= 2]
-        if not self.val_sets:
-            raise LmlabError("the validation split is empty; raise data.val_fraction or add documents")
-        self.byte_lengths = tokenizer.token_byte_lengths()
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken (``progress``, a part of the resumable state)."""
+        return self.progress.step
+
+    @property
+    def tokens_seen(self) -> int:
+        return self.progress.tokens_seen
+
+    # ------------------------------------------------------------------------------- build
 
     def _choose_micro_batch(self) -> None:
         """``batch_size: auto``: probe the device for the micro-batch (the step's math is fixed)."""
@@ -279,7 +238,7 @@ class Trainer:
                 scaler.scale(out.loss / len(batches)).backward()
             loss_sum += out.loss.detach().float()
             if self.n_sources > 1:
-                src_stats += _per_source_loss(out.logits, y, src, self.n_sources)
+                src_stats += per_source_loss(out.logits, y, src, self.n_sources)
             for k, v in out.terms.items():
                 terms_sum[k] = terms_sum.get(k, 0) + v.detach().float()
         scaler.unscale_(self.optimizer)
@@ -297,8 +256,7 @@ class Trainer:
             self.bad_steps = 0
         scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        self.tokens_seen += self.budget.tokens_per_step
+        self.progress.advance(self.budget.tokens_per_step)
         if self.n_sources > 1:  # the same totals on every rank, so every rank reweights alike
             src_stats = all_reduce_sum(src_stats, self.info)
             self.sampler.observe(src_stats[0], src_stats[1], self.budget.tokens_per_step)
@@ -340,6 +298,7 @@ class Trainer:
 
     def _weights_finite(self) -> bool:
         """Whether every parameter is finite on every rank (each checks its own shards)."""
+        # deferred: torch.distributed.tensor takes ~0.6 s to import, and only FSDP makes DTensors
         from torch.distributed.tensor import DTensor
 
         local = [p.to_local() if isinstance(p, DTensor) else p for p in self.model.parameters()]
@@ -362,26 +321,11 @@ class Trainer:
         are not finite are never saved: the run stops instead, keeping the snapshots it has."""
         if not self._weights_finite():
             raise LmlabError(self._nonfinite_message(self.step, "the weights themselves"))
-        rng = rng_state(self.info)  # a collective: every rank takes part, rank 0 writes
-        step, sampler = self.step, self.sampler
-        trainer_state = {
-            "scaler": self.precision.scaler.state_dict() if self.precision.scaler.is_enabled() else {},
-            "schedule": {"kind": {"cosine": "warmup_cosine", "wsd": "warmup_stable_decay"}[self.cfg.train.schedule],
-                         "step": step, "max_steps": self.budget.max_steps},
-            "rng": rng,
-            "step": step,
-            "tokens_seen": self.tokens_seen,
-            "wall_s": self.wall_s,
-            "aside_s": self.aside_s,
-            "best_val_loss": self.best["val_loss"],
-            "best_step": self.best["step"],
-            "data": {"step": step, "epoch": step // sampler.steps_per_epoch, "sampler": sampler.state_dict()},
-        }
+        step, tokens = self.step, self.tokens_seen
         self.checkpointer.save(
             self.optimizer,
-            lambda model: rundir.snapshot_meta(self.cfg, self.tokenizer, model, step, self.tokens_seen,
-                                               **self.plan.meta),
-            trainer_state)
+            lambda model: rundir.snapshot_meta(self.cfg, self.tokenizer, model, step, tokens, **self.plan.meta),
+            self.state)
 
     def diagnose(self, final: bool) -> None:
         """The family's own diagnostics of the first val windows, written by rank 0 to its
@@ -449,9 +393,8 @@ class Trainer:
     def _loop(self, bar: tqdm, interrupt: _Interrupt) -> None:
         """Steps until the budget is spent: log, evaluate (keeping the best), save at intervals."""
         t, info, budget = self.cfg.train, self.info, self.budget
-        started, wall0 = time.perf_counter(), self.wall_s
-        tick, tick_tokens, data_time = started, self.tokens_seen, 0.0
-        log_src = torch.zeros(2, self.n_sources, dtype=torch.float64)
+        self.clock.start()
+        self.metrics.start(self.tokens_seen)
         self.model.train()
         while self.step < budget.max_steps and not self.out_of_time:
             if (t.batch_size == "auto" and t.adaptive_batch.reprobe_interval_steps
@@ -459,63 +402,47 @@ class Trainer:
                 self._choose_micro_batch()
             r = self.train_step()
             step = self.step
-            self.wall_s = wall0 + time.perf_counter() - started  # training time over every resume (saved too)
-            data_time += r["data_time"]
-            log_src += r["src"]
+            wall = self.clock.tick()  # training time over every resume (saved too)
+            self.metrics.observe(r)
             bar.update(1)
             # Every rank stops at the same step: a Ctrl-C or the time cap on any rank, agreed in one
             # all-reduce per step (none in a single process).
             interrupt.hit, self.out_of_time = any_rank(
-                [interrupt.hit, t.max_seconds is not None and self.wall_s >= t.max_seconds], info)
+                [interrupt.hit, t.max_seconds is not None and wall >= t.max_seconds], info)
             last = step == budget.max_steps or self.out_of_time
             saving = step % t.save_interval == 0 or last or interrupt.hit
             if step % t.log_interval == 0 or step % t.eval_interval == 0 or saving:
                 self.check_finite()
             if step % t.log_interval == 0 or last:
-                loss = all_reduce_mean(r["loss_sum"] / r["n"], info).item()
-                now = time.perf_counter()
-                tps = (self.tokens_seen - tick_tokens) / max(now - tick, 1e-9)
-                data_wait = data_time / max(now - tick, 1e-9)  # share of wall time spent making batches
-                tick, tick_tokens, data_time = now, self.tokens_seen, 0.0
-                terms = {k: all_reduce_mean(v / r["n"], info).item() for k, v in r["terms"].items()}
-                cost = self.telemetry.row(tps)
-                cost["peak_mem_mb"] = all_reduce_max(cost["peak_mem_mb"], info)  # the fullest rank
-                row = {"step": step, "tokens": self.tokens_seen, "loss": loss, "lr": r["lr"],
-                       "grad_norm": float(r["grad_norm"]), "tokens_per_s": tps, "data_wait": data_wait,
-                       "wall_s": self.wall_s, "train_s": self.wall_s - self.aside_s, **cost, **terms}
-                if self.n_sources > 1:
-                    row["source_loss"] = {n: (log_src[0, i] / log_src[1, i]).item()
-                                          for i, n in enumerate(self.arrays.names) if log_src[1, i] > 0}
-                    row["source_weights"] = self.sampler.weights()
-                    log_src.zero_()
+                row = self.metrics.train_row(r, self.progress, self.clock, self.sampler.weights())
                 self.trackers.log(row)
-                bar.set_postfix(tokens=f"{self.tokens_seen:,}", loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}",
-                                refresh=False)
-            aside = time.perf_counter()
-            if step % t.eval_interval == 0 or last:
-                self.last_val = self.evaluate()
-                self.trackers.log({"step": step, "tokens": self.tokens_seen, "train_s": self.wall_s - self.aside_s,
-                                   **self.last_val})
-                self._keep_best()
-                if t.eval_planner_diagnostics:
-                    self.diagnose(final=False)
-                if not bar.disable:
-                    v = self.last_val
-                    bar.write(f"step {step}: val loss {v['val_loss']:.4f}, ppl {v['val_ppl']:.2f}, "
-                              f"bpb {v['val_bpb']:.4f}")
-            if saving:
-                self.save()
-            self.aside_s += time.perf_counter() - aside
+                bar.set_postfix(tokens=f"{row['tokens']:,}", loss=f"{row['loss']:.3f}",
+                                tok_s=f"{row['tokens_per_s']:,.0f}", refresh=False)
+            with self.clock.aside():
+                if step % t.eval_interval == 0 or last:
+                    self._validate(bar)
+                if saving:
+                    self.save()
             if interrupt.hit:
                 raise KeyboardInterrupt(f"interrupted at step {step}; resume with: {self.plan.resume_command}")
+
+    def _validate(self, bar: tqdm) -> None:
+        """An eval step: score, log, keep the best snapshot, the family's diagnostics."""
+        self.last_val = v = self.evaluate()
+        self.trackers.log(self.metrics.eval_row(self.progress, self.clock, v))
+        self._keep_best()
+        if self.cfg.train.eval_planner_diagnostics:
+            self.diagnose(final=False)
+        if not bar.disable:
+            bar.write(f"step {self.step}: val loss {v['val_loss']:.4f}, ppl {v['val_ppl']:.2f}, bpb {v['val_bpb']:.4f}")
 
     def _keep_best(self) -> None:
         """``train.save_best``: a new lowest validation loss replaces ``checkpoints/best`` (every
         rank takes part: under FSDP the weights are gathered)."""
         val = self.last_val["val_loss"]
-        if not self.cfg.train.save_best or not math.isfinite(val) or val >= self.best["val_loss"]:
+        if not self.cfg.train.save_best or not self.best.improves(val):
             return
-        self.best = {"val_loss": val, "step": self.step}
+        self.best.update(val, self.step)
         model = self.checkpointer.consolidated()
         if self.info.is_main:
             meta = rundir.snapshot_meta(self.cfg, self.tokenizer, model, self.step, self.tokens_seen,
@@ -528,20 +455,13 @@ class Trainer:
         if not self.info.is_main:
             return
         run_dir = self.run_dir
-        summary = {"steps": self.step, "tokens": self.tokens_seen, "max_steps": self.budget.max_steps,
-                   "num_params": sum(p.numel() for p in model.parameters()),
-                   "tokenizer": self.tokenizer.backend, "vocab_size": self.tokenizer.vocab_size,
-                   "train_tokens": n_tokens(self.arrays.train), "val_tokens": sum(len(a) for a in self.arrays.val),
-                   "sources": self.arrays.names, **self.last_val}
-        train_rows = [r for r in read_metrics(run_dir) if "loss" in r]
-        if train_rows:
-            last = train_rows[-1]
-            summary.update({"final_train_loss": last["loss"], "tokens_per_s": last["tokens_per_s"],
-                            **{k: last[k] for k in ("tokens_per_s_per_device", "peak_mem_mb", "mfu") if k in last}})
-        summary.update({"wall_s": self.wall_s, "device": str(self.info.device), "world": self.info.world,
-                        "stopped_by": "max_seconds" if self.out_of_time else "budget"})
-        if self.best["step"] is not None:
-            summary.update({"best_val_loss": self.best["val_loss"], "best_step": self.best["step"]})
+        counts = {"steps": self.step, "tokens": self.tokens_seen, "max_steps": self.budget.max_steps,
+                  "num_params": sum(p.numel() for p in model.parameters()),
+                  "tokenizer": self.tokenizer.backend, "vocab_size": self.tokenizer.vocab_size,
+                  "train_tokens": n_tokens(self.arrays.train), "val_tokens": sum(len(a) for a in self.arrays.val),
+                  "sources": self.arrays.names}
+        summary = self.metrics.summary(counts, self.last_val, read_metrics(run_dir), self.clock, self.best,
+                                       "max_seconds" if self.out_of_time else "budget")
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         plot_loss_curve(run_dir)
         _write_samples(model, self.tokenizer, self.cfg, run_dir)
@@ -551,23 +471,8 @@ class Trainer:
             print(line, flush=True)
 
 
-def _per_source_loss(logits: torch.Tensor, y: torch.Tensor, src: torch.Tensor, n: int) -> torch.Tensor:
-    """Per-source sums of row-mean CE and row counts, (2, n), from logits (B, T, V) and y (B, T)."""
-    out = torch.zeros(2, n, dtype=torch.float64)
-    if logits.shape[:2] != y.shape:  # a family whose outputs are not per-target logits
-        return out
-    with torch.no_grad():
-        ce = F.cross_entropy(logits.detach().float().transpose(1, 2), y, ignore_index=-1, reduction="none")
-        rows = ce.mean(dim=1).double().cpu()  # (B,)
-    out[0].index_add_(0, src, rows)
-    out[1].index_add_(0, src, torch.ones_like(rows))
-    return out
-
-
 def _write_samples(model, tokenizer, cfg: RunConfig, run_dir: Path) -> None:
     """Decode the configured prompts, print them and save samples.txt."""
-    from lmlab.generate import complete
-
     try:
         texts = complete(model, tokenizer, cfg.sample.prompts, cfg.sample)
     except LmlabError as e:  # e.g. a prompt the char tokenizer cannot encode: the run is still good

@@ -251,9 +251,9 @@ def test_compile_matches_eager(tiny_config, tmp_path):
 
 
 def test_rng_state_is_saved_per_rank_and_reseeded_for_another_world(recwarn):
-    from lmlab.training.checkpoint import restore_rng as _restore_rng
-    from lmlab.training.checkpoint import rng_state as _rng_state
     from lmlab.training.distributed import DistInfo
+    from lmlab.training.state import restore_rng as _restore_rng
+    from lmlab.training.state import rng_state as _rng_state
 
     one = DistInfo(0, 1, 0, torch.device("cpu"))
     torch.manual_seed(3)
@@ -272,8 +272,8 @@ def test_rng_state_is_saved_per_rank_and_reseeded_for_another_world(recwarn):
 def test_rank_one_restores_its_own_rng_row():
     """Resuming a 2-process run: rank 1 reads row 1 of the stacked states (a view at an offset;
     set_rng_state on the view itself crashed rank 1)."""
-    from lmlab.training.checkpoint import restore_rng
     from lmlab.training.distributed import DistInfo
+    from lmlab.training.state import restore_rng
 
     torch.manual_seed(1)
     first = torch.get_rng_state()
