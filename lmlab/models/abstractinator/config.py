@@ -182,19 +182,58 @@ class AbstractinatorConfig(ModelConfig):
         return self
 
     def size_estimate(self, tokens: int) -> tuple[int, int]:
-        """Every level's compressor, expander and entropy layers and the top model's layers as
-        transformer layers of width ``d_model`` (12 d^2 each), plus codebooks and byte
-        embeddings; activations as if every layer ran at byte resolution (an upper bound:
-        upper levels see patches)."""
-        d, layers = self.d_model, self._layer_count
-        codebooks = sum(lv.codebook_size * lv.d_c * lv.vq_stages for lv in self.levels)
-        params = layers * 12 * d * d + codebooks + 2 * (self.vocab_size or 260) * d
-        return params, 4 * (layers * 14 * d + 3 * (self.vocab_size or 260)) * tokens
+        """Parameters: counted from the shapes, exactly the model's (tested); the EMA codebooks
+        are buffers and go with the activations. Activations as if every layer ran at byte
+        resolution (an upper bound: upper levels see patches)."""
+        d, layers, v = self.d_model, self._layer_count, self.vocab_size or 260
+        buffers = sum(2 * lv.vq_stages * lv.codebook_size * lv.d_c
+                      for lv in self.levels if lv.vq_ema)  # EMA codebooks and sums
+        return _params(self), 4 * ((layers * 14 * d + 3 * v) * tokens + buffers)
 
     def flops_per_token(self, seq_len: int) -> float:
-        """6 x parameters + the attention term of every layer (12 x layers x d_model x
-        seq_len), as if every layer ran at byte resolution: an upper bound, so MFU reads low."""
-        return 6.0 * self.size_estimate(1)[0] + 12.0 * self._layer_count * self.d_model * seq_len
+        """Training FLOPs per byte (forward + backward) of ``seq_len``-byte windows:
+        :meth:`training_flops` at the codes per row :meth:`expected_codes` gives, over
+        ``seq_len``. Exact where the patch count is (tested against torch's FlopCounterMode);
+        see docs/abstractinator.md "Compute"."""
+        return self.training_flops(seq_len, self.expected_codes(seq_len)) / seq_len
+
+    def expected_codes(self, seq_len: int) -> list[float]:
+        """Codes per row at each level, bottom first. Where the threshold tracks
+        ``target_patch_len`` (capped at ``max_patch_len``), position 0 opens a patch and one in
+        target_patch_len of the others does. A fixed threshold gives no static length: one
+        symbol per patch is counted (what an untrained entropy model cuts, its entropy ~log V
+        being above any usual threshold), the most codes a level can make: an upper bound."""
+        n, out = float(seq_len), []
+        for lv in self.levels:
+            e = lv.entropy
+            if e.target_patch_len:  # position 0 opens a patch, 1 in target_patch_len of the rest
+                n = 1 + (n - 1) / min(e.target_patch_len, e.max_patch_len)
+            out.append(max(n, 1.0))
+        return out
+
+    def training_flops(self, seq_len: int, codes: list[float],
+                       quantised: list[float] | None = None) -> float:
+        """FLOPs of one training step (forward + backward) per row of ``seq_len`` bytes, given
+        ``codes[l]``, the codes per row at level l (``compress_all`` pads every row to the
+        batch's most), and ``quantised[l]`` the real (unpadded) codes per row the quantiser sees
+        (default: ``codes``). Counted from the shapes the model runs; frozen parts (two-stage
+        training, zero loss weights) count their forward only."""
+        rows = codes if quantised is None else quantised
+        n, total = float(seq_len), 0.0
+        for i, k in enumerate(codes):
+            level, entropy = self._trains(i)
+            total += _entropy_flops(self, i, n, entropy) + _expander_flops(self, i, n, k, level)
+            total += _encoder_flops(self, i, n, k, rows[i], level, i > 0 and self._trains(i - 1)[0])
+            n = k
+        return total + _top_flops(self, n)
+
+    def _trains(self, i: int) -> tuple[bool, bool]:
+        """(level i trains, its entropy model trains), as AbstractinatorPyramid freezes them."""
+        base = self.load_base_from is not None
+        level = not (base and i < (self.base_levels or len(self.levels)))
+        entropy = (level and (base or self.load_entropy_from is None)
+                   and self.levels[i].w_entropy_ce > 0)
+        return level, entropy
 
     @property
     def _layer_count(self) -> int:
@@ -206,3 +245,142 @@ class AbstractinatorConfig(ModelConfig):
     def eos(self) -> int:
         assert self.vocab_size is not None
         return self.vocab_size - 1 if self.eos_id is None else self.eos_id
+
+
+# ------------------------------------------------------------------------------ the count
+# FLOPs per row, from the shapes level.py, compressor.py, expander.py, entropy.py, top.py and
+# vq.py run. A matmul over r vectors, fan-in i, fan-out o costs 2 r i o forward, and 2 r i o again
+# in backward for the weight's gradient and for the input's, where autograd computes them
+# (``w``, ``x``): a frozen part runs forward only, detached code vectors take no gradient.
+# Attention scores are dense, every query against every key whatever the mask (what SDPA with a
+# dense mask computes; FlopCounterMode counts flex the same way): 4 Tq Tk D forward, 8 backward
+# (no recompute, PaLM's convention, as the transformer family counts them).
+
+
+def _mm(r: float, i: int, o: int, w: bool, x: bool) -> float:
+    return 2.0 * r * i * o * (1 + w + x)
+
+
+def _attention(c: AbstractinatorConfig, q: float, kv: float, g: bool) -> float:
+    """``q`` queries over ``kv`` keys: projections and scores (``g``: the part trains)."""
+    D, r = c.d_model, c.mla_kv_rank
+    if c.attn_form == "regular":
+        keys = _mm(kv, D, 2 * D, g, g)
+    else:  # MLA: down to the latent, up to keys and values
+        keys = _mm(kv, D, r, g, g) + _mm(kv, r, 2 * D, g, g)
+    return 2 * _mm(q, D, D, g, g) + keys + 4.0 * q * kv * D * (1 + 2 * g)
+
+
+def _stack(c: AbstractinatorConfig, layers: int, n: float, g: bool,
+           memory: float | None = None) -> float:
+    """``layers`` blocks over ``n`` positions (with cross-attention to ``memory`` codes)."""
+    D = c.d_model
+    block = _attention(c, n, n, g) + _mm(n, D, 4 * D, g, g) + _mm(n, 4 * D, D, g, g)
+    if memory is not None:
+        block += _attention(c, n, memory, g)
+    return layers * block
+
+
+def _code_head(c: AbstractinatorConfig, n: float, lv: LevelConfig, g: bool) -> float:
+    """A CodeHead scoring ``n`` codes of level ``lv``: per stage a projection to d_c, then
+    scores against the (detached) codebook."""
+    scores = _mm(n, lv.d_c, lv.codebook_size, False, g)
+    return lv.vq_stages * (_mm(n, c.d_model, lv.d_c, g, g) + scores)
+
+
+def _entropy_flops(c: AbstractinatorConfig, i: int, n: float, g: bool) -> float:
+    """Level i's entropy model over ``n`` symbols; its heads predict the n - 1 next ones."""
+    e, D, V = c.levels[i].entropy, c.d_model, c.vocab_size or 260
+    below = c.levels[i - 1] if i else None
+    f = _stack(c, e.n_layer, n, g)
+    if below is not None:  # code vectors (detached) in
+        f += _mm(n, below.d_c, D, g, False)
+    if e.loss in ("ce", "both"):
+        f += _mm(n - 1, D, V, g, g) if below is None else _code_head(c, n - 1, below, g)
+    if e.loss in ("gaussian", "both"):
+        f += _mm(n - 1, D, 2 * (D if below is None else below.d_c), g, g)
+    return f
+
+
+def _encoder_flops(c: AbstractinatorConfig, i: int, n: float, k: float, rows: float, g: bool,
+                   below_trains: bool) -> float:
+    """Level i's compressor over ``n`` symbols into ``k`` pooled vectors, ``down`` and the
+    quantiser over ``rows`` real codes (nearest code; in training also the EMA sums and the
+    diversity loss's distances, forward and backward)."""
+    lv, D = c.levels[i], c.d_model
+    f = _mm(n, D, D, g, below_trains) if i else 0.0  # inp: the pooled vectors of the level below
+    f += _stack(c, lv.compressor_layers, n, g) + _attention(c, k * lv.n_queries, n, g)
+    if lv.n_queries > 1:
+        f += _mm(k, lv.n_queries * D, D, g, g)
+    f += _mm(k, D, lv.d_c, g, g)
+    passes = 1 + g * (lv.vq_ema + 2 * (lv.vq_diversity > 0))
+    return f + 2.0 * rows * lv.d_c * lv.codebook_size * lv.vq_stages * passes
+
+
+def _expander_flops(c: AbstractinatorConfig, i: int, n: float, k: float, g: bool) -> float:
+    """Level i's expander: ``n`` symbols cross-attending to ``k`` codes, and its scores."""
+    lv, D, V = c.levels[i], c.d_model, c.vocab_size or 260
+    f = _mm(k, lv.d_c, D, g, g) + _stack(c, lv.expander_layers, n, g, memory=k)
+    if i == 0:  # factorised bytes: embedding up, hidden down, tied logits
+        return f + _mm(n, lv.d_lo, D, g, g) + _mm(n, D, lv.d_lo, g, g) + _mm(n, lv.d_lo, V, g, g)
+    below = c.levels[i - 1]
+    return f + _mm(n - 1, below.d_c, D, g, False) + _code_head(c, n, below, g)
+
+
+def _top_flops(c: AbstractinatorConfig, k: float) -> float:
+    """The top model over ``k`` codes (not run when its loss weight is 0)."""
+    top, lv, D = c.top_transformer_config, c.levels[-1], c.d_model
+    if top is None or c.top_lm_loss_weight == 0:
+        return 0.0
+    f = _mm(k - 1, lv.d_c, D, True, False) + _stack(c, top.n_layer, k, True)
+    return f + (_mm(k, D, lv.d_c, True, True) if top.continuous else _code_head(c, k, lv, True))
+
+
+# ------------------------------------------------------------------------------ parameters
+
+
+def _attention_params(c: AbstractinatorConfig) -> int:
+    D, r = c.d_model, c.mla_kv_rank
+    return 2 * D * D + (2 * D * D if c.attn_form == "regular" else D * r + r + 2 * r * D)
+
+
+def _stack_params(c: AbstractinatorConfig, layers: int, cross: bool = False) -> int:
+    D = c.d_model
+    block = _attention_params(c) + 8 * D * D + 2 * D
+    if cross:
+        block += _attention_params(c) + D
+    return layers * block + D
+
+
+def _head_params(c: AbstractinatorConfig, lv: LevelConfig) -> int:
+    """A CodeHead over level ``lv``'s codes: projections, scales, per-code biases."""
+    return lv.vq_stages * (c.d_model * lv.d_c + 1 + lv.codebook_size)
+
+
+def _level_params(c: AbstractinatorConfig, i: int) -> int:
+    lv, e, D, V = c.levels[i], c.levels[i].entropy, c.d_model, c.vocab_size or 260
+    below = c.levels[i - 1] if i else None
+    d_sym = D if below is None else below.d_c
+    p = _stack_params(c, e.n_layer) + (V * D if below is None else below.d_c * D)
+    if e.loss in ("ce", "both"):
+        p += V * D if below is None else _head_params(c, below)
+    if e.loss in ("gaussian", "both"):
+        p += 2 * d_sym * (D + 1)
+    p += V * D if below is None else D * D  # the compressor's input: embed / inp
+    p += _stack_params(c, lv.compressor_layers) + lv.n_queries * D + _attention_params(c)
+    p += lv.n_queries * D * D if lv.n_queries > 1 else 0
+    p += D * lv.d_c + (0 if lv.vq_ema else lv.vq_stages * lv.codebook_size * lv.d_c)
+    p += lv.d_c * D + _stack_params(c, lv.expander_layers, cross=True)
+    if below is None:
+        return p + V * lv.d_lo + 2 * lv.d_lo * D
+    return p + below.d_c * D + D + _head_params(c, below)
+
+
+def _params(c: AbstractinatorConfig) -> int:
+    """The model's parameter count (``sum(p.numel() for p in model.parameters())``)."""
+    p = sum(_level_params(c, i) for i in range(len(c.levels)))
+    top, lv, D = c.top_transformer_config, c.levels[-1], c.d_model
+    if top is not None:
+        p += lv.d_c * D + D + _stack_params(c, top.n_layer)
+        p += D * lv.d_c if top.continuous else _head_params(c, lv)
+    return p
