@@ -193,7 +193,7 @@ def _cmd_doctor(args: argparse.Namespace) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    run_compare(args.spec, list(args.set or []))
+    run_compare(args.spec, list(args.set or []), jobs=args.jobs)
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -401,6 +401,9 @@ def _add_compare(sub) -> None:
                                        "budget, score them, and write results.json, report.md and report.html")
     m.add_argument("spec", metavar="SPEC", help="a comparison spec (YAML), e.g. configs/compare/headline.yaml")
     m.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec value, e.g. --set seeds=[1]")
+    m.add_argument("--jobs", type=_positive_int, metavar="N",
+                   help="trials at once in a tuned comparison (one per GPU; on a CPU the cores are split); "
+                        "over the spec's execution.jobs")
     m.set_defaults(func=_cmd_compare)
 
 

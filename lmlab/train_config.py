@@ -101,6 +101,11 @@ class TrainConfig(Strict):
     """A wall-clock cap: stop (evaluate, save) at the first step after this many seconds of
     training, summed over resumes. A cap, like max_steps beside another budget: the schedule
     still follows the step budget, and where it stops depends on the machine."""
+    stop_at_step: int | None = Field(None, ge=1)
+    """Pause the run after this step (evaluate, save a snapshot, write metrics.json) while the
+    schedule stays the full budget's: a later run with a higher stop_at_step (or none) resumes it
+    exactly where a straight run would be; successive halving in ``lmlab compare`` pauses trials
+    at its rungs. It may change on resume; one at or below the snapshot's step trains nothing."""
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0)

@@ -3,7 +3,9 @@ mean ± std over seeds), ``report.md`` and ``report.html`` (one self-contained p
 are PNGs inside it, nothing is fetched), plus the charts as files for docs.
 
 ``lmlab report RUN_OR_COMPARE...`` builds the same from existing run dirs and compare dirs;
-``lmlab report RUN`` adds one run's panels (loss, lr, grad norm, tokens/s, memory).
+``lmlab report RUN`` adds one run's panels (loss, lr, grad norm, tokens/s, memory). A tuned,
+scaled comparison (``results["scaling"]``) adds loss against compute, the tuning curves and their
+table (``scaling_report.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab import rundir
+from lmlab.compare import scaling_report
 from lmlab.configure import validate_config
 from lmlab.errors import LmlabError
 from lmlab.eval.runner import RESULTS_FILE
@@ -144,9 +147,13 @@ def run_record(run: Path, arm: str, seed: int | None) -> dict[str, Any]:
 
 
 def write_reports(out: Path, results: dict[str, Any], single_run: bool = False) -> None:
-    """results.json, report.md, report.html and the charts (curves.png, bpb.png[, run.png])."""
+    """results.json, report.md, report.html and the charts (curves.png, bpb.png[, run.png];
+    compute.png and tuning.png of a scaled comparison)."""
     out.mkdir(parents=True, exist_ok=True)
     charts = {"curves": _curves_png(results), "bpb": _bpb_png(results)}
+    if "scaling" in results:
+        charts |= {"compute": scaling_report.compute_png(results["scaling"]),
+                   "tuning": scaling_report.tuning_png(results["scaling"])}
     if single_run:
         run = results["arms"][0]["runs"][0]
         charts["run"] = _run_png(run)
@@ -168,15 +175,24 @@ def write_combined(root: Path, spec, parts: list[tuple[str, dict[str, Any]]]) ->
     atomic_write_text(root / "results.json", json.dumps(
         {"name": spec.name, "description": spec.description, "seeds": spec.seeds, "datasets": slim}, indent=2) + "\n")
     head = [f"# {spec.name}", ""] + ([spec.description, ""] if spec.description else [])
-    sections = []
-    for name, results in parts:
+
+    def section(name: str, results: dict[str, Any]) -> str:
         md = markdown({**results, "name": name, "description": ""}).replace("\n## ", "\n### ")
-        sections.append("## " + md.removeprefix("# "))
-    atomic_write_text(root / "report.md", "\n".join(head) + "\n" + "\n".join(sections))
+        for chart in scaling_report.CAPTIONS:  # a scaled dataset's charts sit in its folder
+            md = md.replace(f"]({chart}.png)", f"]({name}/{chart}.png)")
+        return "## " + md.removeprefix("# ")
+
+    atomic_write_text(root / "report.md", "\n".join(head) + "\n"
+                      + "\n".join(section(name, results) for name, results in parts))
     body = []
-    for (name, _), md in zip(parts, sections):
+    for name, results in parts:
         charts = {n: (root / name / f"{n}.png").read_bytes() for n in ("curves", "bpb")}
-        body.append(_md_tables_to_html(md).replace("<!--charts-->", _figures(charts)))
+        plain = {k: v for k, v in results.items() if k != "scaling"}
+        body.append(_md_tables_to_html(section(name, plain)).replace("<!--charts-->",
+                                                                     _figures(charts)))
+        if "scaling" in results:
+            scaled = {n: (root / name / f"{n}.png").read_bytes() for n in scaling_report.CAPTIONS}
+            body.append(scaling_report.table_html(results["scaling"], scaled, level=3))
     title = html.escape(spec.name)
     intro = f"<h1>{title}</h1>" + (f"<p>{html.escape(spec.description)}</p>" if spec.description else "")
     atomic_write_text(root / "report.html", "<!doctype html><html><head><meta charset='utf-8'>"
@@ -215,7 +231,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"# {results['name']}", ""]
     if results.get("description"):
         lines += [results["description"], ""]
-    budget = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in results["budget"].items())
+    # a scaled comparison's budget also holds steps per arm and rung: its own table shows them
+    budget = ", ".join(
+        f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.3g}" if isinstance(v, float) and v >= 1e6
+        else f"{k} {v}" for k, v in results["budget"].items() if not isinstance(v, (dict, list)))
     lines += [f"Seeds: {', '.join(map(str, results['seeds']))}" + (f"; budget: {budget}" if budget else ""), ""]
     lines += ["| arm | family | " + " | ".join(label for _, label in cols) + " |",
               "|---|---|" + "---:|" * len(cols)]
@@ -226,16 +245,20 @@ def markdown(results: dict[str, Any]) -> str:
     if diag:
         lines += ["", "## Family diagnostics (final)", "", "| arm | diagnostic | value |", "|---|---|---:|"]
         lines += [f"| {arm['name']} | {k[5:]} | {_cell(arm['summary'][k], k)} |" for arm, k in diag]
+    if "scaling" in results:
+        lines += ["", scaling_report.table_md(results["scaling"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
 def page(results: dict[str, Any], charts: dict[str, bytes]) -> str:
-    """One self-contained HTML page: inline CSS, the charts as data: PNGs, the tables."""
-    body = _md_tables_to_html(markdown(results))
-    imgs = _figures(charts)
+    """One self-contained HTML page: inline CSS, the charts as data: PNGs, the tables (a scaled
+    comparison's section after them, with its own charts)."""
+    body = _md_tables_to_html(markdown({k: v for k, v in results.items() if k != "scaling"}))
+    imgs = _figures({n: png for n, png in charts.items() if n not in scaling_report.CAPTIONS})
+    scaled = scaling_report.table_html(results["scaling"], charts) if "scaling" in results else ""
     return ("<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(results['name'])}</title><style>{CSS}</style></head><body>"
-            f"{body.replace('<!--charts-->', imgs)}</body></html>\n")
+            f"{body.replace('<!--charts-->', imgs)}{scaled}</body></html>\n")
 
 
 CAPTIONS = {
@@ -272,7 +295,9 @@ def _md_tables_to_html(md: str) -> str:
             table.append([c.strip() for c in line.strip("|").split("|")])
             continue
         flush()
-        if line.startswith("## "):
+        if line.startswith("### "):  # a multi-dataset page's sections
+            out.append(f"<h3>{html.escape(line[4:])}</h3>")
+        elif line.startswith("## "):
             out.append(f"<h2>{html.escape(line[3:])}</h2>")
         elif line.startswith("# "):
             out.append(f"<h1>{html.escape(line[2:])}</h1>")

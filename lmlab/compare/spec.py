@@ -30,8 +30,94 @@ from lmlab.configure import apply_overrides, deep_merge, read_config_file, valid
 from lmlab.errors import ConfigError
 from lmlab.registry import FAMILIES, resolve_family
 from lmlab.strict import Strict, validate_strict
+from lmlab.train_config import TrainConfig
 
 SECTIONS = ("data", "tokenizer", "model", "train", "sample")
+
+
+class TuneSpec(Strict):
+    """What every arm tunes at every size: one train key over a grid (``tune: {lr: [1e-3, 3e-3]}``).
+
+    The grid key is any key of the train section (``lr``, ``muon_lr``, ``warmup_steps``); the
+    value with the lowest validation loss at the end of its budget wins. Tuning ``lr`` moves
+    ``min_lr`` with it (the arm's min_lr / lr is kept), so the schedule's shape stays the same."""
+
+    key: str = "lr"
+    """The tuned train key (written as the grid's own key: ``tune: {lr: [...]}``)."""
+    values: list[float] = Field(min_length=2)
+    method: Literal["grid", "halving"] = "grid"
+    """``grid``: every value trains its whole budget; ``halving``: successive halving (every value
+    starts, the worse half pauses at each of ``rungs``; the winners continue the same schedule)."""
+    rungs: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0], min_length=1)
+    at: Literal["every", "smallest"] = "every"
+    """Search at every size, or at the smallest only and carry the winner up by ``carry``."""
+    carry: Literal["same", "inverse_width"] = "same"
+    """``same``: the smallest size's value at every size; ``inverse_width``: scaled by the
+    smallest size's d_model over each size's (Adam's hidden-layer lr under muP goes as 1/width)."""
+    extend: bool = False
+    """A winner on the edge of the grid grows the grid one point that way, until it is inside."""
+    max_extend: int = Field(3, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> TuneSpec:
+        if self.key not in TrainConfig.model_fields:
+            raise ValueError(f"tune.{self.key}: not a train key; tune one of lr, min_lr, muon_lr, warmup_steps, "
+                             "weight_decay, ...")
+        if len(set(self.values)) != len(self.values):
+            raise ValueError(f"tune.{self.key}: the grid repeats a value: {self.values}")
+        if sorted(self.rungs) != self.rungs or self.rungs[-1] != 1.0 or self.rungs[0] <= 0:
+            raise ValueError(f"tune.rungs: fractions of the budget rising to 1.0, e.g. [0.25, 0.5, 1.0]; got {self.rungs}")
+        return self
+
+
+def tune_form(raw: Any, where: str = "tune") -> Any:
+    """``{lr: [...], method: halving}`` -> ``{key: lr, values: [...], method: halving}``: the
+    grid is written under its own key, as users write it."""
+    if not isinstance(raw, dict) or "key" in raw or "values" in raw:
+        return raw
+    own = set(TuneSpec.model_fields)
+    grids = [k for k in raw if k not in own]
+    if len(grids) != 1:
+        raise ConfigError(f"{where}: give exactly one train key with its grid, e.g. tune: {{lr: [1e-3, 3e-3]}}; "
+                          f"got {', '.join(map(str, grids)) or 'none'}")
+    return {**{k: v for k, v in raw.items() if k in own}, "key": grids[0], "values": raw[grids[0]]}
+
+
+class ScaleSpec(Strict):
+    """A ladder of sizes: every trained arm at each rung, matched to the baseline's rung."""
+
+    sizes: list[dict[str, Any]] = Field(min_length=2)
+    """Model keys per rung, smallest first (``{n_layer: 2, d_model: 64}``), merged over every arm's
+    model section; an arm with other keys gives its own ``sizes`` (the same number of rungs)."""
+    match: Literal["params", "flops"] = "params"
+    """What ``match_params`` solves each arm's width for at each rung: the baseline's parameters,
+    or its training FLOPs per token (``ModelConfig.flops_per_token``)."""
+    tokens_per_param: float | None = Field(None, gt=0)
+    """Budget per rung: this many tokens per baseline parameter (the same tokens for every arm)."""
+    flops: list[float] | None = None
+    """Budget per rung in training FLOPs (one per rung): each arm trains flops / its FLOPs per token."""
+    seeds_at: Literal["largest", "every"] = "largest"
+    """Where every spec seed trains the tuned value; elsewhere the first seed alone."""
+
+    @model_validator(mode="after")
+    def _budget(self) -> ScaleSpec:
+        if (self.tokens_per_param is None) == (self.flops is None):
+            raise ValueError("scale: give one budget per rung: tokens_per_param, or flops (a list, one per rung)")
+        if self.flops is not None and (len(self.flops) != len(self.sizes) or min(self.flops) <= 0):
+            raise ValueError(f"scale.flops: one positive budget per rung ({len(self.sizes)}), got {self.flops}")
+        return self
+
+
+class ExecutionSpec(Strict):
+    """How trials run: here (``local``, ``jobs`` at once) or on a SLURM cluster through submitit."""
+
+    executor: Literal["local", "submitit"] = "local"
+    jobs: int = Field(1, ge=1)
+    """Trials at once on this machine: one per GPU on a GPU machine; on a CPU the cores are split."""
+    submitit: dict[str, Any] = Field(default_factory=dict)
+    """``folder`` (logs, default ``<root>/submitit``), ``local: true`` (submitit's local executor,
+    no cluster), and any ``AutoExecutor.update_parameters`` key (``slurm_partition``,
+    ``timeout_min``, ``gpus_per_node``, ...)."""
 
 
 class ArmSpec(Strict):
@@ -45,10 +131,14 @@ class ArmSpec(Strict):
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     sample: dict[str, Any] = Field(default_factory=dict)
+    tune: dict[str, Any] | None = None
+    """The arm's own grid or search settings, over the shared ``tune`` (``{lr: [...]}``)."""
+    sizes: list[dict[str, Any]] | None = None
+    """The arm's own model keys per rung (a family whose sizes are other keys)."""
 
     @model_validator(mode="after")
     def _run_or_config(self) -> ArmSpec:
-        if self.run is not None and any(getattr(self, s) for s in SECTIONS):
+        if self.run is not None and (any(getattr(self, s) for s in SECTIONS) or self.tune or self.sizes):
             raise ValueError(f"arm {self.name}: a run dir is evaluated as it was trained; drop its config sections")
         return self
 
@@ -100,6 +190,11 @@ class CompareSpec(Strict):
     datasets: list[DatasetSpec] = Field(default_factory=list)
     """Several datasets (each its own tokenizer and held-out split): every arm x seed on each,
     under ``<root>/<dataset>/``; empty: the shared ``data`` and ``tokenizer`` alone."""
+    tune: TuneSpec | None = None
+    """Tune each arm's ``tune.key`` at each size before comparing (see :class:`TuneSpec`)."""
+    scale: ScaleSpec | None = None
+    """Compare over a ladder of sizes and fit loss against compute (see :class:`ScaleSpec`)."""
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
     arms: list[ArmSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -120,7 +215,45 @@ class CompareSpec(Strict):
         datasets = [d.name for d in self.datasets]
         if len(set(datasets)) != len(datasets):
             raise ValueError(f"dataset names must differ: {datasets}")
+        if self.scale is not None:
+            if self.match_params is None:
+                raise ValueError("scale needs match_params: the baseline arm whose rungs the others match")
+            for arm in self.arms:
+                if arm.run is not None:
+                    raise ValueError(f"arm {arm.name}: a scaling comparison trains every arm; drop run")
+                if arm.sizes is not None and len(arm.sizes) != len(self.scale.sizes):
+                    raise ValueError(f"arm {arm.name}: sizes has {len(arm.sizes)} rungs, scale.sizes "
+                                     f"{len(self.scale.sizes)}")
+        if (self.tune is not None or self.scale is not None) and any(a.run is not None for a in self.arms):
+            raise ValueError("tune and scale train every arm; drop the arms given as run dirs")
         return self
+
+    @property
+    def scaling(self) -> bool:
+        """Whether this is a tuned and/or scaled comparison (``lmlab/compare/scaling.py``)."""
+        return self.tune is not None or self.scale is not None
+
+    def n_rungs(self) -> int:
+        return len(self.scale.sizes) if self.scale is not None else 1
+
+    def arm_tune(self, arm: ArmSpec) -> TuneSpec | None:
+        """The arm's search: the shared ``tune`` with the arm's own keys over it (an arm's own
+        grid, ``{lr: [...]}``, replaces the shared grid and keeps its other settings)."""
+        if arm.tune is None:
+            return self.tune
+        base = self.tune.model_dump() if self.tune is not None else {}
+        own, where = dict(arm.tune), f"arm {arm.name}: tune"
+        if any(k not in TuneSpec.model_fields for k in own):
+            base.pop("key", None)
+            base.pop("values", None)
+            own = tune_form(own, where)
+        return validate_strict(TuneSpec, {**base, **own}, where)
+
+    def rung_model(self, arm: ArmSpec, rung: int) -> dict[str, Any]:
+        """The model keys rung ``rung`` sets on ``arm`` (empty without a ladder)."""
+        if self.scale is None:
+            return {}
+        return dict((arm.sizes or self.scale.sizes)[rung])
 
     def parts(self) -> list[tuple[str | None, CompareSpec]]:
         """(dataset name, the single-dataset spec for it), or [(None, self)] without datasets."""
@@ -169,6 +302,8 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> CompareSp
     """Read and check a spec: strict keys, then every trained arm x seed as a run config (all
     problems in one error, each naming its arm)."""
     raw = apply_overrides(read_config_file(path), overrides or [])
+    if isinstance(raw.get("tune"), dict):
+        raw["tune"] = tune_form(raw["tune"], f"{path}: tune")
     spec = validate_strict(CompareSpec, raw, str(path))
     problems = []
     for dataset, part in spec.parts():
@@ -179,7 +314,10 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> CompareSp
                 continue
             where = f"arm {arm.name}" + (f" on {dataset}" if dataset else "")
             try:
-                validate_config(part.arm_raw(arm, part.seeds[0]), source=where)
+                for rung in range(part.n_rungs()):
+                    raw = deep_merge(part.arm_raw(arm, part.seeds[0]), {"model": part.rung_model(arm, rung)})
+                    validate_config(raw, source=where + (f" at rung {rung}" if part.scale else ""))
+                part.arm_tune(arm)
             except ConfigError as e:
                 problems.append(str(e))
     problems = list(dict.fromkeys(problems))

@@ -391,12 +391,15 @@ class Trainer:
         return self.run_dir
 
     def _loop(self, bar: tqdm, interrupt: _Interrupt) -> None:
-        """Steps until the budget is spent: log, evaluate (keeping the best), save at intervals."""
+        """Steps until the budget is spent (or ``stop_at_step``, a pause): log, evaluate (keeping
+        the best), save at intervals."""
         t, info, budget = self.cfg.train, self.info, self.budget
+        # a pause: the loop ends at stop_at_step, the schedule (lr_at) still spans max_steps
+        end = min(budget.max_steps, t.stop_at_step or budget.max_steps)
         self.clock.start()
         self.metrics.start(self.tokens_seen)
         self.model.train()
-        while self.step < budget.max_steps and not self.out_of_time:
+        while self.step < end and not self.out_of_time:
             if (t.batch_size == "auto" and t.adaptive_batch.reprobe_interval_steps
                     and self.step % t.adaptive_batch.reprobe_interval_steps == 0 and self.step > 0):
                 self._choose_micro_batch()
@@ -409,7 +412,7 @@ class Trainer:
             # all-reduce per step (none in a single process).
             interrupt.hit, self.out_of_time = any_rank(
                 [interrupt.hit, t.max_seconds is not None and wall >= t.max_seconds], info)
-            last = step == budget.max_steps or self.out_of_time
+            last = step == end or self.out_of_time
             saving = step % t.save_interval == 0 or last or interrupt.hit
             if step % t.log_interval == 0 or step % t.eval_interval == 0 or saving:
                 self.check_finite()
@@ -460,8 +463,11 @@ class Trainer:
                   "tokenizer": self.tokenizer.backend, "vocab_size": self.tokenizer.vocab_size,
                   "train_tokens": n_tokens(self.arrays.train), "val_tokens": sum(len(a) for a in self.arrays.val),
                   "sources": self.arrays.names}
+        stop = self.cfg.train.stop_at_step
+        paused = stop is not None and stop <= self.step < self.budget.max_steps
+        stopped_by = "max_seconds" if self.out_of_time else "stop_at_step" if paused else "budget"
         summary = self.metrics.summary(counts, self.last_val, read_metrics(run_dir), self.clock, self.best,
-                                       "max_seconds" if self.out_of_time else "budget")
+                                       stopped_by)
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         plot_loss_curve(run_dir)
         _write_samples(model, self.tokenizer, self.cfg, run_dir)

@@ -19,8 +19,9 @@ import torch
 import yaml
 
 from lmlab.cli import main as cli
-from lmlab.compare.run import count_params, run_compare
+from lmlab.compare.run import run_compare
 from lmlab.compare.spec import load_spec
+from lmlab.compare.widths import count_params
 from lmlab.configure import validate_config
 from lmlab.errors import ConfigError
 from lmlab.registry import build_model
