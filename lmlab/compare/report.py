@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import statistics
@@ -322,14 +321,6 @@ def _figure(ncols: int, width: float = 11):
     return plt, fig, axes[0]
 
 
-def _png(plt, fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def _curves_png(results: dict[str, Any]) -> bytes:
     plt, fig, (ax_v, ax_t) = _figure(2)
     for i, arm in enumerate(results["arms"]):
@@ -346,7 +337,7 @@ def _curves_png(results: dict[str, Any]) -> bytes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    return _png(plt, fig)
+    return scaling_report.figure_png(plt, fig)
 
 
 def _bpb_png(results: dict[str, Any]) -> bytes:
@@ -361,7 +352,7 @@ def _bpb_png(results: dict[str, Any]) -> bytes:
         lo = min(m - s for m, s in zip(means, stds))
         ax.set_ylim(max(0.0, lo - 0.1 * abs(lo)), None)
     ax.grid(axis="y", alpha=0.3)
-    return _png(plt, fig)
+    return scaling_report.figure_png(plt, fig)
 
 
 def _run_png(run: dict[str, Any]) -> bytes:
@@ -375,7 +366,7 @@ def _run_png(run: dict[str, Any]) -> bytes:
             ax.plot(*zip(*pts), lw=1)
         ax.set(xlabel="step", title=label)
         ax.grid(alpha=0.3)
-    return _png(plt, fig)
+    return scaling_report.figure_png(plt, fig)
 
 
 def _diag_png(series: list[dict[str, Any]]) -> bytes:
@@ -388,4 +379,4 @@ def _diag_png(series: list[dict[str, Any]]) -> bytes:
             ax.plot(*zip(*pts), "o-", lw=1, ms=3)
         ax.set(xlabel="step", title=key)
         ax.grid(alpha=0.3)
-    return _png(plt, fig)
+    return scaling_report.figure_png(plt, fig)

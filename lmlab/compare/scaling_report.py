@@ -291,7 +291,8 @@ def _figure(nrows: int, ncols: int, width: float, height: float):
     return plt, fig, axes
 
 
-def _png(plt, fig) -> bytes:
+def figure_png(plt, fig) -> bytes:
+    """A finished matplotlib figure as PNG bytes (the figure is closed)."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
@@ -337,7 +338,7 @@ def compute_png(scaling: dict[str, Any]) -> bytes:
     ax.set(xlabel="training compute (FLOPs)", ylabel="held-out bits per byte")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _png(plt, fig)
+    return figure_png(plt, fig)
 
 
 def _multiplier_arrows(ax, s: dict[str, Any], colors: dict[str, str]) -> None:
@@ -400,7 +401,7 @@ def tuning_png(scaling: dict[str, Any]) -> bytes:
         handles, labels = ax.get_legend_handles_labels()
         seen = dict(zip(labels, handles))  # one legend entry per label (chosen, edge, diverged)
         ax.legend(seen.values(), seen.keys(), fontsize=7)
-    return _png(plt, fig)
+    return figure_png(plt, fig)
 
 
 def _tuning_line(ax, s: dict[str, Any], arm: str, rung: int, e: dict[str, Any], color) -> None:
