@@ -140,7 +140,10 @@ def test_ctrl_c_stops_the_children_with_a_snapshot(corpus_dir, make_raw, tmp_pat
     raw = make_raw(corpus_dir, run, train={"max_steps": 100000, "save_interval": 100000,
                                            "eval_interval": 100000, "log_interval": 1,
                                            "max_seconds": 300})
-    script = ("import json, sys\n"
+    # The parent restores Python's SIGINT handler: a process started with SIGINT ignored (as an
+    # xdist worker's children are) keeps it ignored, and a Ctrl-C would never reach the pool.
+    script = ("import json, signal, sys\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               "from pathlib import Path\n"
               "from lmlab.compare.executors import LocalPool, Trial\n"
               "raw = json.loads(sys.argv[1])\n"
