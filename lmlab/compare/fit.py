@@ -16,9 +16,6 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.optimize import brentq
-from scipy.stats import norm
-from scipy.stats import t as student_t
 
 DELTA = 1e-3  # Chinchilla's Huber delta, on log-loss residuals
 ALPHA_MAX = 4.0  # LM exponents are ~0.05-0.5; the cap keeps A = exp(a + alpha*log C0) finite
@@ -257,7 +254,10 @@ def ci95(values: Any, dof: int | None = None) -> CI:
     v = np.asarray(values, dtype=float).ravel()
     if (v := v[~(nan := np.isnan(v))]).size == 0:
         return CI(math.nan, math.nan, int(nan.sum()))
-    q = 2.5 if dof is None else 100 * float(norm.cdf(-student_t.ppf(0.975, max(dof, 1))))
+    # deferred: scipy.special alone, not scipy.stats (~0.4 s at every lmlab start, as cli imports compare)
+    from scipy.special import ndtr, stdtrit
+
+    q = 2.5 if dof is None else 100 * float(ndtr(-stdtrit(max(dof, 1), 0.975)))
     return CI(float(np.percentile(v, q, method="lower")),
               float(np.percentile(v, 100 - q, method="higher")), int(nan.sum()))
 
@@ -294,6 +294,9 @@ def crossing(a: Fit, b: Fit, C_lo: float, C_hi: float) -> float | None:
     if not s.any() or change.size == 0:  # one curve twice, or no sign change
         return None
     i = int(change[0])
+    # deferred: scipy.optimize takes ~0.3 s to import, and every lmlab command imports this module
+    from scipy.optimize import brentq
+
     root = brentq(lambda u: a.predict(math.exp(u)) - b.predict(math.exp(u)), t[i], t[i + 1],
                   xtol=1e-12, rtol=1e-14)
     return float(math.exp(root))

@@ -54,6 +54,8 @@ class Cell:
     flops_per_token: float
     tokens_per_step: int
     min_lr_ratio: float = 0.1
+    width: int = 0
+    """The model's d_model (``carry: inverse_width`` scales the carried value by it)."""
     """Tuning lr moves min_lr with it, keeping the arm's min_lr / lr (the cosine's floor)."""
     policy: SearchPolicy | None = None
     """None: one value, no search (nothing tuned, or carried up from the smallest rung)."""
@@ -97,8 +99,12 @@ def build_cells(spec: CompareSpec, is_main: bool, log: Callable[[str], None]) ->
             tune = spec.arm_tune(arm)
             key = tune.key if tune is not None else "lr"
             steps = _steps(spec, rung, sizes[ref][0], fpt, per_step, cfg, arm)
+            width = int(getattr(cfg.model, "d_model", 0) or 0)
+            if tune is not None and tune.carry == "inverse_width" and not width:
+                raise ConfigError(f"arm {arm.name}: tune.carry inverse_width scales by d_model, which the "
+                                  f"{cfg.model.family} family does not have; use carry: same")
             cells.append(Cell(arm, rung, extra[arm.name], key, float(getattr(cfg.train, key)), tune,
-                              steps, params, fpt, per_step, cfg.train.min_lr / cfg.train.lr))
+                              steps, params, fpt, per_step, cfg.train.min_lr / cfg.train.lr, width))
     return cells
 
 
@@ -211,12 +217,7 @@ def best_value(spec: CompareSpec, cell: Cell, cells: list[Cell]) -> float | None
     won = first.policy.best(results_of(spec, first, spec.seeds[0]))
     if won is None or cell.tune.carry == "same":
         return won
-    width = lambda c: float(c.extra.get("model", {}).get("d_model") or _model_of(spec, c)["d_model"])  # noqa: E731
-    return float(f"{won * width(first) / width(cell):.3g}")
-
-
-def _model_of(spec: CompareSpec, cell: Cell) -> dict[str, Any]:
-    return resolved(spec, cell.arm, spec.seeds[0], cell.extra).model.model_dump()
+    return float(f"{won * first.width / cell.width:.3g}")
 
 
 # -------------------------------------------------------------------------------------- waves
