@@ -29,7 +29,7 @@ from tqdm import tqdm
 from lmlab import rundir
 from lmlab.config import RunConfig
 from lmlab.configure import save_config
-from lmlab.errors import LmlabError
+from lmlab.errors import Interrupted, LmlabError
 from lmlab.fsio import atomic_write_text
 from lmlab.generate import complete
 from lmlab.registry import build_model, get_family
@@ -45,6 +45,7 @@ from lmlab.training.optim import lr_at
 from lmlab.training.parallel import build_parallel, check_parallel
 from lmlab.training.plan import TrainPlan
 from lmlab.training.precision import Precision
+from lmlab.training.process import Interrupt, set_threads
 from lmlab.training.resume import check_resumable, warm_model
 from lmlab.training.state import (
     BestLoss,
@@ -61,35 +62,6 @@ from lmlab.training.telemetry import Telemetry, peak_tflops
 from lmlab.training.trackers import TrackerContext, build_trackers
 
 
-class _Interrupt:
-    """Turn the first SIGINT/SIGTERM into a flag, so the loop saves a snapshot at the next step
-    boundary (and says so: a step can take minutes); a second one stops at once, keeping the
-    snapshots already written (a save it cuts short is never used)."""
-
-    def __init__(self, resume_command: str, announce: bool):
-        self.hit = False
-        self._old = {}
-        self.resume_command, self.announce = resume_command, announce
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.hit:
-            raise KeyboardInterrupt(f"stopped at once; the last snapshot is kept; resume with: {self.resume_command}")
-        self.hit = True
-        if self.announce:
-            print("\nlmlab: stopping after this step and saving it (Ctrl-C again to stop now, the last snapshot "
-                  "is kept)", file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 class Trainer:
     """One training run: ``Trainer(plan, info).fit()`` returns the run dir."""
 
@@ -102,8 +74,7 @@ class Trainer:
             raise LmlabError(f"train.grad_checkpoint: the {cfg.model.family} family does not support gradient "
                              "checkpointing; set train.grad_checkpoint: false")
         mode = check_parallel(t, info, model_cls, cfg.model.family)
-        if t.num_threads:
-            torch.set_num_threads(t.num_threads)
+        self.threads = set_threads(t.num_threads)
         torch.manual_seed(t.seed + info.rank)
 
         snap = self.snapshot = self._snapshot_to_resume()
@@ -293,8 +264,12 @@ class Trainer:
     def _nonfinite_message(self, step: int, why: str) -> str:
         last = rundir.latest_snapshot(self.run_dir) if rundir.has_checkpoint(self.run_dir) else None
         kept = f"the last good snapshot is {last.path} (step {last.step})" if last is not None else "no snapshot was saved"
+        t = self.cfg.train
+        # the advice fits the mode: skip_step is already on when it ran out of skips
+        other = ("or raise train.max_nonfinite_steps" if t.on_nonfinite == "skip_step"
+                 else "or set train.on_nonfinite: skip_step")
         return (f"step {step}: the loss or gradient norm is not finite ({why}); stopped without saving it, "
-                f"{kept}; lower train.lr or raise train.warmup_steps, or set train.on_nonfinite: skip_step")
+                f"{kept}; lower train.lr or raise train.warmup_steps, {other}")
 
     def _weights_finite(self) -> bool:
         """Whether every parameter is finite on every rank (each checks its own shards)."""
@@ -357,7 +332,8 @@ class Trainer:
                   f"tokenizer {self.tokenizer.backend} ({self.tokenizer.vocab_size} ids) | {self.n_sources} source(s), "
                   f"train {n_tokens(self.arrays.train):,} / val {sum(len(a) for a in self.arrays.val):,} tokens | "
                   f"{budget.max_steps} steps x {budget.tokens_per_step:,} tokens | "
-                  f"{info.device}, {t.precision}, world {info.world}, {self.parallel.name} | {self.run_dir}", flush=True)
+                  f"{info.device}, {t.precision}, world {info.world}, {self.parallel.name}"
+                  f"{', ' + self.threads if info.device.type == 'cpu' else ''} | {self.run_dir}", flush=True)
             if t.distributed.zero_optimizer and self.parallel.name == "none":
                 print("lmlab: train.distributed.zero_optimizer: one process has nothing to shard; plain AdamW",
                       flush=True)
@@ -368,7 +344,7 @@ class Trainer:
         bar = tqdm(total=budget.max_steps, initial=self.step, unit="step", dynamic_ncols=True, mininterval=1.0,
                    disable=not (t.progress and info.is_main and sys.stderr.isatty()))
         try:
-            with _Interrupt(self.plan.resume_command, info.is_main) as interrupt:
+            with Interrupt(self.plan.resume_command, info.is_main) as interrupt:
                 self._loop(bar, interrupt)
         except KeyboardInterrupt:
             bar.close()
@@ -379,18 +355,34 @@ class Trainer:
             self.trackers.close("FAILED")
             raise
         bar.close()
-        if not self.last_val:  # nothing left to train (a finished run re-run): still report where it stands
-            self.last_val = self.evaluate()
-        if t.final_eval_planner_diagnostics:
-            self.diagnose(final=True)
-        self._finish()
+        try:
+            self._wrap_up()
+        except KeyboardInterrupt as e:  # the last step is saved: only the summary and samples are missing
+            self.trackers.close("KILLED")
+            raise Interrupted(f"interrupted while writing the summary and samples (every step is saved); write them "
+                              f"with: {self.plan.resume_command}", getattr(e, "signum", signal.SIGINT.value)) from None
         self.trackers.close("FINISHED")
         # Ranks leave together: a rank that tears its process group down while rank 0 still writes
         # the summary and samples is a known race at gloo teardown (PyTorch's advice: barrier first).
         barrier(info)
         return self.run_dir
 
-    def _loop(self, bar: tqdm, interrupt: _Interrupt) -> None:
+    def _wrap_up(self) -> None:
+        """After the loop: the final evaluation, diagnostics, summary, plot, samples, one line."""
+        if not self.last_val:  # nothing left to train (a finished run re-run): still report where it stands
+            self.last_val = self.evaluate()
+        if self.cfg.train.final_eval_planner_diagnostics:
+            self.diagnose(final=True)
+        self._finish()
+        best = (f"best val loss {self.best.val_loss:.4f} at step {self.best.step}" if self.best.step is not None
+                else "no best snapshot")
+        ended = ("done" if self.step >= self.budget.max_steps else "stopped by train.max_seconds" if self.out_of_time
+                 else "paused (train.stop_at_step)")
+        self._say(f"lmlab: {ended}: {self.run_dir} | step {self.step}/{self.budget.max_steps} | val loss "
+                  f"{self.last_val['val_loss']:.4f} (bpb {self.last_val['val_bpb']:.4f}) | {best} | "
+                  f"{_duration(self.clock.wall_s)} of training")
+
+    def _loop(self, bar: tqdm, interrupt: Interrupt) -> None:
         """Steps until the budget is spent (or ``stop_at_step``, a pause): log, evaluate (keeping
         the best), save at intervals."""
         t, info, budget = self.cfg.train, self.info, self.budget
@@ -408,13 +400,15 @@ class Trainer:
             wall = self.clock.tick()  # training time over every resume (saved too)
             self.metrics.observe(r)
             bar.update(1)
-            # Every rank stops at the same step: a Ctrl-C or the time cap on any rank, agreed in one
-            # all-reduce per step (none in a single process).
-            interrupt.hit, self.out_of_time = any_rank(
+            # Every rank stops at the same step: a signal or the time cap on any rank, agreed in one
+            # all-reduce per step (none in a single process). The agreement is read once per step:
+            # a signal that lands later in the step (while logging, say) stops the next one, so no
+            # step raises without the save it decided on.
+            stop, self.out_of_time = any_rank(
                 [interrupt.hit, t.max_seconds is not None and wall >= t.max_seconds], info)
             last = step == end or self.out_of_time
-            saving = step % t.save_interval == 0 or last or interrupt.hit
-            if step % t.log_interval == 0 or step % t.eval_interval == 0 or saving:
+            evaluating = step % t.eval_interval == 0 or last
+            if step % t.log_interval == 0 or evaluating or step % t.save_interval == 0 or last or stop:
                 self.check_finite()
             if step % t.log_interval == 0 or last:
                 row = self.metrics.train_row(r, self.progress, self.clock, self.sampler.weights())
@@ -422,12 +416,16 @@ class Trainer:
                 bar.set_postfix(tokens=f"{row['tokens']:,}", loss=f"{row['loss']:.3f}",
                                 tok_s=f"{row['tokens_per_s']:,.0f}", refresh=False)
             with self.clock.aside():
-                if step % t.eval_interval == 0 or last:
+                if evaluating:
                     self._validate(bar)
-                if saving:
+                    # an evaluation can take minutes: a signal during it stops at this step, saved
+                    stop = any_rank([stop or interrupt.hit], info)[0]
+                if step % t.save_interval == 0 or last or stop:
                     self.save()
-            if interrupt.hit:
-                raise KeyboardInterrupt(f"interrupted at step {step}; resume with: {self.plan.resume_command}")
+                    # a signal during the save: this step is saved, so it stops here
+                    stop = any_rank([stop or interrupt.hit], info)[0]
+            if stop:
+                raise interrupt.stopped(step)
 
     def _validate(self, bar: tqdm) -> None:
         """An eval step: score, log, keep the best snapshot, the family's diagnostics."""
@@ -475,6 +473,14 @@ class Trainer:
     def _say(self, line: str) -> None:
         if self.info.is_main:
             print(line, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    """12.3s, 4m05s, 2h03m09s."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m{s:02d}s"
 
 
 def _write_samples(model, tokenizer, cfg: RunConfig, run_dir: Path) -> None:

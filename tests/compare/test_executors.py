@@ -161,9 +161,10 @@ def test_ctrl_c_stops_the_children_with_a_snapshot(corpus_dir, make_raw, tmp_pat
     parent.send_signal(signal.SIGINT)
     out, _ = parent.communicate(timeout=240)
     assert parent.returncode == 130, out
+    log = (tmp_path / "long.trial.log").read_text()
+    assert rundir.has_checkpoint(run), f"no snapshot; the pool said:\n{out}\nthe trial's log:\n{log}"
     snap = rundir.latest_snapshot(run)  # saved at the step where the SIGINT reached the child
     assert 0 < snap.step < 100000
-    log = (tmp_path / "long.trial.log").read_text()
     assert "interrupted at step" in log and "resume with" in log
 
 

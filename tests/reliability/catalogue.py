@@ -7,13 +7,20 @@ case) byte-identical after it. Add a row to add a case.
 Placeholders: ``{cfg}`` a valid tiny config (training into ``{tmp}/new``), ``{run}`` the trained run,
 ``{copy}`` a one-snapshot copy of it that ``damage`` breaks first, ``{tmp}`` a fresh folder per case,
 ``{corpus}`` the test corpus folder, ``{file}`` a text file, ``{fifo}`` a FIFO, ``{binary}`` a file of
-bytes that are not UTF-8, ``{empty}`` an empty file, ``{emptydir}`` an empty folder. ``files`` are
-written into ``{tmp}`` first (name -> text).
+bytes that are not UTF-8, ``{empty}`` an empty file, ``{emptydir}`` an empty folder, ``{loop}`` a
+symlink that points at itself, ``{unreachable}`` a path whose folder cannot be made (under /proc).
+``files`` are written into ``{tmp}`` first (name -> text).
+
+Beside the cases written one by one, the classes (issue 28) are generated from tables, one file
+each, so that the next case of a class is covered before anyone finds it: ``class_*.py`` define
+``ROWS``, dicts of ``Case`` fields, added to ``CASES`` at the end of this file.
 """
 
 from __future__ import annotations
 
+import runpy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -247,3 +254,14 @@ CASES: list[Case] = [
     api("api-evaluate-unknown-task", "evaluate", "checkpoints={run}", "tasks=nope", needles="nope"),
     api("api-config-missing", "load_config", "path={tmp}/none.yaml", needles="config file not found"),
 ]
+
+# The classes: every path-typed key or flag, every integer knob, every reader, each crossed with
+# its kinds of bad input (the signals class runs separately: tests/reliability/test_signals.py).
+CLASSES = ("class_paths.py", "class_integers.py", "class_readers.py")
+CLASS_COUNTS: dict[str, int] = {}
+for _name in CLASSES:
+    _path = Path(__file__).with_name(_name)
+    if _path.is_file():
+        _rows = runpy.run_path(str(_path))["ROWS"]
+        CLASS_COUNTS[_name] = len(_rows)
+        CASES += [Case(**{k: tuple(v) if isinstance(v, list) else v for k, v in row.items()}) for row in _rows]

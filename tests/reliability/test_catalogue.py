@@ -97,12 +97,14 @@ def places(trained, tmp_path, corpus_dir, make_raw) -> dict[str, str]:
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "emptydir").mkdir()
     os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(make_raw(corpus_dir, tmp / "new")))
     return {"cfg": str(cfg), "run": str(trained), "copy": str(tmp_path / "copy"), "tmp": str(tmp),
             "corpus": str(corpus_dir), "file": str(tmp_path / "file.txt"), "fifo": str(tmp_path / "fifo"),
             "binary": str(tmp_path / "binary.txt"), "empty": str(tmp_path / "empty.txt"),
-            "emptydir": str(tmp_path / "emptydir")}
+            "emptydir": str(tmp_path / "emptydir"), "loop": str(tmp_path / "loop"),
+            "unreachable": "/proc/lmlab-unreachable/sub"}
 
 
 def _fill(text: str, places: dict[str, str]) -> str:
