@@ -37,8 +37,10 @@ class Interrupt:
                               signum)
         self.hit, self.signum = True, signum
         if self.announce:
-            print(f"\nlmlab: {signal.Signals(signum).name}: stopping after this step and saving it (again to stop "
-                  "now, the last snapshot is kept)", file=sys.stderr, flush=True)
+            name = signal.Signals(signum).name
+            by, again = ("", "Ctrl-C") if signum == signal.SIGINT else (f"{name}: ", name)
+            print(f"\nlmlab: {by}stopping after this step and saving it ({again} again to stop now, the last "
+                  "snapshot is kept)", file=sys.stderr, flush=True)
 
     def stopped(self, step: int) -> Interrupted:
         """What the loop raises once the step it stopped at is saved."""

@@ -444,14 +444,18 @@ def test_11_an_interrupt_outside_the_step_loop_says_so(monkeypatch, capsys):
 
 
 def test_11_the_first_ctrl_c_announces_the_save_and_the_second_stops_at_once(capsys):
-    from lmlab.training.trainer import _Interrupt
+    from lmlab.training.process import Interrupt
 
-    flag = _Interrupt("lmlab train --resume RUN", announce=True)
+    flag = Interrupt("lmlab train --resume RUN", announce=True)
     flag._handle(2, None)
     assert flag.hit and "stopping after this step and saving it (Ctrl-C again to stop now, the last snapshot is " \
         "kept)" in capsys.readouterr().err
     with pytest.raises(KeyboardInterrupt, match="stopped at once; the last snapshot is kept; resume with: lmlab"):
         flag._handle(2, None)
+    term = Interrupt("lmlab train --resume RUN", announce=True)
+    term._handle(15, None)
+    assert "lmlab: SIGTERM: stopping after this step and saving it (SIGTERM again to stop now" in capsys.readouterr().err
+    assert term.stopped(7).exit_code == 143 and "interrupted at step 7" in str(term.stopped(7))
 
 
 @pytest.mark.slow
