@@ -25,41 +25,25 @@ from lmlab.config import BUDGET_KEYS, DEFAULT_FAMILY, ModelConfig, RunConfig
 from lmlab.errors import ConfigError
 from lmlab.registry import FAMILIES, get_family, resolve_family
 from lmlab.strict import (
+    FILE_EXAMPLE,
     UnknownKey,
     check_keys,
     format_validation_error,
     key_homes,
+    load_file,
+    safe_yaml,
     unknown_keys_error,
 )
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML or JSON config file into a dict (an empty file is an empty config)."""
+def read_config_file(path: str | Path, what: str = "config", example: str = FILE_EXAMPLE) -> dict[str, Any]:
+    """Parse a YAML or JSON config (or another mapping: ``what`` names it) into a dict, through
+    the one safe reader (``strict.load_file``: a duplicate key, deep nesting, an alias bomb, an
+    empty file or bytes that are not UTF-8 are one line naming the file)."""
     p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"config {p} is a folder; give a .yaml or .json file, e.g. configs/smoke.yaml")
-    if p.exists() and not p.is_file():  # a FIFO nobody writes would block forever
-        raise ConfigError(f"config {p} is not a regular file (a pipe, socket or device); save the config to a file")
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p} (give a .yaml or .json path, e.g. configs/smoke.yaml)")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read config ({e.__class__.__name__}: {e}); save it as UTF-8 text") from None
-    try:
-        raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}: line {e.lineno}, column {e.colno}: cannot parse config: {e.msg}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        what = " ".join(x for x in (getattr(e, "problem", None), getattr(e, "context", None)) if x) or \
-            str(e).strip().splitlines()[0]
-        raise ConfigError(f"{p}: {at}cannot parse config: {what}") from None
-    if raw is None:
-        return {}
+    raw = load_file(p, what, example)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{p}: a config must be a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(f"{p}: a {what} must be a mapping of sections, got {type(raw).__name__}")
     return raw
 
 
@@ -71,8 +55,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. --set train.lr=3e-4")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+    try:  # a repeated key, deep nesting or an alias bomb is refused; what YAML cannot parse is text
+        parsed = safe_yaml(value, f"--set {key.strip()}") if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
     if isinstance(parsed, str) and _EXPONENT.fullmatch(parsed.strip()):

@@ -114,8 +114,37 @@ def test_saved_config_round_trips(tmp_path):
 def test_unreadable_config_file_is_one_line(tmp_path):
     p = tmp_path / "latin.yaml"
     p.write_bytes(b"train:\n  out_dir: caf\xe9\n")
-    with pytest.raises(ConfigError, match=r"latin.yaml: cannot read config .*save it as UTF-8"):
+    with pytest.raises(ConfigError, match=r"latin.yaml: cannot read config: not UTF-8 text \(byte 0xe9 at line 2, "
+                                          r"column 15\); save it as UTF-8"):
         load_config(p)
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
+    # The case: the second `train:` silently replaced the first, and the run used defaults.
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  max_steps: 5\nmodel:\n  preset: tiny\ntrain:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: line 5: duplicate key 'train' \(first at line 1\)"):
+        load_config(p)
+    j = tmp_path / "c.json"
+    j.write_text('{"train": {"max_steps": 5,\n  "max_steps": 6}}')
+    with pytest.raises(ConfigError, match=r"c.json: line 2: duplicate key 'max_steps' \(first at line 1\)"):
+        load_config(j)
+
+
+def test_an_empty_config_file_is_refused_not_read_as_the_defaults(tmp_path):
+    for name, text in (("e.yaml", ""), ("c.yaml", "# all commented out\n"), ("n.yaml", "null\n"), ("e.json", " \n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=f"{name}: the config file is empty"):
+            load_config(tmp_path / name)
+
+
+def test_set_values_are_read_safely():
+    with pytest.raises(ConfigError, match=r"--set train.lr: line 1: duplicate key 'a'"):
+        load_config(overrides=["train.lr={a: 1, a: 2}"])
+    # The 3000-deep list was a RecursionError traceback.
+    with pytest.raises(ConfigError, match=r"--set sample.prompts: line 1: nested deeper than 100 levels"):
+        parse_override("sample.prompts=" + "[" * 3000 + "]" * 3000)
+    assert parse_override("sample.prompts=[a") == (["sample", "prompts"], "[a")  # not YAML: a string, as before
 
 
 def test_budget_override_replaces_the_files_budget(tmp_path):

@@ -33,6 +33,7 @@ from lmlab.strict import Strict, validate_strict
 from lmlab.train_config import TrainConfig
 
 SECTIONS = ("data", "tokenizer", "model", "train", "sample")
+SPEC_EXAMPLE = "a YAML spec, e.g. configs/compare/headline.yaml"
 
 
 class TuneSpec(Strict):
@@ -301,7 +302,7 @@ def required_tokenizer(model: dict[str, Any]) -> str | None:
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> CompareSpec:
     """Read and check a spec: strict keys, then every trained arm x seed as a run config (all
     problems in one error, each naming its arm)."""
-    raw = apply_overrides(read_config_file(path), overrides or [])
+    raw = apply_overrides(read_config_file(path, "compare spec", SPEC_EXAMPLE), overrides or [])
     if isinstance(raw.get("tune"), dict):
         raw["tune"] = tune_form(raw["tune"], f"{path}: tune")
     spec = validate_strict(CompareSpec, raw, str(path))

@@ -5,13 +5,13 @@ presets given as ``--config``."""
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 from typing import Any
 
 from lmlab.compat.seed001 import to_run_config, validate_preset
 from lmlab.compat.tables import PLACEHOLDER, table
 from lmlab.errors import ConfigError
+from lmlab.strict import MAX_DEPTH, duplicate_key, load_file, read_text, too_deep
 
 
 def read_seed_file(path: Path) -> tuple[dict[str, Any], str | None] | None:
@@ -22,10 +22,7 @@ def read_seed_file(path: Path) -> tuple[dict[str, Any], str | None] | None:
     if path.suffix == ".py":
         return read_python_dict(path, table("003").python_dict), "003"
     if path.suffix == ".json":
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
-            return None  # read_config_file says what is wrong
+        raw = load_file(path)  # the one safe reader: its errors are the config's
         if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "hidden_size" in raw["model"]:
             preset = validate_preset(raw, str(path))
             out = to_run_config(preset, path.stem)
@@ -40,12 +37,13 @@ def read_python_dict(path: Path, name: str) -> dict[str, Any]:
     """The dict literal assigned to ``name`` in a Python file, read with ``ast.literal_eval``:
     the file is never run. A value that is not a literal (``DEVICE``, ``os.cpu_count()``) is an
     error naming every such key."""
+    text = read_text(path, "config", f"a Python file with {name} = {{...}}, e.g. experiments/exp.py")
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config ({e.__class__.__name__}: {e})") from None
-    except SyntaxError as e:
+        tree = ast.parse(text, filename=str(path))
+    except SyntaxError as e:  # also Python's own limit: "too many nested parentheses"
         raise ConfigError(f"{path}: line {e.lineno}: not valid Python ({e.msg})") from None
+    except (RecursionError, MemoryError):  # nesting without brackets (- - - ... 1) beyond the parser
+        raise ConfigError(f"{path}: nested too deeply for Python to parse; flatten it") from None
     node = None
     for stmt in tree.body:
         targets = stmt.targets if isinstance(stmt, ast.Assign) else \
@@ -61,6 +59,7 @@ def read_python_dict(path: Path, name: str) -> dict[str, Any]:
         keys, values = list(node.keys), list(node.values)
     else:
         raise ConfigError(f"{path}: line {node.lineno}: {name} is not a dict literal; write {name} = {{'key': value, ...}}")
+    _check_literal(node, str(path))
     out, bad = {}, []
     for k, v in zip(keys, values):
         try:
@@ -75,3 +74,32 @@ def read_python_dict(path: Path, name: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: {len(bad)} value(s) of {name} are not literals, and lmlab reads the file "
                           f"without running it: {'; '.join(bad)}; write the values themselves (e.g. 'cuda', 4)")
     return out
+
+
+_NESTING = (ast.Dict, ast.List, ast.Tuple, ast.Set)
+
+
+def _check_literal(node: ast.expr, source: str) -> None:
+    """Refuse a key written twice in any dict literal of ``node`` (``ast.literal_eval`` keeps the
+    last, silently) and nesting beyond ``MAX_DEPTH``, naming the line. ``dict(a=1, a=2)`` is
+    already a SyntaxError. A literal has no aliases, so it cannot hold more than its text."""
+    stack: list[tuple[ast.AST, int]] = [(node, 0)]
+    while stack:
+        item, depth = stack.pop()
+        depth += isinstance(item, _NESTING)
+        if depth > MAX_DEPTH:
+            raise ConfigError(too_deep(source, getattr(item, "lineno", node.lineno)))
+        if isinstance(item, ast.Dict):
+            seen: dict[Any, int] = {}
+            for k in item.keys:
+                if k is None:  # a **spread: not a literal, named by the literal check
+                    continue
+                try:
+                    key = ast.literal_eval(k)
+                    hash(key)
+                except (ValueError, TypeError, SyntaxError):
+                    continue  # not a literal key: the literal check names it
+                if key in seen:
+                    raise ConfigError(duplicate_key(source, k.lineno, key, seen[key]))
+                seen[key] = k.lineno
+        stack.extend((child, depth) for child in ast.iter_child_nodes(item))

@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 
 from lmlab.config import DEFAULT_FAMILY, AuxiliaryConfig, SampleConfig, TokenizerConfig
 from lmlab.errors import ConfigError
-from lmlab.strict import Strict, validate_strict
+from lmlab.strict import Strict, load_file, validate_strict
 
 TARGET_TOKENS = 100_000_000
 """Every run of ``main.py`` trains this many tokens (seed 001: fixed, whatever a preset says)."""
@@ -117,6 +117,14 @@ class Preset(Strict):
             raw = {**raw, "train": {k: v for k, v in raw["train"].items() if k != "auxiliary"},
                    "auxiliary": raw["train"]["auxiliary"]}
         return raw
+
+
+def read_preset(path: Path) -> Preset:
+    """Read and validate one preset file through the one safe reader (``strict.load_file``: a
+    repeated key, deep nesting, an empty file or bytes that are not UTF-8 are one line naming the
+    file), then the schema."""
+    return validate_preset(load_file(path, "preset", "a JSON preset, e.g. configs/presets/00_best_general.json"),
+                           str(path))
 
 
 def validate_preset(raw: Any, source: str) -> Preset:

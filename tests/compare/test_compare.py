@@ -131,6 +131,24 @@ def test_a_bad_spec_lists_every_arm_problem(tmp_path, corpus_dir):
     assert cli(["compare", str(path)]) == 2
 
 
+def test_a_spec_is_read_safely(tmp_path, corpus_dir):
+    path = _spec(tmp_path, corpus_dir)
+    text = path.read_text()
+    path.write_text(text + "seeds: [3]\n")  # a second `seeds:` silently replaced the first
+    with pytest.raises(ConfigError, match=r"spec.yaml: line \d+: duplicate key 'seeds' \(first at line \d+\)"):
+        load_spec(path)
+    bomb = "".join(f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}" if i else "lol"] * 10) + "]\n" for i in range(10))
+    path.write_text(text + bomb)
+    with pytest.raises(ConfigError, match="spec.yaml: its aliases expand to more than 100,000 values"):
+        load_spec(path)
+    path.write_text("")
+    with pytest.raises(ConfigError, match="spec.yaml: the compare spec file is empty"):
+        load_spec(path)
+    path.write_text("- arms\n")
+    with pytest.raises(ConfigError, match="spec.yaml: a compare spec must be a mapping"):
+        load_spec(path)
+
+
 @pytest.mark.slow
 def test_a_killed_compare_resumes_to_the_same_results(tmp_path, corpus_dir):
     """SIGINT while the second arm trains, then the same command again: finished runs are kept,

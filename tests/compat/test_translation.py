@@ -147,6 +147,32 @@ def test_python_config_names_every_value_it_cannot_read(tmp_path):
         load_config(p)
 
 
+def test_python_config_refuses_a_key_twice_deep_nesting_and_an_empty_file(tmp_path):
+    p = tmp_path / "exp.py"
+    cases = {  # ast.literal_eval keeps the last of two keys, silently, at any depth
+        "exp_config = {\n  'lr': 1e-3,\n  'lr': 3e-4,\n}\n": "exp.py: line 3: duplicate key 'lr' (first at line 2)",
+        "exp_config = {'a': {'b': 1,\n  'b': 2}}\n": "exp.py: line 2: duplicate key 'b' (first at line 1)",
+        "exp_config = {'x': " + "[" * 150 + "]" * 150 + "}\n": "exp.py: line 1: nested deeper than 100 levels",
+        "exp_config = {'x': " + "[" * 3000 + "]" * 3000 + "}\n": "not valid Python (too many nested parentheses)",
+        "exp_config = {'x': " + "-" * 100_000 + "1}\n": "exp.py: nested too deeply for Python to parse",
+        "": "exp.py: the config file is empty",
+    }
+    for text, needle in cases.items():
+        p.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            compat.read_python_dict(p, "exp_config")
+        assert needle in str(e.value) and "\n" not in str(e.value), (needle, str(e.value))
+    p.write_text("exp_config = {'a': {'b': 1}, 'c': {'b': 2}, 1: 0, 2: [" + "[" * 90 + "]" * 90 + "]}\n")
+    assert compat.read_python_dict(p, "exp_config")["c"] == {"b": 2}
+
+
+def test_a_seed001_preset_given_as_config_is_read_safely(tmp_path, capsys):
+    p = tmp_path / "p.json"
+    p.write_text('{"model": {"hidden_size": 8, "num_layers": 1,\n "hidden_size": 16}}')
+    assert cli(["config", "convert", str(p)]) == 2
+    assert "p.json: line 2: duplicate key 'hidden_size' (first at line 1)" in capsys.readouterr().err
+
+
 def test_seed001_corpus_names():
     cfg = load_config(raw={"data": {"sources": ["c4", {"type": "named", "name": "c4"}]}}, notes=lambda _: None)
     assert [s.name for s in cfg.data.sources] == ["c4_en", "c4_en"]

@@ -32,11 +32,11 @@ class Case:
     """Substrings the one error line must contain."""
     api: bool = False
     damage: str | None = None
-    files: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str | bytes] = field(default_factory=dict)
 
 
 def cli(id: str, *argv: str, needles: tuple[str, ...] | str = (), damage: str | None = None,
-        files: dict[str, str] | None = None) -> Case:
+        files: dict[str, str | bytes] | None = None) -> Case:
     return Case(id, tuple(argv), (needles,) if isinstance(needles, str) else needles, False, damage, files or {})
 
 

@@ -148,8 +148,12 @@ def test_bad_input_fails_in_one_line_and_changes_nothing(case, places, trained, 
         shutil.rmtree(Path(places["copy"]) / "checkpoints" / "prev")  # nothing to fall back to
         _damage(case.damage, Path(places["copy"]), reseal)
     for name, text in case.files.items():
-        (Path(places["tmp"]) / name).parent.mkdir(parents=True, exist_ok=True)
-        (Path(places["tmp"]) / name).write_text(text)
+        target = Path(places["tmp"]) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):  # a file that is not UTF-8 (the readers class)
+            target.write_bytes(text)
+        else:
+            target.write_text(text)
     before = _digest(trained)
     capsys.readouterr()
     if case.api:
