@@ -18,9 +18,14 @@ from pydantic import Field, model_validator
 from lmlab.strict import Strict
 from lmlab.train_config import (  # noqa: F401  (re-exported: the train section lives there)
     BUDGET_KEYS,
+    INT64_MAX,
+    MAX_CONTEXT,
+    MAX_WORKERS,
     AdaptiveBatchConfig,
     DistributedConfig,
     FsdpConfig,
+    Int,
+    Seed,
     TrainConfig,
 )
 
@@ -91,7 +96,7 @@ class PdfSource(Strict):
     type: Literal["pdf"] = "pdf"
     path: str
     glob: list[str] = Field(default_factory=lambda: ["**/*.pdf"])
-    chunk_chars: int = Field(4000, ge=200)
+    chunk_chars: Int = Field(4000, ge=200)
     """Target document size; cuts fall at paragraph or sentence boundaries (3k-5k for 4000)."""
 
 
@@ -131,7 +136,7 @@ class DataConfig(Strict):
     """Each item is a source mapping, or a bare name: ``pydocs`` or a named corpus (``tinystories``)."""
     val_fraction: float = Field(0.05, gt=0.0, lt=1.0)
     """Share of documents held out for validation (split by document, deterministic)."""
-    min_text_length: int = Field(0, ge=0)
+    min_text_length: Int = Field(0, ge=0)
     """Documents shorter than this many characters (after stripping) are dropped."""
 
     mix_strategy: Literal["round_robin", "sequential", "weighted"] = "round_robin"
@@ -140,7 +145,7 @@ class DataConfig(Strict):
     """One positive weight per source (``weighted``; the starting weights with ``adaptive``)."""
     adaptive: bool = False
     """Move the weights toward sources with higher recent loss (not with ``sequential``)."""
-    adaptive_interval_tokens: int = Field(5_000_000, ge=1)
+    adaptive_interval_tokens: Int = Field(5_000_000, ge=1)
     adaptive_smoothing: float = Field(0.9, ge=0, lt=1)
     adaptive_min_weight: float = Field(0.5, gt=0)
     adaptive_max_weight: float = Field(3.0, gt=0)
@@ -149,16 +154,16 @@ class DataConfig(Strict):
     """Tokenize once into on-disk memmap files (``.bin`` + ``index.json``) that training reads."""
     token_cache_dir: str | None = None
     """Where the cache lives (default: ``<train.out_dir>/token_cache``)."""
-    num_workers: int = Field(0, ge=0)
+    num_workers: Int = Field(0, ge=0, le=MAX_WORKERS)
     """DataLoader worker processes per rank that build token-cache shards in parallel (0: in the
     main process). The cache has ranks x max(1, num_workers) shards, each a disjoint share."""
     reuse_token_cache: bool = True
     """Reuse a cache built with the same tokenizer and sources; a mismatch is refused."""
-    max_train_tokens: int | None = Field(None, ge=1)
-    max_val_tokens: int | None = Field(None, ge=1)
-    max_train_examples: int | None = Field(None, ge=1)
+    max_train_tokens: Int | None = Field(None, ge=1)
+    max_val_tokens: Int | None = Field(None, ge=1)
+    max_train_examples: Int | None = Field(None, ge=1)
     """Stop reading after this many training documents (all sources together)."""
-    max_val_examples: int | None = Field(None, ge=1)
+    max_val_examples: Int | None = Field(None, ge=1)
     """Score at most this many held-out documents (all sources together); the rest of the
     held-out documents are still never trained on."""
 
@@ -200,12 +205,12 @@ def _bare_source(item: Any) -> Any:
 class TokenizerConfig(Strict):
     type: Literal["auto", "byte", "char", "bpe", "sentencepiece"] = "auto"
     """``auto`` resolves sentencepiece -> bpe (HF tokenizers) -> char by what imports."""
-    vocab_size: int = Field(2048, ge=16)
+    vocab_size: Int = Field(2048, ge=16, le=MAX_CONTEXT)
     """Target vocabulary for bpe/sentencepiece (byte and char ignore it)."""
     sp_model_type: Literal["bpe", "unigram"] = "bpe"
-    fit_max_examples: int | None = Field(20_000, ge=1)
+    fit_max_examples: Int | None = Field(20_000, ge=1)
     """At most this many documents are used to fit the tokenizer (None: all)."""
-    fit_max_chars: int | None = Field(4_000_000, ge=1)
+    fit_max_chars: Int | None = Field(4_000_000, ge=1)
     """At most this many characters are used to fit the tokenizer (None: all)."""
     model_path: str | None = None
     """A prebuilt tokenizer to load instead of fitting (a tokenizer dir saved by lmlab)."""
@@ -227,11 +232,11 @@ class AuxiliaryConfig(Strict):
     value_weight: float = Field(0.05, ge=0)
     dynamics_weight: float = Field(0.05, ge=0)
     span_contrastive_weight: float = Field(0.05, ge=0)
-    policy_positions: int | None = Field(32, ge=1)
+    policy_positions: Int | None = Field(32, ge=1)
     """Random positions per row where the policy head is fitted (None: every position)."""
-    value_span: int = Field(8, ge=1)
+    value_span: Int = Field(8, ge=1)
     """The value head predicts the mean NLL of the next ``value_span`` targets."""
-    dynamics_rollout_steps: int = Field(1, ge=1, le=8)
+    dynamics_rollout_steps: Int = Field(1, ge=1, le=8)
     """Latent rollout length of the dynamics loss (2-3 for multi-step consistency)."""
     span_mask_fraction: float = Field(0.15, gt=0, lt=1)
     span_contrastive_temperature: float = Field(0.07, gt=0)
@@ -242,14 +247,21 @@ class AuxiliaryConfig(Strict):
         return self.enable_policy or self.enable_value or self.enable_dynamics or self.enable_span_contrastive
 
 
+LAYER_OVERHEAD = 160 * 1024
+"""Bytes of host memory one transformer-like layer costs a training step beyond its weights and
+activations: measured on torch 2.13 (CPU, d_model 8, 32-128 tokens) at ~110 KiB (transformer,
+apelr), ~140 KiB (psann), ~150 KiB (an abstractinator level's layer) and ~200 KiB (waveresnet's
+three branches); a 100,000-layer model needs ~16 GiB of it however narrow."""
+
+
 class ModelConfig(Strict):
     """Base of every family's config. Families subclass it and add their fields and presets."""
 
     family: str = DEFAULT_FAMILY
     preset: str | None = None
-    vocab_size: int | None = Field(None, ge=2)
+    vocab_size: Int | None = Field(None, ge=2, le=MAX_CONTEXT)
     """Filled from the tokenizer when the model is built; set it only to check it."""
-    block_size: int = Field(128, ge=2)
+    block_size: Int = Field(128, ge=2, le=MAX_CONTEXT)
     """Context length in the family's units (tokens, or bytes for byte-level families)."""
     auxiliary: AuxiliaryConfig | None = None
     """Auxiliary planning heads trained with the LM (None: none)."""
@@ -273,6 +285,14 @@ class ModelConfig(Strict):
         raise NotImplementedError(f"the {self.family} family's config class gives no size_estimate; "
                                   "override ModelConfig.size_estimate with its parameter formula")
 
+    def overhead_bytes(self) -> int:
+        """Host bytes a training step costs per layer whatever the widths (the modules' Python
+        objects, autograd's graph of each op): what a 100,000-layer model of width 8 runs out of,
+        its weights and activations being small (``training/memory.py``). Every family gives its
+        count of layers times ``LAYER_OVERHEAD``."""
+        raise NotImplementedError(f"the {self.family} family's config class gives no overhead_bytes; "
+                                  "override ModelConfig.overhead_bytes with its layers x LAYER_OVERHEAD")
+
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token (forward + backward) for MFU: 6 x parameters by default
         (Kaplan et al. 2020); families with attention add its term (``training/telemetry.py``)."""
@@ -288,22 +308,27 @@ class ModelConfig(Strict):
 # --------------------------------------------------------------------------------------- sample
 
 
+MAX_NEW_TOKENS = 1_000_000
+"""A million tokens per prompt: the decoding loop keeps every row's history, so 10**12 would run
+for ever and grow without bound (the samples printed after training would never come)."""
+
+
 class DecodeSettings(Strict):
     """How to decode: the knobs of the shared decoding loop (``lmlab.generate``)."""
 
-    max_new_tokens: int = Field(200, ge=1)
+    max_new_tokens: Int = Field(200, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(0.8, ge=0)
     """0 means greedy."""
-    top_k: int | None = Field(50, ge=1)
+    top_k: Int | None = Field(50, ge=1)
     top_p: float = Field(1.0, gt=0, le=1)
     repetition_penalty: float = Field(1.0, gt=0)
-    no_repeat_ngram_size: int = Field(0, ge=0)
-    seed: int = 0
+    no_repeat_ngram_size: Int = Field(0, ge=0)
+    seed: Seed = 0
     stop_on_eos: bool = True
-    planner_rerank: int = Field(0, ge=0)
+    planner_rerank: Int = Field(0, ge=0)
     """Planner-guided decoding (``lmlab/generate/planner.py``): candidates per committed token,
     re-scored by latent rollouts of the auxiliary heads (0: off)."""
-    planner_depth: int = Field(2, ge=1, le=16)
+    planner_depth: Int = Field(2, ge=1, le=16)
     """Latent rollout steps per candidate (more than 1 needs the policy head)."""
     planner_value_weight: float = Field(1.0, ge=0)
     """Weight of the value head's predicted future NLL against the candidate's LM log-prob."""

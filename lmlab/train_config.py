@@ -8,11 +8,49 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from lmlab.strict import Strict
 
 BUDGET_KEYS = ("max_steps", "max_tokens", "epochs")
+
+INT64_MAX = 2**63 - 1
+"""The largest integer torch and numpy take (int64); pydantic takes any Python int."""
+
+
+def _int64(value: int) -> int:
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise ValueError("beyond a 64-bit integer (-2**63 .. 2**63 - 1), which torch and numpy cannot hold; "
+                         "give a smaller value")
+    return value
+
+
+def _seed(value: int) -> int:
+    if not 0 <= value <= INT64_MAX:
+        raise ValueError("a seed goes from 0 to 2**63 - 1 (numpy takes no negative seed, torch none past 64 bits)")
+    return value
+
+
+Int = Annotated[int, AfterValidator(_int64)]
+"""Every integer knob of every schema: a value past int64 is refused here, in one line, instead of
+overflowing in torch or numpy later (tests/test_integers.py checks no int field goes without it).
+Its own ``Field(ge=..., le=...)`` still applies."""
+Seed = Annotated[int, AfterValidator(_seed)]
+"""A random seed: 0 .. 2**63 - 1, what every consumer takes (torch.manual_seed, torch.Generator,
+numpy's SeedSequence, which refuses negatives), with room for the trainer's ``seed + rank`` and
+``seed + 1000 * step``."""
+
+MAX_THREADS = 1024
+"""Above any machine's cores: more intra-op threads than that only oversubscribe it."""
+MAX_WORKERS = 256
+"""Data-loading worker processes per rank: each is a spawned Python process; 10**12 of them would
+fork until the machine gives out."""
+MAX_STEP_SEQUENCES = 2**20
+"""Sequences per rank per optimizer step (micro-batch x accumulation): a million, past any real
+batch; the data sampler plans every step's windows in arrays this long."""
+MAX_CONTEXT = 2**24
+"""Context, window and vocabulary sizes stop here (16,777,216): past anything trained today, and a
+bound that keeps position tables and token dtypes within reach."""
 
 
 class DistributedConfig(Strict):
@@ -43,7 +81,7 @@ class MlflowConfig(Strict):
     --backend-store-uri sqlite:///RUN/mlflow.db`` reads it offline)."""
     run_name: str | None = None
     """None: the run dir's name."""
-    batch_interval: int = Field(10, ge=1)
+    batch_interval: Int = Field(10, ge=1)
     """Metric rows sent per ``log_batch`` call (seed 003's ``mlflow_batch_interval``)."""
 
 
@@ -63,13 +101,13 @@ class AdaptiveBatchConfig(Strict):
     """
 
     enabled: bool = True
-    probe_batch_size: int = Field(2, ge=1)
+    probe_batch_size: Int = Field(2, ge=1, le=MAX_STEP_SEQUENCES)
     """The first micro-batch tried; the search doubles from there."""
-    min_batch_size: int = Field(1, ge=1)
-    max_batch_size: int = Field(64, ge=1)
+    min_batch_size: Int = Field(1, ge=1, le=MAX_STEP_SEQUENCES)
+    max_batch_size: Int = Field(64, ge=1, le=MAX_STEP_SEQUENCES)
     safety_factor: float = Field(0.9, gt=0, le=1)
     """Use at most this share of the device's memory at the probed peak."""
-    reprobe_interval_steps: int = Field(0, ge=0)
+    reprobe_interval_steps: Int = Field(0, ge=0)
     """Probe again every this many steps (0: only at the start)."""
 
     @model_validator(mode="after")
@@ -81,34 +119,34 @@ class AdaptiveBatchConfig(Strict):
 
 class TrainConfig(Strict):
     out_dir: str = "runs/default"
-    seed: int = 1337
+    seed: Seed = 1337
     device: str = "auto"
     """``auto`` (cuda if available, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
-    num_threads: int | None = Field(None, ge=1)
-    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 16
+    num_threads: Int | None = Field(None, ge=1, le=MAX_THREADS)
+    batch_size: Annotated[Int, Field(ge=1)] | Literal["auto"] = 16
     """Sequences per micro-batch per process; the global batch is this x grad_accum x world.
     ``auto``: probe the GPU's memory for the micro-batch (``adaptive_batch``)."""
     adaptive_batch: AdaptiveBatchConfig = Field(default_factory=AdaptiveBatchConfig)
-    grad_accum_steps: int = Field(1, ge=1)
-    seq_len: int | None = Field(None, ge=1)
+    grad_accum_steps: Int = Field(1, ge=1)
+    seq_len: Int | None = Field(None, ge=1, le=MAX_CONTEXT)
     """Training and eval window length in tokens; None: ``model.block_size`` (it may not exceed it)."""
-    max_steps: int | None = Field(1000, ge=1)
+    max_steps: Int | None = Field(1000, ge=1)
     """Training budget: max_steps, max_tokens (global tokens) or epochs over the train split.
     max_steps beside max_tokens or epochs caps them (seed 003: ``num_epochs`` with ``max_steps``)."""
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Int | None = Field(None, ge=1)
     epochs: float | None = Field(None, gt=0)
     max_seconds: float | None = Field(None, gt=0)
     """A wall-clock cap: stop (evaluate, save) at the first step after this many seconds of
     training, summed over resumes. A cap, like max_steps beside another budget: the schedule
     still follows the step budget, and where it stops depends on the machine."""
-    stop_at_step: int | None = Field(None, ge=1)
+    stop_at_step: Int | None = Field(None, ge=1)
     """Pause the run after this step (evaluate, save a snapshot, write metrics.json) while the
     schedule stays the full budget's: a later run with a higher stop_at_step (or none) resumes it
     exactly where a straight run would be; successive halving in ``lmlab compare`` pauses trials
     at its rungs. It may change on resume; one at or below the snapshot's step trains nothing."""
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
-    warmup_steps: int = Field(100, ge=0)
+    warmup_steps: Int = Field(100, ge=0)
     schedule: Literal["cosine", "wsd"] = "cosine"
     """After the linear warmup: ``cosine`` decays to min_lr over the rest of the budget; ``wsd``
     (warmup-stable-decay, Hägele et al. 2024) holds lr, then decays linearly to min_lr over the
@@ -134,7 +172,7 @@ class TrainConfig(Strict):
     """A non-finite loss or gradient norm (all ranks agree): ``stop`` with one line naming the step
     and the last good snapshot (nothing non-finite is saved); ``skip_step`` drops that optimizer
     step and stops after ``max_nonfinite_steps`` consecutive ones."""
-    max_nonfinite_steps: int = Field(10, ge=1)
+    max_nonfinite_steps: Int = Field(10, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False
     """``torch.compile`` the model."""
@@ -155,10 +193,10 @@ class TrainConfig(Strict):
     grad_checkpoint: bool = False
     """Recompute each block's activations in backward (less memory, ~1/3 more compute)."""
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    log_interval: int = Field(10, ge=1)
-    eval_interval: int = Field(200, ge=1)
-    eval_batches: int = Field(20, ge=1)
-    save_interval: int = Field(200, ge=1)
+    log_interval: Int = Field(10, ge=1)
+    eval_interval: Int = Field(200, ge=1)
+    eval_batches: Int = Field(20, ge=1)
+    save_interval: Int = Field(200, ge=1)
     progress: bool = True
     """A progress bar when stderr is a terminal; otherwise one plain line per log interval."""
     trackers: list[Literal["jsonl", "mlflow", "tensorboard"]] = Field(default_factory=lambda: ["jsonl"])
@@ -184,6 +222,10 @@ class TrainConfig(Strict):
         if self.optimizer == "muon" and self.distributed.zero_optimizer:
             raise ValueError("optimizer: muon with distributed.zero_optimizer: ZeRO shards one optimizer class; "
                              "use adamw with ZeRO, or muon without it")
+        if self.batch_target * self.grad_accum_steps > MAX_STEP_SEQUENCES:
+            raise ValueError(f"batch_size x grad_accum_steps = {self.batch_target * self.grad_accum_steps:,} sequences "
+                             f"per rank per step, over {MAX_STEP_SEQUENCES:,}; lower train.batch_size or "
+                             "train.grad_accum_steps")
         if self.max_tokens is not None and self.epochs is not None:
             raise ValueError("set only one of max_tokens and epochs (max_steps may cap either)")
         if self.min_lr > self.lr:

@@ -12,13 +12,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from lmlab.config import ModelConfig, Strict
+from lmlab.config import LAYER_OVERHEAD, MAX_CONTEXT, Int, ModelConfig, Strict
+from lmlab.errors import ConfigError
 
 
 class EntropyModelConfig(Strict):
     """The small causal transformer whose next-symbol uncertainty cuts a level into patches."""
 
-    n_layer: int = Field(2, ge=1)
+    n_layer: Int = Field(2, ge=1)
     loss: Literal["ce", "gaussian", "both"] = "ce"
     """ce: categorical CE on the next symbol (its entropy cuts); gaussian: Gaussian NLL of the
     next symbol's embedding (its differential entropy cuts); both: the sum (CE's entropy cuts)."""
@@ -31,7 +32,7 @@ class EntropyModelConfig(Strict):
     monotonic: bool = False
     """BLT's approximate monotonic constraint: cut where entropy rises by more than the threshold
     over the previous position (H_t - H_{t-1} > threshold) instead of where it is high."""
-    max_patch_len: int = Field(32, ge=1)
+    max_patch_len: Int = Field(32, ge=1)
     """A patch is cut after this many symbols whatever the entropy (bounds decoding and memory)."""
     threshold_ema: float = Field(0.5, ge=0, lt=1)
     """target_patch_len: how slowly the tracked threshold follows the batch quantile (the first
@@ -50,15 +51,15 @@ class LevelConfig(Strict):
     """One level: entropy model, SegmentCompressor, (residual) VQ and DecoderOnlyExpanderRVQ."""
 
     entropy: EntropyModelConfig = Field(default_factory=EntropyModelConfig)
-    compressor_layers: int = Field(2, ge=1)
-    window: int = Field(16, ge=1)
+    compressor_layers: Int = Field(2, ge=1)
+    window: Int = Field(16, ge=1)
     """Sliding-window size of the compressor's self-attention (each symbol sees this many)."""
-    n_queries: int = Field(1, ge=1)
+    n_queries: Int = Field(1, ge=1)
     """Learned queries per segment (1: the seed's single query; more: a bank, mixed to D)."""
-    codebook_size: int = Field(512, ge=2)
-    c_vq_d_c: int | None = Field(None, ge=1)
+    codebook_size: Int = Field(512, ge=2)
+    c_vq_d_c: Int | None = Field(None, ge=1)
     """Code-space width d_c (None: 64)."""
-    vq_stages: int = Field(1, ge=1)
+    vq_stages: Int = Field(1, ge=1)
     """Residual VQ stages (1: plain VQ). A code is one index per stage."""
     vq_ema: bool = True
     """EMA codebook updates (the codebook loss is then replaced by the EMA step)."""
@@ -71,11 +72,11 @@ class LevelConfig(Strict):
     dead_code_threshold: float = Field(0.1, ge=0)
     """A code whose EMA usage count (vectors per step) falls below this is reset to a random
     batch vector."""
-    expander_layers: int = Field(2, ge=1)
+    expander_layers: Int = Field(2, ge=1)
     expander_context: Literal["patch", "full"] = "patch"
     """What the expander's self-attention sees: the patch being decoded (codes carry the rest)
     or every earlier symbol (a strong decoder that tends to ignore its codes)."""
-    d_lo_d_c: int | None = Field(None, ge=1)
+    d_lo_d_c: Int | None = Field(None, ge=1)
     """Byte level only: width of the factorised byte embedding and logits (None: 64)."""
     w_entropy_ce: float = Field(1.0, ge=0)
     w_vq: float = Field(1.0, ge=0)
@@ -92,8 +93,8 @@ class LevelConfig(Strict):
 class TopConfig(Strict):
     """The CodeSequenceTransformer over the top level's codes."""
 
-    n_layer: int = Field(4, ge=1)
-    n_head: int | None = Field(None, ge=1)
+    n_layer: Int = Field(4, ge=1)
+    n_head: Int | None = Field(None, ge=1)
     """None: the model's n_head."""
     continuous: bool = False
     """True: predict the next code's vector (MSE) instead of its index (CE)."""
@@ -101,16 +102,16 @@ class TopConfig(Strict):
 
 class AbstractinatorConfig(ModelConfig):
     family: Literal["abstractinator"] = "abstractinator"  # type: ignore[assignment]
-    block_size: int = Field(256, ge=2)
+    block_size: Int = Field(256, ge=2, le=MAX_CONTEXT)
     """Context in bytes."""
-    d_model: int = Field(128, ge=8)
-    n_head: int = Field(4, ge=1)
+    d_model: Int = Field(128, ge=8)
+    n_head: Int = Field(4, ge=1)
     attn_form: Literal["regular", "mla"] = "regular"
     """regular multi-head attention, or MLA (keys and values from a shared low-rank latent)."""
     attn_backend: Literal["sdpa", "flex"] = "sdpa"
     """sdpa: dense masks; flex: FlexAttention block masks (needs autograd support on the device:
     CUDA in torch 2.13; on CPU it runs forward only)."""
-    mla_kv_rank: int = Field(32, ge=1)
+    mla_kv_rank: Int = Field(32, ge=1)
     levels: list[LevelConfig] = Field(default_factory=lambda: [LevelConfig()], min_length=1, max_length=4)
     top_transformer_config: TopConfig | None = Field(default_factory=TopConfig)
     """None: no top model (stage 1); the code stream is then charged its uniform cost."""
@@ -121,12 +122,12 @@ class AbstractinatorConfig(ModelConfig):
     here (safetensors) at every checkpoint."""
     load_base_from: str | None = None
     """Stage 2: load the levels' weights from this file and freeze them (``--load-base-from``)."""
-    base_levels: int | None = Field(None, ge=1)
+    base_levels: Int | None = Field(None, ge=1)
     """How many bottom levels ``load_base_from`` holds, loads and freezes (None: all). Fewer than
     ``len(levels)`` stages the levels: train level 1, then level 2 on the frozen level 1, ..."""
     load_entropy_from: str | None = None
     """Load only the entropy models (from a base file or an lmlab checkpoint) and freeze them."""
-    eos_id: int | None = Field(None, ge=0)
+    eos_id: Int | None = Field(None, ge=0)
     """The document separator (None: vocab_size - 1, the byte tokenizer's eos). It closes the
     patch of the document it ends and the byte after it opens a patch at every level, so patches
     never cross documents and a decoder knows every cut before the byte it cuts at. A closing eos
@@ -176,6 +177,11 @@ class AbstractinatorConfig(ModelConfig):
             raise ValueError(f"base_levels = {self.base_levels} but the model has {len(self.levels)} level(s)")
         if self.base_levels is not None and self.load_base_from is None:
             raise ValueError("base_levels says how much of load_base_from to load: set load_base_from too")
+        if self.eos_id is not None and self.vocab_size is not None and self.eos_id >= self.vocab_size:
+            # Raised as it is (not a ValueError): the trainer sets vocab_size from the tokenizer
+            # by assignment, which runs this check again outside any config file's validation.
+            raise ConfigError(f"model.eos_id = {self.eos_id}: not an id of the {self.vocab_size}-id vocabulary "
+                              f"(0 .. {self.vocab_size - 1}); leave it unset for the tokenizer's eos")
         if self.preset == "regular_flex_entropy_frozen" and self.load_entropy_from is None:
             raise ValueError("preset regular_flex_entropy_frozen loads a pretrained entropy stack: set "
                              "model.load_entropy_from to a base file or a run dir")
@@ -188,7 +194,15 @@ class AbstractinatorConfig(ModelConfig):
         d, layers, v = self.d_model, self._layer_count, self.vocab_size or 260
         buffers = sum(2 * lv.vq_stages * lv.codebook_size * lv.d_c
                       for lv in self.levels if lv.vq_ema)  # EMA codebooks and sums
-        return _params(self), 4 * ((layers * 14 * d + 3 * v) * tokens + buffers)
+        # per code (at most one a byte): its distances to every code, the soft assignments of
+        # the diversity loss and the code head's scores, per stage; n_queries pooled vectors
+        codes = sum(lv.vq_stages * lv.codebook_size * 3 + lv.n_queries * d for lv in self.levels)
+        return _params(self), 4 * ((layers * 14 * d + 3 * v + codes) * tokens + buffers)
+
+    def overhead_bytes(self) -> int:
+        """``LAYER_OVERHEAD`` per transformer-like layer: every level's entropy model,
+        compressor and expander, and the top model."""
+        return self._layer_count * LAYER_OVERHEAD
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per byte (forward + backward) of ``seq_len``-byte windows:

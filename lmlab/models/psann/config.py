@@ -7,11 +7,12 @@ the seed asks ("keep base selection orthogonal to model dimensions").
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from lmlab.config import Strict
+from lmlab.config import LAYER_OVERHEAD, Int, Strict
 from lmlab.models.transformer.config import TransformerConfig
 
 
@@ -58,10 +59,10 @@ class PsannConfig(TransformerConfig):
     # waveresnet: depthwise causal temporal convolutions
     conv_mode: Literal["interleave", "replace_mlp"] = "interleave"
     """interleave: attention, MLP, conv per layer; replace_mlp: attention, conv."""
-    conv_kernel_size: int = Field(3, ge=1)
-    conv_dilation_growth: int = Field(2, ge=1)
+    conv_kernel_size: Int = Field(3, ge=1)
+    conv_dilation_growth: Int = Field(2, ge=1)
     """Layer i dilates by growth**i, capped at ``conv_max_dilation`` (1: no growth)."""
-    conv_max_dilation: int = Field(16, ge=1)
+    conv_max_dilation: Int = Field(16, ge=1)
     conv_activation: Literal["sine", "gelu"] = "sine"
 
     aliases: ClassVar[dict[str, dict[str, Any]]] = {"respsann": {"base": "respsann"},
@@ -87,5 +88,42 @@ class PsannConfig(TransformerConfig):
         return self.base == "waveresnet"
 
     def dilation(self, layer: int) -> int:
-        """The conv dilation of layer ``layer`` (0-based): min(growth**layer, max_dilation)."""
-        return min(self.conv_dilation_growth**layer, self.conv_max_dilation)
+        """The conv dilation of layer ``layer`` (0-based): min(growth**layer, max_dilation),
+        without the power's big integer (10**12 ** 100,000 would take minutes)."""
+        g, cap = self.conv_dilation_growth, self.conv_max_dilation
+        if g == 1 or layer == 0:
+            return 1
+        if layer * math.log2(g) > math.log2(cap) + 1:
+            return cap
+        return min(g**layer, cap)
+
+    def size_estimate(self, tokens: int) -> tuple[int, int]:
+        """The transformer's, plus per layer the sine parameters (3 x d_ff), the residual gates
+        and, with waveresnet, the conv branch (depthwise k x d, a d x d projection; activations
+        its five d-wide tensors and its left padding, (k - 1) x dilation positions per row of
+        block_size); replace_mlp drops the MLP."""
+        params, acts = super().size_estimate(tokens)
+        d, f, n, T = self.d_model, self.ff_dim, self.n_layer, self.block_size
+        branches = 1 + (not (self.has_conv and self.conv_mode == "replace_mlp")) + self.has_conv
+        per_layer = branches * d + (3 * f if self.activation == "sine" else 0)
+        per_token = 0
+        if self.has_conv:
+            per_layer += d * self.conv_kernel_size + d * d + 9 * d
+            per_token = n * 5 * d
+            if self.conv_mode == "replace_mlp":
+                per_layer -= 2 * d * f + (3 * f if self.activation == "sine" else 0) + d
+                per_token -= n * 2 * f
+            # every row pads each layer's input by its history, (k - 1) x dilation positions
+            per_token += d * self._history() // T
+        return params + n * per_layer, acts + 4 * per_token * tokens
+
+    def _history(self) -> int:
+        """Every layer's left padding summed, the capped layers counted at once (dilation
+        reaches its cap by layer 64 whatever the growth, so a 10**12-layer config is quick)."""
+        n, head = self.n_layer, min(self.n_layer, 128)
+        dilations = sum(self.dilation(i) for i in range(head)) + (n - head) * self.dilation(head)
+        return dilations * (self.conv_kernel_size - 1)
+
+    def overhead_bytes(self) -> int:
+        """Per layer the transformer's, x 1.5 with waveresnet's conv branch (~200 KiB measured)."""
+        return self.n_layer * LAYER_OVERHEAD * (3 if self.has_conv else 2) // 2

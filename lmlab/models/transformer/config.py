@@ -6,15 +6,15 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from lmlab.config import ModelConfig
+from lmlab.config import LAYER_OVERHEAD, Int, ModelConfig
 
 
 class TransformerConfig(ModelConfig):
     family: Literal["transformer"] = "transformer"
-    n_layer: int = Field(4, ge=1)
-    n_head: int = Field(4, ge=1)
-    d_model: int = Field(128, ge=8)
-    d_ff: int | None = Field(None, ge=1)
+    n_layer: Int = Field(4, ge=1)
+    n_head: Int = Field(4, ge=1)
+    d_model: Int = Field(128, ge=8)
+    d_ff: Int | None = Field(None, ge=1)
     """Hidden size of the MLP; None: 4 x d_model (gelu) or 8/3 x d_model rounded to 64 (swiglu)."""
     dropout: float = Field(0.0, ge=0, lt=1)
     bias: bool = False
@@ -58,7 +58,9 @@ class TransformerConfig(ModelConfig):
     def size_estimate(self, tokens: int) -> tuple[int, int]:
         """Parameters from the shapes; activations per token per layer as Korthikanti et al.
         (2022) count them without the attention matrix (SDPA does not keep it), in fp32:
-        the block's inputs, q/k/v, the attention output and the MLP's hidden, plus the logits."""
+        the block's inputs, q/k/v, the attention output and the MLP's hidden, plus the logits;
+        and the tables built once: positions (rope, sinusoidal) and ALiBi's (heads, T, T) bias,
+        which every layer keeps for backward."""
         d, f, v, n = self.d_model, self.ff_dim, self.vocab_size or 256, self.n_layer
         mlp = (3 if self.mlp == "swiglu" else 2) * d * f
         per_layer = 4 * d * d + mlp + 4 * d
@@ -67,7 +69,22 @@ class TransformerConfig(ModelConfig):
             params += self.block_size * d
         hidden = (3 if self.mlp == "swiglu" else 2) * f
         per_token = n * (10 * d + hidden) + 3 * v  # elements: layers, then logits, softmax and grad
-        return params, 4 * per_token * tokens
+        return params, 4 * (per_token * tokens + self._tables())
+
+    def _tables(self) -> int:
+        """Elements of the position tables and ALiBi biases (seq_len is at most block_size)."""
+        T = self.block_size
+        if self.pos_encoding == "rope":
+            return T * (self.d_model // self.n_head)
+        if self.pos_encoding == "sinusoidal":
+            return T * self.d_model
+        if self.pos_encoding == "alibi":
+            return self.n_layer * self.n_head * T * T
+        return 0
+
+    def overhead_bytes(self) -> int:
+        """``LAYER_OVERHEAD`` per block (apelr's planner and experts add no layers)."""
+        return self.n_layer * LAYER_OVERHEAD
 
     def flops_per_token(self, seq_len: int) -> float:
         """PaLM's count (Chowdhery et al. 2022, appendix B): 6 x the matmul parameters (the
