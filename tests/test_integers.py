@@ -4,6 +4,7 @@ rows), and the memory estimate that refuses what would not fit, very deep and na
 
 from __future__ import annotations
 
+import json
 import re
 import runpy
 from pathlib import Path
@@ -218,3 +219,39 @@ def test_every_knob_named_in_the_tables_exists():
     """A renamed or removed field leaves no stale decision behind."""
     names = {k.name for k in KNOBS}
     assert set(CLASS["HUGE"]) <= names and CLASS["ZERO"] <= names
+
+
+def test_bounds_past_the_schemas_one_line_each(tmp_path):
+    """Integers that reach a schema from elsewhere: a seed-001 preset, a compare spec's seeds, an
+    apelr forecast's length."""
+    from lmlab.compare.spec import load_spec
+    from lmlab.compat.seed001 import read_preset
+    from lmlab.models.apelr.config import ApelrConfig
+
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"model": {"hidden_size": 8, "num_layers": 1, "num_heads": 1, "seq_length": 8},
+                                  "train": {"per_gpu_batch_size": 1, "seed": 2**70},
+                                  "data": {"num_workers": 1000000}}))
+    with pytest.raises(LmlabError, match="seed") as e:
+        read_preset(preset)
+    assert "\n" not in str(e.value)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nseeds: [1, -3]\narms: {a: {model: {family: transformer}}}\n")
+    with pytest.raises(LmlabError, match="seeds") as e:
+        load_spec(spec)
+    model = build_model(ApelrConfig(vocab_size=16, n_layer=1, n_head=1, d_model=8, block_size=32))
+    with pytest.raises(ValueError, match="lookahead_steps must be 0..64 chunks, got 100000"):
+        model.set_generation_options(lookahead_steps=100_000)
+    model.set_generation_options(lookahead_steps=64)
+
+
+def test_a_task_s_generation_kwargs_are_checked_in_one_line(tiny_config):
+    from lmlab.eval.scoring import Scorer
+
+    _, raw, run = tiny_config(train={"max_steps": 1})
+    lmlab.train(raw)
+    lm = lmlab.load(run)
+    scorer = Scorer(lm.model, lm.tokenizer)
+    with pytest.raises(LmlabError, match="max_new_tokens") as e:
+        scorer.generate_until([("The ", {"until": ["."], "max_gen_toks": 10**9})])
+    assert "\n" not in str(e.value)

@@ -30,7 +30,7 @@ from lmlab.configure import apply_overrides, deep_merge, read_config_file, valid
 from lmlab.errors import ConfigError
 from lmlab.registry import FAMILIES, resolve_family
 from lmlab.strict import Strict, validate_strict
-from lmlab.train_config import TrainConfig
+from lmlab.train_config import Seed, TrainConfig
 
 SECTIONS = ("data", "tokenizer", "model", "train", "sample")
 SPEC_EXAMPLE = "a YAML spec, e.g. configs/compare/headline.yaml"
@@ -185,7 +185,7 @@ class CompareSpec(Strict):
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     sample: dict[str, Any] = Field(default_factory=dict)
-    seeds: list[int] = Field(default_factory=lambda: [1337], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [1337], min_length=1)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     match_params: MatchParams | None = None
     datasets: list[DatasetSpec] = Field(default_factory=list)

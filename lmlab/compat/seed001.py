@@ -30,6 +30,7 @@ from pydantic import Field, model_validator
 from lmlab.config import DEFAULT_FAMILY, AuxiliaryConfig, SampleConfig, TokenizerConfig
 from lmlab.errors import ConfigError
 from lmlab.strict import Strict, load_file, validate_strict
+from lmlab.train_config import MAX_WORKERS, Int, Seed
 
 TARGET_TOKENS = 100_000_000
 """Every run of ``main.py`` trains this many tokens (seed 001: fixed, whatever a preset says)."""
@@ -38,34 +39,34 @@ class PresetModel(Strict):
     family: str = DEFAULT_FAMILY
     preset: str | None = None
     """A family preset to start from (its fields are overridden by the ones below)."""
-    hidden_size: int = Field(ge=1)
-    num_layers: int = Field(ge=1)
-    num_heads: int = Field(ge=1)
-    seq_length: int = Field(ge=2)
+    hidden_size: Int = Field(ge=1)
+    num_layers: Int = Field(ge=1)
+    num_heads: Int = Field(ge=1)
+    seq_length: Int = Field(ge=2)
     dropout: float = Field(0.0, ge=0, lt=1)
     options: dict[str, Any] = Field(default_factory=dict)
     """Further fields of the family's config (e.g. ``pos_encoding``), validated by it."""
 
 
 class PresetTrain(Strict):
-    per_gpu_batch_size: int = Field(ge=1)
-    accumulation_steps: int = Field(1, ge=1)
-    eval_tokens: int = Field(2_000_000, ge=1)
+    per_gpu_batch_size: Int = Field(ge=1)
+    accumulation_steps: Int = Field(1, ge=1)
+    eval_tokens: Int = Field(2_000_000, ge=1)
     """Validation tokens scored at every periodic and the final eval (all sources together)."""
-    train_tokens: int | None = Field(None, ge=1)
+    train_tokens: Int | None = Field(None, ge=1)
     """Accepted for the seed's presets and ignored: every run trains ``TARGET_TOKENS``."""
-    eval_interval_tokens: int = Field(5_000_000, ge=1)
-    save_interval_tokens: int = Field(5_000_000, ge=1)
-    log_interval_steps: int = Field(1, ge=1)
+    eval_interval_tokens: Int = Field(5_000_000, ge=1)
+    save_interval_tokens: Int = Field(5_000_000, ge=1)
+    log_interval_steps: Int = Field(1, ge=1)
     lr: float = Field(6e-4, gt=0)
     min_lr: float = Field(6e-5, ge=0)
-    warmup_steps: int = Field(200, ge=0)
+    warmup_steps: Int = Field(200, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     grad_clip: float = Field(1.0, ge=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """``auto``: bf16 autocast on a GPU that supports it (TF32 matmuls on), else fp32."""
     compile: bool = False
-    seed: int = 1337
+    seed: Seed = 1337
     out_dir: str = "runs/main"
     """Where the one model lives (``checkpoints/lm_current`` inside it)."""
     auxiliary: dict[str, Any] | None = None
@@ -76,18 +77,18 @@ class PresetData(Strict):
     sources: list[Any] = Field(min_length=1)
     mix_strategy: Literal["round_robin", "sequential", "weighted", "adaptive"] = "round_robin"
     source_weights: list[float] | None = None
-    min_text_length: int = Field(0, ge=0)
+    min_text_length: Int = Field(0, ge=0)
     val_fraction: float = Field(0.01, gt=0, lt=1)
-    max_train_tokens: int | None = Field(None, ge=1)
+    max_train_tokens: Int | None = Field(None, ge=1)
     """Read at most this many training tokens from the sources (streams are otherwise endless)."""
-    max_val_tokens: int | None = Field(2_000_000, ge=1)
+    max_val_tokens: Int | None = Field(2_000_000, ge=1)
     token_cache: bool = True
-    num_workers: int = Field(0, ge=0)
+    num_workers: Int = Field(0, ge=0, le=MAX_WORKERS)
 
 
 class PresetAuxiliary(AuxiliaryConfig):
     enable_adaptive_sources: bool = False
-    adaptive_interval_tokens: int = Field(5_000_000, ge=1)
+    adaptive_interval_tokens: Int = Field(5_000_000, ge=1)
     adaptive_min_weight: float = Field(0.5, gt=0)
     adaptive_max_weight: float = Field(3.0, gt=0)
     adaptive_smoothing: float = Field(0.9, ge=0, lt=1)

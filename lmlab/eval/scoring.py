@@ -24,6 +24,7 @@ from tqdm import tqdm
 from lmlab.config import DecodeSettings
 from lmlab.errors import LmlabError
 from lmlab.generate.decode import generate_ids
+from lmlab.strict import validate_strict
 
 
 class Scorer:
@@ -177,8 +178,10 @@ class Scorer:
             # Leave room for the new tokens, as lm-eval does: keep the context's newest ids.
             keep = max(1, self.max_input_len - 1 - max_new)
             prompts = [self.encode(requests[i][0])[-keep:] for i in rows]
-            settings = DecodeSettings(max_new_tokens=max_new, temperature=temperature, top_k=top_k,
-                                      top_p=top_p, seed=seed, stop_on_eos=True)
+            # a task's generation_kwargs are the task file's input: a bad one is a one-line error
+            settings = validate_strict(DecodeSettings, {"max_new_tokens": max_new, "temperature": temperature,
+                                                        "top_k": top_k, "top_p": top_p, "seed": seed,
+                                                        "stop_on_eos": True}, "a task's generation_kwargs")
 
             def stop(new: list[int], until=until) -> bool:
                 text = self.decode(new)

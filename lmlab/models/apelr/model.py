@@ -34,6 +34,10 @@ from lmlab.models.base import ModelOutput, lm_loss
 from lmlab.models.common.attention import KVCache
 from lmlab.models.transformer.model import Transformer
 
+MAX_LOOKAHEAD = 64
+"""Chunks a forecast looks ahead at most: each is a K x K product per step, and a plan past a few
+chunks is the stationary mixture anyway."""
+
 
 @dataclass
 class GenerationOptions:
@@ -305,8 +309,8 @@ class Apelr(Transformer):
             raise ValueError(f"force_state {opts.force_state} is not a plan state (0..{self.cfg.num_plan_states - 1})")
         if opts.planner_temperature <= 0:
             raise ValueError(f"planner_temperature must be > 0, got {opts.planner_temperature}")
-        if opts.lookahead_steps < 0:
-            raise ValueError(f"lookahead_steps must be >= 0, got {opts.lookahead_steps}")
+        if not 0 <= opts.lookahead_steps <= MAX_LOOKAHEAD:
+            raise ValueError(f"lookahead_steps must be 0..{MAX_LOOKAHEAD} chunks, got {opts.lookahead_steps}")
         if opts.lookahead_feedback_scale is not None and self.cfg.version == V1:
             raise ValueError(f"lookahead_feedback_scale acts on v2's gate only; this checkpoint is {V1} (its tokens "
                              "come from the belief mixture, which has no feedback), so drop it")
