@@ -13,20 +13,30 @@ from __future__ import annotations
 
 import copy
 import os
-import types
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lmlab import rundir
 from lmlab.compat.files import read_python_dict, read_seed_file  # noqa: F401  (re-exported)
-from lmlab.compat.paths import MISSING
+from lmlab.compat.paths import MISSING, split_path
 from lmlab.compat.paths import find as find_paths
 from lmlab.compat.paths import get as get_path
 from lmlab.compat.paths import set_ as set_path
-from lmlab.compat.tables import PLACEHOLDER, Rule, Table, table, tables  # noqa: F401  (re-exported)
+from lmlab.compat.tables import (  # noqa: F401  (re-exported)
+    PLACEHOLDER,
+    Rule,
+    Table,
+    misplaced_rules,
+    table,
+    tables,
+    unwrap,
+)
 from lmlab.config import DEFAULT_FAMILY, ModelConfig, RunConfig
 from lmlab.errors import ConfigError
 from lmlab.registry import FAMILIES, family_aliases, resolve_family
@@ -51,6 +61,8 @@ class _Ctx:
     matched: set[str]
     deferred: list[tuple[Rule, Any]] = field(default_factory=list)
     winning: set[str] = field(default_factory=set)
+    stage: str | None = None
+    """The seed's two-stage workflow: ``stage1`` / ``stage2`` when the config is one of them."""
 
     def note(self, rule: Rule, text: str) -> None:
         self.notes.append(f"seed {rule.seed} `{rule.key}` -> {text}")
@@ -81,9 +93,14 @@ def translate(raw: dict[str, Any], source: str = "config", seed: str | None = No
     dialect = {k: r for t in tables() if t.seed in ctx.matched for k, r in t.in_dialect.items()}
     if dialect:
         _walk(ctx, ctx.raw, [], dialect, lmlab_keys_only=True)
+    for t in tables():  # a known key of a seed's family at the wrong level: say where it lives
+        if t.family is not None and _family(ctx.raw) == t.family:
+            _walk(ctx, ctx.raw, [], misplaced_rules(t.seed), lmlab_keys_only=False)
     for rule, value in ctx.deferred:
         TRANSFORMS[rule.transform](ctx, rule, value)
     _rename_values(ctx)
+    if not ctx.errors:
+        _default_run_dir(ctx)
     if ctx.errors:
         raise ConfigError(f"{source}: {'; '.join(ctx.errors)}")
     return Translation(ctx.raw, ctx.notes, sorted(ctx.matched))
@@ -309,22 +326,77 @@ def _cosine_only(ctx: _Ctx, rule: Rule, value: Any) -> None:
 def _placeholder(ctx: _Ctx, rule: Rule, value: Any) -> Any:
     """The seed's stage-2 example writes ``{...}``: the default top model."""
     if value == PLACEHOLDER:
+        ctx.stage = "stage2"
         _move(ctx, rule, rule.to, {}, note=" = {} (the `{...}` placeholder: the default top model)")
         return None
     if value is None:
+        ctx.stage = "stage1"
         set_path(ctx.raw, rule.to, None)
         ctx.note(rule, f"`{rule.to}` = null (no top model: stage 1)")
         return None
     return value
 
 
+def _misplaced(ctx: _Ctx, rule: Rule, value: Any) -> None:
+    """A key of the family's schema (or a seed spelling of one) at a level where it is not:
+    where it lives (``rule.to``: its places, " or " between), with the value written there."""
+    homes = (rule.to or "").split(" or ")
+    if len(homes) > 1:
+        ctx.error(rule, f"not a key here: it is {rule.to}; write it under one of them")
+        return
+    parts = split_path(homes[0])
+    inner: Any = value
+    for part in reversed(parts[2:]):  # model.levels[*].entropy.threshold -> levels: [{entropy: {threshold: v}}]
+        inner = [inner] if part == "*" else {part: inner}
+    shown = yaml.safe_dump(inner, default_flow_style=True, width=10**6).strip().removesuffix("\n...")
+    each = " (one per level)" if "*" in parts else ""
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    ctx.error(rule, f"not a key here: it is {homes[0]}{each}; write {parts[0]}.{parts[1]}: {shown}")
+
+
 TRANSFORMS: dict[str, Callable[[_Ctx, Rule, Any], Any]] = {
     "as_list": _as_list, "enabled": _enabled, "run_dir": _run_dir, "source_type": _source_type,
     "family_alias": _family_alias, "rope": _rope, "always_packed": _always_packed,
     "tokens_to_sequences": _tokens_to_sequences, "hf_dataset": _hf_dataset, "mlflow_hint": _mlflow_hint,
-    "cosine_only": _cosine_only, "placeholder": _placeholder,
+    "cosine_only": _cosine_only, "placeholder": _placeholder, "misplaced": _misplaced,
 }
 DEFERRED = {"tokens_to_sequences"}
+
+
+# ----------------------------------------------------------------- where a key lives, a run dir
+
+
+def _family(raw: dict[str, Any]) -> str | None:
+    model = raw.get("model")
+    family = model.get("family", DEFAULT_FAMILY) if isinstance(model, dict) else DEFAULT_FAMILY
+    try:
+        return resolve_family(family)[0] if isinstance(family, str) else None
+    except ConfigError:
+        return None
+
+
+_CONFIG_SUFFIXES = {".py", ".yaml", ".yml", ".json"}
+
+
+def _default_run_dir(ctx: _Ctx) -> None:
+    """A config file in a seed's dialect that names no run dir trains in its own: ``runs/<file
+    stem>``, and the seed 003 two-stage workflow's stage after it (``runs/exp_config-stage1``,
+    ``-stage2``), so neither stage nor ``make train`` (``runs/default``) lands in another's."""
+    path = Path(ctx.source)
+    if not ctx.matched or path.suffix.lower() not in _CONFIG_SUFFIXES or \
+            get_path(ctx.raw, "train.out_dir") not in (MISSING, None):
+        return
+    stage = ctx.stage
+    if get_path(ctx.raw, "model.top_transformer_config") is None:  # present and null: no top model
+        stage = "stage1"
+    elif get_path(ctx.raw, "model.load_base_from") not in (MISSING, None):
+        stage = "stage2"
+    name = path.stem
+    if stage is not None and stage not in re.sub(r"[^a-z0-9]", "", name.lower()):
+        name = f"{name}-{stage}"
+    set_path(ctx.raw, "train.out_dir", f"runs/{name}")
+    ctx.notes.append(f"seed {', '.join(sorted(ctx.matched))} {path.name} names no run dir (train.out_dir): it "
+                     f"trains in its own, runs/{name}; set train.out_dir to choose another")
 
 
 # ------------------------------------------------------------------------------------- internals
@@ -353,7 +425,7 @@ def _is_lmlab_key(raw: dict[str, Any], loc: list[str]) -> bool:
 def _descend(ann: Any, node: Any, parts: list[str]) -> bool:
     if not parts:
         return True
-    ann = _unwrap(ann)
+    ann = unwrap(ann)
     part, rest = parts[0], parts[1:]
     if part == "[*]":
         if typing.get_origin(ann) is not list:
@@ -366,21 +438,6 @@ def _descend(ann: Any, node: Any, parts: list[str]) -> bool:
     if cls is None or part not in cls.model_fields:
         return False
     return _descend(cls.model_fields[part].annotation, node.get(part) if isinstance(node, dict) else None, rest)
-
-
-def _unwrap(ann: Any) -> Any:
-    """``Annotated[X, ...]`` and ``X | None`` -> ``X`` (other unions stay: ``model_class_of`` picks by tag)."""
-    while True:
-        origin = typing.get_origin(ann)
-        if origin is typing.Annotated:
-            ann = typing.get_args(ann)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(ann) if a is not type(None)]
-            if len(args) != 1:
-                return ann
-            ann = args[0]
-        else:
-            return ann
 
 
 def _hashable(value: Any) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,26 @@ from lmlab.training.memory import available_bytes
 CHANGEABLE = {"block_size", "auxiliary", "dropout", "preset", "vocab_size"}
 
 
+@dataclass
+class ContinuousPlan(TrainPlan):
+    """A continuous run's plan: its resume hint names the preset, so the resume picks the same
+    one (the picker's Enter may take another, which would start a new cycle instead)."""
+
+    resume: str = "python main.py (or lmlab run)"
+
+    @property
+    def resume_command(self) -> str:
+        return self.resume
+
+
+def resume_hint(preset: str, world: int) -> str:
+    """The command that continues this run: the preset by ``LMLAB_PRESET``, torchrun's too."""
+    if world > 1:
+        per_node = os.environ.get("LOCAL_WORLD_SIZE") or world
+        return f"LMLAB_PRESET={preset} torchrun --nproc_per_node={per_node} main.py"
+    return f"LMLAB_PRESET={preset} python main.py (or LMLAB_PRESET={preset} lmlab run)"
+
+
 def run(preset: str | None = None, *, target_tokens: int = TARGET_TOKENS, cwd: Path | None = None,
         interactive: bool | None = None) -> Path:
     """Choose a preset (``preset`` skips the question), train one run of ``target_tokens``
@@ -65,7 +86,7 @@ def run(preset: str | None = None, *, target_tokens: int = TARGET_TOKENS, cwd: P
         cuda = info.device.type == "cuda"
         raw = to_run_config(spec, choice, target_tokens, info.world, cuda and torch.cuda.is_bf16_supported())
         raw["train"]["allow_tf32"] = cuda  # seed 001: TF32 matmuls, bf16 autocast where the GPU has it
-        run_dir = train(_plan(raw, choice, target_tokens, str(path), info.is_main))
+        run_dir = train(_plan(raw, choice, target_tokens, str(path), info.is_main, resume_hint(choice, info.world)))
     finally:
         teardown_distributed()
     return run_dir
@@ -99,7 +120,7 @@ def _ask(folder: Path, device: torch.device, interactive: bool | None) -> str:
     return choose(presets, default, interactive=interactive, marks=marks, why=why)
 
 
-def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: bool) -> TrainPlan:
+def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: bool, resume: str) -> TrainPlan:
     """This run: a new model, the exact continuation of an unfinished cycle, or a new cycle
     warm-started from the newest snapshot."""
     run_dir = Path(raw["train"]["out_dir"])
@@ -107,7 +128,8 @@ def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: b
     if snap is None:
         cfg = validate_config(raw, source)
         _say(is_main, f"lmlab: preset {choice}: a new model in {run_dir} (cycle 1, {target:,} tokens)")
-        return TrainPlan(cfg, layout=rundir.CONTINUOUS, meta={"continuous": _meta(choice, 1, target, 0)})
+        return ContinuousPlan(cfg, resume=resume, layout=rundir.CONTINUOUS,
+                              meta={"continuous": _meta(choice, 1, target, 0)})
     if rundir.layout_of(run_dir) is not rundir.CONTINUOUS:
         raise LmlabError(f"{run_dir} holds the snapshots of lmlab train (current), not the continuous "
                          "trainer's; set train.out_dir in the preset to another folder")
@@ -134,7 +156,8 @@ def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: b
         else:
             _say(is_main, f"lmlab: preset {choice}: continuing cycle {cycle} at {snap.meta['tokens_seen']:,} of "
                  f"{target:,} tokens ({snap.path.name})")
-            return TrainPlan(cfg, layout=rundir.CONTINUOUS, meta={"continuous": _meta(choice, cycle, target, before)})
+            return ContinuousPlan(cfg, resume=resume, layout=rundir.CONTINUOUS,
+                                  meta={"continuous": _meta(choice, cycle, target, before)})
     total = before + int(snap.meta["tokens_seen"])
     cycle += 1
     raw["train"]["seed"] = base_seed + cycle - 1  # a new data order each cycle
@@ -144,8 +167,8 @@ def _plan(raw: dict[str, Any], choice: str, target: int, source: str, is_main: b
     grow = f", positions {saved['model']['block_size']} -> {seq}" if seq > saved["model"]["block_size"] else ""
     _say(is_main, f"lmlab: preset {choice}: cycle {cycle} from {snap.path.name} ({total:,} tokens so far{grow}), "
          f"{target:,} more tokens")
-    return TrainPlan(cfg, warm_start=snap, layout=rundir.CONTINUOUS,
-                     meta={"continuous": _meta(choice, cycle, target, total)})
+    return ContinuousPlan(cfg, resume=resume, warm_start=snap, layout=rundir.CONTINUOUS,
+                          meta={"continuous": _meta(choice, cycle, target, total)})
 
 
 def _meta(preset: str, cycle: int, target: int, before: int) -> dict[str, Any]:

@@ -45,6 +45,11 @@ class Tracker:
     def log(self, row: dict[str, Any]) -> None:
         """One row of metrics (it has ``step`` and ``tokens``; values are numbers or small dicts)."""
 
+    def backfill(self, rows: list[dict[str, Any]]) -> None:
+        """After ``start``: the rows the run logged before this tracker was on it (``metrics.jsonl``
+        up to the resumed step). A tracker that started afresh on a resumed or finished run (added
+        after the fact) logs them; one that already has them ignores them (the default)."""
+
     def close(self, status: str = "FINISHED") -> None:
         """The run ends: ``FINISHED``, ``KILLED`` (interrupted) or ``FAILED``; flush and release."""
 
@@ -82,25 +87,64 @@ class JsonlTracker(Tracker):
 
 
 class ConsoleTracker(Tracker):
-    """One plain line per logged row on stdout, for logs that are not a terminal."""
+    """Plain lines on stdout, for logs that are not a terminal: every evaluation, and a training
+    row at most every ``EVERY_S`` seconds (the first, and the budget's last step, always; a row
+    held back is printed at close, so a stopped run shows where it stopped), with the time left
+    to the end of the budget (the cycle's, in the continuous trainer). ``metrics.jsonl`` keeps
+    every row; a log interval of 1 step would otherwise print tens of thousands of lines."""
+
+    EVERY_S = 30.0
 
     def __init__(self, ctx: TrackerContext):
         self.total = ctx.total_steps
+        self.clock: Callable[[], float] = time.monotonic
+        self.begun, self.first_step = 0.0, 0
+        self.shown: float | None = None  # when the last training line was printed
+        self.held: tuple[dict[str, Any], float] | None = None
+
+    def start(self, config: dict[str, Any], step: int) -> None:
+        self.begun, self.first_step = self.clock(), step
 
     def log(self, row: dict[str, Any]) -> None:
         step = row["step"]
         if "val_loss" in row:
+            if self.held is not None:  # the step being evaluated first, in order
+                self._print(*self.held)
             print(f"step {step}: val loss {row['val_loss']:.4f}, ppl {row['val_ppl']:.2f}, bpb {row['val_bpb']:.4f}",
                   flush=True)
         elif "loss" in row:
-            parts = [f"step {step}/{self.total}", f"loss {row['loss']:.4f}", f"lr {row['lr']:.2e}",
-                     f"{row['tokens_per_s']:,.0f} tok/s"]
-            if "wall_s" in row:
-                wall = row["wall_s"]
-                parts.append(f"{wall:.1f}s" if wall < 60 else f"{int(wall // 60)}m{int(wall % 60):02d}s")
-            if "mfu" in row:
-                parts.append(f"MFU {row['mfu']:.1%}")
-            print(" | ".join(parts), flush=True)
+            now = self.clock()
+            if self.shown is None or step >= self.total or now - self.shown >= self.EVERY_S:
+                self._print(row, now)
+            else:
+                self.held = (row, now)
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self.held is not None:
+            self._print(*self.held)
+
+    def _print(self, row: dict[str, Any], now: float) -> None:
+        step = row["step"]
+        parts = [f"step {step}/{self.total}", f"loss {row['loss']:.4f}", f"lr {row['lr']:.2e}",
+                 f"{row['tokens_per_s']:,.0f} tok/s"]
+        if "wall_s" in row:
+            parts.append(duration(row["wall_s"]))
+        if "mfu" in row:
+            parts.append(f"MFU {row['mfu']:.1%}")
+        done = step - self.first_step
+        if 0 < done and step < self.total:  # this session's pace, evaluations and saves included
+            parts.append(f"ETA {duration((now - self.begun) / done * (self.total - step))}")
+        print(" | ".join(parts), flush=True)
+        self.shown, self.held = now, None
+
+
+def duration(seconds: float) -> str:
+    """``12.3s``, ``4m05s``, ``3h07m``: short enough for a log line."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
 class MlflowTracker(Tracker):
@@ -124,6 +168,7 @@ class MlflowTracker(Tracker):
         self.batch_interval, self.rows = cfg.batch_interval, 0
         self.pending: list = []
         self.run_id: str | None = None
+        self.fresh = False  # a new MLflow run: it has none of the run's earlier rows
 
     def start(self, config: dict[str, Any], step: int) -> None:
         from mlflow.entities import Param  # deferred: mlflow is optional
@@ -138,6 +183,7 @@ class MlflowTracker(Tracker):
         exp = self.client.get_experiment_by_name(self.experiment)
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(self.experiment)
         self.run_id = self.client.create_run(exp_id, run_name=self.run_name).info.run_id
+        self.fresh = True
         atomic_write_text(saved, json.dumps({"tracking_uri": self.uri, "run_id": self.run_id}) + "\n")
         # MLflow keeps at most 6000 characters of a param and takes at most 100 params per batch
         params = [Param(k, (json.dumps(v) if isinstance(v, (list, dict)) else str(v))[:6000])
@@ -146,13 +192,25 @@ class MlflowTracker(Tracker):
             self.client.log_batch(self.run_id, params=params[i:i + 100])
 
     def log(self, row: dict[str, Any]) -> None:
+        self._add(row)
+        self.rows += 1
+        if self.rows % self.batch_interval == 0 or "val_loss" in row:  # evals are seen at once
+            self._flush()
+
+    def _add(self, row: dict[str, Any]) -> None:
         from mlflow.entities import Metric  # deferred: mlflow is optional
 
         now, step = int(time.time() * 1000), int(row["step"])
         self.pending += [Metric(k.replace("/", "."), v, now, step) for k, v in scalars(row).items() if math.isfinite(v)]
-        self.rows += 1
-        if self.rows % self.batch_interval == 0 or "val_loss" in row:  # evals are seen at once
-            self._flush()
+
+    def backfill(self, rows: list[dict[str, Any]]) -> None:
+        if not (self.fresh and rows):
+            return
+        for row in rows:
+            self._add(row)
+        self._flush()
+        print(f"lmlab: mlflow: logged the run's {len(rows)} earlier rows (metrics.jsonl, steps {rows[0]['step']}-"
+              f"{rows[-1]['step']}) to the new MLflow run {self.run_id}", flush=True)
 
     def _flush(self) -> None:
         for i in range(0, len(self.pending), 1000):  # at most 1000 metrics per batch
@@ -183,6 +241,8 @@ class TensorBoardTracker(Tracker):
         # deferred: it needs the optional tensorboard package
         from torch.utils.tensorboard import SummaryWriter
 
+        # no event files yet: a new log (the tracker added to a resumed or finished run)
+        self.fresh = not any(self.log_dir.glob("**/events.out.tfevents.*"))
         self.writer = SummaryWriter(str(self.log_dir), purge_step=step + 1 if step else None)
         if not step:
             self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
@@ -190,6 +250,13 @@ class TensorBoardTracker(Tracker):
     def log(self, row: dict[str, Any]) -> None:
         for key, value in scalars(row).items():
             self.writer.add_scalar(key, value, int(row["step"]))
+
+    def backfill(self, rows: list[dict[str, Any]]) -> None:
+        if self.fresh and rows:
+            for row in rows:
+                self.log(row)
+            print(f"lmlab: tensorboard: logged the run's {len(rows)} earlier rows (metrics.jsonl) to {self.log_dir}",
+                  flush=True)
 
     def close(self, status: str = "FINISHED") -> None:
         if self.writer is not None:
@@ -207,14 +274,25 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class Trackers(Tracker):
-    """Forwards every call to each of its trackers (none: a null object)."""
+    """Forwards every call to each of its trackers (none: a null object). ``history``: the run's
+    ``metrics.jsonl``, whose rows up to a resumed step go to each tracker's ``backfill``."""
 
-    def __init__(self, trackers: list[Tracker]):
+    def __init__(self, trackers: list[Tracker], history: Path | None = None):
         self.trackers = trackers
+        self.history = history
 
     def start(self, config: dict[str, Any], step: int) -> None:
         for t in self.trackers:
             t.start(config, step)
+        # After every start: the jsonl tracker has cut the rows past the snapshot (a torn row too).
+        if step and self.history is not None and self.history.is_file():
+            rows = [row for row in read_jsonl(self.history) if row.get("step", 0) <= step]
+            for t in self.trackers:
+                t.backfill(rows)
+
+    def backfill(self, rows: list[dict[str, Any]]) -> None:
+        for t in self.trackers:
+            t.backfill(rows)
 
     def log(self, row: dict[str, Any]) -> None:
         for t in self.trackers:
@@ -238,4 +316,4 @@ def build_trackers(ctx: TrackerContext, is_main: bool) -> Trackers:
     names = ["jsonl", *(n for n in ctx.train.trackers if n != "jsonl")]
     if ctx.train.progress and not sys.stderr.isatty():
         names.append("console")
-    return Trackers([TRACKERS[n](ctx) for n in dict.fromkeys(names)])
+    return Trackers([TRACKERS[n](ctx) for n in dict.fromkeys(names)], history=ctx.run_dir / "metrics.jsonl")

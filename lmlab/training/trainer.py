@@ -59,7 +59,7 @@ from lmlab.training.state import (
     TrainerState,
 )
 from lmlab.training.telemetry import Telemetry, peak_tflops
-from lmlab.training.trackers import TrackerContext, build_trackers
+from lmlab.training.trackers import TrackerContext, build_trackers, duration
 
 
 class Trainer:
@@ -380,7 +380,7 @@ class Trainer:
                  else "paused (train.stop_at_step)")
         self._say(f"lmlab: {ended}: {self.run_dir} | step {self.step}/{self.budget.max_steps} | val loss "
                   f"{self.last_val['val_loss']:.4f} (bpb {self.last_val['val_bpb']:.4f}) | {best} | "
-                  f"{_duration(self.clock.wall_s)} of training")
+                  f"{duration(self.clock.wall_s)} of training")
 
     def _loop(self, bar: tqdm, interrupt: Interrupt) -> None:
         """Steps until the budget is spent (or ``stop_at_step``, a pause): log, evaluate (keeping
@@ -473,14 +473,6 @@ class Trainer:
     def _say(self, line: str) -> None:
         if self.info.is_main:
             print(line, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    """12.3s, 4m05s, 2h03m09s."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    m, s = divmod(int(seconds), 60)
-    return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m{s:02d}s"
 
 
 def _write_samples(model, tokenizer, cfg: RunConfig, run_dir: Path) -> None:

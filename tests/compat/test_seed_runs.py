@@ -11,6 +11,7 @@ import yaml
 
 from lmlab.cli import main as cli
 from lmlab.configure import load_config
+from lmlab.errors import ConfigError
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 # The seeds' examples are data beside this file (--import-mode=importlib: no sys.path entry).
@@ -71,18 +72,100 @@ def test_seed000_knobs_train(in_tmp, corpus_dir):
 
 def test_seed003_two_stages_train_as_written(in_tmp):
     """Stage 1 (no top model) saves its base; stage 2's `{...}` top model loads it with
-    --load_base_from and trains on the frozen levels."""
+    --load_base_from and trains on the frozen levels. Neither file names a run dir: each stage
+    trains in its own (runs/<file>), not in stage 1's or `make train`'s runs/default."""
     tiny = ["model.preset=tiny", "train.max_steps=2", "train.batch_size=2", "train.warmup_steps=1"]
     stage1 = _write(in_tmp, "seed003-stage1")
-    assert _train(stage1, *tiny, "train.out_dir=runs/stage1") == 0
+    assert _train(stage1, *tiny) == 0
     assert (in_tmp / "stage1_base.pt").is_file()
     stage2 = _write(in_tmp, "seed003-stage2")
     argv = ["train", "--config", str(stage2), "--load_base_from", "./stage1_base.pt"]
-    for s in (*TINY, *tiny, "train.out_dir=runs/stage2"):
+    for s in (*TINY, *tiny):
         argv += ["--set", s]
     assert cli(argv) == 0
-    cfg = load_config(in_tmp / "runs" / "stage2" / "config.yaml")
+    assert sorted(p.name for p in (in_tmp / "runs").iterdir()) == ["seed003-stage1", "seed003-stage2"]
+    first = load_config(in_tmp / "runs" / "seed003-stage1" / "config.yaml")
+    assert first.model.top_transformer_config is None and first.train.out_dir == "runs/seed003-stage1"
+    cfg = load_config(in_tmp / "runs" / "seed003-stage2" / "config.yaml")
     assert cfg.model.load_base_from == "./stage1_base.pt" and cfg.model.top_transformer_config is not None
+    assert cfg.train.out_dir == "runs/seed003-stage2"
+
+
+def test_seed003_one_file_edited_between_the_stages_gets_a_run_dir_per_stage(tmp_path):
+    """The seed runs both stages from experiments/exp_config.py, edited in between: the stage
+    goes after the file's name. A file that names its checkpoint_dir keeps it."""
+    path = tmp_path / "exp_config.py"
+    out_dirs = []
+    for name in ("seed003-stage1", "seed003-stage2"):
+        path.write_text(EXAMPLES[name][0])
+        notes: list[str] = []
+        out_dirs.append(load_config(path, notes=notes.append).train.out_dir)
+        assert any(f"it trains in its own, {out_dirs[-1]}" in n for n in notes), notes
+    assert out_dirs == ["runs/exp_config-stage1", "runs/exp_config-stage2"]
+    path.write_text("exp_config = {'learning_rate': 1e-3}\n")  # neither stage: the file's name alone
+    assert load_config(path, notes=lambda _: None).train.out_dir == "runs/exp_config"
+    raw = {"model": {"load_base_from": "./stage1_base.pt"}}  # --load_base_from with a full top model
+    assert load_config(path, raw=raw, notes=lambda _: None).train.out_dir == "runs/exp_config"  # not stage 1's
+    path.write_text("exp_config = {'checkpoint_dir': './ckpt', 'top_transformer_config': None}\n")
+    assert load_config(path, notes=lambda _: None).train.out_dir == "./ckpt"
+
+
+def _nested_fields() -> dict[str, str]:
+    """Every field of the abstractinator's levels, entropy models and top model (and the heads)
+    that is neither the model's own nor a section's, with a place it lives."""
+    from lmlab.config import AuxiliaryConfig, RunConfig
+    from lmlab.models.abstractinator.config import (
+        AbstractinatorConfig,
+        EntropyModelConfig,
+        LevelConfig,
+        TopConfig,
+    )
+
+    own = set(AbstractinatorConfig.model_fields)
+    for f in RunConfig.model_fields.values():
+        own |= set(getattr(f.annotation, "model_fields", {}))
+    places = {"model.levels[*]": LevelConfig, "model.levels[*].entropy": EntropyModelConfig,
+              "model.top_transformer_config": TopConfig, "model.auxiliary": AuxiliaryConfig}
+    return {name: f"{where}.{name}" for where, cls in places.items() for name in cls.model_fields if name not in own}
+
+
+def test_seed003_keys_at_the_wrong_level_say_where_they_live(tmp_path):
+    """w_entropy_ce, c_vq_d_c and d_lo_d_c at the top of exp_config (issue 28), and every other
+    key of the levels, entropy models and top model, at the top or directly under model."""
+    path = tmp_path / "exp_config.py"
+    path.write_text("exp_config = {'w_entropy_ce': 0.5, 'c_vq_d_c': 32, 'd_lo_d_c': 16}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, notes=lambda _: None)
+    for key, value in (("w_entropy_ce", 0.5), ("c_vq_d_c", 32), ("d_lo_d_c", 16)):
+        assert f"`{key}`: not a key here: it is model.levels[*].{key} (one per level); write model.levels: " \
+               f"[{{{key}: {value}}}]" in str(e.value)
+    # what the line says to write loads
+    path.write_text("exp_config = {'model': {'levels': [{'w_entropy_ce': 0.5, 'c_vq_d_c': 32, 'd_lo_d_c': 16}]}}\n")
+    assert load_config(path, notes=lambda _: None).model.levels[0].c_vq_d_c == 32
+    fields = _nested_fields()
+    assert {"w_entropy_ce", "threshold", "vq_beta", "continuous", "value_weight"} <= set(fields)
+    for key, home in fields.items():
+        for where in ("top", "model"):
+            text = f"exp_config = {{'{key}': 1}}\n" if where == "top" else f"exp_config = {{'model': {{'{key}': 1}}}}\n"
+            path.write_text(text)
+            with pytest.raises(ConfigError) as e:
+                load_config(path, notes=lambda _: None)
+            line = str(e.value)
+            assert "\n" not in line and ": not a key here: it is " in line and home in line, (where, key, line)
+
+
+def test_a_known_key_in_its_own_place_is_never_refused(tmp_path):
+    """The located keys stay valid where they live, and other families are left alone."""
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump({"model": {"family": "abstractinator", "levels": [
+        {"window": 8, "entropy": {"threshold": 2.5}}], "top_transformer_config": {"n_layer": 2}},
+        "tokenizer": {"type": "byte"}, "train": {"out_dir": str(tmp_path / "run")}}))
+    cfg = load_config(path, notes=lambda _: None)
+    assert cfg.model.levels[0].entropy.threshold == 2.5 and cfg.model.top_transformer_config.n_layer == 2
+    path.write_text(yaml.safe_dump({"model": {"family": "transformer", "window": 8}}))
+    with pytest.raises(ConfigError) as e:  # not the abstractinator's: the schema's own unknown-key line
+        load_config(path, notes=lambda _: None)
+    assert "not a key here" not in str(e.value) and "model.window" in str(e.value)
 
 
 def test_seed003_max_steps_caps_num_epochs(in_tmp):

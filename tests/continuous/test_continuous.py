@@ -30,6 +30,7 @@ from lmlab.continuous.presets import (
     to_run_config,
 )
 from lmlab.errors import ConfigError, LmlabError
+from lmlab.training.process import Interrupt
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -217,7 +218,7 @@ def test_main_py_in_a_terminal(home, keys, chosen):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 130, child.before
-    assert "resume with: python main.py" in child.before
+    assert f"resume with: LMLAB_PRESET={chosen} python main.py" in child.before  # the same preset, no question
     run_dir = home.dir / "runs/main"
     meta = _meta(run_dir)
     assert meta["continuous"]["preset"] == chosen and meta["continuous"]["target_tokens"] == TARGET_TOKENS
@@ -237,6 +238,7 @@ def test_main_py_without_a_terminal_takes_the_default_then_resumes(home):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err
         assert "no terminal attached: training the default preset 00_best_general" in out
+        assert "resume with: LMLAB_PRESET=00_best_general python main.py" in out + err
         if i == 0:
             first = _meta(run_dir)["tokens_seen"]  # the snapshot the interrupt saved
     assert f"continuing cycle 1 at {first:,} of {TARGET_TOKENS:,} tokens" in out
@@ -271,17 +273,12 @@ def test_cycles_rotate_three_snapshots_and_the_mirror(home, capsys):
     assert not all(torch.equal(first[k], load_file(ckpt / "lm_current/model.safetensors")[k]) for k in first)
 
 
-class _StopAfter:
-    """Stands in for the trainer's SIGINT flag: 'interrupted' after ``n`` checks."""
+class _StopAfter(Interrupt):
+    """The trainer's signal flag, 'interrupted' after ``n`` checks (no signal sent)."""
 
     def __init__(self, *args, n: int = 12):  # args: the trainer's (resume command, announce)
+        super().__init__(*args)
         self.n = n
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
     @property
     def hit(self) -> bool:
@@ -297,8 +294,8 @@ def test_an_unfinished_cycle_continues_exactly(home, monkeypatch, capsys):
     import lmlab.training.trainer as loop
 
     with monkeypatch.context() as m:
-        m.setattr(loop, "_Interrupt", _StopAfter)
-        with pytest.raises(KeyboardInterrupt):
+        m.setattr(loop, "Interrupt", _StopAfter)
+        with pytest.raises(KeyboardInterrupt, match="resume with: LMLAB_PRESET=00_best_general python main.py"):
             run(target_tokens=2048, interactive=False)
     run_dir = home.dir / "runs/main"
     stopped = _meta(run_dir)["tokens_seen"]
@@ -437,3 +434,32 @@ def test_lmlab_preset_picks_without_a_question(home, monkeypatch):
     monkeypatch.setenv("LMLAB_PRESET", "nope")
     with pytest.raises(LmlabError, match="no preset 'nope'"):
         run(target_tokens=256, interactive=True)
+
+
+def test_the_resume_hint_names_the_preset(home, monkeypatch):
+    """LMLAB_PRESET picked it: the hint keeps it, so the resume continues that preset (Enter at
+    the picker would take the default and start a new cycle). Under torchrun, torchrun's line."""
+    run_mod = importlib.import_module("lmlab.continuous.run")
+    plans = []
+    monkeypatch.setattr(run_mod, "train", lambda plan: plans.append(plan) or home.dir / "runs/main")
+    monkeypatch.setenv("LMLAB_PRESET", "01_best_qa")
+    run(target_tokens=256, interactive=True)
+    assert plans[0].resume_command == "LMLAB_PRESET=01_best_qa python main.py (or LMLAB_PRESET=01_best_qa lmlab run)"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert run_mod.resume_hint("01_best_qa", 8) == "LMLAB_PRESET=01_best_qa torchrun --nproc_per_node=4 main.py"
+
+
+def test_a_log_interval_of_one_step_prints_a_line_per_interval_of_time(home, capsys):
+    """log_interval_steps: 1 (the seed's default) keeps every row in metrics.jsonl, but the plain
+    log (no terminal) has the first step, a line per EVERY_S seconds and the cycle's last step,
+    with the time left in the cycle."""
+    home("00_best_general", train={"log_interval_steps": 1})
+    run_dir = run(target_tokens=1024, interactive=False)
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if "loss" in r]
+    assert steps == list(range(1, 17))  # 16 steps of 64 tokens, every one logged
+    lines = [line for line in capsys.readouterr().out.splitlines() if " | loss " in line]
+    assert lines[0].startswith("step 1/16 | loss ") and " | ETA " in lines[0]
+    assert lines[-1].startswith("step 16/16 | loss ") and "ETA" not in lines[-1]
+    assert len(lines) < len(steps)  # a line per 30 s, not per step
+

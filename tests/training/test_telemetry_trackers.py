@@ -124,3 +124,61 @@ def test_a_missing_tracker_package_names_the_install_command(tiny_config, monkey
     with pytest.raises(LmlabError, match=r"mlflow needs the mlflow package: pip install 'lmlab\[track\]' torch==2.13.0"):
         lmlab.train(raw)
     assert not run.exists()
+
+
+def test_trackers_added_to_a_finished_run_get_its_metrics(tiny_config, capsys):
+    """The README's tracker command on a run that already finished (issue 28): nothing is left to
+    train, so the new MLflow run and TensorBoard log take every row of metrics.jsonl, and MLflow's
+    run ends FINISHED (not RUNNING with no metrics). Training on after that adds no duplicates."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, raw, run = tiny_config(train={"max_steps": 6, "log_interval": 2, "eval_interval": 3})
+    lmlab.train(raw)
+    before = _rows(run)
+    lmlab.train(raw, **{"train.trackers": ["mlflow", "tensorboard"], "train.mlflow.experiment": "after"})
+    assert "logged the run's 5 earlier rows" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=f"sqlite:///{(run / 'mlflow.db').resolve()}")
+    run_id = json.loads((run / "mlflow_run.json").read_text())["run_id"]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    losses = {r["step"]: r["loss"] for r in before if "loss" in r}
+    assert {m.step: m.value for m in client.get_metric_history(run_id, "loss")} == pytest.approx(losses)
+    assert {m.step for m in client.get_metric_history(run_id, "val_loss")} == {3, 6}
+
+    lmlab.train(raw, **{"train.trackers": ["mlflow", "tensorboard"], "train.mlflow.experiment": "after",
+                        "train.max_steps": 8})  # the same MLflow run and log go on: nothing backfilled twice
+    assert "earlier rows" not in capsys.readouterr().out
+    losses = {r["step"]: r["loss"] for r in _rows(run) if "loss" in r}
+    assert sorted(losses) == [2, 4, 6, 8]
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [2, 4, 6, 8]
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [2, 4, 6, 8]
+    assert [e.value for e in events.Scalars("loss")] == pytest.approx([losses[s] for s in (2, 4, 6, 8)])
+
+
+def test_console_lines_come_at_most_every_30_seconds_with_an_eta(tmp_path, capsys):
+    """A fake clock (no timing in the test): a step every 2 s, a log row every step."""
+    from lmlab.training.trackers import ConsoleTracker, TrackerContext
+
+    console = ConsoleTracker(TrackerContext(tmp_path, None, total_steps=100))
+    now = [1000.0]
+    console.clock = lambda: now[0]
+    console.start({}, step=40)  # a resume: the pace is this session's
+    for step in range(41, 71):
+        now[0] += 2.0
+        console.log({"step": step, "loss": 2.0, "lr": 1e-3, "tokens_per_s": 1000.0, "wall_s": 5000.0 + step})
+        if step == 60:
+            console.log({"step": 60, "val_loss": 2.5, "val_ppl": 12.2, "val_bpb": 3.0})
+    console.close("KILLED")  # stopped at 70: its row was held back, and shows now
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" | ")[0].split(":")[0] for line in lines] == \
+        ["step 41/100", "step 56/100", "step 60/100", "step 60", "step 70/100"]
+    assert lines[0].endswith("| 1h24m | ETA 1m58s")  # 59 steps left at 2 s each
+    assert lines[1].endswith("| ETA 1m28s") and lines[-1].endswith("| ETA 1m00s")
+    console = ConsoleTracker(TrackerContext(tmp_path, None, total_steps=3))
+    console.clock = lambda: now[0]
+    console.start({}, step=0)
+    for step in (1, 2, 3):
+        console.log({"step": step, "loss": 2.0, "lr": 1e-3, "tokens_per_s": 1000.0})
+    assert [line.split(" | ")[0] for line in capsys.readouterr().out.splitlines()] == ["step 1/3", "step 3/3"]
