@@ -11,6 +11,7 @@ from pathlib import Path
 from lmlab.compat.seed001 import (  # noqa: F401  (re-exported: the continuous trainer's vocabulary)
     TARGET_TOKENS,
     Preset,
+    read_preset,
     to_run_config,
     validate_preset,
 )
@@ -49,14 +50,9 @@ def list_presets(folder: Path) -> list[tuple[str, str]]:
 
 
 def load_preset(path: Path) -> Preset:
-    """Read and validate one preset file (one-line errors naming the file and the key)."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read preset ({e.__class__.__name__}: {e})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: not valid JSON ({e}); fix the file or remove it from {path.parent}") from None
-    return validate_preset(raw, str(path))
+    """Read and validate one preset file (one-line errors naming the file and the key), through
+    the one safe reader every config goes through (a repeated key, deep nesting, an empty file)."""
+    return read_preset(path)
 
 
 CPU_GFLOPS_PER_CORE = 9.0
@@ -79,5 +75,5 @@ def cpu_estimate(preset: Preset, name: str, cores: int, available: int,
     flops = cfg.model.flops_per_token(seq) * target_tokens
     hours = flops / (max(1, cores) * CPU_GFLOPS_PER_CORE * 1e9) / 3600
     params, activations = cfg.model.size_estimate(preset.train.per_gpu_batch_size * seq)
-    need = params * BYTES_PER_PARAM + activations
+    need = params * BYTES_PER_PARAM + activations + cfg.model.overhead_bytes()
     return hours, need, hours <= CPU_HOURS_LIMIT and need <= available

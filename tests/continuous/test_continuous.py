@@ -138,8 +138,11 @@ def test_bad_preset_is_a_one_line_error(corpus_dir, tmp_path, edit, match):
 def test_unparsable_preset_is_listed_and_refused(tmp_path):
     (tmp_path / "a.json").write_text("{not json")
     assert list_presets(tmp_path) == [("a", "(unreadable: JSONDecodeError)")]
-    with pytest.raises(ConfigError, match="a.json: not valid JSON"):
+    with pytest.raises(ConfigError, match="a.json: line 1, column 2: cannot parse preset"):
         load_preset(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text('{"model": {}, "model": {}}')
+    with pytest.raises(ConfigError, match="b.json: line 1: duplicate key 'model'"):
+        load_preset(tmp_path / "b.json")
 
 
 def test_presets_dir_prefers_the_working_directory(tmp_path):
