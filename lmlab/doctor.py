@@ -2,17 +2,20 @@
 
 On a GPU each family runs at its ``small`` preset (the transformer's throughput sweep at
 ``gpt2``, 124M parameters, the MFU target); on a CPU the same checks run at ``tiny`` sizes, which
-is how the test suite keeps them from rotting. Checks, per family:
+is how the test suite keeps them from rotting. Checks, per family, each named by its seed id and
+its descriptive name (``--only`` / ``--skip`` take either; ``ddp_fsdp`` is GPU-05 and GPU-06), and
+printed with the threshold it must meet (``THRESHOLDS``):
 
 - GPU-01 forward/backward: a finite loss and finite gradients;
 - GPU-02 precision parity: the loss under bf16 (and fp16 on CUDA) autocast against fp32;
 - GPU-03 throughput: optimizer steps over batch token budgets (65k, 131k, 262k on GPU; 512, 1k,
   2k on CPU) in micro-batches, tokens/s and, on a GPU lmlab knows, MFU; on a GPU also the first
-  budget with ``torch.compile`` (the MFU target is bf16 + compile);
+  budget with ``torch.compile`` when the compile check runs (the MFU target is bf16 + compile);
 - GPU-04 gradient checkpointing: peak memory and step time with and without it;
-- GPU-05/06 DDP and FSDP parity: with two devices (GPUs, or ``--processes 2`` on CPU) a 2-process
-  ``torchrun`` run of ``lmlab train`` under ``parallel: ddp`` and ``fsdp`` (2 sequences per rank)
-  against one process with one micro-batch of 4, no dropout: every step's training loss within 1e-5;
+- GPU-05 ``ddp`` and GPU-06 ``fsdp`` parity: with two devices (GPUs, or ``--processes 2`` on CPU)
+  a 2-process ``torchrun`` run of ``lmlab train`` under ``parallel: ddp`` / ``fsdp`` (2 sequences
+  per rank) against one process with one micro-batch of 4, no dropout: every step's training
+  loss within 1e-5;
 - GPU-07 generation: new tokens from the shared decoding loop (or the family's own), tokens/s;
 - GPU-08 continuity: 4 steps with ``lmlab.train`` against 2 + a resume of 2, bit for bit;
 - compile: ``torch.compile`` of the training step, loss parity with eager (``--skip compile``
@@ -21,7 +24,8 @@ is how the test suite keeps them from rotting. Checks, per family:
   FlexAttention forward only).
 
 Writes ``reports/gpu/<UTC>/{system.json, results.json, throughput.csv, memory.json}`` and prints a
-table. A check that fails is a row with ``FAIL`` and its error, never a crash of the suite.
+table. A check that fails is a row with ``FAIL`` and its error, never a crash of the suite; the
+command then exits 1 (``failures``).
 """
 
 from __future__ import annotations
@@ -56,8 +60,29 @@ from lmlab.generate.decode import generate_ids
 from lmlab.registry import FAMILIES, build_model
 from lmlab.training.telemetry import peak_memory_mb, peak_tflops
 
-CHECKS = ("forward_backward", "precision", "throughput", "grad_checkpoint", "ddp_fsdp", "generation",
+CHECKS = ("forward_backward", "precision", "throughput", "grad_checkpoint", "ddp", "fsdp", "generation",
           "continuity", "compile", "flex")
+IDS = {"forward_backward": "GPU-01", "precision": "GPU-02", "throughput": "GPU-03", "grad_checkpoint": "GPU-04",
+       "ddp": "GPU-05", "fsdp": "GPU-06", "generation": "GPU-07", "continuity": "GPU-08"}
+"""Seed 002's (and 004's) numbering of its GPU validation suite; compile and flex are lmlab's own."""
+ALIASES = {"ddp_fsdp": ("ddp", "fsdp")}
+"""Older names: ``ddp_fsdp`` was one check for GPU-05 and GPU-06."""
+PRECISION_REL = 0.02
+PARALLEL_REL = 1e-5
+COMPILE_REL = 1e-3
+THRESHOLDS = {
+    "forward_backward": "finite loss and gradients",
+    "precision": f"rel < {PRECISION_REL:g} vs fp32",
+    "throughput": "finite tokens/s at every budget",
+    "grad_checkpoint": "peak_mb_on <= peak_mb_off (CUDA; a CPU only times it)",
+    "ddp": f"rel < {PARALLEL_REL:g} vs one process, every step",
+    "fsdp": f"rel < {PARALLEL_REL:g} vs one process, every step",
+    "generation": "new tokens > 0, every id in the vocabulary",
+    "continuity": "resumed weights == straight, bit for bit",
+    "compile": f"rel < {COMPILE_REL:g} vs eager",
+    "flex": "finite loss",
+}
+"""What each check must meet to PASS: printed beside its figures and kept in results.json."""
 
 
 class Skip(Exception):
@@ -68,9 +93,12 @@ class Doctor:
     """Runs the checks for each family on one device and collects rows."""
 
     def __init__(self, device: torch.device, families: list[str], skip: set[str], log: Callable[[str], None],
-                 processes: int = 1):
+                 processes: int = 1, only: set[str] | None = None):
         self.device, self.families, self.skip, self.log = device, families, skip, log
+        self.only = only  # None: every check; else only these (the others are not reported)
+        self.selected = (only if only is not None else set(CHECKS)) - skip
         self.processes = processes
+        self._reference: dict[str, list[float]] = {}  # family -> one process's losses (GPU-05/06)
         self.gpu = device.type == "cuda"
         self.results: list[dict[str, Any]] = []
         self.throughput: list[dict[str, Any]] = []
@@ -129,7 +157,7 @@ class Doctor:
                 with self.autocast(dtype):
                     out[name] = model(x, y).loss.item()
         rel = {k: abs(v - ref) / abs(ref) for k, v in out.items() if k != "fp32"}
-        return {"ok": all(r < 0.02 for r in rel.values()), **out, **{f"rel_{k}": v for k, v in rel.items()}}
+        return {"ok": all(r < PRECISION_REL for r in rel.values()), **out, **{f"rel_{k}": v for k, v in rel.items()}}
 
     def _steps(self, model, cfg, rows: int, micro: int, steps: int, dtype) -> float:
         """Seconds per optimizer step of ``rows`` sequences in micro-batches of ``micro``."""
@@ -166,7 +194,7 @@ class Doctor:
                    "micro_batch": micro, "tokens_per_s": tps, "mfu": mfu}
             self.throughput.append(row)
             rows_out.append(row)
-        if self.gpu and "compile" not in self.skip:  # the MFU target is measured compiled
+        if self.gpu and "compile" in self.selected:  # the MFU target is measured compiled
             tokens = budgets[0]
             rows = max(micro, tokens // cfg.block_size)
             sec = self._steps(torch.compile(model), cfg, rows, micro, steps=3, dtype=dtype)
@@ -220,33 +248,32 @@ class Doctor:
                           "seed": 5, "num_threads": 1, **train},
                 "sample": {"prompts": [], "max_new_tokens": 1}}
 
-    def ddp_fsdp(self, family: str) -> dict[str, Any]:
+    def parallel(self, family: str, mode: str) -> dict[str, Any]:
+        """GPU-05 (``ddp``) / GPU-06 (``fsdp``): 2 ranks of ``lmlab train`` against one process."""
         count = torch.cuda.device_count() if self.gpu else self.processes
         if count < 2:
             raise Skip(f"needs 2 devices, this machine has {count} (on CPU: --processes 2)")
-        out: dict[str, Any] = {}
+        if mode in FAMILIES[family][1].unsupported_parallel:
+            raise Skip(f"the {family} family does not support parallel: {mode}")
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-            # no dropout: the ranks' random streams differ from one process's by design
-            # one micro-batch of both ranks' rows: families with statistics updated per micro-batch
-            # (EMA codebooks, all-reduced over the ranks) see the same batches as under DDP
-            train_run(self._train_raw(family, f"{tmp}/one", 6, dropout=0.0, batch_size=4))
-            ref = _train_losses(Path(f"{tmp}/one"))
-            for mode in ("ddp", "fsdp"):
-                if mode in FAMILIES[family][1].unsupported_parallel:
-                    out[mode] = "unsupported by the family"
-                    continue
-                cfg = Path(tmp) / f"{mode}.yaml"
-                cfg.write_text(yaml.safe_dump(self._train_raw(family, f"{tmp}/{mode}", 6, dropout=0.0, parallel=mode)))
-                env = {**os.environ, "OMP_NUM_THREADS": "1"}
-                proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                                       "--master_port", str(29500 + os.getpid() % 1000), "-m", "lmlab", "train",
-                                       "--config", str(cfg)], capture_output=True, text=True, env=env, timeout=900)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"{mode}: torchrun exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
-                got = _train_losses(Path(f"{tmp}/{mode}"))
-                out[f"rel_{mode}"] = max(abs(a - b) / abs(b) for a, b in zip(got, ref))
-        rels = [v for k, v in out.items() if k.startswith("rel_")]
-        return {"ok": bool(rels) and all(r < 1e-5 for r in rels), **out}
+            if family not in self._reference:  # one reference for both modes
+                # no dropout: the ranks' random streams differ from one process's by design
+                # one micro-batch of both ranks' rows: families with statistics updated per micro-batch
+                # (EMA codebooks, all-reduced over the ranks) see the same batches as under DDP
+                train_run(self._train_raw(family, f"{tmp}/one", 6, dropout=0.0, batch_size=4))
+                self._reference[family] = _train_losses(Path(f"{tmp}/one"))
+            ref = self._reference[family]
+            cfg = Path(tmp) / f"{mode}.yaml"
+            cfg.write_text(yaml.safe_dump(self._train_raw(family, f"{tmp}/{mode}", 6, dropout=0.0, parallel=mode)))
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                   "--master_port", str(29500 + os.getpid() % 1000), "-m", "lmlab", "train",
+                                   "--config", str(cfg)], capture_output=True, text=True, env=env, timeout=900)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{mode}: torchrun exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+            got = _train_losses(Path(f"{tmp}/{mode}"))
+        rel = max(abs(a - b) / abs(b) for a, b in zip(got, ref))
+        return {"ok": rel < PARALLEL_REL, f"rel_{mode}": rel}
 
     def generation(self, family: str) -> dict[str, Any]:
         cfg = self.model_config(family)
@@ -273,7 +300,7 @@ class Doctor:
             shutil.rmtree(resumed / "checkpoints" / "current")  # prev (step 2) is the newest now
             train_run(self._train_raw(family, str(resumed), 4))
             a, b = ((r / "checkpoints" / "current" / "model.safetensors").read_bytes() for r in (straight, resumed))
-            return {"ok": a == b, "steps": 4, "resumed_at": 2}
+            return {"ok": a == b, "identical": a == b, "steps": 4, "resumed_at": 2}
 
     def compile_check(self, family: str) -> dict[str, Any]:
         cfg = self.model_config(family)
@@ -283,7 +310,7 @@ class Doctor:
         with torch.no_grad():
             eager, comp = model(x, x).loss.item(), compiled(x, x).loss.item()
         rel = abs(comp - eager) / abs(eager)
-        return {"ok": rel < 1e-3, "eager": eager, "compiled": comp, "rel": rel}
+        return {"ok": rel < COMPILE_REL, "eager": eager, "compiled": comp, "rel": rel}
 
     def flex(self, family: str) -> dict[str, Any]:
         cfg_cls = FAMILIES[family][0]
@@ -303,11 +330,15 @@ class Doctor:
     def run(self) -> list[dict[str, Any]]:
         checks = {"forward_backward": self.forward_backward, "precision": self.precision,
                   "throughput": self.throughput_check, "grad_checkpoint": self.grad_checkpoint,
-                  "ddp_fsdp": self.ddp_fsdp, "generation": self.generation, "continuity": self.continuity,
+                  "ddp": lambda f: self.parallel(f, "ddp"), "fsdp": lambda f: self.parallel(f, "fsdp"),
+                  "generation": self.generation, "continuity": self.continuity,
                   "compile": self.compile_check, "flex": self.flex}
         for family in self.families:
             for name, check in checks.items():
-                row: dict[str, Any] = {"family": family, "check": name}
+                if self.only is not None and name not in self.only:
+                    continue
+                row: dict[str, Any] = {"family": family, "id": IDS.get(name, "-"), "check": name,
+                                       "threshold": THRESHOLDS[name]}
                 t0 = time.perf_counter()
                 if name in self.skip:
                     row.update(status="SKIP", reason="--skip")
@@ -322,10 +353,45 @@ class Doctor:
                                    trace=traceback.format_exc(limit=3))
                 row["seconds"] = round(time.perf_counter() - t0, 2)
                 self.results.append(row)
-                self.log(f"{family:15s} {name:17s} {row['status']}  {_brief(row)}")
+                self.log(_line(row))
                 if self.gpu:
                     torch.cuda.empty_cache()
         return self.results
+
+
+def _line(row: dict[str, Any]) -> str:
+    """One printed row: family, id, check, status, its figures and (when it ran) its threshold."""
+    ran = row["status"] != "SKIP"
+    threshold = f"  [threshold: {row['threshold']}]" if ran else ""
+    return f"{row['family']:15s} {row['id']:6s} {row['check']:17s} {row['status']}  {_brief(row)}{threshold}"
+
+
+def resolve_checks(names: tuple[str, ...] | list[str], flag: str) -> set[str]:
+    """Check names from ``names``: descriptive (``precision``), seed ids (``GPU-02``, any case)
+    or an older name (``ddp_fsdp``); anything else is one line naming every check."""
+    by_id = {cid.lower(): name for name, cid in IDS.items()}
+    out: set[str] = set()
+    bad = []
+    for given in names:
+        key = given.strip().lower()
+        if key in CHECKS:
+            out.add(key)
+        elif key in by_id:
+            out.add(by_id[key])
+        elif key in ALIASES:
+            out.update(ALIASES[key])
+        else:
+            bad.append(given)
+    if bad:
+        known = ", ".join(f"{IDS[c]} {c}" if c in IDS else c for c in CHECKS)
+        raise LmlabError(f"{flag}: unknown check(s) {bad}; checks: {known}")
+    return out
+
+
+def failures(folder: str | Path) -> list[dict[str, Any]]:
+    """The FAIL rows of a report folder's results.json (what makes ``lmlab doctor`` exit 1)."""
+    rows = json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))["results"]
+    return [r for r in rows if r["status"] == "FAIL"]
 
 
 def _train_losses(run: Path) -> list[float]:
@@ -337,7 +403,7 @@ def _train_losses(run: Path) -> list[float]:
 def _brief(row: dict[str, Any]) -> str:
     keep = [k for k in ("loss", "rel_bf16", "rel_fp16", "tokens_per_s", "mfu", "step_s_off", "step_s_on",
                         "peak_mb_off", "peak_mb_on", "new_tokens", "rel", "rel_ddp", "rel_fsdp", "resumed_at",
-                        "reason", "error") if row.get(k) is not None]
+                        "identical", "reason", "error") if row.get(k) is not None]
     return ", ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keep)
 
 
@@ -354,22 +420,25 @@ def system_info(device: torch.device) -> dict[str, Any]:
 
 
 def run_doctor(device: str = "auto", out_dir: str | Path = "reports/gpu", families: list[str] | None = None,
-               skip: tuple[str, ...] = (), processes: int = 1, log: Callable[[str], None] = print) -> Path:
-    """Run the suite; returns the report folder ``out_dir/<UTC>``."""
+               skip: tuple[str, ...] = (), processes: int = 1, log: Callable[[str], None] = print,
+               only: tuple[str, ...] = (), exit_on_failure: bool = False) -> Path:
+    """Run the suite; returns the report folder ``out_dir/<UTC>`` (``failures`` reads its FAILs).
+    ``only`` / ``skip``: check names or seed ids (one of the two). ``exit_on_failure`` (the CLI):
+    a FAIL ends the process with exit status 1 once the reports are written."""
     dev = resolve_device(device)
     unknown = sorted(set(families or []) - set(FAMILIES))
     if unknown:
         raise LmlabError(f"--families: unknown {unknown}; known: {', '.join(sorted(FAMILIES))}")
-    bad = sorted(set(skip) - set(CHECKS))
-    if bad:
-        raise LmlabError(f"--skip: unknown check(s) {bad}; checks: {', '.join(CHECKS)}")
+    if only and skip:
+        raise LmlabError("--only and --skip: give one of them (--only names what runs, --skip what does not)")
+    skipped = resolve_checks(skip, "--skip")
+    chosen = resolve_checks(only, "--only") if only else None
     folder = Path(out_dir) / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     folder.mkdir(parents=True, exist_ok=False)
-    doctor = Doctor(dev, families or sorted(FAMILIES), set(skip), log, processes)
+    doctor = Doctor(dev, families or sorted(FAMILIES), skipped, log, processes, only=chosen)
     log(f"lmlab doctor: {dev}, families {', '.join(doctor.families)} -> {folder}")
     doctor.run()
     (folder / "system.json").write_text(json.dumps(system_info(dev), indent=2) + "\n", encoding="utf-8")
-    results = [{k: v for k, v in r.items() if k != "trace"} for r in doctor.results]
     (folder / "results.json").write_text(json.dumps({"results": doctor.results}, indent=2) + "\n", encoding="utf-8")
     (folder / "memory.json").write_text(json.dumps({"peak_process_mb": peak_memory_mb(dev), "grad_checkpoint":
                                                     doctor.memory}, indent=2) + "\n", encoding="utf-8")
@@ -377,6 +446,9 @@ def run_doctor(device: str = "auto", out_dir: str | Path = "reports/gpu", famili
         writer = csv.DictWriter(f, fieldnames=["family", "preset", "batch_tokens", "micro_batch", "tokens_per_s", "mfu"])
         writer.writeheader()
         writer.writerows(doctor.throughput)
-    counts = {s: sum(r["status"] == s for r in results) for s in ("PASS", "FAIL", "SKIP")}
-    log(f"lmlab doctor: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped; {folder}")
+    counts = {s: sum(r["status"] == s for r in doctor.results) for s in ("PASS", "FAIL", "SKIP")}
+    failed = "".join(f"; FAIL {r['id']} {r['check']} ({r['family']})" for r in doctor.results if r["status"] == "FAIL")
+    log(f"lmlab doctor: {counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped{failed}; {folder}")
+    if exit_on_failure and counts["FAIL"]:
+        raise SystemExit(1)  # not a user error (2): the machine or a family failed a check
     return folder

@@ -47,6 +47,9 @@ from lmlab.training.loop import train as run_training
 from lmlab.training.plan import PreparedData, TrainPlan
 from lmlab.training.windows import LMDataset
 
+UNPACKED = "lmlab packs documents into one EOS-separated stream (windows may cross documents)"
+"""Why ``pack_sequences`` false is refused: the same words for ``TextData`` and a seed 002 YAML."""
+
 TEXTS_FILE = "texts.jsonl"
 """In-memory texts become this jsonl source (one line each): a run dir keeps it in ``data/``."""
 
@@ -77,8 +80,8 @@ class TextData:
     hash of each document's source type and name, with at least one document on each side;
     0 holds none out). ``seed``: the order training draws windows in (``train.seed`` of the
     run ``fit`` makes). ``pack_sequences``: documents are concatenated (each followed by EOS)
-    and cut into windows of ``max_length`` tokens, as in every run; False keeps every window
-    inside one document (shorter documents are not used).
+    and cut into windows of ``max_length`` tokens, as in every run; False is refused as the
+    YAML refuses it (a run dir's config could not say so, and a resume would pack).
     """
 
     def __init__(
@@ -94,11 +97,13 @@ class TextData:
         min_text_length: int = 0,
     ):
         kind = _tokenizer_type(tokenizer)
+        if not pack_sequences:
+            raise LmlabError(f"TextData: pack_sequences={pack_sequences!r}: {UNPACKED}; drop the argument")
         if max_length < 1:
             raise LmlabError(f"TextData: max_length must be >= 1, got {max_length}")
         if not 0 <= val_split < 1:
             raise LmlabError(f"TextData: val_split must be in [0, 1), got {val_split}")
-        self.max_length, self.pack_sequences, self.val_split, self.seed = max_length, pack_sequences, val_split, seed
+        self.max_length, self.pack_sequences, self.val_split, self.seed = max_length, True, val_split, seed
         items = [texts_or_paths] if isinstance(texts_or_paths, (str, Path)) else list(texts_or_paths)
         self.texts: list[str] = []  # in-memory documents
         self.sources: list[dict[str, Any]] = []  # files, as lmlab data sources
@@ -170,28 +175,17 @@ class TextData:
         return build_token_arrays(self._streams, self.tokenizer, val_fraction=self._val_split)
 
     def segments(self, texts: list[str], tokenizer: Tokenizer | None = None) -> list[np.ndarray]:
-        """Token arrays of ``texts`` (each document followed by EOS): one stream when packing,
-        one array per document otherwise."""
-        tok = tokenizer or self.tokenizer
-        if self.pack_sequences:
-            return [encode_documents(texts, tok)]
-        return [encode_documents([t], tok) for t in texts]
-
-    def _cut(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Per-source streams as windows see them: whole (packed), or cut after every EOS."""
-        arrays = [a for a in arrays if len(a)]
-        if self.pack_sequences:
-            return arrays
-        eos = self.tokenizer.eos_id
-        return [seg for a in arrays for seg in np.split(a, np.flatnonzero(a == eos) + 1) if len(seg)]
+        """Token arrays of ``texts``: one packed stream (each document followed by EOS)."""
+        return [encode_documents(texts, tokenizer or self.tokenizer)]
 
     @cached_property
     def train_segments(self) -> list[np.ndarray]:
-        return self._cut(self.arrays.train)
+        """The per-source training streams (empty ones dropped)."""
+        return [a for a in self.arrays.train if len(a)]
 
     @cached_property
     def val_segments(self) -> list[np.ndarray]:
-        return self._cut(self.arrays.val)
+        return [a for a in self.arrays.val if len(a)]
 
     @property
     def window(self) -> int:
@@ -303,8 +297,8 @@ class LM:
                 raise LmlabError(f"LM.fit: out_dir={out_dir} and checkpoint_dir={given} name two run dirs; pass one")
             out_dir = given
         if len(train_data.dataset) == 0:
-            raise LmlabError("LM.fit: no training window: every document is shorter than two tokens "
-                             "(pack_sequences=False uses whole documents only)")
+            raise LmlabError("LM.fit: no training window: the training text is shorter than two tokens; "
+                             "give TextData more text")
         if out_dir is None and world > 1:  # each rank would make its own temp dir
             raise LmlabError("LM.fit: a distributed run needs out_dir= (one path every rank shares)")
         out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lmlab-lm-"))
@@ -329,8 +323,7 @@ class LM:
         return self
 
     def _arrays(self, data: TextData, val: TextData | None) -> TokenArrays:
-        """The trainer's token arrays: ``data``'s training segments (a stream per source; a
-        document each when it does not pack), validation from ``val`` (encoded with ``data``'s
+        """The trainer's token arrays: ``data``'s training streams (one per source), validation from ``val`` (encoded with ``data``'s
         tokenizer), else ``data``'s held-out documents, else (no validation text at all) the
         training tokens, with a warning."""
         train = data.train_segments
@@ -344,7 +337,7 @@ class LM:
             val_arr = np.concatenate(data.train_segments)
         if len(val_arr) < 2:
             val_arr = np.concatenate(data.train_segments)
-        # One source; its segments (a stream per source, or a document each) are never crossed.
+        # One source; its streams (one per source read) are never crossed.
         return TokenArrays(["textdata"], [train if len(train) > 1 else train[0]], [val_arr], {"window": data.window})
 
     def _seed_run(self, out: Path, cfg: RunConfig, tok: Tokenizer) -> None:
@@ -460,6 +453,8 @@ def _fit_config(model_section: dict[str, Any], data: TextData, arrays: TokenArra
     batch_size = max(1, min(math.ceil(sequences / (world * accum)), n_windows // (world * accum) or 1))
     budget = {} if set(BUDGET_KEYS) & set(train_raw) else {"epochs": epochs}
     sources = data.data_config.model_dump(mode="json", exclude_defaults=True)
+    for dumped, source in zip(sources["sources"], data.data_config.sources, strict=True):
+        dumped["type"] = source.type  # the discriminator, dropped as a default
     if data.texts_file is not None:  # the in-memory texts, kept in the run: its config names real data
         sources["sources"][-1]["path"] = str((out / "data" / TEXTS_FILE).resolve())
     raw = deep_merge({
@@ -468,7 +463,9 @@ def _fit_config(model_section: dict[str, Any], data: TextData, arrays: TokenArra
         "model": {**model_section, "block_size": max(data.max_length, window), "vocab_size": data.vocab_size},
         "train": {"out_dir": str(out), "batch_size": batch_size, "seq_len": window, **budget, **train_raw},
     }, extra)
-    steps = budget_for(validate_config(raw, source="LM.fit"), arrays, world).max_steps
+    # Every part is lmlab's already (the model and keywords went through compat): translating
+    # again could read it as seed 002's and move ``model.vocab_size`` to ``tokenizer.vocab_size``.
+    steps = budget_for(validate_config(raw, source="LM.fit", translated=True), arrays, world).max_steps
     # The trainer resumes a whole checkpoint in ``out`` at its step; a fresh dir (or one seeded
     # with the current weights) counts from 0.
     snap = rundir.latest_snapshot(out) if rundir.has_checkpoint(out) else None
@@ -478,7 +475,7 @@ def _fit_config(model_section: dict[str, Any], data: TextData, arrays: TokenArra
     for key, value in (("warmup_steps", min(100, max(1, steps // 10))), ("eval_interval", every),
                        ("save_interval", every)):
         raw["train"].setdefault(key, value)
-    return validate_config(raw, source="LM.fit")
+    return validate_config(raw, source="LM.fit", translated=True)
 
 
 def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

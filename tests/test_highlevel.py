@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from lmlab import LM, TextData, psannLM, psannLMDataPrep
+from lmlab.configure import load_config
 from lmlab.data.cache import build_token_arrays
 from lmlab.data.sources import doc_hash_fraction, open_sources, source_streams
 from lmlab.errors import LmlabError
+from lmlab.highlevel import UNPACKED
 from lmlab.registry import FAMILIES
 from lmlab.rundir import latest_snapshot
 
@@ -103,14 +105,31 @@ def test_textdata_reads_texts_and_files_splits_by_document_and_exposes_the_seed_
     assert len(data.val_dataset) > 0
 
 
-def test_unpacked_windows_never_cross_a_document(tmp_path):
-    docs = ["a" * 50, "b" * 10, "c" * 70]
-    data = TextData(docs, tokenizer="char", max_length=16, pack_sequences=False, val_split=0.0)
-    assert len(data) == 49 // 16 + 0 + 70 // 16  # each doc + EOS: 51, 11, 71 tokens
-    for i in range(len(data)):
-        x, y = data.dataset[i]
-        text = data.tokenizer.decode(torch.cat([x, y[-1:]]).tolist())
-        assert len(set(text)) == 1  # one document's characters only (EOS decodes to nothing)
+def test_pack_sequences_false_is_refused_as_the_yaml_refuses_it(tmp_path):
+    """One behaviour: a run dir's config cannot say "unpacked" (a resume would pack), so the
+    API refuses ``pack_sequences=False`` with the words a seed 002 YAML gets."""
+    with pytest.raises(LmlabError) as api:
+        TextData(["a" * 50, "b" * 10], tokenizer="char", pack_sequences=False)
+    (tmp_path / "c.yaml").write_text("data: {pack_sequences: false}\n")
+    with pytest.raises(LmlabError) as yaml_file:
+        load_config(tmp_path / "c.yaml")
+    for line in (str(api.value), str(yaml_file.value)):
+        assert UNPACKED in line and "\n" not in line
+    assert "pack_sequences=False" in str(api.value) and "drop the argument" in str(api.value)
+    assert TextData(["a" * 50], tokenizer="char", pack_sequences=True, val_split=0).pack_sequences
+
+
+def test_fit_on_a_text_of_few_distinct_characters_trains(tmp_path):
+    """Six distinct characters give a char vocabulary under 16: fit trains it (it used to blame
+    ``tokenizer.vocab_size``, a key nobody set), and the run dir loads and samples."""
+    data = TextData(["abcabc abc", "cab bac"], tokenizer="char", val_split=0)
+    assert data.vocab_size < 16
+    model = LM(base="transformer", d_model=16, n_layers=1, n_heads=2, vocab_size=data.vocab_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no validation split (warned)
+        model.fit(data, max_steps=1, out_dir=tmp_path / "run", **QUIET)
+    assert model.model.cfg.vocab_size == data.vocab_size
+    assert LM.load(tmp_path / "run").generate("ab", max_new_tokens=3, temperature=0).startswith("ab")
 
 
 def test_tokenizer_choices_and_prebuilt_models(tmp_path, corpus_dir):
@@ -206,7 +225,8 @@ def test_fit_checks_its_arguments(corpus_dir, tmp_path, monkeypatch):
         LM(base="mamba")
     with pytest.raises(LmlabError, match=r"model.sine_params = .*unknown key \(it is model.sine_params of the psann family\)"):
         LM(base="transformer", sine_params={"amp_init": 1.0})
-    with pytest.raises(LmlabError, match=r"model.n_layer = 2: unknown key"):  # its depth is per level
+    # its depth is per level (compat now says where n_layer lives; before, an unknown key)
+    with pytest.raises(LmlabError, match=r"model.n_layer`?[ =:].*(unknown key|not a key here)"):
         LM(base="abstractinator", n_layers=2)
     with pytest.raises(LmlabError, match="n_head"):
         LM(base="transformer", d_model=30, n_heads=4)

@@ -267,10 +267,19 @@ CAPTIONS = {
     "run": "one run over its steps: loss, learning rate, gradient norm, tokens/s, peak memory",
     "diagnostics": "the family's diagnostics at every evaluation (e.g. apelr with train.eval_planner_diagnostics)",
 }
+# A table never widens the page: it sits in a box that scrolls sideways when it must, in a
+# smaller font, its headers wrapping (after a "/" of a task's metric) while values stay whole.
 CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-       "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em}"
-       "td{text-align:right}td:first-child,td:nth-child(2){text-align:left}th{background:#f3f3f3}"
+       ".table-wrap{max-width:100%;overflow-x:auto;margin:1em 0}"
+       "table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ccc;padding:.25em .5em}"
+       "th{background:#f3f3f3;white-space:normal;overflow-wrap:anywhere;min-width:4em;vertical-align:bottom}"
+       "td{text-align:right;white-space:nowrap}td:first-child,td:nth-child(2){text-align:left}"
        "figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:.9em}")
+
+
+def header_cell(text: str) -> str:
+    """A table header: escaped, with a break opportunity after each ``/`` (``piqa/acc_norm``)."""
+    return f"<th>{html.escape(text).replace('/', '/<wbr>')}</th>"
 
 
 def _md_tables_to_html(md: str) -> str:
@@ -280,9 +289,9 @@ def _md_tables_to_html(md: str) -> str:
     def flush() -> None:
         if table:
             head, rows = table[0], table[2:]
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+            out.append("<div class='table-wrap'><table><tr>" + "".join(header_cell(c) for c in head) + "</tr>"
                        + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-                       + "</table>")
+                       + "</table></div>")
             table.clear()
 
     first_table = True
@@ -342,17 +351,24 @@ def _curves_png(results: dict[str, Any]) -> bytes:
 
 def _bpb_png(results: dict[str, Any]) -> bytes:
     plt, fig, (ax,) = _figure(1, width=max(4.0, 1.2 * len(results["arms"]) + 2))
+    draw_bpb(ax, results)
+    return scaling_report.figure_png(plt, fig)
+
+
+def draw_bpb(ax: Any, results: dict[str, Any]) -> None:
+    """Final val bits per byte per arm, as bars from 0: a bar's length is its value (an axis cut
+    near the smallest bar made small gaps look large), each labelled with its mean so close
+    arms still read apart."""
     arms = [a for a in results["arms"] if "val_bpb" in a["summary"]]
     means = [a["summary"]["val_bpb"]["mean"] for a in arms]
     stds = [a["summary"]["val_bpb"]["std"] for a in arms]
-    ax.bar(range(len(arms)), means, yerr=stds, capsize=4, color=[f"C{i % 10}" for i in range(len(arms))])
+    bars = ax.bar(range(len(arms)), means, yerr=stds, capsize=4, color=[f"C{i % 10}" for i in range(len(arms))])
+    ax.bar_label(bars, labels=[f"{m:.4f}" for m in means], padding=3, fontsize=8)
     ax.set_xticks(range(len(arms)), [a["name"] for a in arms], rotation=20, ha="right")
     ax.set_ylabel("val bits per byte")
-    if means:
-        lo = min(m - s for m, s in zip(means, stds))
-        ax.set_ylim(max(0.0, lo - 0.1 * abs(lo)), None)
+    top = max((m + s for m, s in zip(means, stds)), default=1.0)
+    ax.set_ylim(0.0, 1.15 * top if top > 0 else 1.0)  # room above the tallest bar for its label
     ax.grid(axis="y", alpha=0.3)
-    return scaling_report.figure_png(plt, fig)
 
 
 def _run_png(run: dict[str, Any]) -> bytes:

@@ -79,8 +79,8 @@ def table_html(scaling: dict[str, Any], charts: dict[str, bytes] | None = None,
             head, rows = x
             cells = "".join("<tr>" + "".join(f"<td{_flag(c)}>{html.escape(c)}</td>" for c in r)
                             + "</tr>" for r in rows)
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head)
-                       + f"</tr>{cells}</table>")
+            out.append("<div class='table-wrap'><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head)
+                       + f"</tr>{cells}</table></div>")  # report.CSS: the box scrolls, the page never widens
     return "".join(out)
 
 

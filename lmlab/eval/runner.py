@@ -109,6 +109,33 @@ def _merge_run_file(path: Path, run: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
 
 
+def _scorer(model: Any, tokenizer: Any, info: dict[str, Any], make: dict[str, Any]) -> Scorer:
+    """The Scorer of one checkpoint, checking ``--max-input-len`` and ``--stride`` against it.
+    lmlab runs are trained with eos before every document; HF GPT-2 folders are scored as
+    lm-eval's hf model scores GPT-2 (eos only before an empty context)."""
+    scorer = Scorer(model, tokenizer, max_input_len=make["max_input_len"], batch_size=make["batch_size"],
+                    progress=make["progress"], always_prefix=info["format"] == "lmlab")
+    if make["stride"] is not None:
+        scorer.check_stride(make["stride"])
+    return scorer
+
+
+def _check_checkpoints(checkpoints: list[str], snapshot: str, make: dict[str, Any]) -> list[tuple]:
+    """(path, column name, description, (model, tokenizer) or None) per checkpoint, each loaded
+    (checksums verified) on the CPU and its Scorer settings checked, so a bad last checkpoint
+    or a ``--max-input-len`` one model cannot take is refused before anything is scored. The
+    first stays loaded (it is scored next); the others load again in turn, never all at once."""
+    checked = []
+    for path, name in zip(checkpoints, _run_names(checkpoints)):
+        try:
+            model, tokenizer, info = load_checkpoint(path, "cpu", snapshot)
+            _scorer(model, tokenizer, info, make)
+        except LmlabError as e:
+            raise LmlabError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
+        checked.append((path, name, info, (model, tokenizer) if not checked else None))
+    return checked
+
+
 def evaluate(
     checkpoints: list[str],
     tasks: str | list[str],
@@ -141,15 +168,15 @@ def evaluate(
             log(note)
     settings = {"max_examples": max_examples, "max_input_len": max_input_len, "batch_size": batch_size,
                 "stride": stride, "data": str(data) if data else "hf-hub", "device": device}
+    make = {"max_input_len": max_input_len, "batch_size": batch_size, "progress": progress,
+            "stride": stride if any(t.uses_stride for t in chosen) else None}
+    checked = _check_checkpoints(checkpoints, snapshot, make)  # every one, before any scoring
     runs = []
-    for path, name in zip(checkpoints, _run_names(checkpoints)):
-        model, tokenizer, info = load_checkpoint(path, device, snapshot)
-        # lmlab runs are trained with eos before every document; HF GPT-2 folders are scored as
-        # lm-eval's hf model scores GPT-2 (eos only before an empty context).
-        scorer = Scorer(model, tokenizer, max_input_len=max_input_len, batch_size=batch_size, progress=progress,
-                        always_prefix=info["format"] == "lmlab")
-        if any(t.uses_stride for t in chosen):
-            scorer.check_stride(stride)  # before any task is scored
+    scorer = model = None
+    for i, (path, name, info, kept) in enumerate(checked):
+        checked[i] = scorer = model = None  # the last model is let go before the next one loads
+        model, tokenizer = kept or load_checkpoint(path, "cpu", snapshot)[:2]
+        scorer = _scorer(model.to(device), tokenizer, info, make)
         run = {"name": name, "checkpoint": info,
                "settings": {**settings, "max_input_len": scorer.max_input_len, "eos_prefix":
                             "always" if scorer.always_prefix else "empty context only"},

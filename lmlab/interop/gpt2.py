@@ -222,9 +222,19 @@ def _read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
         try:
             return torch.load(hf_dir / BIN_FILE, map_location="cpu", weights_only=True)
         except Exception as e:  # any unpickling failure means a bad file
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise LmlabError(f"{hf_dir / BIN_FILE}: cannot read weights: {first}") from None
+            raise LmlabError(f"{hf_dir / BIN_FILE}: {_bin_refusal(e)}") from None
     raise LmlabError(f"{hf_dir}: no weights found (expected {SAFETENSORS_FILE} or {BIN_FILE})")
+
+
+def _bin_refusal(e: Exception) -> str:
+    """Why a ``.bin`` did not load, never in torch's words, which advise ``weights_only=False``
+    (that would run whatever the pickle holds)."""
+    text = str(e)
+    if "GLOBAL" in text or "Unsupported global" in text:
+        return ("holds pickled objects, not only tensors: refused unread (lmlab never unpickles a weights "
+                "file); use the model's model.safetensors instead")
+    return (f"not a readable torch weights file ({type(e).__name__}); download it again or use the "
+            "model's model.safetensors")
 
 
 def _map_hf_weights(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:

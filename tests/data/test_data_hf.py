@@ -12,7 +12,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 
-from lmlab.config import DataConfig, HFSource, TextSource  # noqa: E402
+from lmlab.config import DataConfig, HFSource, NamedSource, TextSource  # noqa: E402
 from lmlab.data.sources import iter_documents, open_sources  # noqa: E402
 from lmlab.errors import LmlabError  # noqa: E402
 
@@ -121,3 +121,103 @@ def test_multi_file_datasets_shard_by_file_with_stable_names(tmp_path: Path) -> 
             assert all(owners[d.name.split(":")[1]] == k for k, p in enumerate(parts) for d in p)
         else:
             assert parts[1] == full[1::5]
+
+
+class _Calls:
+    """Counts calls and does what it is told: raise ``error``, or return ``value``."""
+
+    def __init__(self, error: BaseException | None = None, value: object = None) -> None:
+        self.n, self.error, self.value = 0, error, value
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        self.n += 1
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Socket:
+    def close(self) -> None:
+        pass
+
+
+def _hub_and_local(tmp_path: Path) -> DataConfig:
+    good = tmp_path / "good.txt"
+    good.write_text("local text", encoding="utf-8")
+    return DataConfig(sources=[NamedSource(name="tinystories"), TextSource(path=str(good))])
+
+
+def _patch_hub(monkeypatch: pytest.MonkeyPatch, connect: _Calls, load: _Calls) -> None:
+    import datasets
+
+    from lmlab.data import hf
+
+    monkeypatch.setattr(hf.socket, "create_connection", connect)
+    monkeypatch.setattr(datasets, "load_dataset", load)
+
+
+def _online(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    for var in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_offline_env_skips_a_hub_corpus_without_any_call(tmp_path: Path, monkeypatch, capfd) -> None:
+    """HF_HUB_OFFLINE=1: a named hub corpus is skipped in one line, and neither the hub client
+    nor a connection is tried (no retries, no backoff)."""
+    connect, load = _Calls(), _Calls()
+    _patch_hub(monkeypatch, connect, load)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.warns(UserWarning) as caught:
+        (opened,) = open_sources(_hub_and_local(tmp_path))
+    (line,) = [str(w.message) for w in caught]
+    assert "data.sources[0] named:tinystories" in line and "HF_HUB_OFFLINE=1 is set" in line and "\n" not in line
+    assert (connect.n, load.n) == (0, 0) and opened.index == 1
+    assert capfd.readouterr().err == ""
+
+
+def test_a_first_connection_error_is_one_line_and_never_retried(tmp_path: Path, monkeypatch, capfd) -> None:
+    """Online by the environment but the hub unreachable: one connection attempt, no call of the
+    hub client (whose retries took half a minute of tracebacks), one line."""
+    import socket
+
+    _online(monkeypatch)
+    connect, load = _Calls(socket.gaierror(-2, "Name or service not known")), _Calls()
+    _patch_hub(monkeypatch, connect, load)
+    with pytest.warns(UserWarning) as caught:
+        open_sources(_hub_and_local(tmp_path))
+    (line,) = [str(w.message) for w in caught]
+    assert "cannot reach the Hugging Face hub at huggingface.co:443" in line and "HF_HUB_OFFLINE=1" in line
+    assert "\n" not in line and (connect.n, load.n) == (1, 0)
+    assert capfd.readouterr().err == ""
+    # The hub reachable but the client failing with a connection error: called once, one line.
+    connect, load = _Calls(value=_Socket()), _Calls(ConnectionError("Couldn't reach 'x' on the Hub\nretry"))
+    _patch_hub(monkeypatch, connect, load)
+    with pytest.raises(LmlabError) as e:
+        list(iter_documents(NamedSource(name="tinystories")))
+    assert (connect.n, load.n) == (1, 1) and "\n" not in str(e.value) and "Couldn't reach" in str(e.value)
+
+
+def test_ctrl_c_is_never_swallowed_while_a_hub_source_opens(tmp_path: Path, monkeypatch) -> None:
+    """A KeyboardInterrupt from the hub client stops open_sources (it is not a source to skip),
+    and Ctrl-C during a connection attempt that hangs arrives at once."""
+    import signal
+    import threading
+
+    _online(monkeypatch)
+    _patch_hub(monkeypatch, _Calls(value=_Socket()), _Calls(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        open_sources(_hub_and_local(tmp_path))
+    release = threading.Event()
+    _patch_hub(monkeypatch, lambda *a, **k: release.wait(60) and _Socket(), _Calls())
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):  # without it, the probe returns after 60 s and no error
+            open_sources(_hub_and_local(tmp_path))
+    finally:
+        timer.cancel()
+        release.set()
+        signal.signal(signal.SIGINT, old)

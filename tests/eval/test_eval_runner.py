@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -119,3 +120,28 @@ def test_bad_stride_fails_before_any_task_is_scored(eval_run, eval_data, tmp_pat
         runner.evaluate([str(run)], "piqa,wikitext2", data_dir=eval_data, max_examples=2, stride=5000,
                         log=logs.append)
     assert not any(line.startswith("[") for line in logs) and not (run / runner.RESULTS_FILE).exists()
+
+
+def test_every_checkpoint_and_max_input_len_is_checked_before_any_scoring(eval_run, eval_data, tmp_path):
+    """A bad last checkpoint, or a --max-input-len only the first model takes, is refused (naming
+    that checkpoint) before the first one is scored: no log line, no report, no eval_results.json."""
+    run = tmp_path / "run"
+    shutil.copytree(eval_run, run)
+    (run / runner.RESULTS_FILE).unlink(missing_ok=True)
+    tok = lmlab.load(eval_run).tokenizer
+    short = build_model(build_model_config({
+        "family": "transformer", "preset": "tiny", "vocab_size": tok.vocab_size, "block_size": 32,
+        "pos_encoding": "learned", "norm": "layernorm", "mlp": "gelu_tanh", "bias": True}))
+    hf = export_hf_gpt2(short, tmp_path / "hf", tokenizer=tok)
+    out = tmp_path / "out.json"
+    for second, needle in ((hf, f"{hf}: --max-input-len 60 exceeds what the model scores at once (33"),
+                           (tmp_path / "nope", "run dir not found")):
+        logs = []
+        with pytest.raises(LmlabError, match=re.escape(needle)):
+            runner.evaluate([str(run), str(second)], "piqa", data_dir=eval_data, max_examples=2,
+                            max_input_len=60, output=out, log=logs.append)
+        assert not any(line.startswith("[") for line in logs)
+        assert not out.exists() and not (run / runner.RESULTS_FILE).exists()
+    # The same two with a length both take: both scored, the first model's window unchanged.
+    report = runner.evaluate([str(run), str(hf)], "piqa", data_dir=eval_data, max_examples=2, max_input_len=30)
+    assert [r["settings"]["max_input_len"] for r in report["runs"]] == [30, 30]

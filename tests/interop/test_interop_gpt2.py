@@ -328,3 +328,35 @@ def test_load_old_layout_bin_without_prefix(tmp_path: Path) -> None:
     torch.save(sd, hf_dir / "pytorch_model.bin")
     loaded, _, _ = load_hf_gpt2(hf_dir)
     _assert_same_weights(loaded, model)
+
+
+class _RunsCode:
+    """A pickle that would write a file when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+@pytest.mark.parametrize("content", ["pickle", "garbage"])
+def test_a_bad_bin_is_refused_in_one_line_without_advising_weights_only_false(tmp_path: Path, capsys,
+                                                                             content: str) -> None:
+    """A pickled object in pytorch_model.bin is refused unread, and the one line never passes on
+    torch's hint to retry with ``weights_only=False`` (nor does a torn file's)."""
+    from lmlab.cli import main
+
+    hf_dir = export_hf_gpt2(_lmlab_model(), tmp_path / "hf")
+    (hf_dir / "model.safetensors").unlink()
+    marker = tmp_path / "ran.txt"
+    if content == "pickle":
+        torch.save({"wte.weight": torch.zeros(2), "x": _RunsCode(marker)}, hf_dir / "pytorch_model.bin")
+    else:
+        (hf_dir / "pytorch_model.bin").write_bytes(b"not a torch file at all")
+    assert main(["import-gpt2", str(hf_dir), str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pytorch_model.bin" in err and "model.safetensors" in err
+    assert "weights_only" not in err and "False" not in err and not marker.exists()
+    assert ("refused unread" in err) == (content == "pickle")
+    assert not (tmp_path / "run").exists()

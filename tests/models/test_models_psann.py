@@ -4,6 +4,7 @@ waveresnet conv (causal, dilated, cached decoding), residual gates, config error
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -179,6 +180,20 @@ def test_bases_and_positions_forward(base: str, pos: str) -> None:
     out = model(x[:, :-1], targets=x[:, 1:])
     assert out.logits.shape == (2, 31, VOCAB) and torch.isfinite(out.loss)
     assert isinstance(model.blocks[0].conv, TemporalConv) == (base == "waveresnet")
+
+
+@pytest.mark.parametrize("trainable", [True, False])
+@pytest.mark.parametrize("base", ["respsann", "waveresnet"])
+def test_forward_backward_and_diagnostics_emit_no_warning(base: str, trainable: bool) -> None:
+    """Every psann run used to print "Converting a tensor with requires_grad=True to a scalar"
+    from diagnostics: a train step and the diagnostics now warn about nothing."""
+    model = _model(base=base, sine_params={"trainable": trainable}).train()
+    x = _ids(2, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(x[:, :-1], targets=x[:, 1:]).loss.backward()
+        diag = model.diagnostics(x)
+    assert set(diag["sine"]) >= {"amplitude", "d_amplitude"} and all(isinstance(v, float) for v in diag["sine"].values())
 
 
 @pytest.mark.parametrize("base", ["respsann", "waveresnet"])

@@ -113,8 +113,8 @@ class Psann(Transformer):
         acts = [m for m in self.modules() if isinstance(m, SineActivation)]
         if not acts:
             return None
-        per = [a.drift() for a in acts]
-        sine = {k: float(torch.cat([d[k] for d in per]).mean()) for k in per[0]}
+        per = [a.drift() for a in acts]  # parameters: detached, or float() warns about their grad
+        sine = {k: float(torch.cat([d[k] for d in per]).detach().mean()) for k in per[0]}
         return {"sine": sine, "sine_trainable": acts[0].trainable, "sine_channels": sum(a.dim for a in acts)}
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> PsannState:
