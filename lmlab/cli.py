@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from lmlab import compat, rundir, runs
+from lmlab import __version__, compat, rundir, runs
 from lmlab.api import load
 from lmlab.compare.report import collect_dirs, write_reports
 from lmlab.compare.run import run_compare
@@ -31,22 +31,21 @@ from lmlab.continuous import main as run_main
 from lmlab.doctor import run_doctor
 from lmlab.errors import LmlabError
 from lmlab.eval.runner import evaluate
+from lmlab.fsio import check_path
 from lmlab.interop.gpt2 import export_hf_gpt2, import_hf_gpt2
 from lmlab.registry import FAMILIES, generation_option_owners
+from lmlab.train_config import INT64_MAX
 from lmlab.training.loop import train
+from lmlab.training.resume import check_family_kept, check_in_place
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     overrides = list(args.set or [])
     extra: dict = {}
     for cfg_cls, _ in FAMILIES.values():  # the families' own train flags set model.<field>
-        for field, spec in cfg_cls.train_flags.items():
-            value = getattr(args, field, None)
-            if value is None:
-                continue
-            if spec.get("path") and not Path(value).exists():
-                raise LmlabError(f"{spec['flags'][0]} {value}: no such file or folder ({spec['help']})")
-            extra.setdefault("model", {})[field] = value  # a value, not a --set string
+        for field in cfg_cls.train_flags:
+            if getattr(args, field, None) is not None:  # a value, not a --set string
+                extra.setdefault("model", {})[field] = getattr(args, field)
     if args.resume:
         run = Path(args.resume)
         if not rundir.has_checkpoint(run):
@@ -60,10 +59,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
         # The run dir goes in as a value, not a --set string: "2024" must stay a path, not a number.
         raw = {"train": {"out_dir": str(run)}, **extra}
         if rundir.config_path(run).is_file():
+            check_family_kept(run, read_any_config(rundir.config_path(run))[0], overrides)
             cfg = load_config(rundir.config_path(run), overrides, raw=raw)
         else:  # the snapshot carries the whole config too (config.yaml lost, or a copied snapshot)
             saved = runs.checkpoint_config(rundir.latest_snapshot(run).meta)
+            check_family_kept(run, saved, overrides)
             cfg = load_config(None, overrides, raw=deep_merge(saved, raw))
+        check_in_place(run, cfg)
     else:
         cfg = load_config(args.config, overrides, raw=extra or None)
     train(cfg)
@@ -77,7 +79,11 @@ def _cmd_sample(args: argparse.Namespace) -> None:
             text = Path(args.prompts_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise LmlabError(f"--prompts-file {args.prompts_file}: cannot read it ({e.__class__.__name__}: {e})") from None
-        prompts += [line for line in text.splitlines() if line]
+        lines = [line for line in text.splitlines() if line]
+        if not lines:  # an empty file is a mistake, not "use the run's prompts"
+            raise LmlabError(f"--prompts-file {args.prompts_file} has no prompts (it is empty or blank); write one "
+                             "prompt per line, or drop --prompts-file to use the run's sample.prompts")
+        prompts += lines
     if not prompts:
         prompts = list(lm.config.sample.prompts)
     prompts = [p for p in prompts for _ in range(args.num_samples)]
@@ -189,7 +195,8 @@ def _cmd_export_gpt2(args: argparse.Namespace) -> None:
 def _cmd_doctor(args: argparse.Namespace) -> None:
     families = [f for f in (args.families or "").split(",") if f] or None
     skip = tuple(c for c in (args.skip or "").split(",") if c)
-    run_doctor(args.device, args.out, families, skip, args.processes)
+    only = tuple(c for c in (args.only or "").split(",") if c)
+    run_doctor(args.device, args.out, families, skip, args.processes, only=only, exit_on_failure=True)
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
@@ -232,6 +239,53 @@ def _family_report(paths: list[Path], args: argparse.Namespace) -> None:
     out.write_text(page, encoding="utf-8")
     print(summary)
     print(f"wrote {out}")
+
+
+# Every path argument: command -> argparse dest -> (flag, role, what to give). Roles (fsio.check_path):
+# in_* (read; a missing one is its reader's to say), need_* (read, must exist), out_* (written), each
+# _file, _dir or _any (a run dir is _any: a path inside one reads that run dir); out_run: a run is
+# made there (rundir.check_out_dir: never inside another run dir).
+_PATHS: dict[str, dict[str, tuple[str, str, str]]] = {
+    "train": {"config": ("--config", "in_file", "a .yaml or .json file"), "resume": ("--resume", "in_any", "a run dir")},
+    "sample": {"checkpoint": ("--checkpoint", "in_any", "a run dir"),
+               "prompts_file": ("--prompts-file", "need_file", "a text file with one prompt per line")},
+    "eval": {"checkpoints": ("--checkpoints", "in_any", "a run dir or an HF GPT-2 folder"),
+             "output": ("--output", "out_file", "a file name"), "tasks": ("--tasks file:", "in_file", "a text file"),
+             "data_dir": ("--data-dir", "need_dir", "a folder laid out like shared/data")},
+    "import-gpt2": {"hf_dir": ("HF_DIR", "need_dir", "an HF GPT-2 folder"), "run_dir": ("RUN_DIR", "out_run", ""),
+                    "tokenizer_from": ("--tokenizer-from", "need_any", "a run dir")},
+    "export-gpt2": {"run_dir": ("RUN_DIR", "in_any", "a run dir"), "out_dir": ("OUT_DIR", "out_dir", "a new folder")},
+    "report": {"paths": ("RUN_OR_COMPARE", "need_any", "a run dir or a compare dir"),
+               "file": ("--file", "need_file", "a UTF-8 text file"), "out": ("--out", "out_dir", "a folder")},
+    "doctor": {"out": ("--out", "out_dir", "a folder")}, "compare": {"spec": ("SPEC", "in_file", "a spec (.yaml)")},
+    "config": {"file": ("FILE", "in_any", "a config file or a run dir")},
+}
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Every path argument of the command, checked before it runs (``fsio.check_path``): one line
+    for each way a path is wrong, before anything is read or written."""
+    table = dict(_PATHS.get(args.command, {}))
+    if args.command == "train":  # the families' train flags that name a path
+        table.update({field: (spec["flags"][0], "need_any", "a file or a run dir") for cfg_cls, _ in FAMILIES.values()
+                      for field, spec in cfg_cls.train_flags.items() if spec.get("path")})
+    if args.command == "report" and (args.text is not None or args.file is not None):
+        table["out"] = ("--out", "out_file", "a file name (.html)")  # a family report is one page
+    if args.command == "config" and args.action == "convert":
+        table["file"] = ("FILE", "in_file", "a config file")
+    for dest, (what, role, give) in table.items():
+        value = getattr(args, dest, None)
+        if dest == "tasks":  # only its file:PATH items are paths
+            value = [t.strip()[5:] for t in value.split(",") if t.strip().startswith("file:")]
+        for v in value if isinstance(value, list) else [] if value is None else [value]:
+            _ = rundir.check_out_dir(v, what) if role == "out_run" else check_path(v, what, role, f"give {give}")
+
+
+def _seed(value: str) -> int:
+    n = int(value)
+    if not 0 <= n <= INT64_MAX:  # the range of sample.seed / train.seed (numpy and torch both take it)
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**63 - 1 ({INT64_MAX}), got {n}")
+    return n
 
 
 def _positive_int(value: str) -> int:
@@ -277,6 +331,7 @@ def _family_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lmlab", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"lmlab {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_train, _add_run, _add_sample, _add_eval, _add_config, _add_interop, _add_doctor,
                 _add_compare, _add_report):
@@ -315,7 +370,7 @@ def _add_sample(sub) -> None:
     s.add_argument("--top-p", type=float)
     s.add_argument("--repetition-penalty", type=float)
     s.add_argument("--no-repeat-ngram-size", type=int)
-    s.add_argument("--seed", type=int)
+    s.add_argument("--seed", type=_seed, help="random seed, 0 to 2**63 - 1 (default: the run's sample.seed)")
     s.add_argument("--greedy", action="store_true", help="always take the most likely token")
     s.add_argument("--no-stop-on-eos", action="store_true", help="keep going past the end-of-text token")
     s.add_argument("--device", default="cpu")
@@ -386,11 +441,16 @@ def _add_interop(sub) -> None:
 
 
 def _add_doctor(sub) -> None:
-    d = sub.add_parser("doctor", help="the validation suite (GPU-01..08) for every family on this machine")
+    d = sub.add_parser("doctor", help="the validation suite (GPU-01..08) for every family on this machine; "
+                                      "exits 1 when a check fails")
     d.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     d.add_argument("--out", default="reports/gpu", metavar="DIR", help="reports go to DIR/<UTC>/ (default reports/gpu)")
     d.add_argument("--families", metavar="LIST", help="comma-separated families (default: all)")
-    d.add_argument("--skip", metavar="LIST", help="comma-separated checks to skip, e.g. compile,ddp_fsdp")
+    which = d.add_mutually_exclusive_group()
+    which.add_argument("--only", metavar="LIST", help="comma-separated checks to run, by id or name, e.g. GPU-03 or "
+                                                     "throughput,generation (GPU-01..08, compile, flex)")
+    which.add_argument("--skip", metavar="LIST", help="comma-separated checks to skip, by id or name, e.g. "
+                                                     "compile,GPU-05")
     d.add_argument("--processes", type=_positive_int, default=1, metavar="N",
                    help="on CPU: run the DDP/FSDP parity check with N=2 processes (GPU: the device count)")
     d.set_defaults(func=_cmd_doctor)
@@ -425,7 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run_main()
-    return run_command(f"lmlab {args.command}", lambda: args.func(args))[0]
+    return run_command(f"lmlab {args.command}", lambda: _run(args))[0]
+
+
+def _run(args: argparse.Namespace) -> None:
+    _check_paths(args)  # inside run_command: a refusal is its one line and exit 2
+    args.func(args)
 
 
 if __name__ == "__main__":

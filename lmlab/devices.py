@@ -8,6 +8,9 @@ import torch
 
 from lmlab.errors import LmlabError
 
+COMPUTE = ("cpu", "cuda", "mps", "xpu")
+"""The device types a model trains and samples on (each but cpu with ``torch.<type>.is_available``)."""
+
 
 def resolve_device(name: str | torch.device, local_rank: int = 0) -> torch.device:
     """``auto`` -> cuda:<local_rank> when available, else cpu; a device this machine or this
@@ -27,6 +30,9 @@ def resolve_device(name: str | torch.device, local_rank: int = 0) -> torch.devic
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise LmlabError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                              f"numbered from 0")
+    elif dev.type not in COMPUTE:  # meta (shapes only), lazy, hpu, ...: torch names them; lmlab does not run there
+        raise LmlabError(f"device {name!r}: lmlab does not run on {dev.type} devices (only {', '.join(COMPUTE)}); "
+                         "use cpu, cuda, cuda:N or auto")
     elif dev.type != "cpu" and not getattr(torch, dev.type).is_available():
         raise LmlabError(f"device {name!r}: not available on this machine; use device cpu or auto")
     return dev

@@ -41,7 +41,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from lmlab.errors import LmlabError
-from lmlab.fsio import fsync_dir, fsync_file, user_error_line, user_io, user_os_error
+from lmlab.fsio import check_output, fsync_dir, fsync_file, user_error_line, user_io, user_os_error
 from lmlab.integrity import (  # noqa: F401  (FORMAT_VERSION, SUMS: re-exported, part of the layout)
     FORMAT_VERSION,
     META,
@@ -404,14 +404,24 @@ def named_snapshot(path: Path) -> Snapshot:
         raise LmlabError(f"{path} is unusable ({e}); give the run dir to read its newest whole snapshot") from None
 
 
-def enclosing_run_dir(path: str | Path) -> Path | None:
-    """The nearest run dir (one with snapshots) that holds ``path``, up to three levels above
-    (a file of a snapshot); None when there is none."""
-    path = Path(path)
-    for parent in list(path.absolute().parents)[:3]:
+def enclosing_run_dir(path: str | Path, levels: int | None = 3) -> Path | None:
+    """The nearest run dir (one with snapshots) that holds ``path``, up to ``levels`` above (three:
+    a file of a snapshot; None: any); None when there is none."""
+    for parent in list(Path(os.path.abspath(path)).parents)[:levels]:
         if has_checkpoint(parent):
             return parent
     return None
+
+
+def check_out_dir(path: str | Path, what: str = "train.out_dir") -> Path:
+    """A folder a run is made in (``fsio.check_output``), never inside another run dir: a run
+    planted in RUN/checkpoints would be read in the place of RUN's snapshots."""
+    path = check_output(path, what, "dir", f"pick another {what} (a folder, e.g. runs/NAME)")
+    above = enclosing_run_dir(path, levels=None)
+    if above is not None:
+        raise LmlabError(f"{what} {path} is inside run dir {above}; a run dir holds one run: give a folder "
+                         f"outside it, e.g. {above.parent / (above.name + '-2')}")
+    return path
 
 
 LOCK = ".lock"
@@ -426,9 +436,7 @@ def locked(run_dir: str | Path) -> Iterator[None]:
     # deferred: fcntl is POSIX-only; the rest of the run dir code reads on any system
     import fcntl
 
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise LmlabError(f"train.out_dir {run_dir} is a file, not a folder; pick another train.out_dir")
+    run_dir = check_out_dir(run_dir)
     created = not run_dir.exists()
     with user_io("train.out_dir"):
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,6 @@ def test_resume_a_run_dir_whose_name_parses_as_a_number(tiny_config, run_cli, tm
 
 def test_sample_bad_arguments(trained_run, run_cli, tmp_path, one_line_error):
     one_line_error(run_cli("sample", "--checkpoint", str(trained_run), "--prompts-file", str(tmp_path / "no.txt")),
-                    "--prompts-file", "cannot read it")
+                    "--prompts-file", "no such file or folder")
     bad = run_cli("sample", "--checkpoint", str(trained_run), "--num-samples", "0")
     assert bad.returncode == 2 and "must be at least 1" in bad.stderr and "Traceback" not in bad.stderr

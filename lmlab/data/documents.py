@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import itertools
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from lmlab.config import Formatted, PdfSource, TextSource
 from lmlab.errors import LmlabError
+from lmlab.fsio import check_input
 
 MAX_DOC_CHARS = 8_000
 """Text files longer than this are cut into several documents (at blank lines when possible)."""
@@ -103,16 +105,15 @@ def chunk_text(text: str, max_chars: int = MAX_DOC_CHARS) -> list[str]:
 
 def find_files(path_str: str, patterns: list[str], index: int) -> list[tuple[Path, str]]:
     """(path, name) of the files of a source: the file itself, or the folder's glob matches."""
-    path = Path(path_str).expanduser()
+    # Empty, a symlink loop, under a file, a pipe (a source is read more than once): one line each.
+    path = check_input(os.path.expanduser(path_str), f"data.sources[{index}].path", "any",
+                       "give a file or a folder of them (a pipe's output: write it to a file first)")
     if not path.exists():
         raise LmlabError(
             f"data.sources[{index}].path: no such file or folder: {path_str!r} "
             "(paths are relative to the working directory)"
         )
     if not path.is_dir():
-        if not path.is_file():  # a FIFO, socket or device: reading it could block forever
-            raise LmlabError(f"data.sources[{index}].path: {path_str!r} is not a regular file (a pipe, socket or "
-                             "device); a source is read more than once: write it to a file and point there")
         return [(path, path.name)]
     found: dict[str, Path] = {}
     for pattern in patterns:

@@ -33,10 +33,11 @@ from lmlab.config import (
 from lmlab.data.corpora import read_named
 from lmlab.data.documents import MAX_DOC_CHARS, Document, Reader, Shard  # noqa: F401  (Document: re-exported)
 from lmlab.data.files import read_csv, read_jsonl, read_text
-from lmlab.data.hf import read_hf
+from lmlab.data.hf import BUILDERS, read_hf
 from lmlab.data.pdf import read_pdf
 from lmlab.data.pydocs import read_pydocs
 from lmlab.errors import LmlabError
+from lmlab.fsio import check_input
 
 
 @dataclass
@@ -85,7 +86,18 @@ def iter_documents(
     reader = READERS.get(type(source))
     if reader is None:
         raise LmlabError(f"data.sources[{index}]: unknown source type {type(source).__name__}")
+    if isinstance(source, HFSource) and source.dataset in BUILDERS:  # else data_files are in a dataset's repo
+        _check_data_files(source.data_files, index)
     yield from reader(source, source_label(source), index, strict_utf8, shard)
+
+
+def _check_data_files(files: str | list[str] | None, index: int) -> None:
+    """An hf source's ``data_files`` that name one local path (no glob, no URL) are checked like
+    any path to read before ``datasets`` sees them (a pipe would block it; a loop reads as missing)."""
+    for name in [files] if isinstance(files, str) else files or []:
+        if "://" not in name and not any(c in name for c in "*?["):
+            check_input(name, f"data.sources[{index}].data_files", "any", "give a data file, a folder or a glob",
+                        must_exist=True)
 
 
 def source_label(source: Source) -> str:

@@ -20,7 +20,7 @@ import torch
 from lmlab import rundir
 from lmlab.config import RunConfig
 from lmlab.devices import resolve_backend
-from lmlab.fsio import user_io
+from lmlab.fsio import check_path, user_io
 from lmlab.registry import get_family
 from lmlab.training.budget import resolve_budget
 from lmlab.training.distributed import setup_distributed, teardown_distributed
@@ -30,7 +30,8 @@ from lmlab.training.precision import backend_flags
 from lmlab.training.resume import check_resumable, warm_model
 from lmlab.training.trainer import Trainer
 
-__all__ = ["PreparedData", "TrainPlan", "Trainer", "check_resumable", "resolve_budget", "train", "warm_model"]
+__all__ = ["PreparedData", "TrainPlan", "Trainer", "check_paths", "check_resumable", "resolve_budget", "train",
+           "warm_model"]
 
 
 def train(plan: TrainPlan | RunConfig) -> Path:
@@ -46,7 +47,10 @@ def train(plan: TrainPlan | RunConfig) -> Path:
     try:
         group = (single_process_group(info, resolve_backend(t.distributed.backend, info.device))
                  if resolve_parallel(t, info.world) == "fsdp" else contextlib.nullcontext())
-        # Rank 0 holds the run dir's lock for the whole run (ranks of one job share the dir).
+        # Rank 0 checks the paths (what the others read, rank 0 may be making: compare's tokenizer)
+        # and holds the run dir's lock for the whole run (ranks of one job share the dir).
+        if info.is_main:
+            check_paths(plan)
         lock = rundir.locked(t.out_dir) if info.is_main else contextlib.nullcontext()
         # A full disk or a read-only file met anywhere in the run (metrics, config, samples) is the
         # user's to fix: one line; the snapshot writer says more where it happens (rundir.py).
@@ -56,3 +60,28 @@ def train(plan: TrainPlan | RunConfig) -> Path:
         if owned:
             teardown_distributed()
 
+
+def check_paths(plan: TrainPlan) -> None:
+    """Every path of the run's config, checked before anything is read or written
+    (``fsio.check_path``: one line each for empty, a symlink loop, a file in the way, a pipe, the
+    wrong one of file and folder, an output that cannot be made). ``train.out_dir`` is checked
+    where it is locked (``rundir.locked``: never inside another run dir)."""
+    cfg = plan.config
+    paths = []  # (value, key, role, how to fix it)
+    if plan.data is None:  # data prepared in memory reads neither a tokenizer nor a cache
+        paths += [(cfg.tokenizer.model_path, "tokenizer.model_path", "need_dir", "give a tokenizer folder (RUN/tokenizer)")]
+        if cfg.data.token_cache:
+            paths += [(cfg.data.token_cache_dir, "data.token_cache_dir", "out_dir", "give a folder")]
+    if "tensorboard" in cfg.train.trackers:
+        paths += [(cfg.train.tensorboard.log_dir, "train.tensorboard.log_dir", "out_dir", "give a folder")]
+    # A family's own path fields (``ModelConfig.path_fields``: field -> role), and the fields its
+    # train flags declare paths (read, must exist).
+    fields = {f: "need_any" for f, spec in type(cfg.model).train_flags.items() if spec.get("path")}
+    fields.update(getattr(type(cfg.model), "path_fields", {}))
+    paths += [(getattr(cfg.model, f, None), f"model.{f}", role,
+               "give a file name" if role.startswith("out") else "give a file or a run dir") for f, role in fields.items()]
+    # What a fresh run reads at its start (a tokenizer, a stage-1 base), a resumed one has already.
+    resuming = plan.warm_start is None and rundir.has_checkpoint(cfg.train.out_dir)
+    for value, key, role, give in paths:
+        if value is not None and not (resuming and not role.startswith("out")):
+            check_path(value, key, role, give)

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from lmlab import rundir, runs
-from lmlab.config import RunConfig
+from lmlab.config import DEFAULT_FAMILY, RunConfig
+from lmlab.configure import apply_overrides
 from lmlab.errors import LmlabError
 from lmlab.registry import build_model
 
@@ -48,6 +49,29 @@ def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None
                     f"{b!r}; drop that change to continue the run (lmlab train --resume {run_dir}), "
                     "or pick a new train.out_dir"
                 )
+
+
+def check_family_kept(run_dir: Path, saved: dict[str, Any], overrides: list[str]) -> None:
+    """A resumed run keeps its family: ``--set model.family`` is refused before the config loads
+    (``saved``: the run's raw config), where the run's model keys would read as unknown keys of
+    the other family."""
+    model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
+    was = model.get("family", DEFAULT_FAMILY)
+    asked = apply_overrides({}, overrides).get("model")
+    new = asked.get("family") if isinstance(asked, dict) else None
+    if new is not None and new != was:
+        raise LmlabError(f"--set model.family={new}: family {new} != {was}: {run_dir} is a {was} run and a run's "
+                         f"family cannot change; drop that --set to resume it, or start a new run "
+                         f"(lmlab train --config CONFIG --set model.family={new} --set train.out_dir=NEW_DIR)")
+
+
+def check_in_place(run_dir: Path, cfg: RunConfig) -> None:
+    """A resume continues ``run_dir`` in place: a ``train.out_dir`` override that names another
+    folder would start a new run there from step 0."""
+    if Path(cfg.train.out_dir) != Path(run_dir):
+        raise LmlabError(f"--resume {run_dir} continues that run in place, but --set train.out_dir="
+                         f"{cfg.train.out_dir} names another folder; drop that --set (to branch the run, copy it "
+                         f"first: cp -r {run_dir} NEW_DIR, then lmlab train --resume NEW_DIR)")
 
 
 def warm_model(cfg: RunConfig, snap: rundir.Snapshot, device: torch.device) -> torch.nn.Module:
