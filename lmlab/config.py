@@ -276,6 +276,10 @@ class ModelConfig(Strict):
     ``help``, ``metavar``, ``path`` (True: the value must exist)."""
     required_tokenizer: typing.ClassVar[str | None] = None
     """A family that reads one unit only (the abstractinator: bytes) refuses other tokenizers."""
+    path_fields: typing.ClassVar[dict[str, str]] = {}
+    """Fields that name a path, each with the role it is checked for before training starts
+    (``fsio.check_path``): ``need_any`` / ``need_dir`` (read, must exist), ``out_file`` /
+    ``out_dir`` (written). Train flags with ``path`` are checked as ``need_any`` already."""
 
     def size_estimate(self, tokens: int) -> tuple[int, int]:
         """(parameters, fp32 activation bytes a training step keeps for backward over a

@@ -210,3 +210,20 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out == f"lmlab {lmlab.__version__}\n"
+
+
+def test_the_python_api_s_import_and_compare_spec_check_their_paths(run, tmp_path):
+    """What the CLI checks before a command, the library calls check themselves."""
+    from lmlab.compare.spec import load_spec
+    from lmlab.interop.gpt2 import import_hf_gpt2
+
+    with pytest.raises(LmlabError, match="inside run dir"):
+        import_hf_gpt2(tmp_path / "no-hf", run / "checkpoints" / "imported")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: c\nout_dir: {run / 'cmp'}\narms: [{{name: a, model: {{preset: tiny}}}}]\n")
+    with pytest.raises(LmlabError, match="out_dir .* is inside run dir"):
+        load_spec(spec)
+    spec.write_text(f"name: c\nout_dir: {tmp_path / 'cmp'}\neval: {{data_dir: {tmp_path / 'nodata'}}}\n"
+                    "arms: [{name: a, model: {preset: tiny}}]\n")
+    with pytest.raises(LmlabError, match="eval.data_dir .*no such file or folder"):
+        load_spec(spec)

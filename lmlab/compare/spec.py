@@ -25,9 +25,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
+from lmlab import rundir
 from lmlab.config import DEFAULT_FAMILY, RunConfig
 from lmlab.configure import apply_overrides, deep_merge, read_config_file, validate_config
 from lmlab.errors import ConfigError
+from lmlab.fsio import check_input
 from lmlab.registry import FAMILIES, resolve_family
 from lmlab.strict import Strict, validate_strict
 from lmlab.train_config import Seed, TrainConfig
@@ -306,10 +308,18 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> CompareSp
     if isinstance(raw.get("tune"), dict):
         raw["tune"] = tune_form(raw["tune"], f"{path}: tune")
     spec = validate_strict(CompareSpec, raw, str(path))
+    # the spec's own paths, in the one line each that every path gets (empty, a loop, a pipe, a
+    # compare dir planted inside a run dir)
+    if spec.out_dir is not None:
+        rundir.check_out_dir(spec.out_dir, f"{path}: out_dir")
+    if spec.eval.data_dir is not None:
+        check_input(spec.eval.data_dir, f"{path}: eval.data_dir", "dir", "give a folder laid out like shared/data",
+                    must_exist=True)
     problems = []
     for dataset, part in spec.parts():
         for arm in part.arms:
             if arm.run is not None:
+                check_input(arm.run, f"{path}: arm {arm.name}: run", "any", "give a run dir")
                 if not (Path(arm.run) / "checkpoints").is_dir():
                     problems.append(f"arm {arm.name}: run {arm.run} is not an lmlab run dir (no checkpoints/)")
                 continue

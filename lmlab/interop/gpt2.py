@@ -330,6 +330,7 @@ def import_hf_gpt2(
     else from ``hf_dir``. A run dir that already holds a checkpoint is refused.
     """
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
+    rundir.check_out_dir(run_dir, "run_dir")  # the API too: never empty, never inside another run
     if rundir.has_checkpoint(run_dir):
         raise LmlabError(
             f"{run_dir} already holds a checkpoint; import into a new run dir so nothing is overwritten"

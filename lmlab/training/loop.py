@@ -77,7 +77,7 @@ def check_paths(plan: TrainPlan) -> None:
     # A family's own path fields (``ModelConfig.path_fields``: field -> role), and the fields its
     # train flags declare paths (read, must exist).
     fields = {f: "need_any" for f, spec in type(cfg.model).train_flags.items() if spec.get("path")}
-    fields.update(getattr(type(cfg.model), "path_fields", {}))
+    fields.update(type(cfg.model).path_fields)
     paths += [(getattr(cfg.model, f, None), f"model.{f}", role,
                "give a file name" if role.startswith("out") else "give a file or a run dir") for f, role in fields.items()]
     # What a fresh run reads at its start (a tokenizer, a stage-1 base), a resumed one has already.

@@ -99,7 +99,7 @@ KEYS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "compare-spec": ("SPEC", "in_file", ("compare", "{P}")),
     "config-convert": ("FILE", "in_file", ("config", "convert", "{P}")),
     "config-show": ("FILE", "in_any", ("config", "show", "{P}")),
-    # ----------------------------------------------------- compare spec keys (rows: see PENDING)
+    # ------------------------------------------------------------------------ compare spec keys
     "compare.out_dir": ("out_dir", "out_run", ("compare", "{tmp}/spec.yaml", "--set", "out_dir='{P}'")),
     "compare.eval.data_dir": ("eval.data_dir", "need_dir", ("compare", "{tmp}/spec.yaml", "--set",
                                                             "out_dir='{tmp}/cmp'", "--set", "eval.data_dir='{P}'")),
@@ -162,10 +162,9 @@ def _needles(key: str, kind: str) -> tuple[str, ...]:
 # checked without eval.tasks; arms[].run: every kind reads "is not an lmlab run dir". Their rows
 # come once lmlab/compare/spec.py load_spec checks them (rundir.check_out_dir, fsio.check_input):
 # delete the key here.
-PENDING = ("compare.out_dir", "compare.eval.data_dir", "compare.arms.run")
 
 ACCEPTED = sorted((key, kind) for key, (_, role, _) in KEYS.items() for kind in KINDS if _accepted(role, kind))
 ROWS = [{"id": f"path-{key}-{kind}", "argv": [a.replace("{P}", path) for a in argv], "needles": _needles(key, kind),
          "files": FILES.get(key, {})}
-        for key, (_, role, argv) in KEYS.items() if key not in PENDING
+        for key, (_, role, argv) in KEYS.items()
         for kind, path in KINDS.items() if not _accepted(role, kind)]

@@ -135,6 +135,7 @@ class AbstractinatorConfig(ModelConfig):
     a row's codes or scores."""
 
     required_tokenizer: ClassVar[str | None] = "byte"
+    path_fields = {"load_entropy_from": "need_any", "save_base_components_path": "out_file"}
     train_flags: ClassVar[dict[str, dict[str, Any]]] = {
         "load_base_from": {"flags": ["--load-base-from", "--load_base_from"], "metavar": "PATH", "path": True,
                            "help": "stage 2: load the levels from a stage-1 base file (save_base_components_path) "
