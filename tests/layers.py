@@ -192,7 +192,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "lmlab.report.*", "lmlab.interop", "lmlab.interop.*")),
     ("tools", ("lmlab.compare", "lmlab.compare.*")),
     ("ways in", ("lmlab.api", "lmlab.highlevel", "lmlab.continuous", "lmlab.continuous.*")),
-    ("entry", ("lmlab.doctor", "lmlab.cli", "lmlab.__main__", "lmlab")),
+    ("entry", ("lmlab.doctor", "lmlab.cli_args", "lmlab.cli", "lmlab.__main__", "lmlab")),
 ]
 
 

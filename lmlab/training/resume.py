@@ -74,6 +74,21 @@ def check_in_place(run_dir: Path, cfg: RunConfig) -> None:
                          f"first: cp -r {run_dir} NEW_DIR, then lmlab train --resume NEW_DIR)")
 
 
+def past_the_pause(run_dir: Path, cfg: RunConfig, overrides: list[str]) -> None:
+    """``--resume`` of a run paused at ``train.stop_at_step`` (its latest snapshot is there or
+    past it) continues to the end of the budget: resuming it to pause again at once would do
+    nothing. A ``--set train.stop_at_step`` of the user's own is kept."""
+    stop = cfg.train.stop_at_step
+    asked = apply_overrides({}, overrides).get("train")
+    if stop is None or (isinstance(asked, dict) and "stop_at_step" in asked):
+        return
+    step = rundir.latest_snapshot(run_dir).step
+    if step >= stop:
+        cfg.train.stop_at_step = None
+        print(f"lmlab: {run_dir} paused at train.stop_at_step {stop} (step {step}); resuming it to the end of its "
+              f"budget (--set train.stop_at_step=N pauses again at N)", flush=True)
+
+
 def warm_model(cfg: RunConfig, snap: rundir.Snapshot, device: torch.device) -> torch.nn.Module:
     """A model of ``cfg`` with ``snap``'s weights: added or missing tensors (auxiliary heads) are a
     warning; a longer ``block_size`` than the snapshot's extends its positions (seed 001)."""

@@ -68,9 +68,8 @@ Accepted pairs (key, kind: why):
     sample --seed, zero: a seed
     sample --seed, huge: a seed below 2**63
 
-Not rows: ``sample --num-samples`` huge and beyond int64 (the CLI repeats each prompt that many
-times before decoding: lmlab/cli.py needs a bound), ``--lookahead-steps`` and ``--force-state``
-(apelr's options, refused for the catalogue's transformer run whatever their value).
+Not rows: ``--lookahead-steps`` and ``--force-state`` (apelr's options, refused for the catalogue's
+transformer run whatever their value; apelr bounds lookahead_steps at 64: tests/test_integers.py).
 """
 
 from __future__ import annotations
@@ -271,7 +270,8 @@ SAMPLE_FLAGS = {
                               "huge": "planner_rerank", "int64": "planner_rerank"}),
     "--planner-depth": (("--planner-rerank", "2"), {"zero": "--planner-depth", "negative": "--planner-depth",
                                                     "huge": "planner_depth", "int64": "planner_depth"}),
-    "--num-samples": ((), {"zero": "--num-samples", "negative": "--num-samples"}),
+    "--num-samples": ((), {"zero": "--num-samples", "negative": "--num-samples", "huge": "--num-samples",
+                           "int64": "--num-samples"}),
 }
 
 

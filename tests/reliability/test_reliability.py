@@ -488,7 +488,7 @@ def test_11_two_ctrl_c_stop_a_long_step_at_once_and_the_run_resumes(tiny_config,
 def test_seed_cli_spellings_and_paths_inside_a_run_dir(trained, run_cli):
     """Seed 000 passes ``--checkpoint runs/x/checkpoint.pt``; seed 003 ``--resume_from_checkpoint``
     and ``--load_base_from``: each is read as the run dir (or snapshot) it points into."""
-    from lmlab.cli import build_parser
+    from lmlab.cli_args import build_parser
 
     _, _, run = trained
     done = run_cli("sample", "--checkpoint", str(run / "checkpoint.pt"), "--max-new-tokens", "4", "--greedy")

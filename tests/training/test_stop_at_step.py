@@ -75,3 +75,20 @@ def test_stop_at_or_below_the_snapshot_trains_nothing(corpus_dir, make_raw, tmp_
     assert _summary(run)["steps"] == 5
     lmlab.train(_raw(make_raw, corpus_dir, run, stop_at_step=9))  # past the budget: it ends there
     assert _summary(run)["steps"] == 6 and _summary(run)["stopped_by"] == "budget"
+
+
+def test_resume_of_a_paused_run_continues_to_the_budget(corpus_dir, make_raw, straight, tmp_path, capsys):
+    """``lmlab train --resume RUN`` on a run that reached its pause trains to the end (its
+    config.yaml still holds stop_at_step); a --set stop_at_step of the user's own is kept."""
+    from lmlab.cli import main
+
+    run = tmp_path / "paused"
+    lmlab.train(_raw(make_raw, corpus_dir, run, stop_at_step=2))
+    assert main(["train", "--resume", str(run), "--set", "train.stop_at_step=3"]) == 0
+    assert _summary(run)["steps"] == 3 and _summary(run)["stopped_by"] == "stop_at_step"
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 0
+    assert "paused at train.stop_at_step 3 (step 3); resuming it to the end of its budget" in capsys.readouterr().out
+    assert _summary(run)["steps"] == 6 and _summary(run)["stopped_by"] == "budget"
+    want, got = _weights(straight), _weights(run)
+    assert all(torch.equal(want[k], got[k]) for k in want)
