@@ -138,6 +138,16 @@ def test_the_catalogue_has_at_least_100_distinct_cases():
     assert len(CASES) >= 100 and len({c.id for c in CASES}) == len(CASES)
 
 
+def test_every_class_file_adds_its_rows():
+    """The classes (issue 28): each file is read, and each row's id names its class."""
+    catalogue = __import__("runpy").run_path(str(Path(__file__).with_name("catalogue.py")))
+    counts = catalogue["CLASS_COUNTS"]
+    assert set(counts) == set(catalogue["CLASSES"]) and all(n > 0 for n in counts.values()), counts
+    prefixes = {"class_paths.py": "path-", "class_integers.py": "int-", "class_readers.py": "reader-"}
+    for name, prefix in prefixes.items():
+        assert sum(c.id.startswith(prefix) for c in CASES) == counts[name], name
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_fails_in_one_line_and_changes_nothing(case, places, trained, corpus_dir, make_raw, reseal,
                                                          capsys):
