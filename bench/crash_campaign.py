@@ -117,7 +117,9 @@ class Target:
     def command(self) -> list[str]:
         if self.name == "main":
             return [sys.executable, "-c", MAIN_DRIVER, str(self.tokens)]
-        if (self.run_dir / "checkpoints").is_dir():
+        # --resume once a snapshot exists; a start killed before its first save (or inside it:
+        # only a checkpoints/.tmp-* folder) left nothing to resume, so it starts again as a user would
+        if any((self.run_dir / "checkpoints" / n).is_dir() for n in self.snapshots):
             return [sys.executable, "-m", "lmlab", "train", "--resume", str(self.run_dir)]
         return [sys.executable, "-m", "lmlab", "train", "--config", str(self.cfg)]
 

@@ -82,7 +82,8 @@ def test_unloadable_datasets_are_one_line_errors(tmp_path: Path) -> None:
     msg = str(e.value)
     assert msg.startswith("data.sources[1]: cannot load dataset 'lmlab-tests/no-such-dataset'")
     assert "\n" not in msg
-    with pytest.raises(LmlabError, match=r"cannot load dataset 'json' split 'train': .*nope\.jsonl"):
+    # a packaged builder's local data_files are checked as paths before the builder runs
+    with pytest.raises(LmlabError, match=r"data.sources\[0\].data_files .*nope\.jsonl: no such file or folder"):
         list(iter_documents(HFSource(dataset="json", data_files=str(tmp_path / "nope.jsonl"))))
 
 

@@ -145,10 +145,10 @@ def test_cli_bad_inputs_are_one_line_errors(abstractinator_run, tmp_path, capsys
     # In-process (no subprocess start-up per case); main() is what ``python -m lmlab`` runs.
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe")
-    cases = [([str(abstractinator_run), "--file", str(tmp_path / "missing.txt")], "missing.txt: cannot read it"),
+    cases = [([str(abstractinator_run), "--file", str(tmp_path / "missing.txt")], "missing.txt: no such file or folder"),
              ([str(abstractinator_run), "--file", str(bad)], "UnicodeDecodeError"),
              ([str(abstractinator_run), "--text", ""], "the text is empty"),
-             ([str(tmp_path / "nope"), "--text", "x"], "run dir not found")]
+             ([str(tmp_path / "nope"), "--text", "x"], "nope: no such file or folder")]
     for args, needle in cases:
         capsys.readouterr()
         assert main(["report", *args]) == 2, needle

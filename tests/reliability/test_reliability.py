@@ -437,7 +437,7 @@ def test_11_an_interrupt_outside_the_step_loop_says_so(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_cmd_eval", interrupted)
+    monkeypatch.setitem(cli.COMMANDS, "eval", interrupted)
     assert cli.main(["eval", "--checkpoints", "x", "--tasks", "piqa"]) == 130
     line = capsys.readouterr().err.strip()
     assert line.startswith("lmlab eval: interrupted; nothing was lost")

@@ -165,7 +165,7 @@ def test_fsdp_on_one_process_matches_no_parallelism_and_resumes_exactly(tiny_con
     lmlab.train(raw, **{"train.out_dir": str(tmp_path / "fsdp"), "train.parallel": "fsdp"})
     _close(tmp_path / "plain", tmp_path / "fsdp", atol=1e-6, rtol=1e-6)
 
-    class StopAfter(trainer._Interrupt):  # "Ctrl-C" during step 5
+    class StopAfter(trainer.Interrupt):  # "Ctrl-C" during step 5
         @property
         def hit(self):
             return trainer_steps[0] >= 5
@@ -183,7 +183,7 @@ def test_fsdp_on_one_process_matches_no_parallelism_and_resumes_exactly(tiny_con
         return out
 
     with monkeypatch.context() as m:
-        m.setattr(trainer, "_Interrupt", StopAfter)
+        m.setattr(trainer, "Interrupt", StopAfter)
         m.setattr(trainer.Trainer, "train_step", counting)
         with pytest.raises(KeyboardInterrupt, match="interrupted at step 5"):
             lmlab.train(raw, **{"train.parallel": "fsdp"})

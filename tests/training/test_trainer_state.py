@@ -109,7 +109,7 @@ def test_a_snapshot_from_before_the_clock_and_best_keys_resumes_exactly(tiny_con
     lmlab.train(raw, **{"train.out_dir": str(tmp_path / "whole")})
     steps = [0]
 
-    class StopAt5(trainer_module._Interrupt):
+    class StopAt5(trainer_module.Interrupt):
         @property
         def hit(self):
             return steps[0] >= 5
@@ -126,7 +126,7 @@ def test_a_snapshot_from_before_the_clock_and_best_keys_resumes_exactly(tiny_con
         return out
 
     with monkeypatch.context() as m:
-        m.setattr(trainer_module, "_Interrupt", StopAt5)
+        m.setattr(trainer_module, "Interrupt", StopAt5)
         m.setattr(trainer_module.Trainer, "train_step", counting)
         with pytest.raises(KeyboardInterrupt, match="interrupted at step 5"):
             lmlab.train(raw)
