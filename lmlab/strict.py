@@ -21,7 +21,8 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from lmlab.errors import ConfigError
+from lmlab.errors import ConfigError, LmlabError
+from lmlab.fsio import check_input
 
 
 class Strict(BaseModel):
@@ -191,18 +192,13 @@ def too_deep(source: str, line: int) -> str:
 
 
 def read_text(path: str | Path, what: str = "config", example: str = FILE_EXAMPLE) -> str:
-    """The UTF-8 text of a regular file; a missing file, a folder, a pipe, bytes that are not
-    UTF-8 and an empty file are each a one-line :class:`ConfigError` naming the file."""
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{what} {p} is a folder; give {example}")
-    if p.exists() and not p.is_file():  # a FIFO nobody writes would block forever
-        raise ConfigError(f"{what} {p} is not a regular file (a pipe, socket or device); save the {what} to a file")
-    if p.is_symlink() and not p.exists():
-        raise ConfigError(f"{what} {p} is a symbolic link to nothing (a loop, or its target is gone); "
-                          f"give {example}")
-    if not p.is_file():
-        raise ConfigError(f"{what} file not found: {p} (give {example})")
+    """The UTF-8 text of a regular file; a path ``fsio.check_input`` refuses (missing, a folder, a
+    pipe, a symlink loop, under a file), bytes that are not UTF-8 and an empty file are each a
+    one-line :class:`ConfigError` naming the file."""
+    try:  # the one path check every input gets (a FIFO nobody writes would block forever)
+        p = check_input(path, f"{what} file", "file", f"give {example}", must_exist=True)
+    except LmlabError as e:
+        raise ConfigError(str(e)) from None
     try:
         data = p.read_bytes()
     except OSError as e:

@@ -103,7 +103,7 @@ def test_files_that_are_empty_not_utf8_or_a_loop_are_one_line(tmp_path):
     assert "b.yaml: cannot read config: not UTF-8 text (byte 0xe9 at line 3, column 12); save it as UTF-8" in \
         _refused(load_file, tmp_path / "b.yaml")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
-    assert "loop is a symbolic link to nothing" in _refused(read_text, tmp_path / "loop")
+    assert "loop: a symlink loop" in _refused(read_text, tmp_path / "loop")
     (tmp_path / "bom.json").write_bytes(b'\xef\xbb\xbf{"train": {"lr": 1}}')  # a BOM is UTF-8
     assert load_file(tmp_path / "bom.json") == {"train": {"lr": 1}}
 

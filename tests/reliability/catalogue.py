@@ -78,7 +78,7 @@ CASES: list[Case] = [
         needles="not allowed with argument"),
     cli("cli-import-missing-args", "import-gpt2", needles="required: hf_dir, run_dir"),
     # ------------------------------------------------------------------------- config files
-    cli("cfg-missing-file", "train", "--config", "{tmp}/nope.yaml", needles="config file not found"),
+    cli("cfg-missing-file", "train", "--config", "{tmp}/nope.yaml", needles=("config file", "nope.yaml: no such file or folder")),
     cli("cfg-yaml-syntax", "train", "--config", "{tmp}/bad.yaml", needles=("bad.yaml: line 3, column 1: cannot parse", "while parsing"),
         files={"bad.yaml": "train:\n  lr: [1,\n"}),
     cli("cfg-json-syntax", "train", "--config", "{tmp}/bad.json", needles=("bad.json: line 1, column", "cannot parse"),
@@ -252,7 +252,8 @@ CASES: list[Case] = [
     api("api-generate-bad-knob", "generate", "run_dir={run}", "top_k=-2", needles="top_k"),
     api("api-evaluate-no-checkpoints", "evaluate", "tasks=piqa", needles="--checkpoints"),
     api("api-evaluate-unknown-task", "evaluate", "checkpoints={run}", "tasks=nope", needles="nope"),
-    api("api-config-missing", "load_config", "path={tmp}/none.yaml", needles="config file not found"),
+    api("api-config-missing", "load_config", "path={tmp}/none.yaml",
+        needles=("config file", "none.yaml: no such file or folder")),
 ]
 
 # The classes: every path-typed key or flag, every integer knob, every reader, each crossed with

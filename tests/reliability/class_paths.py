@@ -125,15 +125,15 @@ for _name, (_cls, _) in FAMILIES.items():
 
 # (key, kind) -> the needles where a reader says "missing" in its own (older) words (in_* roles)
 WORDING: dict[tuple[str, str], tuple[str, ...]] = {
-    ("train--config", "unreachable"): ("config file not found",),
+    ("train--config", "unreachable"): ("config file /proc/lmlab-unreachable/sub: no such file or folder",),
     ("train--resume", "unreachable"): ("--resume", "no checkpoint there"),
     ("sample--checkpoint", "unreachable"): ("run dir not found",),
     ("eval--checkpoints", "unreachable"): ("run dir not found",),
     ("export-gpt2-run_dir", "unreachable"): ("run dir not found",),
     ("eval--tasks-file", "unreachable"): ("file:{unreachable}: no such file",),
-    ("compare-spec", "unreachable"): ("compare spec file not found",),
-    ("config-convert", "unreachable"): ("config file not found",),
-    ("config-show", "unreachable"): ("config file not found",),
+    ("compare-spec", "unreachable"): ("compare spec file /proc/lmlab-unreachable/sub: no such file or folder",),
+    ("config-convert", "unreachable"): ("config file /proc/lmlab-unreachable/sub: no such file or folder",),
+    ("config-show", "unreachable"): ("config file /proc/lmlab-unreachable/sub: no such file or folder",),
     ("compare.arms.run", "unreachable"): ("arm a: run", "is not an lmlab run dir"),
     **{(k, "unreachable"): ("data.sources[0] ", "no such file or folder")
        for k in KEYS if k.startswith("data.sources.") and k.endswith(".path")},
