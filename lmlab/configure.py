@@ -24,21 +24,19 @@ from lmlab import compat
 from lmlab.config import BUDGET_KEYS, DEFAULT_FAMILY, ModelConfig, RunConfig
 from lmlab.errors import ConfigError
 from lmlab.registry import FAMILIES, get_family, resolve_family
+from lmlab.safeload import FILE_EXAMPLE, load_file, safe_yaml
 from lmlab.strict import (
-    FILE_EXAMPLE,
     UnknownKey,
     check_keys,
     format_validation_error,
     key_homes,
-    load_file,
-    safe_yaml,
     unknown_keys_error,
 )
 
 
 def read_config_file(path: str | Path, what: str = "config", example: str = FILE_EXAMPLE) -> dict[str, Any]:
     """Parse a YAML or JSON config (or another mapping: ``what`` names it) into a dict, through
-    the one safe reader (``strict.load_file``: a duplicate key, deep nesting, an alias bomb, an
+    the one safe reader (``safeload.load_file``: a duplicate key, deep nesting, an alias bomb, an
     empty file or bytes that are not UTF-8 are one line naming the file)."""
     p = Path(path)
     raw = load_file(p, what, example)

@@ -180,7 +180,7 @@ def function_imports(graph: Graph) -> list[Import]:
 # The layers, bottom first (docs/architecture.md draws them). A module may import its own layer
 # and those below; the first pattern a module name matches gives its layer.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("ground", ("lmlab.errors", "lmlab.strict", "lmlab.fsio", "lmlab.console")),
+    ("ground", ("lmlab.errors", "lmlab.strict", "lmlab.fsio", "lmlab.safeload", "lmlab.console")),
     ("schema", ("lmlab.config", "lmlab.train_config", "lmlab.models.*.config")),
     ("storage", ("lmlab.integrity", "lmlab.rundir")),
     ("parts", ("lmlab.models", "lmlab.models.*", "lmlab.tokenizers", "lmlab.tokenizers.*", "lmlab.data",

@@ -1,4 +1,4 @@
-"""The one safe reader of config, spec and preset files and ``--set`` values (``lmlab.strict``):
+"""The one safe reader of config, spec and preset files and ``--set`` values (``lmlab.safeload``):
 duplicate keys, alias bombs, deep nesting, empty files and bytes that are not UTF-8 are one line
 naming the file and the line. The same cases through each command are catalogue rows
 (tests/reliability/class_readers.py)."""
@@ -13,7 +13,7 @@ import yaml
 
 from lmlab.compat.seed001 import read_preset
 from lmlab.errors import ConfigError
-from lmlab.strict import MAX_DEPTH, MAX_VALUES, load_file, read_text, safe_json, safe_yaml
+from lmlab.safeload import MAX_DEPTH, MAX_VALUES, load_file, read_text, safe_json, safe_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 

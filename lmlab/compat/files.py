@@ -11,7 +11,7 @@ from typing import Any
 from lmlab.compat.seed001 import to_run_config, validate_preset
 from lmlab.compat.tables import PLACEHOLDER, table
 from lmlab.errors import ConfigError
-from lmlab.strict import MAX_DEPTH, duplicate_key, load_file, read_text, too_deep
+from lmlab.safeload import MAX_DEPTH, duplicate_key, load_file, read_text, too_deep
 
 
 def read_seed_file(path: Path) -> tuple[dict[str, Any], str | None] | None:

@@ -29,7 +29,8 @@ from pydantic import Field, model_validator
 
 from lmlab.config import DEFAULT_FAMILY, AuxiliaryConfig, SampleConfig, TokenizerConfig
 from lmlab.errors import ConfigError
-from lmlab.strict import Strict, load_file, validate_strict
+from lmlab.safeload import load_file
+from lmlab.strict import Strict, validate_strict
 from lmlab.train_config import MAX_WORKERS, Int, Seed
 
 TARGET_TOKENS = 100_000_000
@@ -121,7 +122,7 @@ class Preset(Strict):
 
 
 def read_preset(path: Path) -> Preset:
-    """Read and validate one preset file through the one safe reader (``strict.load_file``: a
+    """Read and validate one preset file through the one safe reader (``safeload.load_file``: a
     repeated key, deep nesting, an empty file or bytes that are not UTF-8 are one line naming the
     file), then the schema."""
     return validate_preset(load_file(path, "preset", "a JSON preset, e.g. configs/presets/00_best_general.json"),

@@ -2,7 +2,7 @@
 
 Each row gives a reader a file of one bad kind (written into ``{tmp}``) through the command that
 reads it, and expects one line naming the file (or the flag) and what is wrong. Every reader but
-the prompts file goes through one safe loader (``lmlab.strict``: ``read_text``, ``load_file``,
+the prompts file goes through one safe loader (``lmlab.safeload``: ``read_text``, ``load_file``,
 ``safe_yaml``, ``safe_json``; seed 003's ``.py`` through ``compat.files.read_python_dict``).
 
 Which kinds apply (``-``: not applicable, and why):
