@@ -257,10 +257,11 @@ class Doctor:
             raise Skip(f"the {family} family does not support parallel: {mode}")
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
             if family not in self._reference:  # one reference for both modes
-                # no dropout: the ranks' random streams differ from one process's by design
-                # one micro-batch of both ranks' rows: families with statistics updated per micro-batch
-                # (EMA codebooks, all-reduced over the ranks) see the same batches as under DDP
-                train_run(self._train_raw(family, f"{tmp}/one", 6, dropout=0.0, batch_size=4))
+                # no dropout: the ranks' random streams differ from one process's by design.
+                # One process takes both ranks' micro-batches with 2 accumulation steps: what DDP
+                # computes, also for statistics of a micro-batch (the abstractinator's code-space
+                # moments) and buffers that move once per step by the whole step's statistics
+                train_run(self._train_raw(family, f"{tmp}/one", 6, dropout=0.0, batch_size=2, grad_accum_steps=2))
                 self._reference[family] = _train_losses(Path(f"{tmp}/one"))
             ref = self._reference[family]
             cfg = Path(tmp) / f"{mode}.yaml"

@@ -153,6 +153,11 @@ class LanguageModel(nn.Module):
         safetensors file a path names: the file itself, or a run dir's newest snapshot's
         weights (a model never reads a run dir itself)."""
 
+    def on_step_end(self) -> None:
+        """Called on every rank after each optimizer step (even a skipped one), before any
+        evaluation or save: a family whose training forward gathers statistics over a step's
+        micro-batches (the abstractinator's EMA codebooks) reduces and applies them here."""
+
     def on_checkpoint(self) -> None:
         """Called on rank 0 after each snapshot (e.g. the abstractinator's stage 1 writes its base)."""
 

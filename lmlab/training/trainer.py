@@ -227,6 +227,7 @@ class Trainer:
             self.bad_steps = 0
         scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        self.model.on_step_end()
         self.progress.advance(self.budget.tokens_per_step)
         if self.n_sources > 1:  # the same totals on every rank, so every rank reweights alike
             src_stats = all_reduce_sum(src_stats, self.info)

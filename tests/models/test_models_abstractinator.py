@@ -106,6 +106,24 @@ def test_ema_update_matches_a_hand_computation():
     assert perplexity == pytest.approx(math.exp(-(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))), rel=1e-5)
 
 
+def test_deferred_statistics_apply_once_per_step_as_one_batch():
+    """Under the trainer (``deferred``) two micro-batches leave the codebook alone until
+    ``step_end``, which then moves it exactly as one forward over both would."""
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(6, 4), torch.randn(5, 4) + 1.0
+    whole, parts = (VectorQuantizer(K=5, d_c=4, decay=0.8, dead_threshold=0.0) for _ in range(2))
+    parts.load_state_dict(whole.state_dict())
+    whole.train(), parts.train()
+    parts.deferred = True
+    before = parts.codebook.clone()
+    parts(z1), parts(z2)
+    assert torch.equal(parts.codebook, before)  # nothing moves inside the step
+    parts.step_end()
+    whole(torch.cat([z1, z2]))
+    for name in ("codebook", "ema_count", "ema_sum"):
+        torch.testing.assert_close(getattr(parts, name), getattr(whole, name), msg=name)
+
+
 def test_dead_codes_are_reset_onto_batch_vectors():
     torch.manual_seed(0)
     vq = VectorQuantizer(K=4, d_c=2, decay=0.5, dead_threshold=0.3)

@@ -131,24 +131,67 @@ def test_eval_scores_two_part_bits_per_byte(stages, tmp_path):
     assert bpb == pytest.approx(nats / math.log(2) / len(data), rel=1e-4)
 
 
+# Run under torchrun: trains, and after every step gathers each rank's buffers (codebooks, EMA
+# counts and sums, code-space moments, thresholds) and records the largest difference to rank 0.
+_RANKS_AGREE = """
+import json, os, sys
+from pathlib import Path
+import torch, torch.distributed as dist
+import lmlab
+from lmlab.models.abstractinator.model import AbstractinatorPyramid
+
+apply, worst = AbstractinatorPyramid.on_step_end, [0.0, 0]
+
+def checked(self):
+    apply(self)
+    for name, buf in sorted(self.named_buffers()):
+        got = [torch.zeros_like(buf) for _ in range(dist.get_world_size())]
+        dist.all_gather(got, buf.contiguous())
+        worst[0] = max([worst[0]] + [float((g.double() - got[0].double()).abs().max()) for g in got])
+    worst[1] += 1
+
+AbstractinatorPyramid.on_step_end = checked
+lmlab.train(json.loads(Path(sys.argv[1]).read_text()))
+Path(sys.argv[2] + "." + os.environ["RANK"]).write_text(json.dumps(worst))
+"""
+
+
+def _losses(run: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not installed")
-def test_two_ranks_train_with_shared_codebooks_and_thresholds(make_raw, corpus_dir, run_cli, tmp_path):
-    """torchrun x2: the quantisers' EMA sums, dead-code resets (rank 0's vectors), tracked
-    thresholds and code-space statistics go through collectives; the run must finish and agree."""
+def test_two_ranks_equal_one_process_with_accumulation(make_raw, corpus_dir, run_cli, tmp_path):
+    """torchrun x2 (a micro-batch of 2 each) == one process taking the same two micro-batches
+    with 2 accumulation steps, to 1e-5: the quantisers' EMA counts and sums, dead-code resets,
+    tracked thresholds and code-space moments move once per step by the whole step's statistics.
+    Every rank holds the same buffers after every step."""
     level = {**LEVEL, "entropy": {"n_layer": 1, "target_patch_len": 3, "max_patch_len": 8}}
     raw = _raw(make_raw, corpus_dir, tmp_path / "ddp", levels=[level, level])
-    raw["train"].update({"max_steps": 6, "batch_size": 2, "eval_interval": 6, "save_interval": 6})
+    raw["train"].update({"max_steps": 8, "batch_size": 2, "eval_interval": 8, "save_interval": 8, "log_interval": 1})
     path = tmp_path / "ddp.json"
     path.write_text(json.dumps(raw), encoding="utf-8")
+    script = tmp_path / "ranks_agree.py"
+    script.write_text(_RANKS_AGREE, encoding="utf-8")
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "lmlab", "train", "--config",
-                           str(path)], env=run_cli.env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), str(path),
+                           str(tmp_path / "worst")], env=run_cli.env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    weights = load_file(str(rundir.latest_snapshot(tmp_path / "ddp").path / rundir.WEIGHTS))
-    assert weights["levels.0.entropy.tracked"].item() is True
-    assert all(torch.isfinite(v.float()).all() for v in weights.values())
+    for rank in (0, 1):
+        worst, steps = json.loads((tmp_path / f"worst.{rank}").read_text())
+        assert steps == 8 and worst == 0.0  # identical codebooks, counts, moments, thresholds
+    one = {**raw, "train": {**raw["train"], "out_dir": str(tmp_path / "one"), "grad_accum_steps": 2}}
+    lmlab.train(one)
+    torch.testing.assert_close(torch.tensor(_losses(tmp_path / "ddp")), torch.tensor(_losses(tmp_path / "one")),
+                               atol=1e-5, rtol=1e-5)
+    a = load_file(str(rundir.latest_snapshot(tmp_path / "ddp").path / rundir.WEIGHTS))
+    b = load_file(str(rundir.latest_snapshot(tmp_path / "one").path / rundir.WEIGHTS))
+    assert a.keys() == b.keys() and a["levels.0.entropy.tracked"].item() is True
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5, msg=k)
     diag = json.loads((tmp_path / "ddp" / "diagnostics.json").read_text())["final"]
     assert diag["levels"][0]["symbols_per_code"] > 1.0
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from lmlab.models.abstractinator.attention import Stack, causal_mask
 from lmlab.models.abstractinator.config import EntropyModelConfig
-from lmlab.models.abstractinator.vq import CodeHead, ResidualVQ
+from lmlab.models.abstractinator.vq import CodeHead, ResidualVQ, StepStatistics
 
 
 def patch_starts(entropy: torch.Tensor, threshold: float, monotonic: bool = False, max_len: int | None = None,
@@ -54,7 +53,7 @@ def segment_ids(starts: torch.Tensor) -> torch.Tensor:
     return starts.long().cumsum(1) - 1
 
 
-class EntropyModel(nn.Module):
+class EntropyModel(StepStatistics):
     """Next-symbol model of one level. Bytes: ids (B, T). Codes: (B, T, S) of ``below``'s RVQ."""
 
     def __init__(self, cfg: EntropyModelConfig, d_model: int, n_head: int, form: str, backend: str,
@@ -120,9 +119,12 @@ class EntropyModel(nn.Module):
         return loss, torch.cat([inf, ent.detach().float()], dim=1)
 
     def cut(self, entropy: torch.Tensor, forced: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """Patch starts (B, T) under this level's rule; in training a target_patch_len threshold
-        first moves toward the batch quantile that gives that mean length."""
+        """Patch starts (B, T) under this level's rule. With target_patch_len, training gathers
+        the batch quantile that gives that mean length; the threshold moves toward the step's
+        mean quantile at its end (:class:`StepStatistics`). Before the first step has set it, a
+        batch cuts at its own quantile."""
         cfg = self.cfg
+        threshold = float(self.threshold)
         if cfg.target_patch_len is not None and self.training:
             score = entropy[:, 1:] - entropy[:, :-1] if cfg.monotonic else entropy[:, 1:]
             ok = torch.isfinite(score)
@@ -130,15 +132,27 @@ class EntropyModel(nn.Module):
                 ok &= valid[:, 1:]
             if ok.any():
                 q = torch.quantile(score[ok].float(), 1.0 - 1.0 / cfg.target_patch_len)
-                if dist.is_available() and dist.is_initialized():  # ranks keep one threshold
-                    dist.all_reduce(q)
-                    q = q / dist.get_world_size()
-                if self.tracked:
-                    self.threshold.mul_(cfg.threshold_ema).add_((1 - cfg.threshold_ema) * q)
-                else:  # the first batch sets it: no warm-up from an arbitrary start
-                    self.threshold.copy_(q)
-                    self.tracked.fill_(True)
-        starts = patch_starts(entropy, float(self.threshold), cfg.monotonic, cfg.max_patch_len, forced)
+                if not self.tracked:
+                    threshold = float(q)
+                self.gather(q=q.detach(), n=q.new_ones(()))
+            self.applied()
+        starts = patch_starts(entropy, threshold, cfg.monotonic, cfg.max_patch_len, forced)
         if valid is not None:
             starts = starts | ~valid  # padding: one patch per slot, dropped by the caller
         return starts
+
+    @torch.no_grad()
+    def step_end(self) -> None:
+        """target_patch_len: the threshold moves (EMA ``threshold_ema``) toward the mean of the
+        step's batch quantiles over micro-batches and ranks; the first step sets it."""
+        if not self.training or self.cfg.target_patch_len is None:
+            return
+        stats = self.take(q=self.threshold, n=self.threshold)
+        if stats["n"] == 0:
+            return
+        q = stats["q"] / stats["n"]
+        if self.tracked:
+            self.threshold.mul_(self.cfg.threshold_ema).add_((1 - self.cfg.threshold_ema) * q)
+        else:
+            self.threshold.copy_(q)
+            self.tracked.fill_(True)

@@ -6,14 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from lmlab.models.abstractinator.compressor import SegmentCompressor
 from lmlab.models.abstractinator.config import AbstractinatorConfig, LevelConfig
 from lmlab.models.abstractinator.entropy import EntropyModel, segment_ids
 from lmlab.models.abstractinator.expander import DecoderOnlyExpanderRVQ
-from lmlab.models.abstractinator.vq import ResidualVQ
+from lmlab.models.abstractinator.vq import ResidualVQ, StepStatistics
 
 
 @dataclass
@@ -35,7 +34,7 @@ class LevelOut:
     dead: list[int]
 
 
-class Abstractinator(nn.Module):
+class Abstractinator(StepStatistics):
     """Level ``index``: bytes at level 0, else the codes (and pooled vectors) of ``below``."""
 
     def __init__(self, cfg: AbstractinatorConfig, lcfg: LevelConfig, below: ResidualVQ | None):
@@ -111,21 +110,29 @@ class Abstractinator(nn.Module):
         z = z.float()
         if self.training and z.size(0) > 1:
             mean, var = z.mean(0), z.var(0, unbiased=False)
-            with torch.no_grad():
-                stats = torch.stack([mean, var])
-                if dist.is_available() and dist.is_initialized():  # ranks keep one running estimate
-                    dist.all_reduce(stats)
-                    stats = stats / dist.get_world_size()
-                if self.z_stats_set:
-                    self.z_mean.mul_(0.9).add_(0.1 * stats[0])
-                    self.z_var.mul_(0.9).add_(0.1 * stats[1])
-                else:  # the first batch sets them
-                    self.z_mean.copy_(stats[0])
-                    self.z_var.copy_(stats[1])
-                    self.z_stats_set.fill_(True)
+            # the step's running estimate: the mean over micro-batches (and ranks) of these moments
+            self.gather(moments=torch.stack([mean, var]).detach(), n=z.new_ones(()))
+            self.applied()
         else:
             mean, var = self.z_mean, self.z_var
         return (z - mean) * torch.rsqrt(var + 1e-5)
+
+    @torch.no_grad()
+    def step_end(self) -> None:
+        """The running code-space moments move toward the step's (the first step sets them)."""
+        if not self.training:
+            return
+        stats = self.take(moments=torch.stack([self.z_mean, self.z_var]), n=self.z_stats_set.float())
+        if stats["n"] == 0:
+            return
+        moments = stats["moments"] / stats["n"]
+        if self.z_stats_set:
+            self.z_mean.mul_(0.9).add_(0.1 * moments[0])
+            self.z_var.mul_(0.9).add_(0.1 * moments[1])
+        else:
+            self.z_mean.copy_(moments[0])
+            self.z_var.copy_(moments[1])
+            self.z_stats_set.fill_(True)
 
     def target_seg(self, out: LevelOut) -> torch.Tensor:
         """(B, T) the code covering the symbol each expander position predicts: bytes predict

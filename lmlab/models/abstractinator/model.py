@@ -24,6 +24,7 @@ from lmlab.models.abstractinator.generate import free_running_accuracy, start
 from lmlab.models.abstractinator.level import Abstractinator, LevelOut
 from lmlab.models.abstractinator.report import patch_boundaries, render_html, stats_line
 from lmlab.models.abstractinator.top import CodeSequenceTransformer
+from lmlab.models.abstractinator.vq import StepStatistics
 from lmlab.models.base import LanguageModel, ModelOutput
 from lmlab.models.common.layers import init_gpt2
 
@@ -355,6 +356,9 @@ class AbstractinatorPyramid(LanguageModel):
     def on_train_start(self, resumed: bool, weights_file: Callable[[str], Path]) -> None:
         """Trainer hook: a fresh stage-2 run loads the frozen parts (a resumed one has them).
         ``weights_file`` turns ``load_base_from`` (a base file or a stage-1 run dir) into a file."""
+        for module in self.modules():  # the trainer ends every step: statistics apply once per step
+            if isinstance(module, StepStatistics):
+                module.deferred = True
         if resumed:
             return
         if self.cfg.load_base_from is not None:
@@ -364,6 +368,14 @@ class AbstractinatorPyramid(LanguageModel):
         elif self.cfg.load_entropy_from is not None:
             n = self.load_base_components(weights_file(self.cfg.load_entropy_from), entropy_only=True)
             print(f"lmlab: loaded {n} entropy-model tensors from {self.cfg.load_entropy_from} (frozen)", flush=True)
+
+    def on_step_end(self) -> None:
+        """Trainer hook (every rank, after each optimizer step): the quantisers' counts, sums and
+        resets, the code-space moments and the tracked thresholds move by the whole step's
+        statistics, reduced over the ranks (:class:`~lmlab.models.abstractinator.vq.StepStatistics`)."""
+        for module in self.modules():  # one order on every rank: the collectives pair up
+            if isinstance(module, StepStatistics):
+                module.step_end()
 
     def on_checkpoint(self) -> None:
         """Trainer hook (rank 0, after each snapshot): stage 1 writes the base components."""

@@ -30,14 +30,60 @@ def _all_reduce(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-class VectorQuantizer(nn.Module):
+class StepStatistics(nn.Module):
+    """A module whose training forward gathers statistics (codebook counts and sums, batch
+    moments, quantiles) that move its buffers.
+
+    The buffers move once per optimizer step, from the statistics of every micro-batch of every
+    rank: the forward only adds to ``pending`` (plain tensors, not buffers: DDP broadcasts
+    buffers from rank 0 before each forward and would overwrite another rank's sums), and
+    :meth:`step_end` reduces them over the ranks and applies them. So every micro-batch of a
+    step sees the same buffers, and two ranks with one micro-batch each compute exactly what
+    one process computes over the same two micro-batches with accumulation (tested), and every
+    rank holds the same buffers. Standalone (``deferred`` False, the default: a module used
+    outside the trainer) each training forward applies its own statistics at once."""
+
+    deferred: bool = False
+
+    def gather(self, **stats: torch.Tensor) -> None:
+        """Add this micro-batch's statistics (summed over micro-batches until ``step_end``)."""
+        pending = self.__dict__.setdefault("pending", {})
+        for k, v in stats.items():
+            pending[k] = pending[k] + v if k in pending else v.clone()
+
+    def take(self, **like: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The step's statistics summed over the ranks (zeros where this rank had none, shaped
+        as ``like``), and a clean slate. Every rank must call it when any does (a collective)."""
+        pending = self.__dict__.pop("pending", {})
+        names = sorted(like)
+        flat = torch.cat([pending.get(k, torch.zeros_like(like[k])).reshape(-1).float() for k in names])
+        flat = _all_reduce(flat)
+        out, i = {}, 0
+        for k in names:
+            n = like[k].numel()
+            out[k] = flat[i : i + n].view_as(like[k])
+            i += n
+        return out
+
+    def step_end(self) -> None:
+        """Apply the step's statistics to the buffers (every rank, after the optimizer step)."""
+        raise NotImplementedError
+
+    def applied(self) -> None:
+        """After a training forward: a standalone module applies its statistics at once."""
+        if not self.deferred:
+            self.step_end()
+
+
+class VectorQuantizer(StepStatistics):
     """Nearest-neighbour quantiser over ``K`` codes of width ``d_c``.
 
     With ``ema`` the codebook is a buffer moved toward the mean of the vectors assigned to each
     code (decay ``decay``, Laplace-smoothed counts; sums are all-reduced under DDP so every rank
     holds the same codebook) and the loss is the commitment term ``beta * |z - sg(q)|^2``.
     Without it the codebook is a parameter and ``|sg(z) - q|^2`` is added. A code whose EMA count
-    falls below ``dead_threshold`` is reset to a vector of the batch (rank 0's choice).
+    falls below ``dead_threshold`` is reset to a vector of the step's first micro-batch (rank
+    0's). Counts, sums and resets move once per optimizer step (:class:`StepStatistics`).
     """
 
     def __init__(self, K: int, d_c: int, beta: float = 0.25, decay: float = 0.99, ema: bool = True,
@@ -70,10 +116,6 @@ class VectorQuantizer(nn.Module):
         q = self.codebook[idx].float()  # (N, d_c)
         onehot = F.one_hot(idx, self.K).float()
         counts = onehot.sum(0)
-        if self.training:  # collectives only in training: eval, diagnostics, sampling run on rank 0 alone
-            counts = _all_reduce(counts)
-        if self.training:
-            self._update(z32.detach(), onehot, counts)
         loss = self.beta * F.mse_loss(z32, q.detach()) if z.numel() else z32.sum()
         if not self.ema and z.numel():
             loss = loss + F.mse_loss(q, z32.detach())
@@ -81,6 +123,14 @@ class VectorQuantizer(nn.Module):
             loss = loss + self.diversity * self._diversity(z32)
         p = counts / counts.sum().clamp(min=1)
         perplexity = float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum()))
+        if self.training:
+            stats = {"counts": counts}
+            if self.ema:
+                stats["sums"] = onehot.T @ z32.detach()  # (K, d_c)
+            if "pending" not in self.__dict__:  # the step's first micro-batch: reset candidates
+                self.__dict__["candidates"] = z32.detach().clone()
+            self.gather(**stats)
+            self.applied()
         dead = int((self.ema_count < self.dead_threshold).sum())
         return q, idx, loss, perplexity, dead
 
@@ -88,34 +138,47 @@ class VectorQuantizer(nn.Module):
         """1 - H(mean soft assignment) / log K, in [0, 1]: 0 when the batch spreads evenly over
         the codebook (wav2vec 2.0's diversity loss). Its gradient pushes the encoder's vectors
         apart, against all patches drifting onto one code."""
-        c = self.codebook.detach()
+        c = self.codebook.detach().clone()  # saved for backward: the step's update moves the codebook
         d = z.pow(2).sum(-1, keepdim=True) - 2 * z @ c.T + c.pow(2).sum(-1)  # (N, K)
         p = torch.softmax(-d / math.sqrt(self.d_c), dim=-1).mean(0)  # this rank's batch (DDP averages grads)
         return 1 + (p * p.clamp(min=1e-12).log()).sum() / math.log(self.K)
 
     @torch.no_grad()
-    def _update(self, z: torch.Tensor, onehot: torch.Tensor, counts: torch.Tensor) -> None:
-        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+    def step_end(self) -> None:
+        """The step's EMA update (counts and sums over every micro-batch and rank), then resets."""
+        if not self.training:
+            return
+        like = {"counts": self.ema_count}
         if self.ema:
-            sums = _all_reduce(onehot.T @ z)  # (K, d_c)
-            self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+            like["sums"] = self.ema_sum
+        stats = self.take(**like)
+        self.ema_count.mul_(self.decay).add_(stats["counts"], alpha=1 - self.decay)
+        if self.ema:
+            self.ema_sum.mul_(self.decay).add_(stats["sums"], alpha=1 - self.decay)
             n = self.ema_count.sum()
             smoothed = (self.ema_count + 1e-5) / (n + self.K * 1e-5) * n  # Laplace: no division by 0
             self.codebook.copy_(self.ema_sum / smoothed[:, None])
+        candidates = self.__dict__.pop("candidates", None)
         dead = self.ema_count < self.dead_threshold
-        if dead.any() and z.size(0):
-            self.reset(dead, z)
+        if dead.any():
+            self.reset(dead, candidates)
 
     @torch.no_grad()
-    def reset(self, dead: torch.Tensor, z: torch.Tensor) -> None:
-        """Move the ``dead`` (K,) codes onto random rows of z (N, d_c). Their counts restart at
-        twice the threshold: a reset code nobody picks is dead again after ~ln 2 / (1 - decay)
-        steps and gets another chance, instead of sitting unused for hundreds of steps."""
+    def reset(self, dead: torch.Tensor, z: torch.Tensor | None) -> None:
+        """Move the ``dead`` (K,) codes onto random rows of z (N, d_c), rank 0's candidates
+        (none, or no rows: nothing moves). Their counts restart at twice the threshold: a reset
+        code nobody picks is dead again after ~ln 2 / (1 - decay) steps and gets another chance,
+        instead of sitting unused for hundreds of steps."""
         n_dead = int(dead.sum())
-        pick = torch.randint(0, z.size(0), (n_dead,), device=z.device)
-        fresh = z[pick].to(self.codebook.dtype)
+        fresh = torch.zeros(n_dead, self.d_c + 1, device=self.codebook.device)  # last column: rows exist
+        if z is not None and z.size(0):
+            pick = torch.randint(0, z.size(0), (n_dead,), device=z.device)
+            fresh[:, :-1], fresh[:, -1] = z[pick].float(), 1.0
         if dist.is_available() and dist.is_initialized():
-            dist.broadcast(fresh, src=0)  # every rank resets to the same vectors
+            dist.broadcast(fresh, src=0)  # every rank resets to rank 0's vectors
+        if not bool(fresh[:, -1].all()):
+            return
+        fresh = fresh[:, :-1].to(self.codebook.dtype)
         count = max(2 * self.dead_threshold, 1e-3)
         self.codebook.data[dead] = fresh
         if self.ema:
