@@ -34,6 +34,10 @@ HEADLINE = [("num_params", "params"), ("tokens", "tokens"), ("tokens_per_s", "to
             ("peak_mem_mb", "peak MB"), ("wall_s", "train s"), ("val_loss", "val loss"), ("val_bpb", "val bpb")]
 
 
+# An eval row's own keys; any other number in it is the family's (``eval_diagnostics``).
+_EVAL_KEYS = {"step", "tokens", "train_s", "val_loss", "val_ppl", "val_bpb", "val_loss_by_source"}
+
+
 # --------------------------------------------------------------------------------- collecting
 
 
@@ -79,6 +83,9 @@ def _run_entry(r: dict[str, Any]) -> dict[str, Any]:
     periodic = diag.get("periodic", []) if isinstance(diag, dict) else []
     over_time = [{"step": e.get("step"), **dict(_flat({k: v for k, v in e.items() if k != "step"}))}
                  for e in periodic if isinstance(e, dict)]
+    if not over_time:  # the numbers a family logs with every evaluation (eval_diagnostics)
+        over_time = [e for e in ({"step": row["step"], **dict(_flat({k: v for k, v in row.items() if k not in _EVAL_KEYS}))}
+                                 for row in r["rows"] if "val_loss" in row) if len(e) > 1]
     return {"seed": r["seed"], "run": r["run"], "family": r["family"], "numbers": numbers, "curves": curves,
             "rows": r["rows"], "diagnostics_over_time": over_time}
 

@@ -44,6 +44,8 @@ class LanguageModel(nn.Module):
     generation_flags: ClassVar[dict[str, dict[str, Any]]] = {}
     # Where the trainer writes ``diagnostics`` (run dir relative).
     diagnostics_file: ClassVar[str] = "diagnostics.json"
+    # Held-out windows ``diagnostics`` and ``eval_diagnostics`` read (None: one micro-batch).
+    diagnostics_rows: ClassVar[int | None] = None
     # Parallelisms the family cannot train under, each with the reason (``train.parallel``).
     unsupported_parallel: ClassVar[dict[str, str]] = {}
     # The name of the family's own report on a text (``lmlab report RUN --text ...`` writes
@@ -165,6 +167,11 @@ class LanguageModel(nn.Module):
         """The family's own evaluation of windows (N, T), written to ``diagnostics_file``;
         None: the family has none."""
         return None
+
+    def eval_diagnostics(self, input_ids: torch.Tensor) -> dict[str, float]:
+        """Numbers the trainer logs with every evaluation (a row of metrics.jsonl, every
+        tracker, metrics.json), from held-out windows (N, T); {} (the default): none."""
+        return {}
 
     def generate_ids(self, prompts: list[list[int]], settings, eos_id: int, stop_fn=None) -> list[list[int]] | None:
         """A family that does not decode token by token returns its continuations here; None

@@ -290,6 +290,8 @@ class Trainer:
         out: dict[str, Any] = lm_metrics(*total)
         if len(scores) > 1:
             out["val_loss_by_source"] = {n: lm_metrics(*sc)["val_loss"] for n, sc in scores.items()}
+        if self.info.is_main or self.parallel.collective_forward:  # the family's numbers of every eval
+            out.update(self.model.eval_diagnostics(self._held_out_ids()))
         return out
 
     def save(self) -> None:
@@ -303,15 +305,20 @@ class Trainer:
             lambda model: rundir.snapshot_meta(self.cfg, self.tokenizer, model, step, tokens, **self.plan.meta),
             self.state)
 
+    def _held_out_ids(self) -> torch.Tensor:
+        """The first held-out windows of one length (N, T): the family's ``diagnostics_rows``, or
+        one micro-batch."""
+        windows = [w for _, ws in self.val_sets for w in ws]
+        rows = self.model.diagnostics_rows or max(1, self.sampler.micro_batch)
+        windows = [w for w in windows if len(w) == len(windows[0])][:rows]
+        return torch.from_numpy(np.stack(windows).astype(np.int64)).to(self.info.device)
+
     def diagnose(self, final: bool) -> None:
         """The family's own diagnostics of the first val windows, written by rank 0 to its
         ``diagnostics_file`` (under a strategy whose forward is collective, every rank runs it)."""
         if not (self.info.is_main or self.parallel.collective_forward):
             return
-        windows = [w for _, ws in self.val_sets for w in ws]
-        windows = [w for w in windows if len(w) == len(windows[0])][: max(1, self.sampler.micro_batch)]
-        ids = torch.from_numpy(np.stack(windows).astype(np.int64)).to(self.info.device)
-        result = self.model.diagnostics(ids)
+        result = self.model.diagnostics(self._held_out_ids())
         if result is None or not self.info.is_main:
             return
         entry = {"step": self.step, **result}

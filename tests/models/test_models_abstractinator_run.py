@@ -214,3 +214,23 @@ def test_levels_train_in_stages_with_base_levels(make_raw, corpus_dir, tmp_path)
     with pytest.raises(ConfigError, match="base_levels = 3"):
         build_model_config({"family": "abstractinator", "levels": [LEVEL], "load_base_from": "x",
                                          "base_levels": 3})
+
+
+def test_every_eval_logs_per_level_diagnostics(stages):
+    """Each eval row (metrics.jsonl) and metrics.json carry the per-level numbers: code usage and
+    perplexity, bytes per code, reconstruction (teacher-forced, free-running) and the two-part
+    bits by part, which add up to the run's held-out bits per byte on the same windows."""
+    _, _, stage1 = stages
+    rows = [json.loads(line) for line in (stage1 / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "val_loss" in r]
+    assert [r["step"] for r in evals] == [8, 16]
+    keys = {f"l{i}_{k}" for i in (1, 2) for k in ("code_usage", "code_perplexity", "bytes_per_code", "recon_acc_tf")}
+    keys |= {"bytes_per_top_code", "recon_acc_free_running", "bpb_level1", "bpb_level2", "bpb_top"}
+    summary = json.loads((stage1 / "metrics.json").read_text())
+    for row in (*evals, summary):
+        assert keys <= row.keys()
+        assert 0 < row["l1_code_usage"] <= 1 and 1 <= row["l1_code_perplexity"] <= 32
+        assert row["bytes_per_top_code"] == row["l2_bytes_per_code"] >= row["l1_bytes_per_code"] >= 1
+        assert 0 <= row["recon_acc_free_running"] <= 1
+    parts = summary["bpb_level1"] + summary["bpb_level2"] + summary["bpb_top"]
+    assert parts == pytest.approx(summary["val_bpb"], rel=1e-4)

@@ -39,6 +39,8 @@ class AbstractinatorPyramid(LanguageModel):
                 "per-block parameter sharding does not cover; train it with parallel: ddp",
     }
     text_report = "patches"
+    # Code usage needs more codes than one micro-batch makes: 64 windows (~2k codes at 128 bytes).
+    diagnostics_rows = 64
 
     def __init__(self, cfg: AbstractinatorConfig):
         super().__init__()
@@ -264,46 +266,76 @@ class AbstractinatorPyramid(LanguageModel):
     # --------------------------------------------------------------------------- diagnose
 
     @torch.no_grad()
-    def diagnostics(self, input_ids: torch.Tensor, free_running_rows: int = 2) -> dict:
-        """Per level: symbols per code, bytes per code, code perplexity (by stage), dead codes,
-        teacher-forced reconstruction accuracy; free-running byte accuracy from the level-1
-        codes; the two-part bits per byte by part. input_ids (B, T) byte windows."""
+    def diagnostics(self, input_ids: torch.Tensor, free_running_rows: int = 2, chunk: int = 16) -> dict:
+        """Per level: codes, symbols and bytes per code, code usage (distinct codes / codebook
+        size, per stage) and perplexity (per stage), dead codes, threshold, teacher-forced
+        reconstruction accuracy; bytes per top code; free-running byte accuracy from the level-1
+        codes (the first ``free_running_rows`` rows); the two-part bits per byte by part.
+        input_ids (B, T) held-out byte windows, run ``chunk`` rows at a time."""
         was_training = self.training
         self.eval()
         try:
-            outs = self.compress_all(input_ids)
-            n_bytes = input_ids.numel()
-            levels, sym, n_sym = [], input_ids, n_bytes
-            for i, (level, out) in enumerate(zip(self.levels, outs)):
-                codes = out.codes[out.code_valid]  # (N, S)
-                n_codes = codes.size(0)
-                usage = []
-                for s in range(codes.size(1)):
-                    p = torch.bincount(codes[:, s], minlength=level.vq.K).float() / max(n_codes, 1)
-                    usage.append(float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum())))
-                h = level.expander.hidden(sym, level.target_seg(out), level.vq.embed(out.codes), out.code_valid)
-                if level.expander.byte_level:
-                    acc = float((level.expander.byte_logits(h)[:, :-1].argmax(-1) == sym[:, 1:]).float().mean())
-                else:
-                    greedy = level.expander.head.sample(h.flatten(0, 1), lambda lg: lg.argmax(-1)).view_as(sym)
-                    valid = outs[i - 1].code_valid
-                    acc = float(((greedy == sym).all(-1) & valid).sum() / valid.sum().clamp(min=1))
+            L = len(self.levels)
+            counts = [torch.zeros(len(lv.vq.stages), lv.vq.K) for lv in self.levels]  # code use per stage
+            n_codes, n_sym, right, judged = [0] * L, [0] * L, [0.0] * L, [0] * L
+            nats: dict[str, float] = {}
+            for rows in input_ids.split(chunk):
+                outs = self.compress_all(rows)
+                sym, n = rows, rows.numel()
+                for i, (level, out) in enumerate(zip(self.levels, outs)):
+                    codes = out.codes[out.code_valid]  # (N, S)
+                    for st in range(codes.size(1)):
+                        counts[i][st] += torch.bincount(codes[:, st], minlength=level.vq.K).float().cpu()
+                    n_codes[i] += codes.size(0)
+                    n_sym[i] += n
+                    h = level.expander.hidden(sym, level.target_seg(out), level.vq.embed(out.codes), out.code_valid)
+                    if level.expander.byte_level:
+                        hit = level.expander.byte_logits(h)[:, :-1].argmax(-1) == sym[:, 1:]
+                        right[i] += float(hit.sum())
+                        judged[i] += hit.numel()
+                    else:
+                        greedy = level.expander.head.sample(h.flatten(0, 1), lambda lg: lg.argmax(-1)).view_as(sym)
+                        valid = outs[i - 1].code_valid
+                        right[i] += float(((greedy == sym).all(-1) & valid).sum())
+                        judged[i] += int(valid.sum())
+                    sym, n = out.codes, codes.size(0)
+                for k, v in self.code_lengths(rows).items():
+                    nats[k] = nats.get(k, 0.0) + float(v.sum())
+            # bits per byte of text, as the trainer's val_bpb: an eos target is paid for but is no byte
+            n_bytes, n_scored = input_ids.numel(), int((input_ids[:, 1:] != self.eos_id).sum().clamp(min=1))
+            levels = []
+            for i, level in enumerate(self.levels):
+                p = counts[i] / counts[i].sum(1, keepdim=True).clamp(min=1)
                 levels.append({
-                    "level": i + 1, "codes": n_codes, "symbols_per_code": n_sym / max(n_codes, 1),
-                    "bytes_per_code": n_bytes / max(n_codes, 1), "code_perplexity": usage,
+                    "level": i + 1, "codes": n_codes[i], "symbols_per_code": n_sym[i] / max(n_codes[i], 1),
+                    "bytes_per_code": n_bytes / max(n_codes[i], 1),
+                    "code_usage": [float((c > 0).sum()) / level.vq.K for c in counts[i]],
+                    "code_perplexity": [float(torch.exp(-(q * q.clamp(min=1e-12).log()).sum())) for q in p],
                     "dead_codes": [int((vq.ema_count < vq.dead_threshold).sum()) for vq in level.vq.stages],
                     "codebook_size": level.vq.K, "threshold": float(level.entropy.threshold),
-                    "recon_acc_teacher_forced": acc,
+                    "recon_acc_teacher_forced": right[i] / max(judged[i], 1),
                 })
-                sym, n_sym = out.codes, n_codes
-            rows = input_ids[:free_running_rows]
-            parts = {k: float(v.sum()) / (math.log(2) * (input_ids.size(1) - 1) * input_ids.size(0))
-                     for k, v in self.code_lengths(input_ids).items()}
+            parts = {k: v / (math.log(2) * n_scored) for k, v in nats.items()}
             return {"levels": levels, "bytes_per_top_code": levels[-1]["bytes_per_code"],
-                    "recon_acc_free_running": free_running_accuracy(self, rows),
+                    "recon_acc_free_running": free_running_accuracy(self, input_ids[:free_running_rows]),
                     "two_part_bpb": {**parts, "total": sum(parts.values())}}
         finally:
             self.train(was_training)
+
+    def eval_diagnostics(self, input_ids: torch.Tensor) -> dict[str, float]:
+        """The per-level numbers logged with every evaluation (metrics.jsonl, trackers,
+        metrics.json): ``l{i}_code_usage`` (the least-used stage's share of its codebook used on
+        these held-out windows), ``l{i}_code_perplexity`` (stage 1), ``l{i}_bytes_per_code``,
+        ``l{i}_recon_acc_tf``, ``bytes_per_top_code``, ``recon_acc_free_running`` and the two-part
+        bits per byte by part, ``bpb_<part>``."""
+        d = self.diagnostics(input_ids)
+        out: dict[str, float] = {}
+        for lv in d["levels"]:
+            i = lv["level"]
+            out |= {f"l{i}_code_usage": min(lv["code_usage"]), f"l{i}_code_perplexity": lv["code_perplexity"][0],
+                    f"l{i}_bytes_per_code": lv["bytes_per_code"], f"l{i}_recon_acc_tf": lv["recon_acc_teacher_forced"]}
+        out |= {"bytes_per_top_code": d["bytes_per_top_code"], "recon_acc_free_running": d["recon_acc_free_running"]}
+        return out | {f"bpb_{k}": v for k, v in d["two_part_bpb"].items() if k != "total"}
 
     def report_on_text(self, text: str, title: str) -> tuple[str, str]:
         """Where each level cuts ``text`` into patches: (HTML page, per-level stats line)."""
