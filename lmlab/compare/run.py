@@ -22,11 +22,11 @@ from lmlab.compare.spec import (
     CompareSpec,
     dump_spec,
     load_spec,
-    resolved,
+    with_refs,
 )
 from lmlab.compare.verdict import verdict
 from lmlab.compare.widths import shared_settings
-from lmlab.configure import validate_config
+from lmlab.configure import deep_merge, validate_config
 from lmlab.errors import LmlabError
 from lmlab.eval.runner import RESULTS_FILE, evaluate
 from lmlab.eval.tasks import resolve_tasks
@@ -144,7 +144,9 @@ def train_arm(spec: CompareSpec, arm: ArmSpec, seed: int, extra: dict[str, Any],
         log(f"lmlab compare: {arm.name} seed {seed}: finished before, kept ({run})")
         return run
     log(f"lmlab compare: {arm.name} seed {seed}: {'resuming' if rundir.has_checkpoint(run) else 'training'} ({run})")
-    return train(resolved(spec, arm, seed, extra))
+    # an arm:NAME value is that (earlier, already trained) arm's run dir at this seed
+    raw = with_refs(deep_merge(spec.arm_raw(arm, seed), extra), lambda name: spec.run_dir(spec.arm_named(name), seed))
+    return train(validate_config(raw, source=f"arm {arm.name}"))
 
 
 # ----------------------------------------------------------------------------------- scoring

@@ -21,13 +21,14 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from lmlab import rundir
 from lmlab.compare.executors import Executor, Trial
 from lmlab.compare.search import GridSearch, SearchPolicy, SuccessiveHalving
-from lmlab.compare.spec import ArmSpec, CompareSpec, TuneSpec, resolved
+from lmlab.compare.spec import ArmSpec, CompareSpec, TuneSpec, arm_refs, resolved, with_refs
 from lmlab.compare.widths import count_params, match_widths, shared_settings, unit_vocab
 from lmlab.configure import deep_merge, validate_config
 from lmlab.errors import ConfigError, LmlabError
@@ -223,10 +224,12 @@ def best_value(spec: CompareSpec, cell: Cell, cells: list[Cell]) -> float | None
 # -------------------------------------------------------------------------------------- waves
 
 
-def trial(spec: CompareSpec, cell: Cell, value: float, seed: int, target: int) -> Trial:
-    """One trial: the arm's config at the rung, the value, the seed, its budget and its pause."""
+def trial(spec: CompareSpec, cell: Cell, value: float, seed: int, target: int,
+          cited: dict[str, Path] | None = None) -> Trial:
+    """One trial: the arm's config at the rung, the value, the seed, its budget and its pause;
+    ``cited``: the run dir of each arm its config cites (``arm:NAME``) at this seed."""
     run = trial_dir(spec, cell, value, seed)
-    raw = deep_merge(spec.arm_raw(cell.arm, seed), cell.extra)
+    raw = with_refs(deep_merge(spec.arm_raw(cell.arm, seed), cell.extra), lambda name: cited[name])
     raw["train"] = {**raw["train"], cell.key: value, "out_dir": str(run), "max_steps": cell.steps,
                     "max_tokens": None, "epochs": None,
                     "stop_at_step": target if target < cell.steps else None}
@@ -236,26 +239,40 @@ def trial(spec: CompareSpec, cell: Cell, value: float, seed: int, target: int) -
 
 
 def next_wave(spec: CompareSpec, cells: list[Cell]) -> list[Trial]:
-    """Every trial some cell needs now: its search's next wave, then its winner's other seeds."""
+    """Every trial some cell needs now: its search's next wave, then its winner's other seeds.
+    A cell whose config cites an earlier arm (``arm:NAME``) waits, seed by seed, until that
+    arm's winner has finished at the seed (cited arms come first, so they are decided above)."""
     wave = []
+    done: dict[tuple[str, int, int], Path] = {}  # (arm, rung, seed) -> its winner's finished run dir
     for cell in cells:
+        cited = partial(_cited, done, cell)
         if cell.policy is not None:
             results = results_of(spec, cell, spec.seeds[0])
             todo = cell.policy.next_wave(results)
             if not todo:
                 grown = _extend(spec, cell, results)
                 todo = grown.next_wave(results) if grown is not None else []
-            wave += [trial(spec, cell, v, spec.seeds[0], t) for v, t in todo
-                     if reached(trial_dir(spec, cell, v, spec.seeds[0])) < t]
+            if todo and cited(spec.seeds[0]) is not None:
+                wave += [trial(spec, cell, v, spec.seeds[0], t, cited(spec.seeds[0])) for v, t in todo
+                         if reached(trial_dir(spec, cell, v, spec.seeds[0])) < t]
             if todo:
                 continue
         value = best_value(spec, cell, cells)
         if value is None:
             continue
         for seed in seeds_of(spec, cell):
-            if reached(trial_dir(spec, cell, value, seed)) < cell.steps and not _diverged(spec, cell, value, seed):
-                wave.append(trial(spec, cell, value, seed, cell.steps))
+            run = trial_dir(spec, cell, value, seed)
+            if reached(run) >= cell.steps:
+                done[(cell.arm.name, cell.rung, seed)] = run
+            elif not _diverged(spec, cell, value, seed) and cited(seed) is not None:
+                wave.append(trial(spec, cell, value, seed, cell.steps, cited(seed)))
     return wave
+
+
+def _cited(done: dict[tuple[str, int, int], Path], cell: Cell, seed: int) -> dict[str, Path] | None:
+    """The finished run dir of every arm the cell's config cites, at this seed (None: not yet)."""
+    runs = {name: done.get((name, cell.rung, seed)) for name in arm_refs(cell.arm)}
+    return None if any(r is None for r in runs.values()) else runs  # type: ignore[return-value]
 
 
 def _extend(spec: CompareSpec, cell: Cell, results) -> SearchPolicy | None:

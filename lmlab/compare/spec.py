@@ -19,6 +19,7 @@ as a whole run config when the spec loads (all errors at once, each naming its a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -229,6 +230,15 @@ class CompareSpec(Strict):
                                      f"{len(self.scale.sizes)}")
         if (self.tune is not None or self.scale is not None) and any(a.run is not None for a in self.arms):
             raise ValueError("tune and scale train every arm; drop the arms given as run dirs")
+        for i, arm in enumerate(self.arms):
+            earlier = {a.name for a in self.arms[:i] if a.run is None}
+            for name in arm_refs(arm):
+                if name not in earlier:
+                    raise ValueError(f"arm {arm.name}: {REF}{name} names no trained arm listed before it; an "
+                                     f"arm cites the run dir of an earlier one (e.g. load_base_from: {REF}stage1)")
+                if self.scale is not None:
+                    raise ValueError(f"arm {arm.name}: {REF}{name}: run dirs are cited between arms of a "
+                                     "comparison without scale (one size)")
         return self
 
     @property
@@ -276,6 +286,9 @@ class CompareSpec(Strict):
     def run_dir(self, arm: ArmSpec, seed: int) -> Path:
         """An arm's run dir for one seed (an existing run dir arm: that dir)."""
         return Path(arm.run) if arm.run is not None else self.root / arm.name / f"seed{seed}"
+
+    def arm_named(self, name: str) -> ArmSpec:
+        return next(a for a in self.arms if a.name == name)
 
     def seeds_of(self, arm: ArmSpec) -> list[int]:
         return [self.seeds[0]] if arm.run is not None else list(self.seeds)
@@ -339,6 +352,42 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> CompareSp
 
 def dump_spec(spec: CompareSpec) -> str:
     return yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
+
+
+REF = "arm:"
+"""A config value ``arm:NAME`` in an arm's sections is the run dir of arm NAME at the same seed
+(tuned: its winning value's trial): a stage-2 arm loads a stage-1 arm's weights
+(``load_base_from: arm:stage1``). The cited arm is listed earlier and finishes first."""
+
+
+def arm_refs(arm: ArmSpec) -> list[str]:
+    """The arms whose run dirs ``arm``'s config cites (``arm:NAME`` values), in order."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and value.startswith(REF):
+            found.append(value[len(REF):])
+
+    for section in SECTIONS:
+        walk(getattr(arm, section))
+    return found
+
+
+def with_refs(raw: Any, run_of: Callable[[str], Path]) -> Any:
+    """``raw`` with every ``arm:NAME`` value replaced by ``run_of(NAME)`` (a run dir path)."""
+    if isinstance(raw, dict):
+        return {k: with_refs(v, run_of) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [with_refs(v, run_of) for v in raw]
+    if isinstance(raw, str) and raw.startswith(REF):
+        return str(run_of(raw[len(REF):]))
+    return raw
 
 
 def resolved(spec: CompareSpec, arm: ArmSpec, seed: int, extra: dict[str, Any]) -> RunConfig:

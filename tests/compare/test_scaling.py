@@ -161,3 +161,38 @@ def test_bad_tune_and_scale_specs_are_one_line_errors(tmp_path, corpus_dir):
         with pytest.raises(ConfigError, match=needle) as e:
             load_spec(_spec(tmp_path, corpus_dir, **over))
         assert "\n" not in str(e.value)
+
+
+STAGE1 = {"family": "abstractinator", "preset": "tiny", "top_transformer_config": None, "top_lm_loss_weight": 0.0}
+STAGE2 = {"family": "abstractinator", "preset": "tiny", "load_base_from": "arm:stage1"}
+
+
+@pytest.mark.parametrize("tuned", [True, False])
+def test_an_arm_cites_an_earlier_arms_run_dir_at_each_seed(tmp_path, corpus_dir, tuned):
+    """``load_base_from: arm:stage1``: the stage-2 arm trains on the stage-1 arm's run dir of
+    the same seed (tuned: its winning lr's trial), after it has finished."""
+    path = _spec(tmp_path, corpus_dir, scale=None, match_params=None, tokenizer={"type": "byte"},
+                 train={**TRAIN, "max_steps": 3}, tune={"lr": [1e-3, 1e-2]} if tuned else None,
+                 arms=[{"name": "stage1", "model": STAGE1}, {"name": "stage2", "model": STAGE2}])
+    root = run_compare(path, log=lambda *_: None)
+    spec = load_spec(path)
+    for seed in (1, 2):
+        if tuned:
+            won = _verdict(root)["search"]["stage1"]["r0"]["value"]
+            base = root / "stage1" / "r0" / f"lr={won:g}" / f"seed{seed}"
+            stage2 = next((root / "stage2" / "r0").glob(f"lr=*/seed{seed}/metrics.json")).parent
+        else:
+            base, stage2 = spec.run_dir(spec.arms[0], seed), spec.run_dir(spec.arms[1], seed)
+        cfg = yaml.safe_load((stage2 / "config.yaml").read_text())
+        assert cfg["model"]["load_base_from"] == str(base)
+        assert latest_snapshot(base).meta["step"] == 3 and latest_snapshot(stage2).meta["step"] == 3
+
+
+def test_an_arm_cites_only_an_earlier_trained_arm(tmp_path, corpus_dir):
+    arms = [{"name": "stage2", "model": STAGE2}, {"name": "stage1", "model": STAGE1}]
+    with pytest.raises(ConfigError, match="arm stage2: arm:stage1 names no trained arm listed before it") as e:
+        load_spec(_spec(tmp_path, corpus_dir, scale=None, match_params=None, arms=arms))
+    assert "\n" not in str(e.value)
+    arms = [{"name": "stage1", "model": STAGE1}, {"name": "stage2", "model": STAGE2}]
+    with pytest.raises(ConfigError, match="without scale"):
+        load_spec(_spec(tmp_path, corpus_dir, arms=arms, match_params={"arm": "stage1", "width": "d_model"}))
