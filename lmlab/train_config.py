@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, NonNegativeInt, PositiveFloat, model_validator
 
 from lmlab.strict import Strict
 
@@ -147,6 +147,13 @@ class TrainConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
     warmup_steps: Int = Field(100, ge=0)
+    part_lr: dict[str, PositiveFloat] = Field(default_factory=dict)
+    """The lr of a part of the model as a multiple of ``lr`` (``{top: 2.0}``); the parts are the
+    family's own (``LanguageModel.param_parts``: the abstractinator's are encoder, entropy,
+    expander and top), a part left out follows ``lr``. The schedule scales every part alike."""
+    part_warmup: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    """A part's own linear warmup in steps (``{top: 100}``), its cosine (or wsd) starting after it;
+    a part left out warms up over ``warmup_steps``."""
     schedule: Literal["cosine", "wsd"] = "cosine"
     """After the linear warmup: ``cosine`` decays to min_lr over the rest of the budget; ``wsd``
     (warmup-stable-decay, Hägele et al. 2024) holds lr, then decays linearly to min_lr over the
@@ -230,6 +237,9 @@ class TrainConfig(Strict):
             raise ValueError("set only one of max_tokens and epochs (max_steps may cap either)")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.optimizer == "muon" and (self.part_lr or self.part_warmup):
+            raise ValueError("part_lr / part_warmup with optimizer: muon: Muon's groups follow muon_lr; "
+                             "use adamw for per-part learning rates")
         if self.allow_tf32 and self.matmul_precision == "highest":
             raise ValueError("allow_tf32: true and matmul_precision: highest contradict each other; drop one")
         return self

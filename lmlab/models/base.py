@@ -135,6 +135,11 @@ class LanguageModel(nn.Module):
                 out.add(f"{name}.weight" if name else "weight")
         return {n for n, p in self.named_parameters() if n in out and p.ndim == 2}
 
+    def param_parts(self) -> dict[str, str]:
+        """Parameter name -> the part it belongs to, for ``train.part_lr`` and ``part_warmup``
+        (a family of separately trained modules names them); {} (the default): no parts."""
+        return {}
+
     @property
     def scoring_window(self) -> int:
         """The longest sequence ``log_probs`` scores at once: block_size inputs plus the last

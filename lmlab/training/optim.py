@@ -15,12 +15,31 @@ from lmlab.errors import LmlabError
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Two groups of the trainable parameters: matrices (decayed) and the rest (biases, norms,
-    other 1-d parameters: not decayed). The order is ``model.parameters()``'s."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    other 1-d parameters: not decayed). The order is ``model.parameters()``'s. With
+    ``train.part_lr`` / ``part_warmup`` the two groups are split by the family's parts
+    (``param_parts``), each group carrying its ``part`` (the trainer's schedule reads it)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not (cfg.part_lr or cfg.part_warmup):
+        return [
+            {"params": [p for _, p in named if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0},
+        ]
+    parts = model.param_parts()
+    known = sorted(set(parts.values()))
+    for key, asked in (("part_lr", cfg.part_lr), ("part_warmup", cfg.part_warmup)):
+        unknown = sorted(set(asked) - set(known))
+        if unknown:
+            has = f"its parts: {', '.join(known)}" if known else "it declares none (LanguageModel.param_parts)"
+            raise LmlabError(f"train.{key}: {type(model).__name__} has no part {', '.join(unknown)}; {has}")
+    groups = []
+    for part in known:
+        mine = [p for n, p in named if parts.get(n) == part]
+        groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": cfg.weight_decay, "part": part},
+                   {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "part": part}]
+    rest = [p for n, p in named if n not in parts]  # a family's parameters outside its parts follow lr
+    groups += [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+               {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 def use_fused(cfg: TrainConfig, device: torch.device) -> bool:
@@ -150,11 +169,18 @@ class MuonAdamW(torch.optim.Optimizer):
         self.adamw.load_state_dict(state_dict["adamw"])
 
 
-def lr_at(step: int, cfg: TrainConfig, max_steps: int) -> float:
+def lr_at(step: int, cfg: TrainConfig, max_steps: int, part: str | None = None) -> float:
     """Linear warmup to ``lr`` over ``warmup_steps``, then (``train.schedule``) cosine decay to
     ``min_lr`` at ``max_steps``, or ``lr`` held until the last ``decay_fraction`` of the
-    post-warmup steps and a linear decay to ``min_lr`` over them (warmup-stable-decay)."""
-    warmup = min(cfg.warmup_steps, max(0, max_steps - 1))
+    post-warmup steps and a linear decay to ``min_lr`` over them (warmup-stable-decay).
+    ``part``: a part of the model (``train.part_lr``, ``part_warmup``): its own warmup, and the
+    whole curve times its lr multiple."""
+    scale = 1.0 if part is None else cfg.part_lr.get(part, 1.0)
+    warmup = cfg.warmup_steps if part is None else cfg.part_warmup.get(part, cfg.warmup_steps)
+    return scale * _curve(step, cfg, max_steps, min(warmup, max(0, max_steps - 1)))
+
+
+def _curve(step: int, cfg: TrainConfig, max_steps: int, warmup: int) -> float:
     if step < warmup:
         return cfg.lr * (step + 1) / (warmup + 1)
     if cfg.schedule == "wsd":

@@ -192,7 +192,9 @@ class Trainer:
         t, step = self.cfg.train, self.step
         lr = lr_at(step, t, self.budget.max_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups follow the schedule at muon_lr
+            # Muon's groups follow the schedule at muon_lr; a part's (train.part_lr) at its own
+            at = lr if "part" not in group else lr_at(step, t, self.budget.max_steps, group["part"])
+            group["lr"] = at * group.get("lr_scale", 1.0)
         loss_sum = torch.zeros((), device=self.info.device)
         terms_sum: dict[str, torch.Tensor] = {}
         t_data = time.perf_counter()

@@ -15,6 +15,7 @@ checks the code is a prefix code there.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -29,11 +30,11 @@ LEVEL1 = {"compressor_layers": 1, "expander_layers": 1, "codebook_size": 32, "c_
 LEVEL2 = {**LEVEL1, "codebook_size": 16, "window": 4, "entropy": {"n_layer": 1, "threshold": 2.0, "max_patch_len": 4}}
 
 
-def _model(levels: int = 1, seed: int = 0):
-    """The tiny preset (vocab 260), randomly initialised, in eval mode; ``levels=2`` adds a level."""
+def _model(levels: int = 1, seed: int = 0, prior: bool = False):
+    """The tiny preset (vocab 260), randomly initialised, in eval mode; ``levels=2`` adds a level;
+    ``prior``: the byte expander adds the entropy model's next-byte logits (expander_prior)."""
     model = {"family": "abstractinator", "preset": "tiny", "vocab_size": 260}
-    if levels == 2:
-        model["levels"] = [LEVEL1, LEVEL2]
+    model["levels"] = [{**LEVEL1, "expander_prior": prior}, LEVEL2][:levels]
     cfg = validate_config({"model": model, "tokenizer": {"type": "byte"}})
     torch.manual_seed(seed)
     return build_model(cfg.model).eval()
@@ -127,8 +128,8 @@ def _assert_margins(model, x: torch.Tensor) -> None:
                     z = z - c[d.argmin(-1)]
 
 
-def _prepared(levels: int, thresholds: str):
-    model = _model(levels, SEED)
+def _prepared(levels: int, thresholds: str, prior: bool = False):
+    model = _model(levels, SEED, prior)
     x = _windows()
     _calibrate(model, x, thresholds)
     _assert_margins(model, x)
@@ -201,7 +202,10 @@ class CausalDecoder:
             if n > 0:  # x_0 is given; x_n is predicted at position n-1 under the code covering it
                 tseg = torch.tensor([self.cover[0][1:]])
                 h = level.expander.hidden(torch.tensor([self.sym[0]]), tseg, vec, valid)[:, -1]
-                self.byte_lp.append(float(torch.log_softmax(level.expander.byte_logits(h).float(), -1)[0, value]))
+                logits = level.expander.byte_logits(h)
+                if level.lcfg.expander_prior:  # the entropy model's guess from the decoded bytes alone
+                    logits = logits + level.entropy.next_logits(torch.tensor([self.sym[0]]))[:, -1]
+                self.byte_lp.append(float(torch.log_softmax(logits.float(), -1)[0, value]))
             self.sym[0].append(value)
             return
         code = self.codes[i - 1][n]
@@ -269,14 +273,16 @@ def _decode(model, row: torch.Tensor) -> CausalDecoder:
 # ------------------------------------------------------------------------------------ tests
 
 
-@pytest.mark.parametrize("levels,thresholds", [(1, "median"), (1, "high"), (2, "median"), (2, "high")])
+@pytest.mark.parametrize("levels,thresholds,prior", [(1, "median", False), (1, "high", False), (2, "median", False),
+                                                    (2, "high", False), (1, "median", True), (2, "median", True)])
 @torch.no_grad()
-def test_causal_decoder_cuts_where_the_encoder_does_and_pays_the_two_part_code(levels, thresholds):
+def test_causal_decoder_cuts_where_the_encoder_does_and_pays_the_two_part_code(levels, thresholds, prior):
     """Windows with eos at the first, last, middle and consecutive positions: the decoder's
     boundaries at every level equal compress_all's, and what it pays, byte by byte and part by
     part, equals _two_part's entries and code_lengths' totals. "high" thresholds leave only
-    document and max_patch_len cuts; "median" mixes in entropy cuts."""
-    model = _prepared(levels, thresholds)
+    document and max_patch_len cuts; "median" mixes in entropy cuts. ``prior``: the byte
+    expander's logits add the entropy model's, which the decoder computes from the bytes it has."""
+    model = _prepared(levels, thresholds, prior)
     x = _windows()
     T = x.size(1)
     outs = model.compress_all(x)
@@ -306,18 +312,25 @@ def test_causal_decoder_cuts_where_the_encoder_does_and_pays_the_two_part_code(l
     assert n_eos_cuts == int((x[:, :-1] == EOS).sum())  # the byte after every eos opened a patch
 
 
-@pytest.mark.parametrize("levels", [1, 2])
+def _argmax_kept(kept: list[torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+    kept.append(logits[0])
+    return logits.argmax(-1)
+
+
+@pytest.mark.parametrize("levels,prior", [(1, False), (2, False), (1, True), (2, True)])
 @torch.no_grad()
-def test_generation_cuts_where_the_encoder_does(levels):
+def test_generation_cuts_where_the_encoder_does(levels, prior):
     """generate.py's Expansion, teacher-forced with the true bytes and codes, cuts every level
-    exactly where compress_all does (the same causal rule, eos included)."""
-    model = _prepared(levels, "median")
+    exactly where compress_all does (the same causal rule, eos included), and draws each byte
+    from the distribution the two-part code scores it under (with the expander's prior too)."""
+    model = _prepared(levels, "median", prior)
     x = _windows()
     for b in range(x.size(0)):
         outs = model.compress_all(x[b : b + 1])
         codes = [out.codes[:, : int(out.n_codes[0])] for out in outs]
         seqs = [x[b : b + 1, :1], *[c[:, :1] for c in codes[:-1]], codes[-1]]  # the top codes are given
-        exp = Expansion(model, seqs, [[0] for _ in range(levels)], lambda lg: lg.argmax(-1),
+        drawn: list[torch.Tensor] = []
+        exp = Expansion(model, seqs, [[0] for _ in range(levels)], partial(_argmax_kept, drawn),
                         lambda lg: lg.argmax(-1), can_propose=False)
         for t in range(1, x.size(1)):
             assert exp.extend(0)
@@ -328,6 +341,10 @@ def test_generation_cuts_where_the_encoder_does(levels):
         assert exp.covers[0] == outs[0].seg[0].tolist()
         for i in range(1, levels):
             assert exp.covers[i] == outs[i].seg[0, : int(outs[i - 1].n_codes[0])].tolist()
+        if levels > 1:  # a byte opening a patch is drawn under the level-1 code drawn before it was forced
+            continue
+        scored = model(x[b : b + 1]).logits[0, :-1].float()  # position t-1 scores x_t
+        torch.testing.assert_close(torch.stack(drawn).log_softmax(-1), scored.log_softmax(-1), atol=1e-4, rtol=0)
 
 
 @torch.no_grad()

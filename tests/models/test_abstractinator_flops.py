@@ -49,6 +49,8 @@ SETTINGS = {
     "every_option": EVERY_OPTION,
     "base_levels_1": {"preset": "tiny", "levels": [LEVEL, {**LEVEL, "vq_stages": 2}],
                       "load_base_from": "unused.safetensors", "base_levels": 1},
+    "expander_prior": {"preset": "tiny", "levels": [{**LEVEL, "expander_prior": True}, LEVEL]},
+    "codes_input": {"preset": "tiny", "levels": [LEVEL, {**LEVEL, "compress_input": "codes", "c_vq_d_c": 8}]},
     "entropy_frozen_no_top_loss": {"preset": "tiny", "levels": [LEVEL, LEVEL],
                                    "load_entropy_from": "unused.safetensors",
                                    "top_lm_loss_weight": 0.0},

@@ -208,6 +208,26 @@ def test_right_padding_with_eos_keeps_every_level_of_codes():
     torch.testing.assert_close(lp_pad[:, :39], lp, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("compress_input", ["pooled", "codes"])
+def test_the_level_above_reads_the_pooled_vectors_or_only_the_codes_below(compress_input):
+    """``compress_input: codes`` cuts the continuous pass-through: level 2 reads nothing of
+    level 1 but its quantised code vectors (what the code stream carries)."""
+    model = _model(levels=[TINY_LEVEL, {**LEVEL2, "compress_input": compress_input}]).eval()
+    seen = []
+    model.levels[1].inp.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    below = model.compress_all(_bytes())[0]
+    want = below.pooled if compress_input == "pooled" else below.z_q
+    torch.testing.assert_close(seen[0], want, atol=0, rtol=0)
+    assert model.levels[1].inp.in_features == want.size(-1)
+    with pytest.raises(ConfigError, match="levels\\[1\\].expander_prior: a level above the bytes"):
+        build_model_config({"family": "abstractinator", "levels": [{}, {"expander_prior": True}]})
+    with pytest.raises(ConfigError, match="levels\\[0\\].expander_prior: a Gaussian-only entropy model"):
+        build_model_config({"family": "abstractinator",
+                            "levels": [{"expander_prior": True, "entropy": {"loss": "gaussian"}}]})
+    with pytest.raises(ConfigError, match="levels\\[0\\].compress_input"):
+        build_model_config({"family": "abstractinator", "levels": [{"compress_input": "codes"}]})
+
+
 # -------------------------------------------------------------------------- reconstruction
 
 
@@ -311,3 +331,20 @@ def test_config_checks():
     for preset in ("regular_sdpa", "regular_flex", "mla_sdpa", "mla_flex", "regular_flex_512", "tiny"):
         cfg = build_model_config({"family": "abstractinator", "preset": preset, "vocab_size": 257})
         assert cfg.levels and cfg.levels[0].d_c > 0
+
+
+def test_the_prior_is_on_by_default_and_off_for_a_checkpoint_saved_before_it():
+    """expander_prior: null turns it on at the byte level only; a snapshot whose config predates
+    the key decoded without it, and loads so (runs.checkpoint_config upgrades the saved config)."""
+    from lmlab.runs import checkpoint_config
+
+    cfg = build_model_config({"family": "abstractinator", "levels": [{}, {}]})
+    assert [lv.expander_prior for lv in cfg.levels] == [True, False]
+    gauss = build_model_config({"family": "abstractinator", "levels": [{"entropy": {"loss": "gaussian"}}]})
+    assert gauss.levels[0].expander_prior is False
+    saved = {"config": {"tokenizer": {"type": "byte"},
+                        "model": {"family": "abstractinator", "preset": "tiny", "levels": [TINY_LEVEL]}}}
+    old = validate_config(checkpoint_config(saved))
+    assert old.model.levels[0].expander_prior is False
+    saved["config"]["model"]["levels"] = [{**TINY_LEVEL, "expander_prior": True}]
+    assert validate_config(checkpoint_config(saved)).model.levels[0].expander_prior is True

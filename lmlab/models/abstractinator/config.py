@@ -80,6 +80,16 @@ class LevelConfig(Strict):
     """Byte level only: width of the factorised byte embedding and logits (None: 64)."""
     w_entropy_ce: float = Field(1.0, ge=0)
     w_vq: float = Field(1.0, ge=0)
+    expander_prior: bool | None = None
+    """Byte level: the expander's next-byte logits add the entropy model's (a product of
+    experts). The entropy model is a causal byte LM that the decoder runs anyway to cut
+    patches; with it as a prior, the codes carry only what it cannot predict. False: the
+    seed's expander, which predicts each byte from its codes and its patch alone. None (the
+    default): on at the byte level when its entropy model has a CE head, off above."""
+    compress_input: Literal["pooled", "codes"] = "pooled"
+    """Above the byte level: what the compressor reads of each symbol below. ``pooled`` (the
+    seed): the level below's continuous pooled vector, a pass-through that skips its quantiser;
+    ``codes``: only its quantised code vector, what the code stream itself carries."""
 
     @property
     def d_c(self) -> int:
@@ -170,6 +180,15 @@ class AbstractinatorConfig(ModelConfig):
     def _check(self) -> AbstractinatorConfig:
         if self.d_model % self.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        for i, lv in enumerate(self.levels):
+            if lv.expander_prior is None:
+                object.__setattr__(lv, "expander_prior", i == 0 and lv.entropy.loss != "gaussian")
+            if lv.expander_prior and (i > 0 or lv.entropy.loss == "gaussian"):
+                where = "a level above the bytes" if i else "a Gaussian-only entropy model"
+                raise ValueError(f"levels[{i}].expander_prior: {where} has no next-byte logits to add; set it on "
+                                 "the byte level (levels[0]) with entropy.loss ce or both")
+        if self.levels[0].compress_input != "pooled":
+            raise ValueError("levels[0].compress_input: the byte level reads bytes; set it on the levels above")
         top = self.top_transformer_config
         if top is not None and top.n_head is not None and self.d_model % top.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by top_transformer_config.n_head "
@@ -187,6 +206,16 @@ class AbstractinatorConfig(ModelConfig):
             raise ValueError("preset regular_flex_entropy_frozen loads a pretrained entropy stack: set "
                              "model.load_entropy_from to a base file or a run dir")
         return self
+
+    @classmethod
+    def upgrade_checkpoint_config(cls, model: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint saved before ``expander_prior`` existed decoded bytes without the prior
+        (its weights fit either way, so the default must not switch it on under them)."""
+        levels = model.get("levels")
+        if not isinstance(levels, list):
+            return model
+        return {**model, "levels": [lv if not isinstance(lv, dict) or "expander_prior" in lv
+                                    else {**lv, "expander_prior": False} for lv in levels]}
 
     def size_estimate(self, tokens: int) -> tuple[int, int]:
         """Parameters: counted from the shapes, exactly the model's (tested); the EMA codebooks
@@ -304,14 +333,15 @@ def _code_head(c: AbstractinatorConfig, n: float, lv: LevelConfig, g: bool) -> f
 
 
 def _entropy_flops(c: AbstractinatorConfig, i: int, n: float, g: bool) -> float:
-    """Level i's entropy model over ``n`` symbols; its heads predict the n - 1 next ones."""
+    """Level i's entropy model over ``n`` symbols; its heads predict the n - 1 next ones (the
+    CE head all n with ``expander_prior``: the last position's logits serve the expander too)."""
     e, D, V = c.levels[i].entropy, c.d_model, c.vocab_size or 260
     below = c.levels[i - 1] if i else None
     f = _stack(c, e.n_layer, n, g)
     if below is not None:  # code vectors (detached) in
         f += _mm(n, below.d_c, D, g, False)
     if e.loss in ("ce", "both"):
-        f += _mm(n - 1, D, V, g, g) if below is None else _code_head(c, n - 1, below, g)
+        f += _mm(n - (not c.levels[i].expander_prior), D, V, g, g) if below is None else _code_head(c, n - 1, below, g)
     if e.loss in ("gaussian", "both"):
         f += _mm(n - 1, D, 2 * (D if below is None else below.d_c), g, g)
     return f
@@ -323,7 +353,8 @@ def _encoder_flops(c: AbstractinatorConfig, i: int, n: float, k: float, rows: fl
     quantiser over ``rows`` real codes (nearest code; in training also the EMA sums and the
     diversity loss's distances, forward and backward)."""
     lv, D = c.levels[i], c.d_model
-    f = _mm(n, D, D, g, below_trains) if i else 0.0  # inp: the pooled vectors of the level below
+    # inp: the pooled vectors (or the code vectors) of the level below
+    f = _mm(n, D if lv.compress_input == "pooled" else c.levels[i - 1].d_c, D, g, below_trains) if i else 0.0
     f += _stack(c, lv.compressor_layers, n, g) + _attention(c, k * lv.n_queries, n, g)
     if lv.n_queries > 1:
         f += _mm(k, lv.n_queries * D, D, g, g)
@@ -381,7 +412,8 @@ def _level_params(c: AbstractinatorConfig, i: int) -> int:
         p += V * D if below is None else _head_params(c, below)
     if e.loss in ("gaussian", "both"):
         p += 2 * d_sym * (D + 1)
-    p += V * D if below is None else D * D  # the compressor's input: embed / inp
+    # the compressor's input: embed (bytes), inp (the pooled vectors or code vectors below)
+    p += V * D if below is None else (D if lv.compress_input == "pooled" else below.d_c) * D
     p += _stack_params(c, lv.compressor_layers) + lv.n_queries * D + _attention_params(c)
     p += lv.n_queries * D * D if lv.n_queries > 1 else 0
     p += D * lv.d_c + (0 if lv.vq_ema else lv.vq_stages * lv.codebook_size * lv.d_c)

@@ -86,12 +86,15 @@ class EntropyModel(StepStatistics):
         """What the Gaussian head predicts: the (detached) vector of each symbol."""
         return self.embed(x).detach() if x.dim() == 2 else self.below[0].embed(x).float()
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T) or (B, T, S), valid (B, T) -> (loss, entropy (B, T) of x_t given x_<t).
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, logits: bool = False):
+        """x (B, T) or (B, T, S), valid (B, T) -> (loss, entropy (B, T) of x_t given x_<t), and
+        with ``logits`` (bytes only) the next-byte logits (B, T, V) at every position, the last
+        one's included (the expander's prior, ``expander_prior``).
 
         entropy[:, 0] is +inf (nothing to predict from); the loss is the mean over valid targets.
         """
         h = self.trunk(self._symbols(x), causal_mask())  # (B, T, D)
+        every = self.head(h) if logits else None  # (B, T, V): the head over all T positions, once
         B, T = h.shape[:2]
         valid = torch.ones(B, T, dtype=torch.bool, device=h.device) if valid is None else valid
         tgt_valid = valid[:, 1:]
@@ -100,7 +103,8 @@ class EntropyModel(StepStatistics):
         ent = None
         if hasattr(self, "head"):
             if x.dim() == 2:
-                logp = torch.log_softmax(self.head(h[:, :-1]).float(), dim=-1)  # (B, T-1, V)
+                scores = self.head(h[:, :-1]) if every is None else every[:, :-1]
+                logp = torch.log_softmax(scores.float(), dim=-1)  # (B, T-1, V)
                 nll = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)
                 ent = -(logp.exp() * logp).sum(-1)
             else:
@@ -116,7 +120,12 @@ class EntropyModel(StepStatistics):
             if ent is None:  # differential entropy of the predicted Gaussian
                 ent = 0.5 * (log_var + math.log(2 * math.pi * math.e)).sum(-1)
         inf = torch.full((B, 1), float("inf"), device=h.device)
-        return loss, torch.cat([inf, ent.detach().float()], dim=1)
+        entropy = torch.cat([inf, ent.detach().float()], dim=1)
+        return (loss, entropy, every) if logits else (loss, entropy)
+
+    def next_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Bytes (B, T) -> logits (B, T, V) of the byte after each position (a decoder's prior)."""
+        return self.head(self.trunk(self._symbols(x), causal_mask()))
 
     def cut(self, entropy: torch.Tensor, forced: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Patch starts (B, T) under this level's rule. With target_patch_len, training gathers

@@ -82,7 +82,8 @@ class Expansion:
         if lv == 0:
             tseg = torch.tensor([covers[1:]], device=dev)
             h = level.expander.hidden(self.seqs[0], tseg, vec, valid)[:, -1]
-            sym = self.pick_byte(level.expander.byte_logits(h).float())[:, None]  # (1, 1)
+            prior = level.entropy.next_logits(self.seqs[0])[:, -1] if level.lcfg.expander_prior else None
+            sym = self.pick_byte(level.byte_logits(h, prior).float())[:, None]  # (1, 1)
         else:
             low = torch.cat([self.seqs[lv], torch.zeros_like(self.seqs[lv][:, :1])], dim=1)
             h = level.expander.hidden(low, torch.tensor([covers], device=dev), vec, valid)[:, -1]

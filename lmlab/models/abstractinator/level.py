@@ -30,6 +30,7 @@ class LevelOut:
     keep: torch.Tensor  # (B, T) symbols pooled into their code (not a closing eos or blank code)
     vq_loss: torch.Tensor
     entropy_loss: torch.Tensor
+    prior: torch.Tensor | None  # (B, T, V) the entropy model's next-byte logits (expander_prior), else None
     perplexity: list[float]
     dead: list[int]
 
@@ -47,7 +48,7 @@ class Abstractinator(StepStatistics):
         if below is None:
             self.embed = nn.Embedding(V, D)
         else:
-            self.inp = nn.Linear(D, D, bias=False)
+            self.inp = nn.Linear(D if lcfg.compress_input == "pooled" else below.d_c, D, bias=False)
         self.compressor = SegmentCompressor(D, nh, lcfg.compressor_layers, lcfg.window, lcfg.n_queries, form,
                                             backend, r, T)
         self.down = nn.Linear(D, lcfg.d_c, bias=False)
@@ -63,14 +64,14 @@ class Abstractinator(StepStatistics):
 
     def compress(self, sym: torch.Tensor, valid: torch.Tensor, forced: torch.Tensor, blank: torch.Tensor,
                  cont: torch.Tensor | None) -> LevelOut:
-        """sym (B, T) bytes or (B, T, S) codes, valid/forced/blank (B, T), cont (B, T, D) the pooled
-        vectors of the level below (None at the byte level) -> LevelOut.
+        """sym (B, T) bytes or (B, T, S) codes, valid/forced/blank (B, T), cont the pooled vectors
+        (B, T, D) or code vectors (B, T, d_c) of the level below (None at the byte level) -> LevelOut.
 
         ``forced``: symbols that open a document (the symbol before them closed one: known
         before they are decoded). ``blank``: symbols with no content of their own (an eos byte,
         a code of an eos-only patch); one always closes its patch, since what follows opens a
         document."""
-        ent_loss, entropy = self.entropy(sym, valid)
+        ent_loss, entropy, *prior = self.entropy(sym, valid, logits=self.lcfg.expander_prior)
         starts = self.entropy.cut(entropy, forced, valid)
         seg = segment_ids(starts)  # (B, T)
         B, T = seg.shape
@@ -98,7 +99,8 @@ class Abstractinator(StepStatistics):
         content = torch.zeros(B, K + 1, dtype=torch.long, device=seg.device)
         content = content.scatter_add(1, seg, (valid & ~blank).long())[:, :K]  # (B, K)
         return LevelOut(seg, n_codes, code_valid, z_q, codes, pooled, forced.gather(1, first) & code_valid,
-                        (content == 0) & code_valid, keep, q.loss, ent_loss, q.perplexity, q.dead)
+                        (content == 0) & code_valid, keep, q.loss, ent_loss, prior[0] if prior else None,
+                        q.perplexity, q.dead)
 
     def code_space(self, z: torch.Tensor) -> torch.Tensor:
         """Encoder outputs (N, d_c) -> the vectors the quantiser sees: batch-normalised per
@@ -141,12 +143,21 @@ class Abstractinator(StepStatistics):
             return torch.cat([out.seg[:, 1:], out.seg[:, -1:]], dim=1)
         return out.seg
 
+    def byte_logits(self, h: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+        """Byte level: the expander's hidden states (B, T, D) -> next-byte logits (B, T, V); with
+        ``expander_prior`` the entropy model's logits for the same bytes (``prior``, from x_<=t
+        alone) are added: a product of two experts, the byte LM the decoder already runs to
+        cut patches and the expander that reads the codes, so the codes need only carry what
+        the byte LM cannot guess."""
+        logits = self.expander.byte_logits(h)
+        return logits if prior is None else logits + prior.to(logits.dtype)
+
     def reconstruct(self, sym: torch.Tensor, out: LevelOut, z_q: torch.Tensor | None = None):
         """Teacher-forced expander over this level's input. Bytes: (logits (B, T, V), log p of
         x_{t+1} (B, T-1)); codes: (None, log p(code_t) (B, T))."""
         h = self.expander.hidden(sym, self.target_seg(out), out.z_q if z_q is None else z_q, out.code_valid)
         if self.expander.byte_level:
-            logits = self.expander.byte_logits(h)
+            logits = self.byte_logits(h, out.prior)
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, sym[:, 1:, None]).squeeze(-1)
             return logits, logp
         lp, _ = self.expander.head.log_prob(h, sym)

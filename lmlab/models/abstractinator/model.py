@@ -101,10 +101,12 @@ class AbstractinatorPyramid(LanguageModel):
         forced[:, 1:] = blank[:, :-1]  # x_{t-1} is eos
         cont = None
         outs = []
-        for level in self.levels:
+        for i, level in enumerate(self.levels):
             out = level.compress(sym, valid, forced, blank, cont)
             outs.append(out)
-            sym, valid, forced, blank, cont = out.codes, out.code_valid, out.forced, out.blank, out.pooled
+            sym, valid, forced, blank = out.codes, out.code_valid, out.forced, out.blank
+            if i + 1 < len(self.levels):  # what the next level's compressor reads of each code
+                cont = out.pooled if self.levels[i + 1].lcfg.compress_input == "pooled" else out.z_q
         return outs
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
@@ -290,7 +292,7 @@ class AbstractinatorPyramid(LanguageModel):
                     n_sym[i] += n
                     h = level.expander.hidden(sym, level.target_seg(out), level.vq.embed(out.codes), out.code_valid)
                     if level.expander.byte_level:
-                        hit = level.expander.byte_logits(h)[:, :-1].argmax(-1) == sym[:, 1:]
+                        hit = level.byte_logits(h, out.prior)[:, :-1].argmax(-1) == sym[:, 1:]
                         right[i] += float(hit.sum())
                         judged[i] += hit.numel()
                     else:
@@ -400,6 +402,19 @@ class AbstractinatorPyramid(LanguageModel):
         elif self.cfg.load_entropy_from is not None:
             n = self.load_base_components(weights_file(self.cfg.load_entropy_from), entropy_only=True)
             print(f"lmlab: loaded {n} entropy-model tensors from {self.cfg.load_entropy_from} (frozen)", flush=True)
+
+    def param_parts(self) -> dict[str, str]:
+        """Four parts for ``train.part_lr`` / ``part_warmup``: ``entropy`` (every level's entropy
+        model), ``encoder`` (embedding or input projection, compressor, ``down``, codebooks),
+        ``expander`` (every level's) and ``top`` (the code-sequence transformer)."""
+        parts = {}
+        for name, _ in self.named_parameters():
+            if name.startswith("top."):
+                parts[name] = "top"
+            else:  # levels.{i}.<module>...
+                module = name.split(".")[2]
+                parts[name] = module if module in ("entropy", "expander") else "encoder"
+        return parts
 
     def on_step_end(self) -> None:
         """Trainer hook (every rank, after each optimizer step): the quantisers' counts, sums and
