@@ -252,8 +252,9 @@ def next_wave(spec: CompareSpec, cells: list[Cell]) -> list[Trial]:
             if not todo:
                 grown = _extend(spec, cell, results)
                 todo = grown.next_wave(results) if grown is not None else []
-            if todo and cited(spec.seeds[0]) is not None:
-                wave += [trial(spec, cell, v, spec.seeds[0], t, cited(spec.seeds[0])) for v, t in todo
+            runs = cited(spec.seeds[0])
+            if todo and runs is not None:
+                wave += [trial(spec, cell, v, spec.seeds[0], t, runs) for v, t in todo
                          if reached(trial_dir(spec, cell, v, spec.seeds[0])) < t]
             if todo:
                 continue
@@ -264,8 +265,8 @@ def next_wave(spec: CompareSpec, cells: list[Cell]) -> list[Trial]:
             run = trial_dir(spec, cell, value, seed)
             if reached(run) >= cell.steps:
                 done[(cell.arm.name, cell.rung, seed)] = run
-            elif not _diverged(spec, cell, value, seed) and cited(seed) is not None:
-                wave.append(trial(spec, cell, value, seed, cell.steps, cited(seed)))
+            elif not _diverged(spec, cell, value, seed) and (runs := cited(seed)) is not None:
+                wave.append(trial(spec, cell, value, seed, cell.steps, runs))
     return wave
 
 

@@ -20,10 +20,7 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
     (``param_parts``), each group carrying its ``part`` (the trainer's schedule reads it)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not (cfg.part_lr or cfg.part_warmup):
-        return [
-            {"params": [p for _, p in named if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-            {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0},
-        ]
+        return _decay_split([p for _, p in named], cfg)
     parts = model.param_parts()
     known = sorted(set(parts.values()))
     for key, asked in (("part_lr", cfg.part_lr), ("part_warmup", cfg.part_warmup)):
@@ -31,15 +28,16 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
         if unknown:
             has = f"its parts: {', '.join(known)}" if known else "it declares none (LanguageModel.param_parts)"
             raise LmlabError(f"train.{key}: {type(model).__name__} has no part {', '.join(unknown)}; {has}")
-    groups = []
-    for part in known:
-        mine = [p for n, p in named if parts.get(n) == part]
-        groups += [{"params": [p for p in mine if p.dim() >= 2], "weight_decay": cfg.weight_decay, "part": part},
-                   {"params": [p for p in mine if p.dim() < 2], "weight_decay": 0.0, "part": part}]
-    rest = [p for n, p in named if n not in parts]  # a family's parameters outside its parts follow lr
-    groups += [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-               {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [g for part in known for g in _decay_split([p for n, p in named if parts.get(n) == part], cfg, part)]
+    groups += _decay_split([p for n, p in named if n not in parts], cfg)  # outside every part: the run's lr
     return [g for g in groups if g["params"]]
+
+
+def _decay_split(params: list[torch.nn.Parameter], cfg: TrainConfig, part: str | None = None) -> list[dict[str, Any]]:
+    """Matrices (decayed) and the rest (not decayed), as two groups (of ``part``)."""
+    tag = {} if part is None else {"part": part}
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay, **tag},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, **tag}]
 
 
 def use_fused(cfg: TrainConfig, device: torch.device) -> bool:

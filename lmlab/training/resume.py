@@ -36,15 +36,12 @@ def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None
             raise LmlabError(f"{run_dir} trained on windows of {was} tokens but the config asks for "
                              f"{cfg.train.seq_len or cfg.model.block_size} (train.seq_len / model.block_size); "
                              f"drop that change to continue the run, or pick a new train.out_dir")
-    if not weights_only:  # the optimizer's groups follow the parts, so its state keeps to them
-        def parts(train: dict[str, Any]) -> list[str]:
-            return sorted(set(train.get("part_lr") or {}) | set(train.get("part_warmup") or {}))
-
-        if parts(saved.get("train", {})) != parts(now["train"]):
-            raise LmlabError(f"{run_dir} trained with per-part learning rates for {parts(saved.get('train', {})) or 'no part'} "
-                             f"but the config sets them for {parts(now['train']) or 'no part'} (train.part_lr, "
-                             "train.part_warmup): the optimizer's state is grouped by them; change their values, "
-                             "not which parts they name, or pick a new train.out_dir")
+    was, asked = _parts(saved.get("train", {})), _parts(now["train"])
+    if not weights_only and was != asked:  # the optimizer's groups follow the parts, so its state keeps to them
+        raise LmlabError(f"{run_dir} trained with per-part learning rates for {was or 'no part'} but the config "
+                         f"sets them for {asked or 'no part'} (train.part_lr, train.part_warmup): the optimizer's "
+                         "state is grouped by them; change their values, not which parts they name, or pick a "
+                         "new train.out_dir")
     for section in ("model", "tokenizer") if weights_only else ("model", "tokenizer", "data", "train.seed"):
         section, _, only = section.partition(".")
         keys = [only] if only else sorted(set(saved.get(section, {})) | set(now[section]))
@@ -58,6 +55,11 @@ def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None
                     f"{b!r}; drop that change to continue the run (lmlab train --resume {run_dir}), "
                     "or pick a new train.out_dir"
                 )
+
+
+def _parts(train: dict[str, Any]) -> list[str]:
+    """The parts a train section gives their own lr or warmup."""
+    return sorted(set(train.get("part_lr") or {}) | set(train.get("part_warmup") or {}))
 
 
 def check_family_kept(run_dir: Path, saved: dict[str, Any], overrides: list[str]) -> None:

@@ -204,7 +204,8 @@ class CausalDecoder:
                 h = level.expander.hidden(torch.tensor([self.sym[0]]), tseg, vec, valid)[:, -1]
                 logits = level.expander.byte_logits(h)
                 if level.lcfg.expander_prior:  # the entropy model's guess from the decoded bytes alone
-                    logits = logits + level.entropy.next_logits(torch.tensor([self.sym[0]]))[:, -1]
+                    _, _, guess = level.entropy(torch.tensor([self.sym[0]]), logits=True)
+                    logits = logits + guess[:, -1]
                 self.byte_lp.append(float(torch.log_softmax(logits.float(), -1)[0, value]))
             self.sym[0].append(value)
             return

@@ -123,10 +123,6 @@ class EntropyModel(StepStatistics):
         entropy = torch.cat([inf, ent.detach().float()], dim=1)
         return (loss, entropy, every) if logits else (loss, entropy)
 
-    def next_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Bytes (B, T) -> logits (B, T, V) of the byte after each position (a decoder's prior)."""
-        return self.head(self.trunk(self._symbols(x), causal_mask()))
-
     def cut(self, entropy: torch.Tensor, forced: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Patch starts (B, T) under this level's rule. With target_patch_len, training gathers
         the batch quantile that gives that mean length; the threshold moves toward the step's

@@ -50,13 +50,16 @@ class Expansion:
         flags[-1] = bool(x) and x[-1] == eos
         return torch.tensor([flags], device=self.seqs[0].device)
 
-    def _opens_patch(self, lv: int) -> bool:
-        """Whether the next symbol of level l starts a new patch of the codes above it."""
+    def _opens_patch(self, lv: int) -> tuple[bool, torch.Tensor | None]:
+        """Whether the next symbol of level l starts a new patch of the codes above it, and at
+        the byte level with ``expander_prior`` the entropy model's logits (1, V) for that next
+        byte: one pass of the entropy model over the prefix gives both."""
         level, sym = self.model.levels[lv], self.seqs[lv]
         padded = torch.cat([sym, torch.zeros_like(sym[:, :1])], dim=1)  # a dummy next symbol
-        _, entropy = level.entropy(padded)
+        _, entropy, *logits = level.entropy(padded, logits=lv == 0 and level.lcfg.expander_prior)
         starts = level.entropy.cut(entropy, self._opens_document(lv))
-        return bool(starts[0, -1])
+        # position -2 (the last real byte) predicts the next one; the dummy is never read before it
+        return bool(starts[0, -1]), logits[0][:, -2] if logits else None
 
     def extend(self, lv: int) -> bool:
         """Append one symbol to level lv; False when no code above is left to expand."""
@@ -70,7 +73,8 @@ class Expansion:
                                  "reconstruct but not generate; train stage 2 with top_transformer_config")
             self.seqs[L] = torch.cat([self.seqs[L], top.next_code(self.seqs[L], self.pick_code)[:, None]], dim=1)
             return True
-        cover = self.covers[lv][-1] + int(self._opens_patch(lv))
+        opens, prior = self._opens_patch(lv)
+        cover = self.covers[lv][-1] + int(opens)
         if cover >= self.seqs[lv + 1].size(1) and not self.extend(lv + 1):
             return False
         level = self.model.levels[lv]
@@ -82,7 +86,6 @@ class Expansion:
         if lv == 0:
             tseg = torch.tensor([covers[1:]], device=dev)
             h = level.expander.hidden(self.seqs[0], tseg, vec, valid)[:, -1]
-            prior = level.entropy.next_logits(self.seqs[0])[:, -1] if level.lcfg.expander_prior else None
             sym = self.pick_byte(level.byte_logits(h, prior).float())[:, None]  # (1, 1)
         else:
             low = torch.cat([self.seqs[lv], torch.zeros_like(self.seqs[lv][:, :1])], dim=1)
