@@ -33,9 +33,10 @@ from lmlab.continuous import main as run_main
 from lmlab.doctor import failures, run_doctor
 from lmlab.errors import LmlabError
 from lmlab.eval.runner import evaluate
-from lmlab.interop.gpt2 import export_hf_gpt2, import_hf_gpt2
+from lmlab.interop.hf import export_hf, import_hf
 from lmlab.registry import FAMILIES, generation_option_owners
 from lmlab.training.loop import train
+from lmlab.training.prepare import prepare
 from lmlab.training.resume import check_family_kept, check_in_place, past_the_pause
 
 
@@ -70,6 +71,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
     else:
         cfg = load_config(args.config, overrides, raw=extra or None)
     train(cfg)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    if args.config_file and args.config:
+        raise LmlabError(f"lmlab prepare: give the config once, as CONFIG or --config (got {args.config_file} "
+                         f"and {args.config})")
+    print(prepare(load_config(args.config_file or args.config, list(args.set or []))).text())
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
@@ -183,14 +191,17 @@ def _cmd_config(args: argparse.Namespace) -> None:
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
 
 
-def _cmd_import_gpt2(args: argparse.Namespace) -> None:
-    run = import_hf_gpt2(args.hf_dir, args.run_dir, tokenizer_from=args.tokenizer_from)
-    print(f"imported {args.hf_dir} -> {run} (lmlab sample / eval --checkpoints {run})")
+def _cmd_import_hf(args: argparse.Namespace) -> None:
+    run = import_hf(args.hf_dir, args.run_dir, tokenizer_from=args.tokenizer_from)
+    print(f"imported {args.hf_dir} -> {run} (lmlab sample / eval --checkpoints {run}; fine-tune it with "
+          f"train.init_from: {run})")
 
 
-def _cmd_export_gpt2(args: argparse.Namespace) -> None:
-    out = export_hf_gpt2(args.run_dir, args.out_dir)
-    print(f"exported {args.run_dir} -> {out} (transformers.GPT2LMHeadModel.from_pretrained)")
+def _cmd_export_hf(args: argparse.Namespace) -> None:
+    to = "gpt2" if args.command == "export-gpt2" else args.to
+    out, kind = export_hf(args.run_dir, args.out_dir, to=to)
+    head = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel"}[kind]
+    print(f"exported {args.run_dir} -> {out} (transformers.{head}.from_pretrained)")
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -243,8 +254,9 @@ def _family_report(paths: list[Path], args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
-COMMANDS = {"train": _cmd_train, "sample": _cmd_sample, "eval": _cmd_eval, "config": _cmd_config,
-            "import-gpt2": _cmd_import_gpt2, "export-gpt2": _cmd_export_gpt2, "doctor": _cmd_doctor,
+COMMANDS = {"train": _cmd_train, "prepare": _cmd_prepare, "sample": _cmd_sample, "eval": _cmd_eval, "config": _cmd_config,
+            "import-hf": _cmd_import_hf, "import-gpt2": _cmd_import_hf, "export-hf": _cmd_export_hf,
+            "export-gpt2": _cmd_export_hf, "doctor": _cmd_doctor,
             "compare": _cmd_compare, "report": _cmd_report}
 """Each subcommand's function (``lmlab run`` is the continuous trainer's own ``main``)."""
 

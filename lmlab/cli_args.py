@@ -19,19 +19,22 @@ DESCRIPTION = "Train, sample and evaluate experimental language models beside a 
 # made there (rundir.check_out_dir: never inside another run dir).
 PATHS: dict[str, dict[str, tuple[str, str, str]]] = {
     "train": {"config": ("--config", "in_file", "a .yaml or .json file"), "resume": ("--resume", "in_any", "a run dir")},
+    "prepare": {"config_file": ("CONFIG", "in_file", "a .yaml or .json file"),
+                "config": ("--config", "in_file", "a .yaml or .json file")},
     "sample": {"checkpoint": ("--checkpoint", "in_any", "a run dir"),
                "prompts_file": ("--prompts-file", "need_file", "a text file with one prompt per line")},
-    "eval": {"checkpoints": ("--checkpoints", "in_any", "a run dir or an HF GPT-2 folder"),
+    "eval": {"checkpoints": ("--checkpoints", "in_any", "a run dir or an HF GPT-2 / Llama folder"),
              "output": ("--output", "out_file", "a file name"), "tasks": ("--tasks file:", "in_file", "a text file"),
              "data_dir": ("--data-dir", "need_dir", "a folder laid out like shared/data")},
-    "import-gpt2": {"hf_dir": ("HF_DIR", "need_dir", "an HF GPT-2 folder"), "run_dir": ("RUN_DIR", "out_run", ""),
-                    "tokenizer_from": ("--tokenizer-from", "need_any", "a run dir")},
-    "export-gpt2": {"run_dir": ("RUN_DIR", "in_any", "a run dir"), "out_dir": ("OUT_DIR", "out_dir", "a new folder")},
+    "import-hf": {"hf_dir": ("HF_DIR", "need_dir", "an HF GPT-2 or Llama folder"), "run_dir": ("RUN_DIR", "out_run", ""),
+                  "tokenizer_from": ("--tokenizer-from", "need_any", "a run dir")},
+    "export-hf": {"run_dir": ("RUN_DIR", "in_any", "a run dir"), "out_dir": ("OUT_DIR", "out_dir", "a new folder")},
     "report": {"paths": ("RUN_OR_COMPARE", "need_any", "a run dir or a compare dir"),
                "file": ("--file", "need_file", "a UTF-8 text file"), "out": ("--out", "out_dir", "a folder")},
     "doctor": {"out": ("--out", "out_dir", "a folder")}, "compare": {"spec": ("SPEC", "in_file", "a spec (.yaml)")},
     "config": {"file": ("FILE", "in_any", "a config file or a run dir")},
 }
+PATHS["import-gpt2"], PATHS["export-gpt2"] = PATHS["import-hf"], PATHS["export-hf"]  # the aliases
 
 
 def check_paths(args: argparse.Namespace) -> None:
@@ -117,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lmlab", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"lmlab {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_train, _add_run, _add_sample, _add_eval, _add_config, _add_interop, _add_doctor,
+    for add in (_add_train, _add_prepare, _add_run, _add_sample, _add_eval, _add_config, _add_interop, _add_doctor,
                 _add_compare, _add_report):
         add(sub)
     return p
@@ -131,6 +134,15 @@ def _add_train(sub) -> None:
     t.add_argument("--resume", "--resume_from_checkpoint", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or the run dir holding that path) from its latest checkpoint")
     _family_train_flags(t)
+
+
+def _add_prepare(sub) -> None:
+    r = sub.add_parser("prepare", help="build (or reuse) a config's tokenizer and token cache without training; "
+                                       "lmlab train on the same config then reuses both, under torchrun too")
+    r.add_argument("config_file", nargs="?", metavar="CONFIG", help="YAML or JSON run config (or give --config)")
+    r.add_argument("--config", "-c", help="the same, as lmlab train spells it")
+    r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config value, parsed as YAML (repeatable), as in lmlab train")
 
 
 def _add_run(sub) -> None:
@@ -208,13 +220,18 @@ def _add_config(sub) -> None:
 
 
 def _add_interop(sub) -> None:
-    i = sub.add_parser("import-gpt2", help="make an lmlab run dir from an HF GPT-2 folder")
-    i.add_argument("hf_dir", help="folder with config.json, model.safetensors (or pytorch_model.bin), tokenizer")
-    i.add_argument("run_dir", help="new lmlab run dir to create")
-    i.add_argument("--tokenizer-from", metavar="RUN_DIR", help="take the tokenizer of this lmlab run dir")
-    x = sub.add_parser("export-gpt2", help="write an lmlab gpt2-flavor run as an HF GPT-2 folder")
+    for name, aliases, what in (("import-hf", ["import-gpt2"], "GPT-2 or Llama"),):
+        i = sub.add_parser(name, aliases=aliases, help=f"make an lmlab run dir from an HF {what} folder "
+                                                       "(LlamaForCausalLM, GPT2LMHeadModel; import-gpt2 is an alias)")
+        i.add_argument("hf_dir", help="folder with config.json, model.safetensors (or pytorch_model.bin), tokenizer")
+        i.add_argument("run_dir", help="new lmlab run dir to create")
+        i.add_argument("--tokenizer-from", metavar="RUN_DIR", help="take the tokenizer of this lmlab run dir")
+    x = sub.add_parser("export-hf", aliases=["export-gpt2"],
+                       help="write an lmlab transformer run as an HF folder: Llama (rope, rmsnorm, swiglu) or GPT-2 "
+                            "(learned positions, layernorm, gelu); export-gpt2 is an alias that insists on GPT-2")
     x.add_argument("run_dir")
     x.add_argument("out_dir", help="new folder (must not exist or be empty)")
+    x.add_argument("--to", choices=("llama", "gpt2"), help="the format (default: the one the model fits)")
 
 
 def _add_doctor(sub) -> None:

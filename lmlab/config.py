@@ -156,9 +156,12 @@ class DataConfig(Strict):
     """Where the cache lives (default: ``<train.out_dir>/token_cache``)."""
     num_workers: Int = Field(0, ge=0, le=MAX_WORKERS)
     """DataLoader worker processes per rank that build token-cache shards in parallel (0: in the
-    main process). The cache has ranks x max(1, num_workers) shards, each a disjoint share."""
+    main process). A cache is built in ranks x max(1, num_workers) shards, each a disjoint share,
+    and read at any world size (``lmlab prepare`` builds one in one process)."""
     reuse_token_cache: bool = True
-    """Reuse a cache built with the same tokenizer and sources; a mismatch is refused."""
+    """Reuse a cache built with the same tokenizer and sources (whatever its shard count); a
+    mismatch is refused. Reuse trusts the source settings, not the files' text: after editing a
+    corpus, set it false, which rebuilds the cache and refits a fresh run's tokenizer."""
     max_train_tokens: Int | None = Field(None, ge=1)
     max_val_tokens: Int | None = Field(None, ge=1)
     max_train_examples: Int | None = Field(None, ge=1)
@@ -203,8 +206,9 @@ def _bare_source(item: Any) -> Any:
 
 
 class TokenizerConfig(Strict):
-    type: Literal["auto", "byte", "char", "bpe", "sentencepiece"] = "auto"
-    """``auto`` resolves sentencepiece -> bpe (HF tokenizers) -> char by what imports."""
+    type: Literal["auto", "byte", "char", "bpe", "sentencepiece", "hf"] = "auto"
+    """``auto`` resolves sentencepiece -> bpe (HF tokenizers) -> char by what imports. ``hf`` is a
+    Hugging Face model's own ``tokenizer.json`` (read from ``model_path``, never fitted)."""
     vocab_size: Int = Field(2048, ge=16, le=MAX_CONTEXT)
     """Target vocabulary for bpe/sentencepiece (byte and char ignore it)."""
     sp_model_type: Literal["bpe", "unigram"] = "bpe"
@@ -213,7 +217,8 @@ class TokenizerConfig(Strict):
     fit_max_chars: Int | None = Field(4_000_000, ge=1)
     """At most this many characters are used to fit the tokenizer (None: all)."""
     model_path: str | None = None
-    """A prebuilt tokenizer to load instead of fitting (a tokenizer dir saved by lmlab)."""
+    """A prebuilt tokenizer to load instead of fitting: a tokenizer dir saved by lmlab, an HF model
+    or tokenizer folder (``tokenizer.json``), a SentencePiece ``.model`` or a ``tokenizer.json``."""
 
 
 # ---------------------------------------------------------------------------------------- model

@@ -10,6 +10,7 @@ section.key=value`` (the value parses as YAML).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -17,13 +18,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from pydantic import ValidationError
 
-from lmlab import compat
-from lmlab.config import BUDGET_KEYS, DEFAULT_FAMILY, ModelConfig, RunConfig
-from lmlab.errors import ConfigError
-from lmlab.registry import FAMILIES, get_family, resolve_family
+from lmlab import compat, rundir
+from lmlab.config import BUDGET_KEYS, DEFAULT_FAMILY, ModelConfig, RunConfig, TrainConfig
+from lmlab.errors import ConfigError, LmlabError
+from lmlab.eval.tasks import resolve_tasks
+from lmlab.init_from import read_source
+from lmlab.registry import FAMILIES, build_model, get_family, resolve_family
 from lmlab.safeload import FILE_EXAMPLE, load_file, safe_yaml
 from lmlab.strict import (
     UnknownKey,
@@ -121,7 +125,77 @@ def load_config(
     done = compat.translate(merged, source, winning={".".join(k) for k in override_keys})
     for line in done.notes:
         say(line)
-    return validate_config(done.raw, source, override_keys, translated=True)
+    return validate_config(resolve_init_from(done.raw), source, override_keys, translated=True)
+
+
+def resolve_init_from(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config with ``train.init_from`` takes its model and tokenizer sections from those weights.
+
+    The model section the config gives is read as changes to the checkpoint's: one that changes
+    the shape of a weight (``d_model``, ``n_layer``, ``vocab_size``; a shorter learned context) is
+    refused naming the key, one that does not (``dropout``, a longer ``block_size``, auxiliary
+    heads) is kept. Any tokenizer key that differs from the checkpoint's is refused: the tokenizer
+    comes with the weights. Once the run has a snapshot of its own, its sections come from there
+    (the run continues, whether or not ``init_from`` is still there).
+    """
+    train = raw.get("train")
+    source = train.get("init_from") if isinstance(train, dict) else None
+    if source is None:
+        return raw
+    out_dir = train.get("out_dir", TrainConfig.model_fields["out_dir"].default)
+    started = isinstance(out_dir, str) and rundir.has_checkpoint(out_dir)
+    origin = read_source(out_dir if started else source)
+    where = f"train.init_from {source}" + (f" (continued in {out_dir})" if started else "")
+    model = raw.get("model") or {}
+    if not isinstance(model, dict):
+        return raw  # validation says what is wrong with it
+    theirs = origin.model.get("family", DEFAULT_FAMILY)
+    asked = model.get("family", theirs)
+    with contextlib.suppress(ConfigError):  # an unknown family: validation names it
+        asked = resolve_family(asked)[0]
+    if asked != theirs:
+        raise ConfigError(f"model.family = {model['family']!r}: {where} holds a {theirs} model; drop "
+                          "model.family (the model config comes with the weights)")
+    if model.get("preset", origin.model.get("preset")) != origin.model.get("preset"):
+        raise ConfigError(f"model.preset = {model['preset']!r}: {where} brings its own model config; drop "
+                          "model.preset (keys that keep the weights' shapes, e.g. model.dropout, may stay)")
+    changes = {k: v for k, v in model.items() if k not in ("family", "preset") and origin.model.get(k) != v}
+    _check_shapes(origin.model, changes, where)
+    # a run that has started keeps the sections it saved (its config.yaml has them: --resume)
+    tokenizer = origin.saved_tokenizer if started and origin.saved_tokenizer is not None else origin.tokenizer
+    for key, value in (raw.get("tokenizer") or {}).items():
+        same = (value is None or tokenizer.get(key) is not None and
+                Path(str(value)).resolve() == Path(str(tokenizer[key])).resolve()
+                if key == "model_path" else tokenizer.get(key) == value)
+        if not same:
+            raise ConfigError(f"tokenizer.{key} = {value!r}: {where} brings its own tokenizer "
+                              f"({tokenizer.get('type')}, in {tokenizer.get('model_path')}), the one its "
+                              "embeddings were trained with; drop the tokenizer section")
+    return {**raw, "model": {**origin.model, **changes}, "tokenizer": tokenizer}
+
+
+def _check_shapes(base: dict[str, Any], changes: dict[str, Any], where: str) -> None:
+    """Refuse the first key of ``changes`` that reshapes, adds or drops a weight (models built on
+    the meta device: no memory, no init)."""
+    if not changes:
+        return
+    def shapes(section: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        with torch.device("meta"):
+            model = build_model(build_model_config(section))
+        return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+    before = shapes(base)
+    for key, value in changes.items():
+        # a longer context extends the positions (resume.warm_model); auxiliary heads are new
+        # weights on top of the model's, trained from their init
+        grows = key == "block_size" and isinstance(value, int) and value > int(base.get("block_size", 0))
+        after = shapes({**base, key: value})
+        differ = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        if differ and not grows and key != "auxiliary":
+            raise ConfigError(f"model.{key} = {value!r}: {where} has model.{key} = {base.get(key)!r}, and the "
+                              f"change reshapes its weights ({', '.join(differ[:3])}"
+                              f"{', ...' if len(differ) > 3 else ''}); drop it (the model config comes with "
+                              "the weights)")
 
 
 def read_any_config(path: str | Path) -> tuple[dict[str, Any], str | None]:
@@ -178,6 +252,12 @@ def validate_config(
     if cfg.train.seq_len is not None and cfg.train.seq_len > model_cfg.block_size:
         raise ConfigError(f"{where(['train', 'seq_len'])}: train.seq_len = {cfg.train.seq_len} exceeds "
                           f"model.block_size = {model_cfg.block_size}; lower it or raise block_size")
+    if cfg.train.eval_tasks:  # the names lmlab eval --tasks takes, refused before anything runs
+        try:
+            resolve_tasks(cfg.train.eval_tasks)
+        except LmlabError as e:
+            raise ConfigError(f"{where(['train', 'eval_tasks'])}: train.eval_tasks = {cfg.train.eval_tasks!r}: "
+                              f"{str(e).removeprefix('--tasks: ')}") from None
     return cfg
 
 

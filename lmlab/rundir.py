@@ -4,6 +4,7 @@ Layout::
 
     RUN/config.yaml                 resolved config of the run
     RUN/tokenizer/                  the tokenizer, in its backend's native format
+    RUN/tokenizer_fit.json          what it was fitted on (a fresh run with the same settings reuses it)
     RUN/checkpoints/current|prev|prev2/
         model.safetensors           weights
         meta.json                   format version, family, config, tokenizer, step, tokens, sha256s
@@ -469,6 +470,10 @@ def locked(run_dir: str | Path) -> Iterator[None]:
 
 def tokenizer_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "tokenizer"
+
+
+def tokenizer_fit_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "tokenizer_fit.json"
 
 
 def config_path(run_dir: str | Path) -> Path:

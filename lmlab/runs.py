@@ -5,30 +5,17 @@ below it is storage only.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from lmlab import compat, rundir
-from lmlab.config import DEFAULT_FAMILY
+from lmlab import rundir
 from lmlab.configure import validate_config
 from lmlab.devices import resolve_device
 from lmlab.errors import LmlabError
-from lmlab.registry import build_model, get_family
+from lmlab.init_from import checkpoint_config  # re-exported: readers of a run dir use it
+from lmlab.registry import build_model
 from lmlab.tokenizers import load_tokenizer
-
-
-def checkpoint_config(meta: dict[str, Any]) -> dict[str, Any]:
-    """The run config a snapshot was saved with, upgraded by its family's config class where
-    the family defines ``upgrade_checkpoint_config`` (e.g. apelr: no version means v1)."""
-    raw = json.loads(json.dumps(meta["config"]))  # a copy
-    model = raw.get("model", {})
-    cfg_cls, _ = get_family(model.get("family", DEFAULT_FAMILY))
-    raw["model"] = cfg_cls.upgrade_checkpoint_config(model)
-    # Run dirs saved before lmlab/compat held a few seed spellings in the schema itself: today's spelling.
-    return compat.translate(raw, "checkpoint").raw
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", snapshot: str = "latest"):

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, NonNegativeInt, PositiveFloat, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    field_validator,
+    model_validator,
+)
 
 from lmlab.strict import Strict
 
@@ -92,6 +99,23 @@ class TensorBoardConfig(Strict):
     """None: ``RUN/tensorboard``."""
 
 
+class WandbConfig(Strict):
+    """``train.trackers: [wandb]``: one Weights & Biases run per lmlab run dir, resumed with it
+    (its id is kept in ``RUN/wandb_run.json``); the run config is the W&B run's config."""
+
+    project: str = "lmlab"
+    entity: str | None = None
+    """None: the account's default entity."""
+    run_name: str | None = None
+    """None: the run dir's name."""
+    mode: Literal["online", "offline", "disabled"] | None = None
+    """None: ``WANDB_MODE`` when it is set; else online when ``WANDB_API_KEY`` is set, offline
+    otherwise (no network needed; ``wandb sync RUN/wandb/offline-run-*`` uploads it later)."""
+    dir: str | None = None
+    """Where W&B writes its ``wandb/`` folder; None: the run dir."""
+    tags: list[str] = Field(default_factory=list)
+
+
 class AdaptiveBatchConfig(Strict):
     """``batch_size: auto``: the micro-batch is the largest that fits in the GPU's memory (seed 000).
 
@@ -119,6 +143,12 @@ class AdaptiveBatchConfig(Strict):
 
 class TrainConfig(Strict):
     out_dir: str = "runs/default"
+    init_from: str | None = None
+    """Start a new run from these weights: a run dir (its newest snapshot), a snapshot folder or a
+    Hugging Face GPT-2 / Llama folder. Weights only: a fresh optimizer, schedule and data
+    position, in ``out_dir``, on this config's data. The model config and the tokenizer come with
+    the weights (``configure.resolve_init_from``): a model key that reshapes a weight, or any
+    other tokenizer, is refused. Once ``out_dir`` has a snapshot, the run continues from it."""
     seed: Seed = 1337
     device: str = "auto"
     """``auto`` (cuda if available, else cpu), ``cpu``, ``cuda`` or ``cuda:N``."""
@@ -203,14 +233,27 @@ class TrainConfig(Strict):
     log_interval: Int = Field(10, ge=1)
     eval_interval: Int = Field(200, ge=1)
     eval_batches: Int = Field(20, ge=1)
+    eval_tasks: list[str] = Field(default_factory=list)
+    """Benchmarks of ``lmlab eval`` scored on the model while it trains: task names, groups
+    (``titans``), ``file:PATH``; a string ``piqa,hellaswag`` is split at its commas. Scored every
+    ``eval_tasks_interval`` steps and at the last step with ``lmlab eval``'s numbers, logged as
+    ``tasks/<task>/<metric>`` (metrics.jsonl, every tracker, metrics.json's ``tasks``); the names
+    are checked with the task table when the config is validated (``configure``). The data:
+    ``$LMLAB_EVAL_DATA`` (a folder laid out like shared/data), else the HF hub. Empty: none."""
+    eval_tasks_interval: Int | None = Field(None, ge=1)
+    """Steps between task evaluations; None: ``eval_interval``."""
+    eval_tasks_max_examples: Int | None = Field(500, ge=1)
+    """The first this many examples (documents, for wikitext2) of each task are scored each
+    time; None: all of them (hellaswag has 10,042)."""
     save_interval: Int = Field(200, ge=1)
     progress: bool = True
     """A progress bar when stderr is a terminal; otherwise one plain line per log interval."""
-    trackers: list[Literal["jsonl", "mlflow", "tensorboard"]] = Field(default_factory=lambda: ["jsonl"])
+    trackers: list[Literal["jsonl", "mlflow", "tensorboard", "wandb"]] = Field(default_factory=lambda: ["jsonl"])
     """Where metrics go; ``jsonl`` (``metrics.jsonl``, what lmlab reads back) is always on.
-    mlflow and tensorboard need ``pip install 'lmlab[track]'``."""
+    mlflow, tensorboard and wandb need ``pip install 'lmlab[track]'``."""
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     tensorboard: TensorBoardConfig = Field(default_factory=TensorBoardConfig)
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
     save_best: bool = True
     """Keep the weights of the best validation loss so far as ``checkpoints/best`` (seed 004)."""
     peak_tflops: float | None = Field(None, gt=0)
@@ -220,6 +263,12 @@ class TrainConfig(Strict):
     """Planner families (apelr): add the planner diagnostics to planner_eval.json at every eval."""
     final_eval_planner_diagnostics: bool = True
     """Planner families: write the final planner diagnostics to planner_eval.json."""
+
+    @field_validator("eval_tasks", mode="before")
+    @classmethod
+    def _split_tasks(cls, value: object) -> object:
+        # --set train.eval_tasks=piqa,hellaswag gives a string, as lmlab eval --tasks takes one
+        return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainConfig:

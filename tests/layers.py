@@ -184,10 +184,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("schema", ("lmlab.config", "lmlab.train_config", "lmlab.models.*.config")),
     ("storage", ("lmlab.integrity", "lmlab.rundir")),
     ("parts", ("lmlab.models", "lmlab.models.*", "lmlab.tokenizers", "lmlab.tokenizers.*", "lmlab.data",
-               "lmlab.data.*", "lmlab.generate", "lmlab.generate.*", "lmlab.devices")),
+               "lmlab.data.*", "lmlab.generate", "lmlab.generate.*", "lmlab.devices",
+               "lmlab.interop.hf_config",  # HF config.json -> model sections: plain dicts
+               # the eval tasks and their Scorer use only parts: configure checks train.eval_tasks
+               "lmlab.eval.tasks", "lmlab.eval.tasks.*", "lmlab.eval.scoring", "lmlab.eval.metrics")),
     ("registry", ("lmlab.registry",)),
     ("dialects", ("lmlab.compat", "lmlab.compat.*")),
-    ("configure", ("lmlab.configure", "lmlab.runs")),
+    ("configure", ("lmlab.configure", "lmlab.runs", "lmlab.init_from")),
     ("engine", ("lmlab.training", "lmlab.training.*", "lmlab.eval", "lmlab.eval.*", "lmlab.report",
                 "lmlab.report.*", "lmlab.interop", "lmlab.interop.*")),
     ("tools", ("lmlab.compare", "lmlab.compare.*")),

@@ -201,9 +201,9 @@ def test_help_lists_every_command_and_nothing_suppressed(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and "==SUPPRESS==" not in out
-    for command in ("train", "run", "sample", "eval", "config", "import-gpt2", "export-gpt2", "doctor", "compare",
-                    "report"):
-        assert f"    {command} " in out, command
+    for command in ("train", "prepare", "run", "sample", "eval", "config", "import-hf (import-gpt2)",
+                    "export-hf (export-gpt2)", "doctor", "compare", "report"):
+        assert f"    {command} " in out or f"    {command}\n" in out, command
 
 
 def test_version(capsys):
@@ -216,9 +216,11 @@ def test_the_python_api_s_import_and_compare_spec_check_their_paths(run, tmp_pat
     """What the CLI checks before a command, the library calls check themselves."""
     from lmlab.compare.spec import load_spec
     from lmlab.interop.gpt2 import import_hf_gpt2
+    from lmlab.interop.hf import import_hf
 
-    with pytest.raises(LmlabError, match="inside run dir"):
-        import_hf_gpt2(tmp_path / "no-hf", run / "checkpoints" / "imported")
+    for do in (import_hf, import_hf_gpt2):
+        with pytest.raises(LmlabError, match="inside run dir"):
+            do(tmp_path / "no-hf", run / "checkpoints" / "imported")
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"name: c\nout_dir: {run / 'cmp'}\narms: [{{name: a, model: {{preset: tiny}}}}]\n")
     with pytest.raises(LmlabError, match="out_dir .* is inside run dir"):

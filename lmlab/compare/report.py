@@ -86,8 +86,16 @@ def _run_entry(r: dict[str, Any]) -> dict[str, Any]:
     if not over_time:  # the numbers a family logs with every evaluation (eval_diagnostics)
         over_time = [e for e in ({"step": row["step"], **dict(_flat({k: v for k, v in row.items() if k not in _EVAL_KEYS}))}
                                  for row in r["rows"] if "val_loss" in row) if len(e) > 1]
+    # train.eval_tasks: the benchmarks scored while it trained, by step (``task/metric``)
+    tasks_over_time = [{"step": row["step"], **{f"{task}/{k}": v for task, metrics in row["tasks"].items()
+                                                for k, v in metrics.items() if _finite_number(v)}}
+                       for row in r["rows"] if isinstance(row.get("tasks"), dict)]
     return {"seed": r["seed"], "run": r["run"], "family": r["family"], "numbers": numbers, "curves": curves,
-            "rows": r["rows"], "diagnostics_over_time": over_time}
+            "rows": r["rows"], "diagnostics_over_time": over_time, "tasks_over_time": tasks_over_time}
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _flat(node: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, float]]:
@@ -165,6 +173,8 @@ def write_reports(out: Path, results: dict[str, Any], single_run: bool = False) 
         charts["run"] = _run_png(run)
         if run["diagnostics_over_time"]:
             charts["diagnostics"] = _diag_png(run["diagnostics_over_time"])
+        if run["tasks_over_time"]:
+            charts["tasks"] = _tasks_png(run["tasks_over_time"])
     for name, png in charts.items():
         (out / f"{name}.png").write_bytes(png)
     saved = {**results, "arms": [{**a, "runs": [{k: v for k, v in r.items() if k != "rows"} for r in a["runs"]]}
@@ -273,6 +283,7 @@ CAPTIONS = {
     "bpb": "final validation bits per byte, mean over seeds with their standard deviation",
     "run": "one run over its steps: loss, learning rate, gradient norm, tokens/s, peak memory",
     "diagnostics": "the family's diagnostics at every evaluation (e.g. apelr with train.eval_planner_diagnostics)",
+    "tasks": "the benchmarks scored during training (train.eval_tasks) against the step, one panel per task metric",
 }
 # A table never widens the page: it sits in a box that scrolls sideways when it must, in a
 # smaller font, its headers wrapping (after a "/" of a task's metric) while values stay whole.
@@ -402,4 +413,31 @@ def _diag_png(series: list[dict[str, Any]]) -> bytes:
             ax.plot(*zip(*pts), "o-", lw=1, ms=3)
         ax.set(xlabel="step", title=key)
         ax.grid(alpha=0.3)
+    return scaling_report.figure_png(plt, fig)
+
+
+def _tasks_png(series: list[dict[str, Any]]) -> bytes:
+    """Every ``task/metric`` of the ``train.eval_tasks`` rows against the step, a panel each,
+    four to a row (their scales differ: accuracies, perplexities, bits per byte)."""
+    # deferred: matplotlib is slow to import, and only the charts need it
+    import matplotlib
+
+    matplotlib.use("Agg")
+    # deferred: as above; pyplot must come after use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(dict.fromkeys(k for e in series for k in e if k != "step"))
+    ncols = min(4, len(keys))
+    nrows = -(-len(keys) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.8 * nrows), dpi=90, squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        pts = [(e["step"], e[key]) for e in series if key in e]
+        ax.plot(*zip(*pts), "o-", lw=1, ms=3)
+        if key.endswith("perplexity") and min(v for _, v in pts) > 0:  # an untrained model's is astronomical
+            ax.set_yscale("log")
+        ax.set(xlabel="step", title=key)
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
     return scaling_report.figure_png(plt, fig)

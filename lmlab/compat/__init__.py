@@ -224,6 +224,25 @@ def _run_dir(ctx: _Ctx, rule: Rule, value: Any) -> Any:
     return str(Path(os.path.relpath(above)) if not path.is_absolute() else above)
 
 
+def _resume_from(ctx: _Ctx, rule: Rule, value: Any) -> Any:
+    """Seed 000's ``train.resume_from``: beside a ``train.out_dir`` that is another folder it
+    starts a new run there from those weights (``train.init_from``: a fresh optimizer, schedule
+    and data position); alone, or naming the out_dir's own run, it continues that run in place."""
+    if value is None:
+        return None
+    out = get_path(ctx.raw, "train.out_dir")
+    if out in (MISSING, None):
+        return _run_dir(ctx, rule, value)
+    path = Path(str(value))
+    run = path if path.is_dir() and rundir.has_checkpoint(path) else rundir.enclosing_run_dir(path)
+    if run is not None and Path(os.path.abspath(run)) == Path(os.path.abspath(str(out))):
+        return str(out)  # the out_dir's own run: continue it
+    _move(ctx, rule, "train.init_from", str(value),
+          note=f" (a new run in train.out_dir {out} from those weights: a fresh optimizer, schedule and data "
+               "position; to continue that run instead, set train.out_dir to its run dir)")
+    return None
+
+
 _SUFFIX_TYPES = {".jsonl": "jsonl", ".json": "jsonl", ".pdf": "pdf", ".csv": "csv"}
 
 
@@ -307,12 +326,33 @@ def _hf_dataset(ctx: _Ctx, rule: Rule, value: Any) -> Any:
     return {"type": "hf", "dataset": value}
 
 
-def _mlflow_hint(ctx: _Ctx, rule: Rule, value: Any) -> Any:
-    trackers = (ctx.raw.get("train") or {}).get("trackers") or []
-    if "mlflow" not in trackers:
-        ctx.notes.append(f"seed {rule.seed} `{rule.key}`: metrics go to MLflow with train.trackers: [jsonl, "
-                         "mlflow] (pip install 'lmlab[track]')")
-    return value
+def _mlflow_project(ctx: _Ctx, rule: Rule, value: Any) -> None:
+    """Seed 003 logs to MLflow under ``./mlruns/<project_name>`` when ``project_name`` is set:
+    the experiment, ``mlflow`` in ``train.trackers`` (unless the config lists its trackers) and
+    a store there (unless it names one). The store is a sqlite database in that folder: MLflow 3
+    refuses a plain folder store (``MLFLOW_ALLOW_FILE_STORE``)."""
+    train = ctx.raw.get("train")
+    train = {} if train is None else train
+    if value is None or not isinstance(train, dict) or not isinstance(train.get("mlflow", {}), dict):
+        _move(ctx, rule, rule.to, value)  # nothing to turn on (or a section the schema refuses)
+        return None
+    said = []
+    trackers = train.get("trackers")
+    if trackers is None:
+        train["trackers"] = ["jsonl", "mlflow"]
+        said.append("MLflow on (`train.trackers` = [jsonl, mlflow]; pip install 'lmlab[track]')")
+    elif not (isinstance(trackers, list) and "mlflow" in trackers):
+        said.append(f"`train.trackers` = {_short(trackers)} is kept: add mlflow to it for the seed's MLflow logging")
+    store = train.setdefault("mlflow", {})
+    if store.get("tracking_uri") is None:
+        uri = store["tracking_uri"] = f"sqlite:///mlruns/{value}/mlflow.db"
+        said.append(f"`train.mlflow.tracking_uri` = {uri} (./mlruns/{value} in the folder lmlab trains from; "
+                    f"read it with mlflow ui --backend-store-uri {uri})")
+    else:
+        said.append(f"`train.mlflow.tracking_uri` = {store['tracking_uri']} is kept")
+    ctx.raw["train"] = train
+    _move(ctx, rule, rule.to, value, note=", " + ", ".join(said))
+    return None
 
 
 def _cosine_only(ctx: _Ctx, rule: Rule, value: Any) -> None:
@@ -355,9 +395,10 @@ def _misplaced(ctx: _Ctx, rule: Rule, value: Any) -> None:
 
 
 TRANSFORMS: dict[str, Callable[[_Ctx, Rule, Any], Any]] = {
-    "as_list": _as_list, "enabled": _enabled, "run_dir": _run_dir, "source_type": _source_type,
+    "as_list": _as_list, "enabled": _enabled, "run_dir": _run_dir, "resume_from": _resume_from,
+    "source_type": _source_type,
     "family_alias": _family_alias, "rope": _rope, "always_packed": _always_packed,
-    "tokens_to_sequences": _tokens_to_sequences, "hf_dataset": _hf_dataset, "mlflow_hint": _mlflow_hint,
+    "tokens_to_sequences": _tokens_to_sequences, "hf_dataset": _hf_dataset, "mlflow_project": _mlflow_project,
     "cosine_only": _cosine_only, "placeholder": _placeholder, "misplaced": _misplaced,
 }
 DEFERRED = {"tokens_to_sequences"}

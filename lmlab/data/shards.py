@@ -9,6 +9,12 @@ Shard ``k`` of ``n`` reads documents ``k, k + n, k + 2n, ...`` of every source (
 with ``shard=(k, n)``), so across all ranks and workers every document is read exactly once.
 Budgets (``max_train_tokens`` ...) are split evenly over the shards. Opening merges the shards
 by source label: each source becomes a list of segments, one per shard that has it.
+
+The shard count is how the cache was built (``shards.json`` records it), not how it is read:
+every rank opens every shard, so a cache built by one process (``lmlab prepare``) serves a
+torchrun job of any size, and a resume at another world size keeps its data. Only budgets
+make the count show in the data: each shard stops at its share, so ``max_train_tokens`` takes
+the same number of tokens from a different mix of documents.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lmlab.data.cache import open_token_cache
+from lmlab.data.cache import cache_status, open_token_cache
 from lmlab.errors import LmlabError
 from lmlab.fsio import atomic_write_text
 
@@ -81,29 +87,47 @@ def write_shards_file(cache_dir: Path, fingerprint: dict[str, Any], n: int) -> N
     atomic_write_text(cache_dir / SHARDS_FILE, json.dumps({"fingerprint": fingerprint, "shards": n}, indent=2))
 
 
-def sharded_cache_status(cache_dir: Path, fingerprint: dict[str, Any], n: int) -> str | None:
-    """None if ``cache_dir`` holds a complete cache of ``n`` shards for ``fingerprint``, else why not."""
+def _shards_meta(cache_dir: Path) -> dict[str, Any] | str:
+    """``shards.json`` of a complete cache (its ``shards`` a positive count), else why there is none."""
     path = cache_dir / SHARDS_FILE
     if not path.is_file():
         return f"no {SHARDS_FILE} (an incomplete or older cache)"
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        return f"{path} is corrupt ({e})"
-    if meta.get("shards") != n:
-        return f"it has {meta.get('shards')} shards, this run builds {n} (ranks x data.num_workers)"
+        n = meta.get("shards")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        return f"{path} is corrupt ({type(e).__name__}: {e})"
+    if type(n) is not int or n < 1:
+        return f"{path} is corrupt (shards: {n!r}, expected a positive count)"
+    return meta
+
+
+def sharded_cache_status(cache_dir: Path, fingerprint: dict[str, Any], n: int | None = None) -> str | None:
+    """None if ``cache_dir`` holds a complete cache for ``fingerprint`` whose every shard opens
+    (of ``n`` shards when given; of any count otherwise), else why not."""
+    meta = _shards_meta(cache_dir)
+    if isinstance(meta, str):
+        return meta
+    if n is not None and meta["shards"] != n:
+        return f"it has {meta['shards']} shards, {n} were asked for"
     if json.loads(json.dumps(fingerprint)) != meta.get("fingerprint"):
-        old, new = meta.get("fingerprint", {}), json.loads(json.dumps(fingerprint))
+        old = meta["fingerprint"] if isinstance(meta.get("fingerprint"), dict) else {}
+        new = json.loads(json.dumps(fingerprint))
         key = next((k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), "?")
         return f"it was built with another {key}"
+    for k in range(meta["shards"]):  # each shard's index and file sizes: a torn shard shows before training
+        reason = cache_status(shard_dir(cache_dir, k, meta["shards"]), fingerprint)
+        if reason is not None:
+            return reason
     return None
 
 
-def open_sharded_cache(cache_dir: Path, fingerprint: dict[str, Any], n: int) -> ShardedTokens:
-    """Open every shard and merge them by source label."""
+def open_sharded_cache(cache_dir: Path, fingerprint: dict[str, Any], n: int | None = None) -> ShardedTokens:
+    """Open every shard (``n``, or as many as ``shards.json`` records) and merge them by source label."""
     reason = sharded_cache_status(cache_dir, fingerprint, n)
     if reason is not None:
         raise LmlabError(f"token cache {cache_dir}: {reason}")
+    n = json.loads((cache_dir / SHARDS_FILE).read_text(encoding="utf-8"))["shards"]
     names: list[str] = []
     train: dict[str, list[np.ndarray]] = {}
     val: dict[str, list[np.ndarray]] = {}

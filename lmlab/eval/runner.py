@@ -21,10 +21,13 @@ from lmlab.eval.metrics import TaskResult
 from lmlab.eval.scoring import Scorer
 from lmlab.eval.tasks import Doc, Task, get_task, resolve_tasks
 from lmlab.fsio import atomic_write_text, check_writable, user_io, user_os_error
-from lmlab.interop.gpt2 import load_hf_gpt2
+from lmlab.interop.hf import is_hf_folder, load_hf
 from lmlab.runs import load_run
 
 RESULTS_FILE = "eval_results.json"
+BATCH_SIZE = 32
+"""Scored sequences per forward (``--batch-size``); training's ``eval_tasks`` use it too: a
+document's score depends, in its last bits, on the batch it was padded into."""
 
 
 def run_task(scorer: Scorer, task: str | Task, docs: list[Doc], stride: int | None = None) -> TaskResult:
@@ -42,13 +45,14 @@ def run_task(scorer: Scorer, task: str | Task, docs: list[Doc], stride: int | No
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu", snapshot: str = "latest"):
-    """(model, tokenizer, description dict) of an lmlab run dir or an HF GPT-2 folder."""
+    """(model, tokenizer, description dict) of an lmlab run dir or an HF folder (GPT-2, Llama)."""
     path = Path(path)
-    if (path / "config.json").is_file() and not (path / "checkpoints").is_dir():
-        model, tokenizer, model_cfg = load_hf_gpt2(path)
+    if is_hf_folder(path):
+        model, tokenizer, model_cfg = load_hf(path)
         if tokenizer is None:
-            raise LmlabError(f"{path}: HF GPT-2 folder without tokenizer.json or vocab.json + merges.txt")
-        return model.to(device).eval(), tokenizer, {"path": str(path), "format": "hf-gpt2",
+            raise LmlabError(f"{path}: HF model folder without tokenizer.json (or GPT-2's vocab.json + merges.txt)")
+        kind = "hf-llama" if model_cfg["pos_encoding"] == "rope" else "hf-gpt2"
+        return model.to(device).eval(), tokenizer, {"path": str(path), "format": kind,
                                                     "family": "transformer", "params": model.num_params()}
     model, tokenizer, cfg, snap = load_run(path, device, snapshot)
     return model, tokenizer, {"path": str(path), "format": "lmlab", "family": cfg.model.family,
@@ -143,7 +147,7 @@ def evaluate(
     data_dir: str | Path | None = None,
     max_examples: int | None = None,
     max_input_len: int | None = None,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     stride: int | None = None,
     output: str | Path | None = None,
     device: str = "cpu",

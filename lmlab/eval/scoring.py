@@ -3,8 +3,9 @@ the lm-eval adapter.
 
 Every scored sequence is ``[eos] + context + continuation``: the end-of-text id separates
 documents in training, so it is the start token here as in generation. (``always_prefix=False``
-puts the eos only before an empty context, as lm-eval's ``hf`` model does for GPT-2; ``lmlab
-eval`` uses it for HF GPT-2 folders so their numbers are lm-eval's.) A sequence longer than
+puts a start token only before an empty context, as lm-eval's ``hf`` model does: the tokenizer's
+bos where it has one (Llama's ``<s>``), else its eos (GPT-2); ``lmlab eval`` uses it for HF
+folders so their numbers are lm-eval's.) A sequence longer than
 ``max_input_len`` tokens loses its oldest tokens (the eos first), exactly as lm-eval truncates
 ``(context + continuation)[-(max_length + 1):]``: lm-eval's ``max_length`` (model input tokens)
 is ``max_input_len - 1``. The default is the model's ``scoring_window`` (block_size + 1: the
@@ -59,6 +60,9 @@ class Scorer:
         self.batch_size = batch_size
         self.progress = progress
         self.always_prefix = always_prefix
+        # lm-eval's prefix_token_id: bos if the tokenizer has one, else eos (lmlab's own: eos)
+        bos = getattr(tokenizer, "bos_id", None)
+        self.prefix_id: int = self.eos_id if always_prefix or bos is None else bos
         self.device = next(model.parameters()).device
 
     # ------------------------------------------------------------------ tokens
@@ -90,7 +94,7 @@ class Scorer:
         for i, (ctx, cont) in enumerate(pairs):
             if not cont:
                 raise LmlabError(f"request {i}: empty continuation (nothing to score)")
-            start = [self.eos_id] if self.always_prefix or not ctx else []
+            start = [self.prefix_id] if self.always_prefix or not ctx else []
             full = [*start, *ctx, *cont][-self.max_input_len :]
             seqs.append(full)
             n_scored.append(min(len(cont), len(full) - 1))  # a continuation longer than the window is cut

@@ -13,56 +13,28 @@ uses ``nn.Linear`` (out, in), so those four weights are transposed on the way in
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from lmlab import rundir, runs
-from lmlab.configure import build_model_config, read_config_file, save_config, validate_config
+from lmlab import runs
+from lmlab.configure import build_model_config
 from lmlab.errors import LmlabError
+from lmlab.interop.hf_config import gpt2_model_config, read_hf_config
+from lmlab.interop.hf_files import (
+    check_import_target,
+    load_mapped,
+    read_hf_weights,
+    write_folder,
+    write_run,
+)
 from lmlab.models.transformer import Transformer
 from lmlab.registry import build_model
-from lmlab.tokenizers import load_tokenizer
-from lmlab.tokenizers.base import META_FILE, Tokenizer
+from lmlab.tokenizers.base import Tokenizer
 from lmlab.tokenizers.bpe import EOS, BPETokenizer, _import_tokenizers
 
-CONFIG_FILE = "config.json"
-SAFETENSORS_FILE = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-BIN_FILE = "pytorch_model.bin"
-
-# HF activation_function -> lmlab mlp (exact matches only: gelu_fast/quick_gelu differ numerically).
-ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
-EXPORT_ACTIVATIONS = {"gelu_tanh": "gelu_new", "gelu": "gelu"}
-
-# GPT2Config defaults, used for keys a config.json leaves out (HF does the same).
-HF_DEFAULTS: dict[str, Any] = {
-    "model_type": "gpt2",
-    "vocab_size": 50257,
-    "n_positions": 1024,
-    "n_embd": 768,
-    "n_layer": 12,
-    "n_head": 12,
-    "n_inner": None,
-    "activation_function": "gelu_new",
-    "layer_norm_epsilon": 1e-5,
-}
-# HF options lmlab's transformer cannot express: key -> the only value it supports.
-HF_REQUIRED: dict[str, Any] = {
-    "scale_attn_weights": True,
-    "scale_attn_by_inverse_layer_idx": False,
-    "reorder_and_upcast_attn": False,
-    "add_cross_attention": False,
-    "tie_word_embeddings": True,
-    "is_encoder_decoder": False,
-}
+EXPORT_ACTIVATIONS = {"gelu_tanh": "gelu_new", "gelu": "gelu"}  # lmlab mlp -> HF activation_function
 
 # Block submodules: HF name -> lmlab name. The four Conv1D ones have transposed weights.
 BLOCK_NAMES = {
@@ -91,50 +63,24 @@ GPT2_COMPATIBLE: dict[str, tuple[Any, ...]] = {
 # ------------------------------------------------------------------------------------- config
 
 
-def gpt2_model_config(hf_config: dict[str, Any]) -> dict[str, Any]:
-    """HF GPT-2 ``config.json`` dict -> lmlab ``model`` section (explicit fields, no preset)."""
-    cfg = {**HF_DEFAULTS, **hf_config}
-    if cfg["model_type"] != "gpt2":
-        raise LmlabError(f"config.json: model_type = {cfg['model_type']!r}: only gpt2 is supported")
-    for key, needed in HF_REQUIRED.items():
-        if key in cfg and cfg[key] is not None and cfg[key] != needed:
-            raise LmlabError(
-                f"config.json: {key} = {cfg[key]!r} is not supported (lmlab's transformer needs {needed!r})"
-            )
-    act = cfg["activation_function"]
-    if act not in ACTIVATIONS:
-        raise LmlabError(
-            f"config.json: activation_function = {act!r} is not supported "
-            f"(expected one of {', '.join(ACTIVATIONS)})"
-        )
-    n_embd = int(cfg["n_embd"])
-    return {
-        "family": "transformer",
-        "vocab_size": int(cfg["vocab_size"]),
-        "block_size": int(cfg["n_positions"]),
-        "n_layer": int(cfg["n_layer"]),
-        "n_head": int(cfg["n_head"]),
-        "d_model": n_embd,
-        "d_ff": int(cfg["n_inner"]) if cfg["n_inner"] is not None else 4 * n_embd,
-        "dropout": 0.0,
-        "bias": True,
-        "pos_encoding": "learned",
-        "norm": "layernorm",
-        "norm_eps": float(cfg["layer_norm_epsilon"]),
-        "mlp": ACTIVATIONS[act],
-        "tie_weights": True,
-    }
+def not_exportable(cfg: Any) -> list[str]:
+    """What keeps a model config from being a GPT-2 (empty when it is one)."""
+    if getattr(cfg, "family", None) != "transformer":
+        return [f"model.family={getattr(cfg, 'family', None)!r} (GPT-2 needs transformer)"]
+    bad = [f"model.{field}={getattr(cfg, field)!r} (GPT-2 needs {' or '.join(map(str, allowed))})"
+           for field, allowed in GPT2_COMPATIBLE.items() if getattr(cfg, field) not in allowed]
+    if getattr(cfg, "n_kv_head", None) not in (None, cfg.n_head):
+        bad.append(f"model.n_kv_head={cfg.n_kv_head!r} (GPT-2 has no grouped-query attention)")
+    bad += [f"model.{f}={getattr(cfg, f)!r} (GPT-2 has one bias setting: leave it unset)"
+            for f in ("attn_bias", "mlp_bias") if getattr(cfg, f, None) not in (None, cfg.bias)]
+    return bad
 
 
 def _check_exportable(cfg: Any) -> None:
     """Raise naming every field of a transformer config that GPT-2 cannot express."""
-    if getattr(cfg, "family", None) != "transformer":
-        raise LmlabError(f"model.family={getattr(cfg, 'family', None)!r} (GPT-2 needs transformer)")
-    bad = [
-        f"model.{field}={getattr(cfg, field)!r} (GPT-2 needs {' or '.join(map(str, allowed))})"
-        for field, allowed in GPT2_COMPATIBLE.items()
-        if getattr(cfg, field) not in allowed
-    ]
+    bad = not_exportable(cfg)
+    if bad and bad[0].startswith("model.family"):
+        raise LmlabError(bad[0])
     if bad:
         raise LmlabError("cannot export to GPT-2: " + "; ".join(bad))
 
@@ -199,44 +145,6 @@ def _to_hf_name(name: str) -> tuple[str, bool]:
     return f"{({v: k for k, v in TOP_NAMES.items()})[top]}.{rest}", False
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file; a missing file or one that is not safetensors (a
-    renamed pickle, a torn download) is a one-line error."""
-    try:
-        return load_file(str(path))
-    except (SafetensorError, FileNotFoundError) as e:
-        raise LmlabError(f"{path}: not a readable safetensors file ({e}); download it again") from None
-
-
-def _read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of an HF checkpoint: safetensors (single or sharded) or pytorch_model.bin."""
-    if (hf_dir / SAFETENSORS_FILE).is_file():
-        return _load_safetensors(hf_dir / SAFETENSORS_FILE)
-    if (hf_dir / SAFETENSORS_INDEX).is_file():
-        index = json.loads((hf_dir / SAFETENSORS_INDEX).read_text(encoding="utf-8"))
-        out: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            out.update(_load_safetensors(hf_dir / shard))
-        return out
-    if (hf_dir / BIN_FILE).is_file():
-        try:
-            return torch.load(hf_dir / BIN_FILE, map_location="cpu", weights_only=True)
-        except Exception as e:  # any unpickling failure means a bad file
-            raise LmlabError(f"{hf_dir / BIN_FILE}: {_bin_refusal(e)}") from None
-    raise LmlabError(f"{hf_dir}: no weights found (expected {SAFETENSORS_FILE} or {BIN_FILE})")
-
-
-def _bin_refusal(e: Exception) -> str:
-    """Why a ``.bin`` did not load, never in torch's words, which advise ``weights_only=False``
-    (that would run whatever the pickle holds)."""
-    text = str(e)
-    if "GLOBAL" in text or "Unsupported global" in text:
-        return ("holds pickled objects, not only tensors: refused unread (lmlab never unpickles a weights "
-                "file); use the model's model.safetensors instead")
-    return (f"not a readable torch weights file ({type(e).__name__}); download it again or use the "
-            "model's model.safetensors")
-
-
 def _map_hf_weights(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """HF state dict -> (lmlab state dict, HF names that map to nothing)."""
     if any(k.startswith("transformer.") for k in sd):
@@ -262,7 +170,7 @@ def _map_hf_weights(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor
 # ---------------------------------------------------------------------------------- tokenizer
 
 
-def _read_hf_tokenizer(hf_dir: Path) -> Tokenizer | None:
+def read_hf_tokenizer(hf_dir: Path) -> Tokenizer | None:
     """``tokenizer.json``, else ``vocab.json`` + ``merges.txt``, as a BPETokenizer; else None."""
     if (hf_dir / "tokenizer.json").is_file():
         tk = _import_tokenizers()
@@ -281,44 +189,18 @@ def _read_hf_tokenizer(hf_dir: Path) -> Tokenizer | None:
     return BPETokenizer(hf)
 
 
-def _read_lmlab_tokenizer(path: Path) -> tuple[Tokenizer, dict[str, Any] | None]:
-    """A tokenizer dir, or a run dir's tokenizer -> (tokenizer, that run's tokenizer section)."""
-    if (path / META_FILE).is_file():
-        return load_tokenizer(path), None
-    tok = load_tokenizer(rundir.tokenizer_dir(path))
-    section = None
-    if rundir.config_path(path).is_file():
-        section = read_config_file(rundir.config_path(path)).get("tokenizer")
-    return tok, section if isinstance(section, dict) else None
-
-
 # ------------------------------------------------------------------------------------- public
 
 
 def load_hf_gpt2(hf_dir: str | Path) -> tuple[Transformer, Tokenizer | None, dict[str, Any]]:
     """Read an HF GPT-2 dir -> (lmlab model in eval mode, its tokenizer or None, model section)."""
     hf_dir = Path(hf_dir)
-    if not (hf_dir / CONFIG_FILE).is_file():
-        raise LmlabError(f"{hf_dir}: no {CONFIG_FILE} (expected a Hugging Face GPT-2 model dir)")
-    try:
-        hf_config = json.loads((hf_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LmlabError(f"{hf_dir / CONFIG_FILE}: cannot parse: {e}") from None
-    model_dict = gpt2_model_config(hf_config)
+    model_dict = gpt2_model_config(read_hf_config(hf_dir, "Hugging Face GPT-2 model"))
     model = build_model(build_model_config(model_dict))
-    mapped, unexpected = _map_hf_weights(_read_hf_weights(hf_dir))
-    wanted = set(model.state_dict()) - {"lm_head.weight"}  # tied to wte
-    missing = sorted(_to_hf_name(k)[0] for k in wanted - set(mapped))
-    if missing or unexpected:
-        parts = [f"missing {', '.join(missing)}"] if missing else []
-        parts += [f"unexpected {', '.join(sorted(unexpected))}"] if unexpected else []
-        raise LmlabError(f"{hf_dir}: weights do not fit a GPT-2 of this config: {'; '.join(parts)}")
-    try:
-        model.load_state_dict(mapped, strict=False)
-    except RuntimeError as e:
-        detail = " ".join(line.strip() for line in str(e).strip().splitlines()[1:3])
-        raise LmlabError(f"{hf_dir}: weights do not fit a GPT-2 of this config: {detail}") from None
-    return model.eval(), _read_hf_tokenizer(hf_dir), model_dict
+    mapped, unexpected = _map_hf_weights(read_hf_weights(hf_dir))
+    load_mapped(model, mapped, unexpected, {"lm_head.weight"},  # tied to wte
+                lambda k: _to_hf_name(k)[0], f"{hf_dir} (GPT-2)")
+    return model.eval(), read_hf_tokenizer(hf_dir), model_dict
 
 
 def import_hf_gpt2(
@@ -330,50 +212,9 @@ def import_hf_gpt2(
     else from ``hf_dir``. A run dir that already holds a checkpoint is refused.
     """
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
-    rundir.check_out_dir(run_dir, "run_dir")  # the API too: never empty, never inside another run
-    if rundir.has_checkpoint(run_dir):
-        raise LmlabError(
-            f"{run_dir} already holds a checkpoint; import into a new run dir so nothing is overwritten"
-        )
+    check_import_target(run_dir)
     model, tokenizer, model_dict = load_hf_gpt2(hf_dir)
-    tok_section: dict[str, Any] | None = None
-    if tokenizer_from is not None:
-        tokenizer, tok_section = _read_lmlab_tokenizer(Path(tokenizer_from))
-    if tokenizer is None:
-        raise LmlabError(
-            f"no tokenizer in {hf_dir} (tokenizer.json or vocab.json+merges.txt); "
-            "pass --tokenizer-from RUN_DIR"
-        )
-    if tokenizer.vocab_size != model_dict["vocab_size"]:
-        source = tokenizer_from if tokenizer_from is not None else hf_dir
-        raise LmlabError(
-            f"the tokenizer from {source} has {tokenizer.vocab_size} ids but the model's vocab_size "
-            f"is {model_dict['vocab_size']}; they must match"
-        )
-    tok_dir = rundir.tokenizer_dir(run_dir).resolve()
-    tok_section = {
-        **(tok_section or {}),
-        "type": tokenizer.backend,
-        "vocab_size": max(16, tokenizer.vocab_size),
-        "model_path": str(tok_dir),  # a config that trains from this one keeps the same tokenizer
-    }
-    cfg = validate_config(
-        {
-            "data": {"sources": [{"type": "builtin", "name": "pydocs"}]},
-            "tokenizer": tok_section,
-            "model": model_dict,
-            "train": {"out_dir": str(run_dir)},
-        },
-        source=f"import of {hf_dir}",
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if tok_dir.exists():
-        shutil.rmtree(tok_dir)
-    tokenizer.save(tok_dir)
-    save_config(cfg, rundir.config_path(run_dir))
-    meta = rundir.snapshot_meta(cfg, tokenizer, model, 0, 0, imported_from=str(hf_dir))
-    rundir.save_snapshot(run_dir, model, meta)  # last: a failed import leaves no checkpoint
-    return run_dir
+    return write_run(hf_dir, run_dir, model, tokenizer, model_dict, tokenizer_from)
 
 
 def export_hf_gpt2(
@@ -388,7 +229,6 @@ def export_hf_gpt2(
     a temporary dir renamed into place; an existing non-empty ``out_dir`` is refused.
     """
     out_dir = Path(out_dir)
-    _refuse_non_empty(out_dir)
     if isinstance(run_dir_or_model, Transformer):
         model = run_dir_or_model
     elif isinstance(run_dir_or_model, (str, Path)):
@@ -412,27 +252,10 @@ def export_hf_gpt2(
         t = tensor.detach().to("cpu")
         tensors[f"transformer.{hf_name}"] = (t.t() if transpose else t).contiguous()
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        eos = tokenizer.eos_id if tokenizer is not None else None
-        hf_config = _hf_config(cfg, eos)
-        dtype = next(iter(tensors.values())).dtype
-        hf_config["torch_dtype"] = str(dtype).removeprefix("torch.")
-        (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
-        save_file(tensors, str(tmp / SAFETENSORS_FILE), metadata={"format": "pt"})
+    eos = tokenizer.eos_id if tokenizer is not None else None
+
+    def write_tokenizer(folder: Path) -> None:
         if isinstance(tokenizer, BPETokenizer):
-            tokenizer.hf.save(str(tmp / "tokenizer.json"))
-        _refuse_non_empty(out_dir)
-        if out_dir.exists():
-            out_dir.rmdir()  # empty: checked above
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+            tokenizer.hf.save(str(folder / "tokenizer.json"))
 
-
-def _refuse_non_empty(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise LmlabError(f"{out_dir} already exists and is not empty; pick a new output dir")
+    return write_folder(out_dir, _hf_config(cfg, eos), tensors, write_tokenizer)

@@ -17,22 +17,25 @@ from lmlab.tokenizers.base import META_FILE, Tokenizer
 from lmlab.tokenizers.bpe import BPETokenizer
 from lmlab.tokenizers.byte import ByteTokenizer
 from lmlab.tokenizers.char import CharTokenizer
+from lmlab.tokenizers.hf import HFTokenizer
 from lmlab.tokenizers.sentencepiece import SentencePieceTokenizer
 
 __all__ = [
     "Tokenizer",
     "ByteTokenizer",
     "CharTokenizer",
+    "HFTokenizer",
     "build_tokenizer",
     "load_tokenizer",
     "load_tokenizer_path",
     "resolve_backend",
 ]
 
-BACKENDS = ("byte", "char", "bpe", "sentencepiece")
+BACKENDS = ("byte", "char", "bpe", "sentencepiece", "hf")
 # backend -> (module it needs, pip command)
 NEEDS = {
     "bpe": ("tokenizers", "pip install tokenizers"),
+    "hf": ("tokenizers", "pip install tokenizers"),
     "sentencepiece": ("sentencepiece", "pip install 'lmlab[sentencepiece]'"),
 }
 
@@ -91,6 +94,9 @@ def build_tokenizer(cfg: TokenizerConfig, texts: Iterable[str]) -> Tokenizer:
     if cfg.model_path is not None:
         return load_tokenizer_path(cfg.model_path)
     backend = resolve_backend(cfg.type)
+    if backend == "hf":
+        raise LmlabError("tokenizer.type: hf reads an existing Hugging Face tokenizer and is never fitted; set "
+                         "tokenizer.model_path to its folder (or an lmlab tokenizer dir), or pick another type")
     if backend == "byte":
         return ByteTokenizer()
     stream = _FitStream(texts, cfg.fit_max_examples, cfg.fit_max_chars)
@@ -130,15 +136,33 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     if backend == "sentencepiece":
         resolve_backend("sentencepiece")
         return SentencePieceTokenizer.load(d, meta)
+    if backend == "hf":
+        resolve_backend("hf")
+        return HFTokenizer.load(d, meta)
     raise LmlabError(
         f"{meta_path}: unknown tokenizer backend {backend!r} (expected one of {', '.join(BACKENDS)})"
     )
 
 
 def load_tokenizer_path(path: str | Path) -> Tokenizer:
-    """A prebuilt tokenizer: a dir saved by lmlab, a SentencePiece ``.model`` file, or an HF
-    tokenizers ``.json`` file (byte-level BPE with an ``<|endoftext|>`` token, e.g. GPT-2's)."""
+    """A prebuilt tokenizer: a dir saved by lmlab, an HF model or tokenizer folder
+    (``tokenizer.json`` with its ``tokenizer_config.json``: the ``hf`` backend), a SentencePiece
+    ``.model`` file, or an HF tokenizers ``.json`` file (byte-level BPE with an ``<|endoftext|>``
+    token, e.g. GPT-2's)."""
     p = Path(path)
+    if p.is_dir() and not (p / META_FILE).is_file() and (p / "tokenizer.json").is_file():
+        resolve_backend("hf")
+        config = p / "config.json"
+        try:
+            hf_config = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+        except json.JSONDecodeError as e:
+            raise LmlabError(f"{config}: cannot parse: {e}") from None
+        try:
+            return HFTokenizer.from_hf_dir(p, hf_config, None)
+        except LmlabError:
+            raise
+        except Exception as e:  # a corrupt tokenizer.json: the library's own message, with the path
+            raise LmlabError(f"tokenizer {p / 'tokenizer.json'}: cannot read it: {e}") from None
     if p.is_dir() or not p.exists():
         return load_tokenizer(p)
     try:
@@ -151,9 +175,9 @@ def load_tokenizer_path(path: str | Path) -> Tokenizer:
         if p.suffix == ".json":
             resolve_backend("bpe")
             # deferred: an optional package; resolve_backend above says how to install it
-            from tokenizers import Tokenizer as HFTokenizer
+            from tokenizers import Tokenizer as RawTokenizer
 
-            return BPETokenizer(HFTokenizer.from_file(str(p)))
+            return BPETokenizer(RawTokenizer.from_file(str(p)))
     except LmlabError as e:
         raise LmlabError(f"tokenizer {p}: {e}") from None
     except Exception as e:  # a corrupt file: the library's own message, with the path

@@ -6,13 +6,19 @@ Sources are opened with the failure policy of ``open_sources`` (a source that ca
 skipped with a warning; none readable is an error). The tokenizer is fitted on training
 documents only; the token arrays are built streaming, in memory or into the on-disk token cache
 (``data.token_cache``), which later runs reuse when the tokenizer and sources are unchanged.
+
+A fresh run reuses the tokenizer already in its run dir when ``RUN/tokenizer_fit.json`` says it
+was fitted for the same settings and its files are unchanged (``lmlab prepare`` leaves one, so
+the training run that follows neither fits again nor rebuilds the cache); any other tokenizer
+there is fitted over, as before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,7 @@ from lmlab.data.shards import (
 )
 from lmlab.data.sources import doc_hash_fraction, open_sources, source_streams
 from lmlab.errors import LmlabError
+from lmlab.fsio import atomic_write_text
 from lmlab.tokenizers import Tokenizer, build_tokenizer, load_tokenizer, resolve_backend
 from lmlab.training.distributed import DistInfo, barrier
 from lmlab.training.plan import PreparedData
@@ -58,29 +65,86 @@ def fit_texts(cfg: RunConfig, indices: list[int], strict_utf8: bool) -> Iterator
     return (d.text for d in docs if doc_hash_fraction(d) >= cfg.data.val_fraction)
 
 
-def prepare_tokenizer(cfg: RunConfig, info: DistInfo, run_dir: Path, resuming: bool,
-                      indices: list[int]) -> Tokenizer:
-    """Rank 0 fits (or, resuming, keeps) the run's tokenizer; the other ranks read it after a barrier."""
-    strict = resolve_backend(cfg.tokenizer.type) != "byte"
+def fit_record(cfg: RunConfig, indices: list[int]) -> dict[str, Any]:
+    """What fitting the tokenizer depends on: its settings and backend, the data settings that
+    choose the fitting text, and which sources opened."""
+    data = cfg.data.model_dump(mode="json", include={"sources", "min_text_length", "val_fraction"})
+    return json.loads(json.dumps({"backend": resolve_backend(cfg.tokenizer.type),
+                                  "tokenizer": cfg.tokenizer.model_dump(mode="json"), "data": data,
+                                  "readable": list(indices)}))
+
+
+def tokenizer_hash(directory: Path) -> str:
+    """sha256 over a tokenizer dir's file names and contents."""
+    h = hashlib.sha256()
+    for path in sorted(directory.iterdir()):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _fitted_before(cfg: RunConfig, run_dir: Path, record: dict[str, Any]) -> Tokenizer | None:
+    """The run dir's tokenizer when its fit record matches ``record`` and its files are unchanged
+    since; None otherwise (fit it again). A ``tokenizer.model_path`` is always read afresh."""
+    path, tok_dir = rundir.tokenizer_fit_path(run_dir), rundir.tokenizer_dir(run_dir)
+    if cfg.tokenizer.model_path is not None or not path.is_file() or not tok_dir.is_dir():
+        return None
+    if not cfg.data.reuse_token_cache:  # the record knows the settings, not the text: rebuilding means refitting
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # an unreadable record is no record
+    if not isinstance(saved, dict) or saved.get("fit") != record or saved.get("files") != tokenizer_hash(tok_dir):
+        return None
+    return load_tokenizer(tok_dir)
+
+
+def prepare_tokenizer(cfg: RunConfig, info: DistInfo, run_dir: Path, resuming: bool, indices: list[int],
+                      watch: Callable[[Iterator[str]], Iterator[str]] | None = None) -> tuple[Tokenizer, str]:
+    """Rank 0 fits the run's tokenizer, or keeps the run dir's (resuming, or fitted before for these
+    settings); the other ranks read it after a barrier. Returns it and how rank 0 came by it:
+    ``fitted``, ``loaded`` (``tokenizer.model_path``), ``reused`` (fitted before) or ``kept``
+    (resuming); ``read`` on the other ranks. ``watch`` wraps the fitting text (a progress bar)."""
+    how = "kept" if resuming else "read"
+    tok_dir, fit_path = rundir.tokenizer_dir(run_dir), rundir.tokenizer_fit_path(run_dir)
     if not resuming and info.is_main:
-        tokenizer = build_tokenizer(cfg.tokenizer, fit_texts(cfg, indices, strict))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save(rundir.tokenizer_dir(run_dir))
+        record = fit_record(cfg, indices)
+        tokenizer, how = _fitted_before(cfg, run_dir, record), "reused"
+        if tokenizer is None:
+            texts = fit_texts(cfg, indices, strict_utf8=record["backend"] != "byte")
+            tokenizer = build_tokenizer(cfg.tokenizer, texts if watch is None else watch(texts))
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fit_path.unlink(missing_ok=True)  # a tokenizer being rewritten is not the recorded one
+            tokenizer.save(tok_dir)
+            if cfg.tokenizer.model_path is None:
+                atomic_write_text(fit_path, json.dumps({"fit": record, "files": tokenizer_hash(tok_dir)}, indent=2))
+            how = "fitted" if cfg.tokenizer.model_path is None else "loaded"
     barrier(info)
     if resuming or not info.is_main:
-        tokenizer = load_tokenizer(rundir.tokenizer_dir(run_dir))
-    return tokenizer
+        tokenizer = load_tokenizer(tok_dir)
+    return tokenizer, how
+
+
+def check_vocab(cfg: RunConfig, tokenizer: Tokenizer) -> None:
+    """Refuse a ``model.vocab_size`` the tokenizer does not have."""
+    if cfg.model.vocab_size not in (None, tokenizer.vocab_size):
+        raise LmlabError(
+            f"model.vocab_size = {cfg.model.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids; "
+            "leave model.vocab_size unset to take the tokenizer's"
+        )
 
 
 def fingerprint(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """What a token cache depends on: the tokenizer's files and the data settings."""
-    h = hashlib.sha256()
-    for path in sorted(rundir.tokenizer_dir(run_dir).iterdir()):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
     data = cfg.data.model_dump(mode="json", include=set(FINGERPRINT_KEYS))
     if cfg.data.max_val_examples is not None:  # only when set: caches built before it stay reusable
         data["max_val_examples"] = cfg.data.max_val_examples
-    return {"tokenizer": h.hexdigest(), "data": data}
+    return {"tokenizer": tokenizer_hash(rundir.tokenizer_dir(run_dir)), "data": data}
+
+
+def token_cache_dir(cfg: RunConfig, run_dir: Path) -> Path:
+    """Where the run's token cache lives: ``data.token_cache_dir``, else ``RUN/token_cache``."""
+    return Path(cfg.data.token_cache_dir) if cfg.data.token_cache_dir else run_dir / "token_cache"
 
 
 def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir: Path,
@@ -90,8 +154,10 @@ def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir
 
     The cache is built in ``world x max(1, data.num_workers)`` shards, one per (rank, worker),
     each reading a disjoint share of every source; a complete cache with the same fingerprint
-    and shard count is reused (a different one is refused unless ``reuse_token_cache`` is off;
-    an incomplete one, left by a crash, is rebuilt).
+    is reused whatever its shard count (every rank reads every shard), so one built by another
+    world size (``lmlab prepare``: one process) serves this one. A different one is refused
+    unless ``reuse_token_cache`` is off; an incomplete one, left by a crash, is rebuilt. The
+    arrays' ``stats`` say where the cache is and whether this call built it (``cache_dir``, ``built``).
     """
     d = cfg.data
     strict = tokenizer.backend != "byte"
@@ -102,12 +168,12 @@ def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir
             max_train_tokens=d.max_train_tokens, max_val_tokens=d.max_val_tokens,
             max_train_examples=d.max_train_examples, max_val_examples=d.max_val_examples, fingerprint=fp)
 
-    cache_dir = Path(d.token_cache_dir) if d.token_cache_dir else run_dir / "token_cache"
-    n = info.world * max(1, d.num_workers)
+    cache_dir = token_cache_dir(cfg, run_dir)
+    n = info.world * max(1, d.num_workers)  # the shards this job builds, if it must build
 
     job = ShardJob(cfg.to_dict(), indices, str(rundir.tokenizer_dir(run_dir)), str(cache_dir), fp)
     complete = (cache_dir / SHARDS_FILE).is_file()
-    reason = sharded_cache_status(cache_dir, fp, n) if complete else "absent or incomplete"
+    reason = sharded_cache_status(cache_dir, fp) if complete else "absent or incomplete"
     if reason is not None and complete and d.reuse_token_cache:
         raise LmlabError(
             f"token cache {cache_dir} cannot be reused: {reason}; delete it, point data.token_cache_dir "
@@ -126,7 +192,9 @@ def prepare_tokens(cfg: RunConfig, tokenizer: Tokenizer, info: DistInfo, run_dir
         if info.is_main:
             write_shards_file(cache_dir, fp, n)
     barrier(info)
-    return open_sharded_cache(cache_dir, fp, n)
+    arrays = open_sharded_cache(cache_dir, fp)
+    arrays.stats.update(cache_dir=str(cache_dir), built=reason is not None)
+    return arrays
 
 
 @dataclass(frozen=True)
@@ -170,16 +238,12 @@ def prepare_data(cfg: RunConfig, info: DistInfo, run_dir: Path, prepared: Prepar
     t, d = cfg.train, cfg.data
     if prepared is None:
         indices = readable_sources(cfg)  # the failure policy, decided once for the run
-        tokenizer = prepare_tokenizer(cfg, info, run_dir, resuming, indices)
+        tokenizer = prepare_tokenizer(cfg, info, run_dir, resuming, indices)[0]
     else:
         indices, tokenizer = list(range(len(prepared.arrays.names))), prepared.tokenizer
         if info.is_main and not rundir.tokenizer_dir(run_dir).is_dir():
             tokenizer.save(rundir.tokenizer_dir(run_dir))
-    if cfg.model.vocab_size not in (None, tokenizer.vocab_size):
-        raise LmlabError(
-            f"model.vocab_size = {cfg.model.vocab_size} but the tokenizer has {tokenizer.vocab_size} ids; "
-            "leave model.vocab_size unset to take the tokenizer's"
-        )
+    check_vocab(cfg, tokenizer)
     cfg.model.vocab_size = tokenizer.vocab_size
     arrays = prepare_tokens(cfg, tokenizer, info, run_dir, indices) if prepared is None else prepared.arrays
     block = t.seq_len or cfg.model.block_size

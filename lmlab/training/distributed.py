@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -87,6 +88,15 @@ def gather_to_all(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     out = [torch.empty_like(src) for _ in range(info.world)]
     dist.all_gather(out, src)
     return torch.stack(out).cpu()
+
+
+def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` in a single process)."""
+    if info.world == 1:
+        return [obj]
+    out: list[Any] = [None] * info.world
+    dist.all_gather_object(out, obj)  # pickled through the backend's device (set_device on CUDA)
+    return out
 
 
 def teardown_distributed() -> None:

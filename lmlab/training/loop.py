@@ -13,6 +13,7 @@ as a Dataset), ``resume.py`` (whether a checkpoint continues with this config; w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ from lmlab.training.distributed import setup_distributed, teardown_distributed
 from lmlab.training.parallel import resolve_parallel, single_process_group
 from lmlab.training.plan import PreparedData, TrainPlan
 from lmlab.training.precision import backend_flags
-from lmlab.training.resume import check_resumable, warm_model
+from lmlab.training.resume import InitWeights, check_resumable, init_weights, warm_model
 from lmlab.training.trainer import Trainer
 
 __all__ = ["PreparedData", "TrainPlan", "Trainer", "check_paths", "check_resumable", "resolve_budget", "train",
@@ -39,6 +40,8 @@ def train(plan: TrainPlan | RunConfig) -> Path:
     if isinstance(plan, RunConfig):
         plan = TrainPlan(plan)
     t = plan.config.train
+    if t.init_from is not None and plan.warm_start is None and not rundir.has_checkpoint(t.out_dir):
+        plan = dataclasses.replace(plan, warm_start=init_weights(plan.config))  # a new run from those weights
     get_family(plan.config.model.family)  # an unknown family fails before any process group exists
     # A caller that joined the group itself (lmlab compare: one group for every arm) keeps it:
     # a second init_process_group in one torchrun job cannot reconnect.
@@ -55,6 +58,8 @@ def train(plan: TrainPlan | RunConfig) -> Path:
         # A full disk or a read-only file met anywhere in the run (metrics, config, samples) is the
         # user's to fix: one line; the snapshot writer says more where it happens (rundir.py).
         with user_io("training", "; the snapshots saved before are kept"), lock, group, backend_flags(t):
+            if info.is_main and isinstance(plan.warm_start, InitWeights):
+                plan.warm_start.place_tokenizer(t.out_dir)  # the weights' own, read as the run's
             return Trainer(plan, info).fit()
     finally:
         if owned:
@@ -74,6 +79,8 @@ def check_paths(plan: TrainPlan) -> None:
             paths += [(cfg.data.token_cache_dir, "data.token_cache_dir", "out_dir", "give a folder")]
     if "tensorboard" in cfg.train.trackers:
         paths += [(cfg.train.tensorboard.log_dir, "train.tensorboard.log_dir", "out_dir", "give a folder")]
+    if "wandb" in cfg.train.trackers:
+        paths += [(cfg.train.wandb.dir, "train.wandb.dir", "out_dir", "give a folder")]
     # A family's own path fields (``ModelConfig.path_fields``: field -> role), and the fields its
     # train flags declare paths (read, must exist).
     fields = {f: "need_any" for f, spec in type(cfg.model).train_flags.items() if spec.get("path")}

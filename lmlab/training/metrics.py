@@ -11,7 +11,9 @@ A train row, every ``train.log_interval`` steps and at the last one::
 the fullest rank's; ``tokens_per_s``, ``data_wait`` (the share of the time spent making batches)
 and ``source_loss`` cover the steps since the last row. An eval row is ``step, tokens, train_s``
 and the validation metrics; ``metrics.json`` (:meth:`MetricsProcessor.summary`) repeats the last
-ones when the run ends. Every rank builds the train rows (their reductions are collectives);
+ones when the run ends. A ``train.eval_tasks`` row is ``step, tokens, train_s, tasks: {task:
+{metric: value}}`` (``tasks/<task>/<metric>`` to the trackers); ``metrics.json`` keeps the last
+as ``tasks`` and ``tasks_step``. Every rank builds the train rows (their reductions are collectives);
 only rank 0's trackers write them.
 """
 
@@ -101,4 +103,7 @@ class MetricsProcessor:
                     "stopped_by": stopped_by})
         if best.step is not None:
             out.update({"best_val_loss": best.val_loss, "best_step": best.step})
+        task_rows = [r for r in rows if "tasks" in r]  # train.eval_tasks: the last scores and their step
+        if task_rows:
+            out.update({"tasks": task_rows[-1]["tasks"], "tasks_step": task_rows[-1]["step"]})
         return out

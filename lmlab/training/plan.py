@@ -33,12 +33,13 @@ class TrainPlan:
     ``warm_start``: None continues ``config.train.out_dir``'s latest snapshot when there is one
     (else starts fresh); a snapshot starts from its weights alone (loaded tolerantly, positions
     extended to ``model.block_size``), keeping the run dir's tokenizer, with a fresh optimizer,
-    schedule and data position. ``data``: None reads ``config.data`` and fits
+    schedule and data position. ``train.init_from`` is a warm start too (``resume.InitWeights``:
+    its tokenizer is written into the run dir first). ``data``: None reads ``config.data`` and fits
     ``config.tokenizer``. ``layout`` names the snapshots; ``meta`` is added to every meta.json.
     """
 
     config: RunConfig
-    warm_start: rundir.Snapshot | None = None
+    warm_start: rundir.Snapshot | Any | None = None
     data: PreparedData | None = None
     layout: rundir.Layout = rundir.CORE
     meta: dict[str, Any] = field(default_factory=dict)

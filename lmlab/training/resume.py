@@ -1,9 +1,11 @@
 """How a run starts from a snapshot: whether the run dir's checkpoint may be continued with this
-config (``check_resumable``), and a model warm-started from another snapshot's weights
-(``warm_model``)."""
+config (``check_resumable``), a model warm-started from another snapshot's weights
+(``warm_model``), and ``train.init_from``'s weights and tokenizer (``init_weights``)."""
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,10 @@ from lmlab import rundir, runs
 from lmlab.config import DEFAULT_FAMILY, RunConfig
 from lmlab.configure import apply_overrides
 from lmlab.errors import LmlabError
+from lmlab.init_from import read_source
+from lmlab.interop.hf import load_hf, load_hf_tokenizer
 from lmlab.registry import build_model
+from lmlab.tokenizers import Tokenizer, load_tokenizer
 
 
 def check_resumable(cfg: RunConfig, meta: dict[str, Any], run_dir: Path) -> None:
@@ -100,7 +105,64 @@ def past_the_pause(run_dir: Path, cfg: RunConfig, overrides: list[str]) -> None:
               f"budget (--set train.stop_at_step=N pauses again at N)", flush=True)
 
 
-def warm_model(cfg: RunConfig, snap: rundir.Snapshot, device: torch.device) -> torch.nn.Module:
+@dataclass
+class InitWeights:
+    """``train.init_from``'s weights, read once, and the tokenizer that comes with them; shaped
+    like a :class:`rundir.Snapshot` for :func:`warm_model` (``meta``'s config, ``load_weights``).
+    ``state``: the weights of an HF folder (mapped in memory), else ``snapshot``'s file."""
+
+    path: Path
+    meta: dict[str, Any]
+    tokenizer: Tokenizer
+    snapshot: rundir.Snapshot | None = None
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def load_weights(self, model: torch.nn.Module, tolerant: bool | None = None) -> None:
+        if self.snapshot is not None:
+            self.snapshot.load_weights(model, tolerant)
+            return
+        have = model.state_dict()
+        differ = sorted(k for k in self.state.keys() & have.keys() if self.state[k].shape != have[k].shape)
+        if differ:
+            raise LmlabError(f"train.init_from {self.path}: the config's model does not fit those weights "
+                             f"({', '.join(differ[:3])}); load the config with lmlab train / lmlab.load_config, "
+                             "which take the model section from the weights")
+        missing, unexpected = model.load_state_dict(self.state, strict=False)
+        self.state = {}  # copied into the model: the plan keeps no second copy for the whole run
+        if missing or unexpected:
+            warnings.warn(f"{self.path}: loaded with missing tensors {sorted(missing)} (kept at their initial "
+                          f"values) and unexpected tensors {sorted(unexpected)} (ignored)", stacklevel=2)
+
+    def place_tokenizer(self, run_dir: str | Path) -> None:
+        """Rank 0, before the data is prepared: the run's tokenizer is the weights' own."""
+        self.tokenizer.save(rundir.tokenizer_dir(run_dir))
+
+
+def init_tokenizer(cfg: RunConfig) -> Tokenizer:
+    """The tokenizer that comes with ``cfg.train.init_from``'s weights, read without them
+    (``lmlab prepare``); the same one ``init_weights`` gives."""
+    source = read_source(cfg.train.init_from)
+    if source.snapshot is not None:
+        return load_tokenizer(source.tokenizer["model_path"])
+    tokenizer = load_hf_tokenizer(source.path)
+    if tokenizer is None:
+        raise LmlabError(f"train.init_from {source.path}: the folder has no tokenizer (tokenizer.json); the "
+                         "tokenizer comes with the weights, so add the model's tokenizer files to it")
+    return tokenizer
+
+
+def init_weights(cfg: RunConfig) -> InitWeights:
+    """The weights and tokenizer ``cfg.train.init_from`` names (a run dir, a snapshot folder or
+    an HF folder), for a run that has no snapshot of its own yet."""
+    source = read_source(cfg.train.init_from)
+    if source.snapshot is not None:
+        tokenizer = load_tokenizer(source.tokenizer["model_path"])
+        return InitWeights(source.path, source.snapshot.meta, tokenizer, snapshot=source.snapshot)
+    model, _, model_dict = load_hf(source.path)
+    return InitWeights(source.path, {"config": {"model": model_dict}}, init_tokenizer(cfg), state=model.state_dict())
+
+
+def warm_model(cfg: RunConfig, snap: rundir.Snapshot | InitWeights, device: torch.device) -> torch.nn.Module:
     """A model of ``cfg`` with ``snap``'s weights: added or missing tensors (auxiliary heads) are a
     warning; a longer ``block_size`` than the snapshot's extends its positions (seed 001)."""
     saved = int(runs.checkpoint_config(snap.meta)["model"]["block_size"])

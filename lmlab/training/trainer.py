@@ -18,7 +18,6 @@ import json
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,9 @@ import torch
 from tqdm import tqdm
 
 from lmlab import rundir
-from lmlab.config import RunConfig
 from lmlab.configure import save_config
 from lmlab.errors import Interrupted, LmlabError
 from lmlab.fsio import atomic_write_text
-from lmlab.generate import complete
 from lmlab.registry import build_model, get_family
 from lmlab.report.plots import plot_loss_curve, read_metrics
 from lmlab.training import batch_probe, memory
@@ -39,6 +36,7 @@ from lmlab.training.budget import n_tokens, resolve_budget
 from lmlab.training.checkpoint import Checkpointer
 from lmlab.training.data import prepare_data
 from lmlab.training.distributed import DistInfo, all_reduce_max, all_reduce_sum, any_rank, barrier
+from lmlab.training.eval_tasks import TaskEval
 from lmlab.training.evaluate import lm_metrics, score_windows
 from lmlab.training.metrics import MetricsProcessor, per_source_loss
 from lmlab.training.optim import lr_at
@@ -47,6 +45,7 @@ from lmlab.training.plan import TrainPlan
 from lmlab.training.precision import Precision
 from lmlab.training.process import Interrupt, set_threads
 from lmlab.training.resume import check_resumable, warm_model
+from lmlab.training.samples import write_samples
 from lmlab.training.state import (
     BestLoss,
     Clock,
@@ -98,6 +97,7 @@ class Trainer:
         if snap is not None:
             self.checkpointer.load_model(snap, model)
         self.parallel.prepare(model)
+        self.task_eval = TaskEval(t, model, self.tokenizer, info, self.parallel.collective_forward)  # its data read now
         self.optimizer = self.parallel.build_optimizer(model)
         self.precision = Precision(t, device, sharded=self.parallel.sharded_state)
         self.bad_steps = 0
@@ -418,7 +418,8 @@ class Trainer:
                 [interrupt.hit, t.max_seconds is not None and wall >= t.max_seconds], info)
             last = step == end or self.out_of_time
             evaluating = step % t.eval_interval == 0 or last
-            if step % t.log_interval == 0 or evaluating or step % t.save_interval == 0 or last or stop:
+            scoring_tasks = self.task_eval.due(step, last)  # train.eval_tasks: lmlab eval's benchmarks
+            if step % t.log_interval == 0 or evaluating or scoring_tasks or step % t.save_interval == 0 or last or stop:
                 self.check_finite()
             if step % t.log_interval == 0 or last:
                 row = self.metrics.train_row(r, self.progress, self.clock, self.sampler.weights())
@@ -428,6 +429,9 @@ class Trainer:
             with self.clock.aside():
                 if evaluating:
                     self._validate(bar)
+                if scoring_tasks:
+                    self.task_eval.run(self.progress, self.clock, self.trackers, bar)
+                if evaluating or scoring_tasks:
                     # an evaluation can take minutes: a signal during it stops at this step, saved
                     stop = any_rank([stop or interrupt.hit], info)[0]
                 if step % t.save_interval == 0 or last or stop:
@@ -478,20 +482,9 @@ class Trainer:
                                        stopped_by)
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         plot_loss_curve(run_dir)
-        _write_samples(model, self.tokenizer, self.cfg, run_dir)
+        write_samples(model, self.tokenizer, self.cfg, run_dir, self.trackers, self.step)
 
     def _say(self, line: str) -> None:
         if self.info.is_main:
             print(line, flush=True)
 
-
-def _write_samples(model, tokenizer, cfg: RunConfig, run_dir: Path) -> None:
-    """Decode the configured prompts, print them and save samples.txt."""
-    try:
-        texts = complete(model, tokenizer, cfg.sample.prompts, cfg.sample)
-    except LmlabError as e:  # e.g. a prompt the char tokenizer cannot encode: the run is still good
-        warnings.warn(f"no samples written: sample.prompts: {e}", stacklevel=2)
-        return
-    block = "\n\n".join(f"--- sample {i + 1} ---\n{text}" for i, text in enumerate(texts))
-    (run_dir / "samples.txt").write_text(block + "\n", encoding="utf-8")
-    print(block)

@@ -225,7 +225,10 @@ EXAMPLES = {
         "model.top_transformer_config.n_layer": 4}),
     "seed003-training": (SEED003_TRAINING, ".py", {
         "train.epochs": 2, "train.max_steps": 3, "train.out_dir": "./checkpoints", "train.save_interval": 2,
-        "train.mlflow.experiment": "TemporalAutoencodedLanguageModelling", "train.mlflow.batch_interval": 50}),
+        "train.mlflow.experiment": "TemporalAutoencodedLanguageModelling", "train.mlflow.batch_interval": 50,
+        # project_name: MLflow under ./mlruns/<project_name>, as the seed logs
+        "train.trackers": ["jsonl", "mlflow"],
+        "train.mlflow.tracking_uri": "sqlite:///mlruns/TemporalAutoencodedLanguageModelling/mlflow.db"}),
 }
 
 

@@ -164,7 +164,7 @@ CASES: list[Case] = [
         "--set", "model.n_layer=3", needles="model.n_layer = 2"),
     cli("load-base-missing", "train", "--config", "{cfg}", "--load-base-from", "{tmp}/nope.safetensors",
         needles="--load-base-from"),
-    train_set("tracker-unknown", "train.trackers=[wandb]", needles="train.trackers"),
+    train_set("tracker-unknown", "train.trackers=[neptune]", needles="train.trackers"),
     train_set("mlflow-batch-zero", "train.mlflow.batch_interval=0", needles="train.mlflow.batch_interval"),
     train_set("peak-tflops-negative", "train.peak_tflops=-1", needles="train.peak_tflops"),
     # ------------------------------------------------------------------------------ sample

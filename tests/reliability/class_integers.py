@@ -42,6 +42,8 @@ Accepted pairs (key, kind: why):
     train.log_interval, huge: an interval: the final log only
     train.eval_interval, huge: an interval: the final evaluation only
     train.eval_batches, huge: capped at the validation windows there are (eval_windows)
+    train.eval_tasks_interval, huge: an interval: the final task evaluation only
+    train.eval_tasks_max_examples, huge: a cap: every example of each task
     train.save_interval, huge: an interval: the final snapshot only
     train.mlflow.batch_interval, huge: rows are buffered and flushed at close
     sample.top_k, huge: past the vocabulary it filters nothing
@@ -108,10 +110,12 @@ HUGE = {
     "train.max_steps": "accepted", "train.max_tokens": "accepted", "train.stop_at_step": "accepted",
     "train.warmup_steps": "accepted", "train.max_nonfinite_steps": "accepted", "train.log_interval": "accepted",
     "train.eval_interval": "accepted", "train.eval_batches": "accepted", "train.save_interval": "accepted",
+    "train.eval_tasks_interval": "accepted", "train.eval_tasks_max_examples": "accepted",
     "train.mlflow.batch_interval": "accepted", "sample.top_k": "accepted", "sample.no_repeat_ngram_size": "accepted",
     "sample.seed": "accepted", "sample.planner_rerank": "accepted", "model.auxiliary.policy_positions": "accepted",
     "model.auxiliary.value_span": "accepted", "model.n_layer": MEMORY, "model.d_model": MEMORY,
     "model.d_ff": MEMORY, "model.n_head": "refused: d_model is not divisible by it",
+    "model.n_kv_head": "refused: n_head is not divisible by it",
     "model.num_plan_states": MEMORY, "model.chunk_size": "refused: over block_size", "model.expert_rank": MEMORY,
     "model.lookahead_horizon": MEMORY, "model.chunk_bow_warmup_steps": "accepted",
     "model.divergence_positions": "accepted", "model.conv_kernel_size": MEMORY,

@@ -68,6 +68,8 @@ KEYS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "train.tensorboard.log_dir": ("train.tensorboard.log_dir", "out_dir",
                                   (*_TRAIN, "--set", "train.trackers=[jsonl, tensorboard]", "--set",
                                    "train.tensorboard.log_dir='{P}'")),
+    "train.wandb.dir": ("train.wandb.dir", "out_dir",
+                        (*_TRAIN, "--set", "train.trackers=[jsonl, wandb]", "--set", "train.wandb.dir='{P}'")),
     "data.sources.text.path": ("data.sources[0].path", "in_any", _src("text")),
     "data.sources.jsonl.path": ("data.sources[0].path", "in_any", _src("jsonl")),
     "data.sources.csv.path": ("data.sources[0].path", "in_any", _src("csv")),
@@ -78,6 +80,8 @@ KEYS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     # ------------------------------------------------------------------------- command line flags
     "train--config": ("--config", "in_file", ("train", "--config", "{P}")),
     "train--resume": ("--resume", "in_any", ("train", "--resume", "{P}")),
+    "prepare-config": ("CONFIG", "in_file", ("prepare", "{P}")),
+    "prepare--config": ("--config", "in_file", ("prepare", "--config", "{P}")),
     "sample--checkpoint": ("--checkpoint", "in_any", ("sample", "--checkpoint", "{P}")),
     "sample--prompts-file": ("--prompts-file", "need_file", ("sample", "--checkpoint", "{run}", "--prompts-file", "{P}")),
     "eval--checkpoints": ("--checkpoints", "in_any", (*_EVAL, "{P}", "--tasks", "file:{file}")),
@@ -127,6 +131,8 @@ for _name, (_cls, _) in FAMILIES.items():
 WORDING: dict[tuple[str, str], tuple[str, ...]] = {
     ("train--config", "unreachable"): ("config file /proc/lmlab-unreachable/sub: no such file or folder",),
     ("train--resume", "unreachable"): ("--resume", "no checkpoint there"),
+    **{(k, "unreachable"): ("config file /proc/lmlab-unreachable/sub: no such file or folder",)
+       for k in ("prepare-config", "prepare--config")},
     ("sample--checkpoint", "unreachable"): ("run dir not found",),
     ("eval--checkpoints", "unreachable"): ("run dir not found",),
     ("export-gpt2-run_dir", "unreachable"): ("run dir not found",),

@@ -136,14 +136,14 @@ def test_a_signal_while_writing_the_summary_keeps_the_trained_run(tmp_path, corp
     them, and the resume that does so trains nothing."""
     cfg = _config(tmp_path, corpus_dir, make_raw, "run")
     run = tmp_path / "run"
-    original = trainer_mod._write_samples
+    original = trainer_mod.write_samples
 
     def interrupted(*a, **k):
         os.kill(os.getpid(), signal.SIGTERM)
         return original(*a, **k)
 
     with monkeypatch.context() as m:
-        m.setattr(trainer_mod, "_write_samples", interrupted)
+        m.setattr(trainer_mod, "write_samples", interrupted)
         assert main(["train", "--config", str(cfg)]) == 143
     assert "write them with: lmlab train --resume" in capsys.readouterr().err
     assert rundir.latest_snapshot(run).step == STEPS

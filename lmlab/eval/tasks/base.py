@@ -158,6 +158,15 @@ class Task:
 
     def score(self, scorer: Scorer, docs: list[Doc], stride: int | None = None) -> TaskResult:
         """The task's metrics and per-example scores (``seconds`` left 0 for the caller)."""
+        return self.result(docs, self.score_examples(scorer, docs, stride))
+
+    def score_examples(self, scorer: Scorer, docs: list[Doc], stride: int | None = None) -> list[dict[str, Any]]:
+        """One score dict per document, each independent of the others (so the documents may be
+        scored in shares, e.g. one per training rank, and the shares put back in order)."""
+        raise NotImplementedError
+
+    def result(self, docs: list[Doc], samples: list[dict[str, Any]]) -> TaskResult:
+        """The metrics of ``docs`` from their ``score_examples`` (in the same order)."""
         raise NotImplementedError
 
 
@@ -200,18 +209,24 @@ class MultipleChoiceTask(Task):
                     "(check its label file)")
         return None
 
-    def score(self, scorer: Scorer, docs: list[Doc], stride: int | None = None) -> TaskResult:
+    def score_examples(self, scorer: Scorer, docs: list[Doc], stride: int | None = None) -> list[dict[str, Any]]:
         examples = [self.request(d) for d in docs]
         flat = [p for ex in examples for p in ex.pairs]
         lls = [ll for ll, _ in scorer.loglikelihood(flat)]
-        acc, acc_norm, samples, k = [], [], [], 0
+        samples, k = [], 0
         for ex in examples:
-            ll = np.array(lls[k : k + len(ex.pairs)])
+            samples.append({"lls": lls[k : k + len(ex.pairs)], "gold": ex.gold})
             k += len(ex.pairs)
+        return samples
+
+    def result(self, docs: list[Doc], samples: list[dict[str, Any]]) -> TaskResult:
+        acc, acc_norm = [], []
+        for doc, sample in zip(docs, samples, strict=True):
+            ex = self.request(doc)  # the choices' lengths (acc_norm)
+            ll = np.array(sample["lls"])
             lengths = np.array([len(c) for c in ex.choices], dtype=np.float64)
             acc.append(float(np.argmax(ll) == ex.gold))
             acc_norm.append(float(np.argmax(ll / lengths) == ex.gold))
-            samples.append({"lls": ll.tolist(), "gold": ex.gold})
         metrics = {"acc": (float(np.mean(acc)), mean_stderr(np.array(acc)))}
         if "acc_norm" in self.metrics:
             metrics["acc_norm"] = (float(np.mean(acc_norm)), mean_stderr(np.array(acc_norm)))
@@ -234,15 +249,17 @@ class LoglikelihoodTask(Task):
         self.request(doc)
         return None
 
-    def score(self, scorer: Scorer, docs: list[Doc], stride: int | None = None) -> TaskResult:
+    def score_examples(self, scorer: Scorer, docs: list[Doc], stride: int | None = None) -> list[dict[str, Any]]:
         scored = scorer.loglikelihood([self.request(d) for d in docs])
-        lls = np.array([ll for ll, _ in scored])
-        hits = np.array([float(g) for _, g in scored])
+        return [{"ll": float(ll), "is_greedy": bool(g)} for ll, g in scored]
+
+    def result(self, docs: list[Doc], samples: list[dict[str, Any]]) -> TaskResult:
+        lls = np.array([s["ll"] for s in samples])
+        hits = np.array([float(s["is_greedy"]) for s in samples])
         ppl = capped_exp(-lls.mean())
         se = mean_stderr(lls)
         metrics = {"perplexity": (ppl, None if se is None else ppl * se),
                    "acc": (float(hits.mean()), mean_stderr(hits))}
-        samples = [{"ll": float(ll), "is_greedy": bool(g)} for ll, g in scored]
         return TaskResult(self.name, len(docs), metrics, 0.0, samples)
 
 
@@ -260,19 +277,21 @@ class RollingTask(Task):
         """What is scored of a page (words and bytes are counted on the page itself)."""
         return page
 
-    def score(self, scorer: Scorer, docs: list[Doc], stride: int | None = None) -> TaskResult:
+    def score_examples(self, scorer: Scorer, docs: list[Doc], stride: int | None = None) -> list[dict[str, Any]]:
         pages = [d["page"] for d in docs]
         texts = [self.text(p) for p in pages]
-        lls = np.array(scorer.loglikelihood_rolling(texts, stride))
-        words = np.array([len(re.split(r"\s+", p)) for p in pages], dtype=np.float64)
-        nbytes = np.array([len(p.encode("utf-8")) for p in pages], dtype=np.float64)
-        tokens = np.array([len(scorer.encode(t)) for t in texts], dtype=np.float64)
+        lls = scorer.loglikelihood_rolling(texts, stride)
+        return [{"ll": float(ll), "tokens": len(scorer.encode(t)), "words": len(re.split(r"\s+", p)),
+                 "bytes": len(p.encode("utf-8"))} for ll, t, p in zip(lls, texts, pages)]
+
+    def result(self, docs: list[Doc], samples: list[dict[str, Any]]) -> TaskResult:
+        lls = np.array([s["ll"] for s in samples])
+        words, nbytes, tokens = (np.array([s[k] for s in samples], dtype=np.float64)
+                                 for k in ("words", "bytes", "tokens"))
         bpb, bpb_se = -lls.sum() / nbytes.sum() / math.log(2), None
         byte_ppl, byte_se = ratio_perplexity(lls, nbytes)
         if byte_se is not None:
             bpb_se = byte_se / byte_ppl / math.log(2)  # d(log2 ppl) = d(ppl) / (ppl ln 2)
         metrics = {"word_perplexity": ratio_perplexity(lls, words), "byte_perplexity": (byte_ppl, byte_se),
                    "bits_per_byte": (bpb, bpb_se), "token_perplexity": ratio_perplexity(lls, tokens)}
-        samples = [{"ll": float(ll), "tokens": int(t), "words": int(w), "bytes": int(b)}
-                   for ll, t, w, b in zip(lls, tokens, words, nbytes)]
         return TaskResult(self.name, len(docs), metrics, 0.0, samples)

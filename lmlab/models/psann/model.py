@@ -49,15 +49,17 @@ class PsannBlock(nn.Module):
         super().__init__()
         C = cfg.d_model
         self.norm1 = build_norm(cfg.norm, C, cfg.norm_eps, cfg.bias)
-        self.attn = CausalSelfAttention(C, cfg.n_head, cfg.bias, cfg.dropout, cfg.pos_encoding)
+        attn_bias = cfg.bias if cfg.attn_bias is None else cfg.attn_bias
+        mlp_bias = cfg.bias if cfg.mlp_bias is None else cfg.mlp_bias
+        self.attn = CausalSelfAttention(C, cfg.n_head, attn_bias, cfg.dropout, cfg.pos_encoding, cfg.n_kv_head)
         self.mlp: nn.Module | None = None
         self.conv: TemporalConv | None = None
         if not (cfg.has_conv and cfg.conv_mode == "replace_mlp"):
             self.norm2 = build_norm(cfg.norm, C, cfg.norm_eps, cfg.bias)
             if cfg.activation == "sine":
-                self.mlp = SineMLP(C, cfg.ff_dim, cfg.sine_params, cfg.bias, cfg.dropout)
+                self.mlp = SineMLP(C, cfg.ff_dim, cfg.sine_params, mlp_bias, cfg.dropout)
             else:
-                self.mlp = MLP(C, cfg.ff_dim, cfg.mlp, cfg.bias, cfg.dropout)
+                self.mlp = MLP(C, cfg.ff_dim, cfg.mlp, mlp_bias, cfg.dropout)
         if cfg.has_conv:
             self.norm_conv = build_norm(cfg.norm, C, cfg.norm_eps, cfg.bias)
             self.conv = TemporalConv(C, cfg.conv_kernel_size, cfg.dilation(layer), cfg.conv_activation,

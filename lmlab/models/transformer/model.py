@@ -27,9 +27,12 @@ class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.norm1 = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
-        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_head, cfg.bias, cfg.dropout, cfg.pos_encoding)
+        attn_bias = cfg.bias if cfg.attn_bias is None else cfg.attn_bias
+        mlp_bias = cfg.bias if cfg.mlp_bias is None else cfg.mlp_bias
+        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_head, attn_bias, cfg.dropout, cfg.pos_encoding,
+                                        cfg.n_kv_head)
         self.norm2 = build_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
-        self.mlp = MLP(cfg.d_model, cfg.ff_dim, cfg.mlp, cfg.bias, cfg.dropout)
+        self.mlp = MLP(cfg.d_model, cfg.ff_dim, cfg.mlp, mlp_bias, cfg.dropout)
 
     def forward(self, x, rope=None, cache: KVCache | None = None, pos: int = 0) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), rope, cache, pos)
@@ -130,11 +133,12 @@ class Transformer(LanguageModel):
         cfg.block_size = block_size
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> TransformerState:
-        """An empty KV cache for ``batch_size`` sequences of up to ``block_size`` positions."""
+        """An empty KV cache for ``batch_size`` sequences of up to ``block_size`` positions, one
+        entry per key/value head (``n_kv_head`` of them with grouped-query attention)."""
         p = self.wte.weight
         hs = self.cfg.d_model // self.cfg.n_head
         caches = [
-            KVCache(batch_size, self.cfg.n_head, self.block_size, hs, device or p.device, p.dtype)
+            KVCache(batch_size, self.cfg.kv_heads, self.block_size, hs, device or p.device, p.dtype)
             for _ in self.blocks
         ]
         return TransformerState(caches)
