@@ -243,7 +243,7 @@ def test_tiny_pyramid_overfits_one_batch_to_exact_reconstruction():
         opt.step()
     diag = model.diagnostics(x, free_running_rows=2)
     assert diag["levels"][0]["recon_acc_teacher_forced"] == 1.0, diag
-    assert diag["recon_acc_free_running"] == 1.0, diag
+    assert diag["recon_acc_free_running"] == 1.0 and diag["recon_acc_free_running_aligned"] == 1.0, diag
 
 
 def test_generate_bytes_returns_valid_bytes_and_is_seeded():
@@ -260,7 +260,8 @@ def test_a_stage_one_model_reconstructs_but_does_not_generate():
     model = _model(top_transformer_config=None, top_lm_loss_weight=0.0).eval()
     with pytest.raises(LmlabError, match="no top transformer"):
         model.generate_bytes(b"Hi", max_len=40, temperature=1.0, stop_on_eos=False)
-    assert 0.0 <= model.diagnostics(_bytes())["recon_acc_free_running"] <= 1.0
+    diag = model.diagnostics(_bytes())
+    assert 0.0 <= diag["recon_acc_free_running"] <= diag["recon_acc_free_running_aligned"] <= 1.0
 
 
 def test_continuous_top_model_trains_and_generates():
@@ -348,3 +349,24 @@ def test_the_prior_is_on_by_default_and_off_for_a_checkpoint_saved_before_it():
     assert old.model.levels[0].expander_prior is False
     saved["config"]["model"]["levels"] = [{**TINY_LEVEL, "expander_prior": True}]
     assert validate_config(checkpoint_config(saved)).model.levels[0].expander_prior is True
+
+
+def test_aligned_free_running_accuracy_forgives_a_shift_the_positional_one_does_not(monkeypatch):
+    """One byte dropped early: every later byte is off its position, yet aligned they all match."""
+    from lmlab.models.abstractinator import generate
+
+    row = torch.tensor([[104, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33]])
+
+    class Shifted:  # what the expansion decodes: x_0, then the text with its 3rd byte lost and one made up
+        def __init__(self, *a, **kw):
+            decoded = torch.tensor([[104, 101, 108, 111, 32, 119, 111, 114, 108, 100, 33, 33]])
+            self.seqs = [decoded, decoded]  # bytes, and (unused here) the codes
+            self.covers = [[0]]
+
+        def extend(self, level):
+            return False
+
+    monkeypatch.setattr(generate, "start", lambda *a, **kw: Shifted())
+    monkeypatch.setattr(generate, "Expansion", Shifted)
+    positional, aligned = generate.free_running_accuracy(None, row)
+    assert positional == pytest.approx(3 / 11) and aligned == pytest.approx(10 / 11)

@@ -318,8 +318,9 @@ class AbstractinatorPyramid(LanguageModel):
                     "recon_acc_teacher_forced": right[i] / max(judged[i], 1),
                 })
             parts = {k: v / (math.log(2) * n_scored) for k, v in nats.items()}
+            positional, aligned = free_running_accuracy(self, input_ids[:free_running_rows])
             return {"levels": levels, "bytes_per_top_code": levels[-1]["bytes_per_code"],
-                    "recon_acc_free_running": free_running_accuracy(self, input_ids[:free_running_rows]),
+                    "recon_acc_free_running": positional, "recon_acc_free_running_aligned": aligned,
                     "two_part_bpb": {**parts, "total": sum(parts.values())}}
         finally:
             self.train(was_training)
@@ -328,7 +329,7 @@ class AbstractinatorPyramid(LanguageModel):
         """The per-level numbers logged with every evaluation (metrics.jsonl, trackers,
         metrics.json): ``l{i}_code_usage`` (the least-used stage's share of its codebook used on
         these held-out windows), ``l{i}_code_perplexity`` (stage 1), ``l{i}_bytes_per_code``,
-        ``l{i}_recon_acc_tf``, ``bytes_per_top_code``, ``recon_acc_free_running`` and the two-part
+        ``l{i}_recon_acc_tf``, ``bytes_per_top_code``, ``recon_acc_free_running`` (and ``_aligned``) and the two-part
         bits per byte by part, ``bpb_<part>``."""
         d = self.diagnostics(input_ids)
         out: dict[str, float] = {}
@@ -336,7 +337,7 @@ class AbstractinatorPyramid(LanguageModel):
             i = lv["level"]
             out |= {f"l{i}_code_usage": min(lv["code_usage"]), f"l{i}_code_perplexity": lv["code_perplexity"][0],
                     f"l{i}_bytes_per_code": lv["bytes_per_code"], f"l{i}_recon_acc_tf": lv["recon_acc_teacher_forced"]}
-        out |= {"bytes_per_top_code": d["bytes_per_top_code"], "recon_acc_free_running": d["recon_acc_free_running"]}
+        out |= {k: d[k] for k in ("bytes_per_top_code", "recon_acc_free_running", "recon_acc_free_running_aligned")}
         return out | {f"bpb_{k}": v for k, v in d["two_part_bpb"].items() if k != "total"}
 
     def report_on_text(self, text: str, title: str) -> tuple[str, str]:
