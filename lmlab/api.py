@@ -1,4 +1,5 @@
-"""Python API: ``lmlab.train(config, **overrides)`` and ``lmlab.load(run_dir).generate(...)``."""
+"""Python API: ``lmlab.train(config, **overrides)``, ``lmlab.prepare(config, **overrides)`` and
+``lmlab.load(run_dir).generate(...)``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from lmlab.generate.decode import generate_ids
 from lmlab.registry import FAMILIES, generation_option_owners
 from lmlab.runs import load_run
 from lmlab.training.loop import train as run_training
+from lmlab.training.prepare import PrepareReport
+from lmlab.training.prepare import prepare as run_prepare
 
 
 def overrides_to_dict(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -42,13 +45,22 @@ def train(config: str | Path | dict | RunConfig | None = None, **overrides: Any)
     dotted or double-underscore keys, or whole sections: ``train(cfg, **{"train.max_steps": 50})``,
     ``train(cfg, train__max_steps=50)``, ``train(cfg, train={"max_steps": 50})``.
     """
+    return run_training(_config(config, overrides))
+
+
+def prepare(config: str | Path | dict | RunConfig | None = None, **overrides: Any) -> PrepareReport:
+    """Build (or reuse) a config's tokenizer and token cache without training (``lmlab prepare``);
+    ``train`` on the same config then reuses both. Arguments as :func:`train`'s; returns what was
+    built or reused (``report.text()`` is what the command prints)."""
+    return run_prepare(_config(config, overrides))
+
+
+def _config(config: str | Path | dict | RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
     extra = overrides_to_dict(overrides)
     if isinstance(config, (RunConfig, dict)):
         raw = config.to_dict() if isinstance(config, RunConfig) else config
-        cfg = load_config(raw=deep_merge(raw, extra))
-    else:
-        cfg = load_config(config, raw=extra or None)
-    return run_training(cfg)
+        return load_config(raw=deep_merge(raw, extra))
+    return load_config(config, raw=extra or None)
 
 
 class LoadedModel:

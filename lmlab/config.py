@@ -160,8 +160,9 @@ class DataConfig(Strict):
     and read at any world size (``lmlab prepare`` builds one in one process)."""
     reuse_token_cache: bool = True
     """Reuse a cache built with the same tokenizer and sources (whatever its shard count); a
-    mismatch is refused. Reuse trusts the source settings, not the files' text: after editing a
-    corpus, set it false, which rebuilds the cache and refits a fresh run's tokenizer."""
+    mismatch is refused (false: rebuilt). Reuse trusts the source settings, not the files' text,
+    and so does a fresh run's reuse of a tokenizer fitted before (``RUN/tokenizer_fit.json``):
+    after editing a corpus in place, delete the cache and that file."""
     max_train_tokens: Int | None = Field(None, ge=1)
     max_val_tokens: Int | None = Field(None, ge=1)
     max_train_examples: Int | None = Field(None, ge=1)

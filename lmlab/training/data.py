@@ -88,8 +88,6 @@ def _fitted_before(cfg: RunConfig, run_dir: Path, record: dict[str, Any]) -> Tok
     path, tok_dir = rundir.tokenizer_fit_path(run_dir), rundir.tokenizer_dir(run_dir)
     if cfg.tokenizer.model_path is not None or not path.is_file() or not tok_dir.is_dir():
         return None
-    if not cfg.data.reuse_token_cache:  # the record knows the settings, not the text: rebuilding means refitting
-        return None
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -238,7 +236,10 @@ def prepare_data(cfg: RunConfig, info: DistInfo, run_dir: Path, prepared: Prepar
     t, d = cfg.train, cfg.data
     if prepared is None:
         indices = readable_sources(cfg)  # the failure policy, decided once for the run
-        tokenizer = prepare_tokenizer(cfg, info, run_dir, resuming, indices)[0]
+        tokenizer, how = prepare_tokenizer(cfg, info, run_dir, resuming, indices)
+        if how == "reused" and info.is_main:
+            print(f"lmlab: reusing the tokenizer in {rundir.tokenizer_dir(run_dir)}, fitted before for these "
+                  "settings (lmlab prepare; RUN/tokenizer_fit.json)", flush=True)
     else:
         indices, tokenizer = list(range(len(prepared.arrays.names))), prepared.tokenizer
         if info.is_main and not rundir.tokenizer_dir(run_dir).is_dir():

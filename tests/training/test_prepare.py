@@ -56,8 +56,9 @@ def test_prepare_then_train_reuses_both(two_sources, capsys):
     assert counts[2] == [a + b for a, b in zip(counts[0], counts[1])]
     stamps = _stamps(run)
 
-    lmlab.train(raw)  # the same config: nothing is fitted or built again
+    lmlab.train(raw)  # the same config: nothing is fitted or built again, and it says so
     assert _stamps(run) == stamps
+    assert f"lmlab: reusing the tokenizer in {run / 'tokenizer'}, fitted before" in capsys.readouterr().out
     summary = json.loads((run / "metrics.json").read_text())
     assert (summary["train_tokens"], summary["val_tokens"]) == (counts[2][0], counts[2][1])
     # A second prepare (here through --config) finds both reusable, and says so.
@@ -99,6 +100,8 @@ def test_the_tokenizer_is_fitted_again_when_its_settings_or_files_change(tiny_co
     vocab.write_text(vocab.read_text() + " ")  # still valid JSON, other bytes
     assert prepare(load_config(None, raw=raw)).tokenizer == "fitted"
     assert prepare(load_config(None, raw=raw)).tokenizer == "reused"
+    report = lmlab.prepare(raw)  # the Python API: the same function
+    assert (report.tokenizer, report.built) == ("reused", False)
 
 
 def test_a_run_with_snapshots_keeps_its_tokenizer_and_a_torn_cache_is_refused(tiny_config):
