@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
-from lmlab import runs
 from lmlab.configure import build_model_config
 from lmlab.errors import LmlabError
 from lmlab.interop.hf_config import gpt2_model_config, read_hf_config
 from lmlab.interop.hf_files import (
     check_import_target,
     load_mapped,
+    model_to_export,
     read_hf_weights,
     write_folder,
     write_run,
@@ -229,15 +229,7 @@ def export_hf_gpt2(
     a temporary dir renamed into place; an existing non-empty ``out_dir`` is refused.
     """
     out_dir = Path(out_dir)
-    if isinstance(run_dir_or_model, Transformer):
-        model = run_dir_or_model
-    elif isinstance(run_dir_or_model, (str, Path)):
-        model, run_tokenizer, _, _ = runs.load_run(run_dir_or_model)
-        tokenizer = tokenizer if tokenizer is not None else run_tokenizer
-    else:
-        raise LmlabError(
-            f"export_hf_gpt2: expected a run dir or a transformer model, got {type(run_dir_or_model).__name__}"
-        )
+    model, tokenizer = model_to_export(run_dir_or_model, tokenizer, "export_hf_gpt2")
     cfg = model.cfg
     _check_exportable(cfg)
     if tokenizer is not None and tokenizer.vocab_size != cfg.vocab_size:

@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lmlab import runs
 from lmlab.errors import LmlabError
 from lmlab.interop import gpt2, llama
 from lmlab.interop.hf_config import hf_model_type, is_hf_folder  # noqa: F401  (is_hf_folder: re-exported)
-from lmlab.interop.hf_files import check_import_target, write_run
+from lmlab.interop.hf_files import check_import_target, model_to_export, write_run
 from lmlab.models.transformer import Transformer
 from lmlab.tokenizers.base import Tokenizer
 
@@ -48,13 +47,7 @@ def export_hf(run_dir_or_model: str | Path | Transformer, out_dir: str | Path,
               tokenizer: Tokenizer | None = None, to: str | None = None) -> tuple[Path, str]:
     """Write a run dir (its newest snapshot) or a transformer as an HF folder; ``to``: llama or
     gpt2 (None: the first the model fits). Returns (folder, format)."""
-    if isinstance(run_dir_or_model, Transformer):
-        model = run_dir_or_model
-    elif isinstance(run_dir_or_model, (str, Path)):
-        model, run_tokenizer, _, _ = runs.load_run(run_dir_or_model)
-        tokenizer = tokenizer if tokenizer is not None else run_tokenizer
-    else:
-        raise LmlabError(f"export: expected a run dir or a transformer model, got {type(run_dir_or_model).__name__}")
+    model, tokenizer = model_to_export(run_dir_or_model, tokenizer, "export")
     if to is not None and to not in FORMATS:
         raise LmlabError(f"export format {to!r}: choose {' or '.join(FORMATS)}")
     reasons = {"llama": llama.exportable(model.cfg), "gpt2": gpt2.not_exportable(model.cfg)}

@@ -18,10 +18,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from lmlab import rundir
+from lmlab import rundir, runs
 from lmlab.configure import read_config_file, save_config, validate_config
 from lmlab.errors import LmlabError
 from lmlab.interop.hf_config import CONFIG_FILE
+from lmlab.models.transformer import Transformer
 from lmlab.tokenizers import load_tokenizer
 from lmlab.tokenizers.base import META_FILE, Tokenizer
 
@@ -82,6 +83,17 @@ def load_mapped(model: torch.nn.Module, mapped: dict[str, torch.Tensor], unexpec
     except RuntimeError as e:
         detail = " ".join(line.strip() for line in str(e).strip().splitlines()[1:3])
         raise LmlabError(f"{where}: weights do not fit a model of this config: {detail}") from None
+
+
+def model_to_export(run_dir_or_model: Any, tokenizer: Tokenizer | None, what: str) -> tuple[Any, Tokenizer | None]:
+    """(transformer, tokenizer) of an export's source: a transformer model as given, or a run
+    dir's newest snapshot and, unless ``tokenizer`` is given, its tokenizer."""
+    if isinstance(run_dir_or_model, Transformer):
+        return run_dir_or_model, tokenizer
+    if isinstance(run_dir_or_model, (str, Path)):
+        model, run_tokenizer, _, _ = runs.load_run(run_dir_or_model)
+        return model, tokenizer if tokenizer is not None else run_tokenizer
+    raise LmlabError(f"{what}: expected a run dir or a transformer model, got {type(run_dir_or_model).__name__}")
 
 
 def refuse_non_empty(out_dir: Path) -> None:
