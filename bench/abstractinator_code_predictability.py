@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/abstractinator_code_predictability.py RUN [RUN ...] [--train-windows 3000]
 
-For each run: its top-level codes (stage 1) of ``--train-windows`` training windows and
+For each run and level: its codes (stage 1) of ``--train-windows`` training windows and
 ``--val-windows`` held-out windows (the run's own split; ``abstractinator_free_running.val_windows``),
 then the cross-entropy on the held-out codes of a unigram and a bigram count model fitted on the
 training codes (add-0.5, the bigram backing off to the unigram), beside what the run's top model
-pays per code (``bpb_top`` x ``bytes_per_top_code`` from its metrics.json). A bigram below the
+pays per code at the top level (``bpb_top`` x ``bytes_per_top_code`` from its metrics.json). A bigram below the
 unigram is sequential structure a top model over codes could learn; a top model above the
 unigram has not learnt even the codes' frequencies.
 """
@@ -26,12 +26,14 @@ from lmlab.runs import load_run
 
 
 @torch.no_grad()
-def code_sequences(model, x: torch.Tensor, batch: int = 64) -> list[list[int]]:
-    """The top level's stage-1 code sequence of each window of x (N, T)."""
-    out = []
+def code_sequences(model, x: torch.Tensor, batch: int = 64) -> list[list[list[int]]]:
+    """Per level (bottom first), the stage-1 code sequence of each window of x (N, T)."""
+    out: list[list[list[int]]] = []
     for i in range(0, x.size(0), batch):
-        top = model.compress_all(x[i : i + batch])[-1]
-        out += [top.codes[b, : int(top.n_codes[b]), 0].tolist() for b in range(top.codes.size(0))]
+        for lv, level in enumerate(model.compress_all(x[i : i + batch])):
+            if lv == len(out):
+                out.append([])
+            out[lv] += [level.codes[b, : int(level.n_codes[b]), 0].tolist() for b in range(level.codes.size(0))]
     return out
 
 
@@ -60,18 +62,17 @@ def main() -> None:
     ap.add_argument("--val-windows", type=int, default=300)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print("| run | codes K | top model pays (bits/code) | unigram | bigram | bigram gain |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| run | level | codes K | top model pays (bits/code) | unigram | bigram | bigram gain |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for run in args.runs:
         model, tok, cfg, _ = load_run(run)
         train = code_sequences(model, val_windows(cfg, tok, args.train_windows, "train"))
         val = code_sequences(model, val_windows(cfg, tok, args.val_windows, "val"))
-        K = model.levels[-1].vq.K
-        uni, big = ngram_bits(train, val, K)
         m = json.loads((run / "metrics.json").read_text())
-        top = m["bpb_top"] * m["bytes_per_top_code"]
-        print(f"| {run} | {K} | {top:.2f} | {uni:.2f} | {big:.2f} | {uni - big:.2f} |", flush=True)
-
+        for lv, level in enumerate(model.levels):
+            uni, big = ngram_bits(train[lv], val[lv], level.vq.K)
+            top = f"{m['bpb_top'] * m['bytes_per_top_code']:.2f}" if lv == len(model.levels) - 1 else "-"
+            print(f"| {run} | {lv + 1} | {level.vq.K} | {top} | {uni:.2f} | {big:.2f} | {uni - big:.2f} |", flush=True)
 
 if __name__ == "__main__":
     main()
