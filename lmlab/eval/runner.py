@@ -22,6 +22,7 @@ from lmlab.eval.scoring import Scorer
 from lmlab.eval.tasks import Doc, Task, get_task, resolve_tasks
 from lmlab.fsio import atomic_write_text, check_writable, user_io, user_os_error
 from lmlab.interop.hf import is_hf_folder, load_hf
+from lmlab.interop.hf_config import hf_model_type
 from lmlab.runs import load_run
 
 RESULTS_FILE = "eval_results.json"
@@ -48,11 +49,10 @@ def load_checkpoint(path: str | Path, device: str = "cpu", snapshot: str = "late
     """(model, tokenizer, description dict) of an lmlab run dir or an HF folder (GPT-2, Llama)."""
     path = Path(path)
     if is_hf_folder(path):
-        model, tokenizer, model_cfg = load_hf(path)
+        model, tokenizer, _ = load_hf(path)
         if tokenizer is None:
             raise LmlabError(f"{path}: HF model folder without tokenizer.json (or GPT-2's vocab.json + merges.txt)")
-        kind = "hf-llama" if model_cfg["pos_encoding"] == "rope" else "hf-gpt2"
-        return model.to(device).eval(), tokenizer, {"path": str(path), "format": kind,
+        return model.to(device).eval(), tokenizer, {"path": str(path), "format": f"hf-{hf_model_type(path)}",
                                                     "family": "transformer", "params": model.num_params()}
     model, tokenizer, cfg, snap = load_run(path, device, snapshot)
     return model, tokenizer, {"path": str(path), "format": "lmlab", "family": cfg.model.family,
