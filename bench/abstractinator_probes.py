@@ -129,6 +129,8 @@ def main() -> None:
     if args.probe == "top-synthetic":
         return top_synthetic()
     raws = [yaml.safe_load(open(c, encoding="utf-8")) for c in args.configs]
+    for raw in raws:  # configs saved before loss_per_byte existed trained with the seed's weighting
+        raw["model"].setdefault("loss_per_byte", False)
     print("| arm | val bpb | by part | time |\n|---|---:|---|---:|")
     if args.probe == "top-context":
         for lr in args.lrs:

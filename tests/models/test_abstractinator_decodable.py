@@ -22,6 +22,7 @@ import torch
 
 from lmlab.configure import validate_config
 from lmlab.models.abstractinator.generate import Expansion
+from lmlab.models.abstractinator.vq import Prior
 from lmlab.registry import build_model
 
 EOS = 259  # vocab_size - 1: the byte tokenizer's eos
@@ -30,11 +31,12 @@ LEVEL1 = {"compressor_layers": 1, "expander_layers": 1, "codebook_size": 32, "c_
 LEVEL2 = {**LEVEL1, "codebook_size": 16, "window": 4, "entropy": {"n_layer": 1, "threshold": 2.0, "max_patch_len": 4}}
 
 
-def _model(levels: int = 1, seed: int = 0, prior: bool = False):
+def _model(levels: int = 1, seed: int = 0, prior: bool = False, code_prior: bool = False):
     """The tiny preset (vocab 260), randomly initialised, in eval mode; ``levels=2`` adds a level;
-    ``prior``: the byte expander adds the entropy model's next-byte logits (expander_prior)."""
+    ``prior``: the byte expander adds the entropy model's next-byte logits (expander_prior);
+    ``code_prior``: level 2's expander adds its entropy model's code scores."""
     model = {"family": "abstractinator", "preset": "tiny", "vocab_size": 260}
-    model["levels"] = [{**LEVEL1, "expander_prior": prior}, LEVEL2][:levels]
+    model["levels"] = [{**LEVEL1, "expander_prior": prior}, {**LEVEL2, "expander_prior": code_prior}][:levels]
     cfg = validate_config({"model": model, "tokenizer": {"type": "byte"}})
     torch.manual_seed(seed)
     return build_model(cfg.model).eval()
@@ -128,8 +130,8 @@ def _assert_margins(model, x: torch.Tensor) -> None:
                     z = z - c[d.argmin(-1)]
 
 
-def _prepared(levels: int, thresholds: str, prior: bool = False):
-    model = _model(levels, SEED, prior)
+def _prepared(levels: int, thresholds: str, prior: bool = False, code_prior: bool = False):
+    model = _model(levels, SEED, prior, code_prior)
     x = _windows()
     _calibrate(model, x, thresholds)
     _assert_margins(model, x)
@@ -212,7 +214,11 @@ class CausalDecoder:
         code = self.codes[i - 1][n]
         low = torch.stack([*self.sym[i], code])[None]  # (1, n+1, S): the last is only the target
         h = level.expander.hidden(low, torch.tensor([self.cover[i]]), vec, valid)[:, -1:]
-        lp, _ = level.expander.head.log_prob(h, code[None, None])
+        prior = None
+        if level.lcfg.expander_prior and n > 0:  # the entropy model's guess from the decoded codes alone
+            _, _, states = level.entropy(torch.stack(self.sym[i])[None], logits=True)
+            prior = Prior(level.entropy.head, states[:, -1:])
+        lp, _ = level.expander.head.log_prob(h, code[None, None], prior)
         self.sym[i].append(code)
         self._pay(f"level{i + 1}", n, float(lp[0, 0]))
 
@@ -274,16 +280,20 @@ def _decode(model, row: torch.Tensor) -> CausalDecoder:
 # ------------------------------------------------------------------------------------ tests
 
 
-@pytest.mark.parametrize("levels,thresholds,prior", [(1, "median", False), (1, "high", False), (2, "median", False),
-                                                    (2, "high", False), (1, "median", True), (2, "median", True)])
+@pytest.mark.parametrize("levels,thresholds,prior,code_prior",
+                         [(1, "median", False, False), (1, "high", False, False), (2, "median", False, False),
+                          (2, "high", False, False), (1, "median", True, False), (2, "median", True, False),
+                          (2, "median", True, True)])
 @torch.no_grad()
-def test_causal_decoder_cuts_where_the_encoder_does_and_pays_the_two_part_code(levels, thresholds, prior):
+def test_causal_decoder_cuts_where_the_encoder_does_and_pays_the_two_part_code(levels, thresholds, prior,
+                                                                               code_prior):
     """Windows with eos at the first, last, middle and consecutive positions: the decoder's
     boundaries at every level equal compress_all's, and what it pays, byte by byte and part by
     part, equals _two_part's entries and code_lengths' totals. "high" thresholds leave only
     document and max_patch_len cuts; "median" mixes in entropy cuts. ``prior``: the byte
-    expander's logits add the entropy model's, which the decoder computes from the bytes it has."""
-    model = _prepared(levels, thresholds, prior)
+    expander's logits add the entropy model's, which the decoder computes from the bytes it has;
+    ``code_prior``: level 2's expander adds its entropy model's scores of the level-1 codes."""
+    model = _prepared(levels, thresholds, prior, code_prior)
     x = _windows()
     T = x.size(1)
     outs = model.compress_all(x)
@@ -318,21 +328,24 @@ def _argmax_kept(kept: list[torch.Tensor], logits: torch.Tensor) -> torch.Tensor
     return logits.argmax(-1)
 
 
-@pytest.mark.parametrize("levels,prior", [(1, False), (2, False), (1, True), (2, True)])
+@pytest.mark.parametrize("levels,prior,code_prior", [(1, False, False), (2, False, False), (1, True, False),
+                                                     (2, True, False), (2, True, True)])
 @torch.no_grad()
-def test_generation_cuts_where_the_encoder_does(levels, prior):
+def test_generation_cuts_where_the_encoder_does(levels, prior, code_prior):
     """generate.py's Expansion, teacher-forced with the true bytes and codes, cuts every level
     exactly where compress_all does (the same causal rule, eos included), and draws each byte
-    from the distribution the two-part code scores it under (with the expander's prior too)."""
-    model = _prepared(levels, "median", prior)
+    from the distribution the two-part code scores it under (with the expander's prior too);
+    with two levels, each level-1 code from the distribution level 2 scores it under."""
+    model = _prepared(levels, "median", prior, code_prior)
     x = _windows()
     for b in range(x.size(0)):
         outs = model.compress_all(x[b : b + 1])
         codes = [out.codes[:, : int(out.n_codes[0])] for out in outs]
         seqs = [x[b : b + 1, :1], *[c[:, :1] for c in codes[:-1]], codes[-1]]  # the top codes are given
         drawn: list[torch.Tensor] = []
+        drawn_codes: list[torch.Tensor] = []
         exp = Expansion(model, seqs, [[0] for _ in range(levels)], partial(_argmax_kept, drawn),
-                        lambda lg: lg.argmax(-1), can_propose=False)
+                        partial(_argmax_kept, drawn_codes), can_propose=False)
         for t in range(1, x.size(1)):
             assert exp.extend(0)
             exp.seqs[0][0, -1] = x[b, t]  # teacher forcing: the true byte and codes
@@ -343,6 +356,10 @@ def test_generation_cuts_where_the_encoder_does(levels, prior):
         for i in range(1, levels):
             assert exp.covers[i] == outs[i].seg[0, : int(outs[i - 1].n_codes[0])].tolist()
         if levels > 1:  # a byte opening a patch is drawn under the level-1 code drawn before it was forced
+            _, lp = model.levels[1].reconstruct(outs[0].codes, outs[1])  # (1, K1): log p of each true code
+            drawn_lp = [float(lg.log_softmax(-1)[codes[0][0, n + 1, 0]]) for n, lg in enumerate(drawn_codes)]
+            torch.testing.assert_close(torch.tensor(drawn_lp), lp[0, 1 : len(drawn_lp) + 1], atol=1e-4, rtol=0)
+            assert len(drawn_lp) == codes[0].size(1) - 1  # every level-1 code after the given first
             continue
         scored = model(x[b : b + 1]).logits[0, :-1].float()  # position t-1 scores x_t
         torch.testing.assert_close(torch.stack(drawn).log_softmax(-1), scored.log_softmax(-1), atol=1e-4, rtol=0)

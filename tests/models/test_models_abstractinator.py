@@ -193,6 +193,40 @@ def test_two_part_code_length_adds_up_and_is_charged_at_span_ends(levels):
     assert charged <= {max(e, 1) for e in ends}
 
 
+@pytest.mark.parametrize("levels", [1, 2])
+def test_the_training_loss_per_byte_is_the_two_part_code(levels):
+    """loss_per_byte (the default): the reconstruction and top-model terms of the training loss
+    add up to the scored two-part code in nats per byte, so each part weighs what it costs. The
+    seed's weighting averages each level over its own symbols and halves both with two levels."""
+    x = _bytes(rows=3)
+    n_bytes = x[:, 1:].numel()
+    model = _model(levels=[TINY_LEVEL, LEVEL2][:levels]).eval()
+    assert model.cfg.loss_per_byte
+    terms = model(x, x).terms
+    code = sum(v for k, v in terms.items() if k.startswith("recon_") or k == "top_lm")
+    total = sum(p.sum() for p in model.code_lengths(x).values())
+    torch.testing.assert_close(code, total / n_bytes, rtol=1e-5, atol=1e-5)
+    seed = _model(levels=[TINY_LEVEL, LEVEL2][:levels], loss_per_byte=False).eval()
+    terms, outs = seed(x, x).terms, seed.compress_all(x)
+    parts = seed.code_lengths(x)
+    torch.testing.assert_close(terms["recon_l1"], parts["level1"].sum() / n_bytes / levels, rtol=1e-5, atol=1e-5)
+    top = outs[-1]
+    torch.testing.assert_close(terms["top_lm"], parts["top"].sum() / top.code_valid.sum(), rtol=1e-5, atol=1e-5)
+    if levels == 2:
+        n_codes = outs[0].code_valid.sum()
+        torch.testing.assert_close(terms["recon_l2"], parts["level2"].sum() / n_codes / 2, rtol=1e-5, atol=1e-5)
+
+
+def test_a_checkpoint_saved_before_loss_per_byte_keeps_the_seed_weighting():
+    from lmlab.runs import checkpoint_config
+
+    saved = {"config": {"tokenizer": {"type": "byte"},
+                        "model": {"family": "abstractinator", "preset": "tiny", "levels": [TINY_LEVEL]}}}
+    assert validate_config(checkpoint_config(saved)).model.loss_per_byte is False
+    saved["config"]["model"]["loss_per_byte"] = True
+    assert validate_config(checkpoint_config(saved)).model.loss_per_byte is True
+
+
 def test_without_a_top_model_codes_cost_their_uniform_length():
     model = _model(top_transformer_config=None, top_lm_loss_weight=0.0).eval()
     x = _bytes()
@@ -219,8 +253,9 @@ def test_the_level_above_reads_the_pooled_vectors_or_only_the_codes_below(compre
     want = below.pooled if compress_input == "pooled" else below.z_q
     torch.testing.assert_close(seen[0], want, atol=0, rtol=0)
     assert model.levels[1].inp.in_features == want.size(-1)
-    with pytest.raises(ConfigError, match="levels\\[1\\].expander_prior: a level above the bytes"):
-        build_model_config({"family": "abstractinator", "levels": [{}, {"expander_prior": True}]})
+    with pytest.raises(ConfigError, match="levels\\[1\\].expander_prior: a Gaussian-only entropy model"):
+        build_model_config({"family": "abstractinator",
+                            "levels": [{}, {"expander_prior": True, "entropy": {"loss": "gaussian"}}]})
     with pytest.raises(ConfigError, match="levels\\[0\\].expander_prior: a Gaussian-only entropy model"):
         build_model_config({"family": "abstractinator",
                             "levels": [{"expander_prior": True, "entropy": {"loss": "gaussian"}}]})

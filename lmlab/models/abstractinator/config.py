@@ -81,11 +81,12 @@ class LevelConfig(Strict):
     w_entropy_ce: float = Field(1.0, ge=0)
     w_vq: float = Field(1.0, ge=0)
     expander_prior: bool | None = None
-    """Byte level: the expander's next-byte logits add the entropy model's (a product of
-    experts). The entropy model is a causal byte LM that the decoder runs anyway to cut
-    patches; with it as a prior, the codes carry only what it cannot predict. False: the
-    seed's expander, which predicts each byte from its codes and its patch alone. None (the
-    default): on at the byte level when its entropy model has a CE head, off above."""
+    """The expander's next-symbol scores add the entropy model's (a product of experts). The
+    entropy model is a causal LM over the level's input (bytes, or the codes below) that the
+    decoder runs anyway to cut patches; with it as a prior, the codes carry only what it
+    cannot predict. At a code level the two code heads' scores are added stage by stage.
+    False: the seed's expander, which predicts each symbol from its codes and its patch alone.
+    None (the default): on at the byte level when its entropy model has a CE head, off above."""
     compress_input: Literal["pooled", "codes"] = "pooled"
     """Above the byte level: what the compressor reads of each symbol below. ``pooled`` (the
     seed): the level below's continuous pooled vector, a pass-through that skips its quantiser;
@@ -127,6 +128,13 @@ class AbstractinatorConfig(ModelConfig):
     """None: no top model (stage 1); the code stream is then charged its uniform cost."""
     top_lm_loss_weight: float = Field(1.0, ge=0)
     w_recon: float = Field(1.0, gt=0)
+    loss_per_byte: bool = True
+    """True: train on the two-part code itself: every level's reconstruction and the top
+    model's code lengths are summed over the window and divided by its bytes (nats per byte, the
+    units of ``val_bpb``), so each part weighs what it costs. False (the seed's weighting): each
+    level's mean over its own symbols divided by the number of levels, the top model's mean
+    per code (with two levels, level 1's bytes then weigh half, and a level-1 code, ~6 bytes, as
+    much as a byte)."""
     save_base_components_path: str | None = None
     """Stage 1: write the levels' weights (compressors, quantisers, expanders, entropy models)
     here (safetensors) at every checkpoint."""
@@ -183,10 +191,9 @@ class AbstractinatorConfig(ModelConfig):
         for i, lv in enumerate(self.levels):
             if lv.expander_prior is None:
                 object.__setattr__(lv, "expander_prior", i == 0 and lv.entropy.loss != "gaussian")
-            if lv.expander_prior and (i > 0 or lv.entropy.loss == "gaussian"):
-                where = "a level above the bytes" if i else "a Gaussian-only entropy model"
-                raise ValueError(f"levels[{i}].expander_prior: {where} has no next-byte logits to add; set it on "
-                                 "the byte level (levels[0]) with entropy.loss ce or both")
+            if lv.expander_prior and lv.entropy.loss == "gaussian":
+                raise ValueError(f"levels[{i}].expander_prior: a Gaussian-only entropy model has no next-symbol "
+                                 "scores to add; set entropy.loss to ce or both, or expander_prior: false")
         if self.levels[0].compress_input != "pooled":
             raise ValueError("levels[0].compress_input: the byte level reads bytes; set it on the levels above")
         top = self.top_transformer_config
@@ -210,7 +217,11 @@ class AbstractinatorConfig(ModelConfig):
     @classmethod
     def upgrade_checkpoint_config(cls, model: dict[str, Any]) -> dict[str, Any]:
         """A checkpoint saved before ``expander_prior`` existed decoded bytes without the prior
-        (its weights fit either way, so the default must not switch it on under them)."""
+        (its weights fit either way, so the default must not switch it on under them); one
+        saved before ``loss_per_byte`` trained with the seed's weighting, and a resumed run
+        keeps it."""
+        if "loss_per_byte" not in model:
+            model = {**model, "loss_per_byte": False}
         levels = model.get("levels")
         if not isinstance(levels, list):
             return model
@@ -342,6 +353,8 @@ def _entropy_flops(c: AbstractinatorConfig, i: int, n: float, g: bool) -> float:
         f += _mm(n, below.d_c, D, g, False)
     if e.loss in ("ce", "both"):
         f += _mm(n - (not c.levels[i].expander_prior), D, V, g, g) if below is None else _code_head(c, n - 1, below, g)
+        if below is not None and c.levels[i].expander_prior:  # the prior scores the n codes again (the first masked)
+            f += _code_head(c, n, below, g)
     if e.loss in ("gaussian", "both"):
         f += _mm(n - 1, D, 2 * (D if below is None else below.d_c), g, g)
     return f

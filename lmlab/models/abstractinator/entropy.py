@@ -88,13 +88,16 @@ class EntropyModel(StepStatistics):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None, logits: bool = False):
         """x (B, T) or (B, T, S), valid (B, T) -> (loss, entropy (B, T) of x_t given x_<t), and
-        with ``logits`` (bytes only) the next-byte logits (B, T, V) at every position, the last
-        one's included (the expander's prior, ``expander_prior``).
+        with ``logits`` what the expander's prior (``expander_prior``) needs at every position,
+        the last one's included: bytes, the next-byte logits (B, T, V); codes, the hidden states
+        (B, T, D) that the code head scores stage by stage (:class:`~.vq.Prior`).
 
         entropy[:, 0] is +inf (nothing to predict from); the loss is the mean over valid targets.
         """
         h = self.trunk(self._symbols(x), causal_mask())  # (B, T, D)
-        every = self.head(h) if logits else None  # (B, T, V): the head over all T positions, once
+        every = None
+        if logits:  # bytes: the head over all T positions, once
+            every = self.head(h) if x.dim() == 2 else h
         B, T = h.shape[:2]
         valid = torch.ones(B, T, dtype=torch.bool, device=h.device) if valid is None else valid
         tgt_valid = valid[:, 1:]

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 
 from lmlab.errors import LmlabError
+from lmlab.models.abstractinator.vq import Prior
 
 Pick = Callable[[torch.Tensor], torch.Tensor]
 
@@ -52,15 +53,17 @@ class Expansion:
         return torch.tensor([flags], device=self.seqs[0].device)
 
     def _opens_patch(self, lv: int) -> tuple[bool, torch.Tensor | None]:
-        """Whether the next symbol of level l starts a new patch of the codes above it, and at
-        the byte level with ``expander_prior`` the entropy model's logits (1, V) for that next
-        byte: one pass of the entropy model over the prefix gives both."""
+        """Whether the next symbol of level l starts a new patch of the codes above it, and with
+        ``expander_prior`` what the entropy model predicts of that next symbol: the byte logits
+        (1, V), or at a code level its state (1, D) (None before the level's first code). One
+        pass of the entropy model over the prefix gives both."""
         level, sym = self.model.levels[lv], self.seqs[lv]
         padded = torch.cat([sym, torch.zeros_like(sym[:, :1])], dim=1)  # a dummy next symbol
-        _, entropy, *logits = level.entropy(padded, logits=lv == 0 and level.lcfg.expander_prior)
+        _, entropy, *logits = level.entropy(padded, logits=level.lcfg.expander_prior)
         starts = level.entropy.cut(entropy, self._opens_document(lv))
-        # position -2 (the last real byte) predicts the next one; the dummy is never read before it
-        return bool(starts[0, -1]), logits[0][:, -2] if logits else None
+        # position -2 (the last real symbol) predicts the next one; the dummy is never read before it
+        prior = logits[0][:, -2] if logits and sym.size(1) else None
+        return bool(starts[0, -1]), prior
 
     def extend(self, lv: int) -> bool:
         """Append one symbol to level lv; False when no code above is left to expand."""
@@ -91,7 +94,8 @@ class Expansion:
         else:
             low = torch.cat([self.seqs[lv], torch.zeros_like(self.seqs[lv][:, :1])], dim=1)
             h = level.expander.hidden(low, torch.tensor([covers], device=dev), vec, valid)[:, -1]
-            sym = level.expander.head.sample(h, self.pick_code)[:, None]  # (1, 1, S)
+            code_prior = None if prior is None else Prior(level.entropy.head, prior)
+            sym = level.expander.head.sample(h, self.pick_code, code_prior)[:, None]  # (1, 1, S)
         self.seqs[lv] = torch.cat([self.seqs[lv], sym], dim=1)
         self.covers[lv] = covers
         return True

@@ -12,7 +12,7 @@ from lmlab.models.abstractinator.compressor import SegmentCompressor
 from lmlab.models.abstractinator.config import AbstractinatorConfig, LevelConfig
 from lmlab.models.abstractinator.entropy import EntropyModel, segment_ids
 from lmlab.models.abstractinator.expander import DecoderOnlyExpanderRVQ
-from lmlab.models.abstractinator.vq import ResidualVQ, StepStatistics
+from lmlab.models.abstractinator.vq import Prior, ResidualVQ, StepStatistics
 
 
 @dataclass
@@ -30,7 +30,9 @@ class LevelOut:
     keep: torch.Tensor  # (B, T) symbols pooled into their code (not a closing eos or blank code)
     vq_loss: torch.Tensor
     entropy_loss: torch.Tensor
-    prior: torch.Tensor | None  # (B, T, V) the entropy model's next-byte logits (expander_prior), else None
+    # expander_prior: the entropy model's next-byte logits (B, T, V) at the byte level, its
+    # hidden states (B, T, D) at a code level (position t predicts symbol t+1); else None
+    prior: torch.Tensor | None
     perplexity: list[float]
     dead: list[int]
 
@@ -160,5 +162,15 @@ class Abstractinator(StepStatistics):
             logits = self.byte_logits(h, out.prior)
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, sym[:, 1:, None]).squeeze(-1)
             return logits, logp
-        lp, _ = self.expander.head.log_prob(h, sym)
+        lp, _ = self.expander.head.log_prob(h, sym, self.code_prior(out.prior))
         return None, lp
+
+    def code_prior(self, hidden: torch.Tensor | None) -> Prior | None:
+        """A code level with ``expander_prior``: the entropy model's states (B, T, D) over the
+        symbols -> the prior of the codes they predict: code t is scored by the state at t-1
+        (what the decoder has before it decodes code t); a row's first code has none."""
+        if hidden is None:
+            return None
+        shifted = torch.cat([torch.zeros_like(hidden[:, :1]), hidden[:, :-1]], dim=1)
+        has = torch.arange(hidden.size(1), device=hidden.device)[None].expand(hidden.shape[:2]) > 0
+        return Prior(self.entropy.head, shifted, has)

@@ -119,6 +119,7 @@ class AbstractinatorPyramid(LanguageModel):
         terms: dict[str, torch.Tensor] = {}
         logits = None
         L = len(self.levels)
+        n_bytes = max(input_ids[:, 1:].numel(), 1) if targets is None else (targets[:, :-1] >= 0).sum().clamp(min=1)
         for i, (level, out) in enumerate(zip(self.levels, outs)):
             lg, logp = level.reconstruct(sym, out)
             if lg is not None:
@@ -126,16 +127,21 @@ class AbstractinatorPyramid(LanguageModel):
                 mask = torch.ones_like(logp, dtype=torch.bool) if targets is None else targets[:, :-1] >= 0
             else:
                 mask = outs[i - 1].code_valid
-            recon = -(logp * mask).sum() / mask.sum().clamp(min=1)
             lc = level.lcfg
-            terms[f"recon_l{i + 1}"] = self.cfg.w_recon * recon / L
+            if self.cfg.loss_per_byte:
+                terms[f"recon_l{i + 1}"] = self.cfg.w_recon * -(logp * mask).sum() / n_bytes
+            else:
+                terms[f"recon_l{i + 1}"] = self.cfg.w_recon * -(logp * mask).sum() / mask.sum().clamp(min=1) / L
             terms[f"vq_l{i + 1}"] = lc.w_vq * out.vq_loss
             if lc.w_entropy_ce > 0:
                 terms[f"entropy_l{i + 1}"] = lc.w_entropy_ce * out.entropy_loss
             sym = out.codes
         if self.top is not None and self.cfg.top_lm_loss_weight > 0:
             top = outs[-1]
-            terms["top_lm"] = self.cfg.top_lm_loss_weight * self.top.loss(top.codes, top.code_valid)
+            top_lm = self.top.loss(top.codes, top.code_valid)  # per code
+            if self.cfg.loss_per_byte:
+                top_lm = top_lm * top.code_valid.sum().clamp(min=1) / n_bytes
+            terms["top_lm"] = self.cfg.top_lm_loss_weight * top_lm
         if targets is None:
             return ModelOutput(logits)
         loss = sum(terms.values())

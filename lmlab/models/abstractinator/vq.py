@@ -251,24 +251,49 @@ class CodeHead(nn.Module):
         u = self.proj[s](h) - prev  # (..., d_c)
         return self.scale[s] * (u @ c.T) + self.bias[s]  # (..., K)
 
-    def log_prob(self, h: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h (..., D), codes (..., S) -> (log p(code) (...), entropy of stage 0 given h (...))."""
+    def log_prob(self, h: torch.Tensor, codes: torch.Tensor,
+                 prior: Prior | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (..., D), codes (..., S) -> (log p(code) (...), entropy of stage 0 given h (...)).
+        ``prior``: another head's scores added stage by stage (a product of experts)."""
         prev = torch.zeros(*h.shape[:-1], self.rvq[0].d_c, device=h.device, dtype=h.dtype)
         total, entropy = 0, None
         for s, vq in enumerate(self.rvq[0].stages):
-            logp = torch.log_softmax(self._logits(s, h, prev).float(), dim=-1)
+            logits = self._logits(s, h, prev)
+            if prior is not None:
+                logits = logits + prior.logits(s, prev)
+            logp = torch.log_softmax(logits.float(), dim=-1)
             total = total + logp.gather(-1, codes[..., s : s + 1]).squeeze(-1)
             if entropy is None:
                 entropy = -(logp.exp() * logp).sum(-1)
             prev = prev + vq.codebook.detach().to(h.dtype)[codes[..., s]]
         return total, entropy
 
-    def sample(self, h: torch.Tensor, pick) -> torch.Tensor:
-        """Codes (N, S) for hidden states h (N, D); ``pick(logits (N, K)) -> (N,)`` chooses."""
+    def sample(self, h: torch.Tensor, pick, prior: Prior | None = None) -> torch.Tensor:
+        """Codes (N, S) for hidden states h (N, D); ``pick(logits (N, K)) -> (N,)`` chooses;
+        ``prior`` as in :meth:`log_prob`."""
         prev = torch.zeros(h.size(0), self.rvq[0].d_c, device=h.device, dtype=h.dtype)
         codes = []
         for s, vq in enumerate(self.rvq[0].stages):
-            idx = pick(self._logits(s, h, prev).float())
+            logits = self._logits(s, h, prev)
+            if prior is not None:
+                logits = logits + prior.logits(s, prev)
+            idx = pick(logits.float())
             codes.append(idx)
             prev = prev + vq.codebook.detach().to(h.dtype)[idx]
         return torch.stack(codes, dim=-1)
+
+
+class Prior:
+    """A code-level expander's prior: the level's entropy model's stage-wise scores for the same
+    codes (a product of experts, as ``expander_prior`` at the byte level). ``hidden`` (..., D)
+    holds, at each position, the entropy model's state that predicts that position's code
+    (its state at the symbol before); ``has`` (...) is False where there is none (a row's
+    first code), and the prior adds nothing there."""
+
+    def __init__(self, head: CodeHead, hidden: torch.Tensor, has: torch.Tensor | None = None):
+        self.head, self.hidden, self.has = head, hidden, has
+
+    def logits(self, s: int, prev: torch.Tensor) -> torch.Tensor:
+        """Stage s's scores (..., K) given the true vectors of the earlier stages ``prev``."""
+        out = self.head._logits(s, self.hidden, prev)
+        return out if self.has is None else out * self.has[..., None].to(out.dtype)
