@@ -61,7 +61,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         raw = {"train": {"out_dir": str(run)}, **extra}
         if rundir.config_path(run).is_file():
             check_family_kept(run, read_any_config(rundir.config_path(run))[0], overrides)
-            cfg = load_config(rundir.config_path(run), overrides, raw=raw)
+            cfg = load_config(rundir.config_path(run), overrides, raw=raw, saved=True)
         else:  # the snapshot carries the whole config too (config.yaml lost, or a copied snapshot)
             saved = runs.checkpoint_config(rundir.latest_snapshot(run).meta)
             check_family_kept(run, saved, overrides)
@@ -181,7 +181,7 @@ def _cmd_config(args: argparse.Namespace) -> None:
     if target.is_dir() or in_run:  # a run dir, a snapshot, or a file of one (meta.json)
         run, named = rundir.resolve_run_path(target)
         if named is None and rundir.config_path(run).is_file():
-            cfg = load_config(rundir.config_path(run), list(args.set or []), notes=lambda _: None)
+            cfg = load_config(rundir.config_path(run), list(args.set or []), notes=lambda _: None, saved=True)
         else:
             snap = rundir.named_snapshot(named) if named is not None else rundir.latest_snapshot(run)
             cfg = load_config(None, list(args.set or []), raw=runs.checkpoint_config(snap.meta))

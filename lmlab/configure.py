@@ -26,7 +26,7 @@ from lmlab import compat, rundir
 from lmlab.config import BUDGET_KEYS, DEFAULT_FAMILY, ModelConfig, RunConfig, TrainConfig
 from lmlab.errors import ConfigError, LmlabError
 from lmlab.eval.tasks import resolve_tasks
-from lmlab.init_from import read_source
+from lmlab.init_from import read_source, upgrade_saved
 from lmlab.registry import FAMILIES, build_model, get_family, resolve_family
 from lmlab.safeload import FILE_EXAMPLE, load_file, safe_yaml
 from lmlab.strict import (
@@ -95,15 +95,20 @@ def load_config(
     overrides: list[str] | None = None,
     raw: dict[str, Any] | None = None,
     notes: Callable[[str], None] | None = None,
+    saved: bool = False,
 ) -> RunConfig:
     """Load and validate a run config from a file and/or a dict, then apply ``--set`` overrides.
 
     A file or key in a seed's dialect is translated first (``lmlab/compat``); ``notes`` receives
-    one line per translated key (default: printed to stderr as ``note: ...``)."""
+    one line per translated key (default: printed to stderr as ``note: ...``). ``saved``: the
+    file is a run dir's own config.yaml, upgraded as its snapshots' configs are, so a run made
+    before a key existed continues as it trained."""
     say = notes or _note
     base, source = {}, "config"
     if path is not None:
         file_raw, seed = read_any_config(path)
+        if saved:
+            file_raw = upgrade_saved(file_raw)
         source = str(path)
         if seed == "001":
             say(f"seed 001 preset {path}: the run config main.py makes of it (train.max_tokens "

@@ -23,14 +23,21 @@ WHAT = "give a run dir, a snapshot folder (RUN/checkpoints/current) or a Hugging
 
 
 def checkpoint_config(meta: dict[str, Any]) -> dict[str, Any]:
-    """The run config a snapshot was saved with, upgraded by its family's config class where
-    the family defines ``upgrade_checkpoint_config`` (e.g. apelr: no version means v1)."""
-    raw = json.loads(json.dumps(meta["config"]))  # a copy
-    model = raw.get("model", {})
-    cfg_cls, _ = get_family(model.get("family", DEFAULT_FAMILY))
-    raw["model"] = cfg_cls.upgrade_checkpoint_config(model)
+    """The run config a snapshot was saved with, upgraded (:func:`upgrade_saved`)."""
+    raw = upgrade_saved(json.loads(json.dumps(meta["config"])))  # a copy
     # Run dirs saved before lmlab/compat held a few seed spellings in the schema itself: today's spelling.
     return compat.translate(raw, "checkpoint").raw
+
+
+def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config lmlab wrote (a snapshot's, or a run dir's config.yaml), with its model section
+    upgraded by its family's config class where the family defines ``upgrade_checkpoint_config``
+    (e.g. apelr: no version means v1; the abstractinator: a key added since reads as what the
+    run trained with). Such a config holds every key of its day, so a missing key is one that
+    did not exist when it was written."""
+    model = raw.get("model", {})
+    cfg_cls, _ = get_family(model.get("family", DEFAULT_FAMILY))
+    return {**raw, "model": cfg_cls.upgrade_checkpoint_config(model)}
 
 
 @dataclass

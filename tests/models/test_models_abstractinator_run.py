@@ -105,6 +105,31 @@ def test_missing_base_file_is_one_line_error(stages, make_raw, corpus_dir, run_c
     one_line_error(res, "tokenizer.type: byte")
 
 
+def test_a_run_from_before_loss_per_byte_resumes_with_the_seed_weighting(stages, make_raw, corpus_dir, run_cli,
+                                                                          tmp_path, one_line_error):
+    """A run dir written before ``loss_per_byte`` existed (no key in config.yaml or any snapshot's
+    meta.json, as an older lmlab wrote them: no SHA256SUMS over meta.json) continues with
+    ``--resume`` under the weighting it trained with, and ``config show`` says so; its old config
+    file fed to ``--config`` again asks for the new default and is refused in one line."""
+    old = tmp_path / "old"
+    shutil.copytree(stages[2], old)
+    cfg_path = rundir.config_path(old)
+    cfg_path.write_text("\n".join(x for x in cfg_path.read_text().splitlines() if "loss_per_byte" not in x) + "\n")
+    for meta_path in (old / "checkpoints").glob("*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        del meta["config"]["model"]["loss_per_byte"], meta["checksums"]
+        meta_path.write_text(json.dumps(meta))
+        (meta_path.parent / "SHA256SUMS").unlink()
+    shown = run_cli("config", "show", str(old))
+    assert shown.returncode == 0, shown.stderr
+    assert "loss_per_byte: false" in shown.stdout
+    res = run_cli("train", "--config", str(cfg_path), "--set", f"train.out_dir={old}", "--set", "train.max_steps=24")
+    one_line_error(res, "model.loss_per_byte = False but the config asks for True")
+    res = run_cli("train", "--resume", str(old), "--set", "train.max_steps=24")
+    assert res.returncode == 0, res.stderr
+    assert rundir.latest_snapshot(old).step == 24
+
+
 def test_entropy_stack_loads_frozen_from_a_run_dir(stages, make_raw, corpus_dir, tmp_path):
     _, _, stage1 = stages
     raw = _raw(make_raw, corpus_dir, tmp_path / "ent", load_entropy_from=str(stage1))
