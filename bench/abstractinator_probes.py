@@ -1,4 +1,4 @@
-"""Three small probes behind issue 29's closing analysis, each an A/B in one plain training loop
+"""Four small probes behind issue 29's closing analysis, each an A/B in one plain training loop
 (not the trainer: same windows and seed for both arms, 16 x 128 bytes a step, warmup 30, cosine to
 0.1 x lr, AdamW betas 0.9/0.95, clip 1.0). Val bpb is the two-part code on 64 held-out windows.
 
@@ -6,6 +6,8 @@
     .venv/bin/python bench/abstractinator_probes.py top-context RUN/config.yaml --seeds 1 2 --lrs 0.016 0.008
     .venv/bin/python bench/abstractinator_probes.py stack-prior ONE/config.yaml TWO/config.yaml \\
         --lrs-one 0.016 0.008 --lrs-two 0.002 0.004
+    .venv/bin/python bench/abstractinator_probes.py causal-top RUN/config.yaml --seeds 1 2 --lrs 0.016 0.008 \\
+        --baseline BYTE_LM/config.yaml --baseline-lrs 0.008
 
 - ``top-synthetic``: the top model (2 layers, d 48) alone on a code sequence with structure
   (code k = code k-1 + 7 mod 64): does it learn at all?
@@ -14,6 +16,11 @@
   through a zero-initialised linear layer added to the top model's input), one level only.
 - ``stack-prior``: one level and two levels (two run configs of equal parameters), each with the
   expander prior on and off at level 1.
+- ``causal-top``: the run's config (one level) as it is and in BLT's arrangement on the same
+  parts (``make_causal``: the byte expander reads the top model's states over earlier patches
+  instead of the current patch's code, so no code is sent and the score is the bytes' cost).
+  ``--baseline RUN/config.yaml`` trains and scores a byte LM's run config in the same loop first
+  (at ``--baseline-lrs``), so the table has its ratio.
 The run configs are those ``lmlab compare`` saved (``RUN/config.yaml``); data paths are read as
 they are written there, relative to the folder this is run from.
 """
@@ -33,6 +40,7 @@ from lmlab.configure import validate_config
 from lmlab.models.abstractinator.attention import causal_mask
 from lmlab.models.abstractinator.top import CodeSequenceTransformer
 from lmlab.models.abstractinator.vq import ResidualVQ
+from lmlab.models.base import ModelOutput
 from lmlab.registry import build_model
 from lmlab.tokenizers import ByteTokenizer
 
@@ -46,7 +54,7 @@ def top_synthetic() -> None:
     opt = torch.optim.AdamW(top.parameters(), lr=4e-3)
     for step in range(301):
         codes = ((torch.randint(0, K, (B, 1)) + torch.arange(L)[None] * 7) % K)[..., None]
-        loss = top.loss(codes, torch.ones(B, L, dtype=torch.bool))
+        loss, _ = top.loss(codes, torch.ones(B, L, dtype=torch.bool))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -81,7 +89,40 @@ def add_byte_context(model) -> None:
     model.compress_all, top.hidden = compress_all, hidden
 
 
-def train_and_score(raw: dict, seed: int, lr: float, steps: int, context: bool = False) -> dict[str, float]:
+def make_causal(model) -> None:
+    """BLT's arrangement on the same parts (one level): no code is sent. The top model reads the
+    code vectors of the patches so far (straight-through, so the byte loss trains the encoder
+    through it) and the byte expander cross-attends to its states instead of to the codes:
+    state k reads patches < k, so the patch a byte falls in (known from the bytes before it)
+    and every state up to it are known before the byte is decoded. The score is the bytes'
+    cost alone; the top model's code head goes unused."""
+    level, top = model.levels[0], model.top
+    d = top.up.out_features
+    level.expander.mem_up = nn.Linear(d, d, bias=False)  # the memory: top states (D), not codes (d_c)
+
+    def states(x):
+        out = model.compress_all(x)[0]
+        prev = top.up(out.z_q[:, :-1])  # (B, K-1, D)
+        h = top.trunk(torch.cat([top.bos.expand(x.size(0), 1, -1), prev], dim=1), causal_mask())
+        return out, h  # h (B, K, D): state k reads codes < k
+
+    def forward(input_ids, targets=None, label_smoothing=0.0):
+        out, h = states(input_ids)
+        logits, logp, _ = level.reconstruct(input_ids, out, z_q=h)
+        keep = targets[:, :-1] >= 0
+        terms = {"recon_l1": -(logp * keep).sum() / keep.sum().clamp(min=1), "vq_l1": out.vq_loss,
+                 "entropy_l1": out.entropy_loss}
+        return ModelOutput(logits, sum(terms.values()), terms)
+
+    def code_lengths(x):
+        out, h = states(x)
+        return {"level1": -level.reconstruct(x, out, z_q=h)[1].sum(1)}
+
+    model.forward, model.code_lengths = forward, code_lengths
+
+
+def train_and_score(raw: dict, seed: int, lr: float, steps: int, context: bool = False,
+                    causal: bool = False) -> dict[str, float]:
     """Train a model of ``raw`` in the plain loop; the two-part val bpb by part."""
     torch.manual_seed(seed)
     cfg = validate_config(raw)
@@ -89,6 +130,8 @@ def train_and_score(raw: dict, seed: int, lr: float, steps: int, context: bool =
     model = build_model(cfg.model)
     if context:
         add_byte_context(model)
+    if causal:
+        make_causal(model)
     train_ids, val = val_windows(cfg, tok, 7000, "train"), val_windows(cfg, tok, 64, "val")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
     g = torch.Generator().manual_seed(seed)
@@ -104,8 +147,8 @@ def train_and_score(raw: dict, seed: int, lr: float, steps: int, context: bool =
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     model.eval()
-    with torch.no_grad():
-        parts = model.code_lengths(val)
+    with torch.no_grad():  # a byte LM (the baseline) has no parts: its next-byte log-probs
+        parts = model.code_lengths(val) if hasattr(model, "code_lengths") else {"bytes": -model.log_probs(val)}
     n = int((val[:, 1:] != tok.eos_id).sum())
     return {k: float(v.sum()) / math.log(2) / n for k, v in parts.items()}
 
@@ -117,13 +160,15 @@ def _row(label: str, bpb: dict[str, float], t0: float) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("probe", choices=("top-synthetic", "top-context", "stack-prior"))
+    ap.add_argument("probe", choices=("top-synthetic", "top-context", "stack-prior", "causal-top"))
     ap.add_argument("configs", nargs="*")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1])
     ap.add_argument("--lrs", type=float, nargs="+", default=[0.016])
     ap.add_argument("--lrs-one", type=float, nargs="+", default=[0.016, 0.008])
     ap.add_argument("--lrs-two", type=float, nargs="+", default=[0.002, 0.004])
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--baseline", help="a byte LM's run config (RUN/config.yaml) to train and score first")
+    ap.add_argument("--baseline-lrs", type=float, nargs="+", default=[0.008])
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.probe == "top-synthetic":
@@ -132,13 +177,21 @@ def main() -> None:
     for raw in raws:  # configs saved before loss_per_byte existed trained with the seed's weighting
         raw["model"].setdefault("loss_per_byte", False)
     print("| arm | val bpb | by part | time |\n|---|---:|---|---:|")
-    if args.probe == "top-context":
+    if args.baseline:  # a byte LM's run config, trained and scored in the same loop
+        base = yaml.safe_load(open(args.baseline, encoding="utf-8"))
+        for lr in args.baseline_lrs:
+            for seed in args.seeds:
+                t0 = time.time()
+                _row(f"lr {lr} seed {seed} {base['model']['family']}", train_and_score(base, seed, lr, args.steps), t0)
+    if args.probe in ("top-context", "causal-top"):
+        other = "byte context" if args.probe == "top-context" else "causal"
         for lr in args.lrs:
             for seed in args.seeds:
-                for context in (False, True):
+                for changed in (False, True):
                     t0 = time.time()
-                    bpb = train_and_score(raws[0], seed, lr, args.steps, context)
-                    _row(f"lr {lr} seed {seed} {'byte context' if context else 'plain'}", bpb, t0)
+                    flags = {"context" if args.probe == "top-context" else "causal": changed}
+                    bpb = train_and_score(raws[0], seed, lr, args.steps, **flags)
+                    _row(f"lr {lr} seed {seed} {other if changed else 'plain'}", bpb, t0)
         return
     for raw, lrs in zip(raws, (args.lrs_one, args.lrs_two)):
         for prior in (True, False):

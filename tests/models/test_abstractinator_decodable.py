@@ -218,7 +218,7 @@ class CausalDecoder:
         if level.lcfg.expander_prior and n > 0:  # the entropy model's guess from the decoded codes alone
             _, _, states = level.entropy(torch.stack(self.sym[i])[None], logits=True)
             prior = Prior(level.entropy.head, states[:, -1:])
-        lp, _ = level.expander.head.log_prob(h, code[None, None], prior)
+        lp, *_ = level.expander.head.log_prob(h, code[None, None], prior)
         self.sym[i].append(code)
         self._pay(f"level{i + 1}", n, float(lp[0, 0]))
 
@@ -356,7 +356,7 @@ def test_generation_cuts_where_the_encoder_does(levels, prior, code_prior):
         for i in range(1, levels):
             assert exp.covers[i] == outs[i].seg[0, : int(outs[i - 1].n_codes[0])].tolist()
         if levels > 1:  # a byte opening a patch is drawn under the level-1 code drawn before it was forced
-            _, lp = model.levels[1].reconstruct(outs[0].codes, outs[1])  # (1, K1): log p of each true code
+            _, lp, _ = model.levels[1].reconstruct(outs[0].codes, outs[1])  # (1, K1): log p of each true code
             drawn_lp = [float(lg.log_softmax(-1)[codes[0][0, n + 1, 0]]) for n, lg in enumerate(drawn_codes)]
             torch.testing.assert_close(torch.tensor(drawn_lp), lp[0, 1 : len(drawn_lp) + 1], atol=1e-4, rtol=0)
             assert len(drawn_lp) == codes[0].size(1) - 1  # every level-1 code after the given first

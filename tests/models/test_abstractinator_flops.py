@@ -53,6 +53,8 @@ SETTINGS = {
     "code_prior": {"preset": "tiny", "levels": [LEVEL, {**LEVEL, "vq_stages": 2, "expander_prior": True}]},
     "code_prior_frozen_entropy": {"preset": "tiny", "levels": [LEVEL, {**LEVEL, "expander_prior": True}],
                                   "load_entropy_from": "unused.safetensors"},
+    "code_rate": {"preset": "tiny", "levels": [{**LEVEL, "vq_rate": 1.0, "vq_diversity": 0.0},
+                                               {**LEVEL, "vq_stages": 2, "vq_rate": 0.5}]},
     "codes_input": {"preset": "tiny", "levels": [LEVEL, {**LEVEL, "compress_input": "codes", "c_vq_d_c": 8}]},
     "entropy_frozen_no_top_loss": {"preset": "tiny", "levels": [LEVEL, LEVEL],
                                    "load_entropy_from": "unused.safetensors",

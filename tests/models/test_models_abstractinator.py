@@ -13,7 +13,7 @@ from lmlab.errors import ConfigError, LmlabError
 from lmlab.models.abstractinator.attention import Attention, causal_mask
 from lmlab.models.abstractinator.compressor import LearnedQueryAttention
 from lmlab.models.abstractinator.entropy import patch_starts, segment_ids
-from lmlab.models.abstractinator.vq import ResidualVQ, VectorQuantizer
+from lmlab.models.abstractinator.vq import CodeHead, ResidualVQ, StepStatistics, VectorQuantizer
 from lmlab.registry import build_model
 
 TINY_LEVEL = {"compressor_layers": 1, "expander_layers": 1, "codebook_size": 32, "c_vq_d_c": 16, "d_lo_d_c": 16,
@@ -93,7 +93,7 @@ def test_ema_update_matches_a_hand_computation():
         vq.ema_count.fill_(1.0)
     z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [9.0, 1.0]])
     vq.train()
-    q, idx, loss, perplexity, dead = vq(z)
+    q, idx, loss, perplexity, dead, _ = vq(z)
     assert idx.tolist() == [0, 0, 1]
     torch.testing.assert_close(q, torch.tensor([[0.0, 0.0], [0.0, 0.0], [10.0, 0.0]]))
     assert loss.item() == pytest.approx(0.25 * (1 + 1 + 1 + 1) / 6)
@@ -166,6 +166,97 @@ def test_residual_vq_codes_and_vectors_agree():
     assert err[0] > err[1] > err[2]
 
 
+def test_the_code_heads_rate_is_the_expected_length_of_soft_codes_stage_by_stage():
+    """CodeHead.log_prob's rate: sum_s sum_k soft_s[k] * -log p_s(k | the true earlier stages),
+    against log-probs of the stages recovered from the head's total log p(code) alone (stage 0
+    by marginalising stage 1, stage 1 as the rest), with no gradient into the head."""
+    torch.manual_seed(0)
+    rvq = ResidualVQ(2, 5, 4)
+    for vq in rvq.stages:
+        vq.codebook.copy_(torch.randn(5, 4))
+    head = CodeHead(8, rvq)
+    with torch.no_grad():
+        head.bias.normal_()
+    h = torch.randn(3, 8)
+    codes = torch.randint(0, 5, (3, 2))
+    soft = [torch.softmax(torch.randn(3, 5), -1).requires_grad_() for _ in range(2)]
+    lp, _, rate = head.log_prob(h, codes, soft=soft)
+    torch.testing.assert_close(lp, head.log_prob(h, codes)[0])
+
+    def total(c0: int | torch.Tensor, c1: int | torch.Tensor) -> torch.Tensor:  # (3,) log p(c0, c1)
+        pair = torch.stack([torch.as_tensor(c0).expand(3), torch.as_tensor(c1).expand(3)], -1)
+        return head.log_prob(h, pair)[0]
+
+    with torch.no_grad():
+        lp0 = torch.stack([torch.logsumexp(torch.stack([total(k, j) for j in range(5)]), 0) for k in range(5)], -1)
+        own0 = lp0.gather(1, codes[:, :1])  # (3, 1) log p_0 of the true first stage
+        lp1 = torch.stack([total(codes[:, 0], j) for j in range(5)], -1) - own0
+    expected = -(soft[0] * lp0).sum(-1) - (soft[1] * lp1).sum(-1)
+    torch.testing.assert_close(rate, expected, rtol=1e-5, atol=1e-5)
+    rate.sum().backward()
+    assert all(s.grad is not None for s in soft)
+    assert all(p.grad is None for p in head.parameters())  # the scores are a constant to the rate
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_the_code_rate_prices_each_levels_soft_codes_under_the_model_above(levels):
+    """vq_rate: level i's codes are priced by the model that pays for them (level i+1's expander,
+    the top model at the top level): weight x the expected code length of the quantiser's soft
+    assignments, softmax(-|u - c|^2 / sqrt(d_c)) of the vectors u it quantised, under that
+    model's log-probs (recomputed here code by code), per byte. It moves the encoder only: its
+    gradient reaches the compressor, not the model above. Off (the default) and at eval there
+    is no such term."""
+    x = _bytes(rows=3)
+    weights = [0.5, 2.0][:levels]
+    lv = [{**TINY_LEVEL, "vq_rate": weights[0]}, {**LEVEL2, "vq_stages": 1, "vq_rate": 2.0}][:levels]
+    model = _model(levels=lv).train()
+    for m in model.modules():  # as in the trainer: buffers move at step end, so forwards agree
+        if isinstance(m, StepStatistics):
+            m.deferred = True
+    terms = model(x, x).terms
+    assert sorted(k for k in terms if k.startswith("rate_")) == [f"rate_l{i + 1}" for i in range(levels)]
+    outs = model.compress_all(x)
+    n_bytes = x[:, 1:].numel()
+    for i in range(levels):
+        level, out = model.levels[i], outs[i]
+        u = level.code_space(level.down(out.pooled)[out.code_valid]).detach()
+        c = level.vq.stages[0].codebook
+        soft = torch.softmax(-torch.cdist(u, c).pow(2) / math.sqrt(c.size(1)), -1)  # (N, K)
+        # log p(k) of every code k at every position under the model above (one stage)
+        if i + 1 < levels:  # the expander reads the true codes and scores code k at each position
+            above, ab_out = model.levels[i + 1], outs[i + 1]
+            h = above.expander.hidden(out.codes, above.target_seg(ab_out), ab_out.z_q, ab_out.code_valid)
+            head = above.expander.head
+        else:
+            h, head = model.top.hidden(out.codes), model.top.head
+        scores = [head.log_prob(h, torch.full_like(out.codes, k))[0] for k in range(c.size(0))]
+        lp = torch.stack(scores, -1)[out.code_valid].detach()  # (N, K)
+        expected = weights[i] * -(soft * lp).sum() / n_bytes
+        torch.testing.assert_close(terms[f"rate_l{i + 1}"], expected, rtol=1e-4, atol=1e-5)
+    # the rate's gradient: the loss with it less the same loss without it (the quantisers make
+    # no soft assignments for it then; every other term is the same computation)
+    model.zero_grad()
+    with_rate = model(x, x).loss
+    for vq in (vq for level in model.levels for vq in level.vq.stages):
+        vq.rate = False
+    (with_rate - model(x, x).loss).backward()
+    grads = {n: 0.0 if p.grad is None else float(p.grad.abs().max()) for n, p in model.named_parameters()}
+    assert max(g for n, g in grads.items() if ".compressor." in n) > 1e-4
+    assert max(g for n, g in grads.items() if n.startswith("top.") or ".expander." in n) < 1e-8  # rounding only
+    plain = _model(levels=[TINY_LEVEL, LEVEL2][:levels]).train()
+    assert not any(k.startswith("rate_") for k in plain(x, x).terms)
+    assert all(not out.soft for out in plain.compress_all(x))
+    assert not any(k.startswith("rate_") for k in model.eval()(x, x).terms)
+
+
+def test_the_code_rate_at_the_top_level_needs_a_discrete_top_model():
+    for top in ({"top_transformer_config": None}, {"top_transformer_config": {"continuous": True}},
+                {"top_lm_loss_weight": 0.0}):
+        with pytest.raises(ConfigError, match=r"levels\[0\].vq_rate: the top level's codes are priced by the top"):
+            _model(levels=[{**TINY_LEVEL, "vq_rate": 1.0}], **top)
+    _model(levels=[{**TINY_LEVEL, "vq_rate": 1.0}, LEVEL2], top_transformer_config=None)  # level 2 prices level 1
+
+
 # ------------------------------------------------------------------------------- two-part
 
 
@@ -180,7 +271,7 @@ def test_two_part_code_length_adds_up_and_is_charged_at_span_ends(levels):
     top = outs[-1]
     expected_top = -(model.top.log_prob(top.codes) * top.code_valid).sum(1)
     torch.testing.assert_close(parts["top"], expected_top, rtol=1e-5, atol=1e-4)
-    _, byte_lp = model.levels[0].reconstruct(x, outs[0], model.levels[0].vq.embed(outs[0].codes))
+    _, byte_lp, _ = model.levels[0].reconstruct(x, outs[0], model.levels[0].vq.embed(outs[0].codes))
     torch.testing.assert_close(parts["level1"], -byte_lp.sum(1), rtol=1e-5, atol=1e-4)
     # Every code's cost sits at the last byte of its span: the bytes of a patch's interior pay
     # only their own conditional bits.
@@ -279,6 +370,46 @@ def test_tiny_pyramid_overfits_one_batch_to_exact_reconstruction():
     diag = model.diagnostics(x, free_running_rows=2)
     assert diag["levels"][0]["recon_acc_teacher_forced"] == 1.0, diag
     assert diag["recon_acc_free_running"] == 1.0 and diag["recon_acc_free_running_aligned"] == 1.0, diag
+
+
+def test_the_top_gain_is_the_codes_unigram_bits_less_the_top_models():
+    """top_gain_bits: what the top model predicts of the code sequence beyond the codes'
+    frequencies: the stages' plug-in entropies of the top codes less the top model's bits per
+    code, both on the same windows."""
+    model = _model(levels=[TINY_LEVEL, LEVEL2]).eval()
+    x = _bytes(rows=3)
+    top = model.compress_all(x)[-1]
+    codes = top.codes[top.code_valid]  # (N, S): two stages
+    unigram = 0.0
+    for st in range(codes.size(1)):
+        p = torch.bincount(codes[:, st]).float() / codes.size(0)
+        p = p[p > 0]
+        unigram -= float((p * p.log2()).sum())
+    top_bits = float(model.code_lengths(x)["top"].sum()) / math.log(2) / codes.size(0)
+    diag = model.diagnostics(x)
+    assert diag["top_bits_per_code"] == pytest.approx(top_bits, rel=1e-5)
+    assert diag["top_unigram_bits_per_code"] == pytest.approx(unigram, rel=1e-5)
+    assert model.eval_diagnostics(x)["top_gain_bits"] == pytest.approx(unigram - top_bits, rel=1e-5, abs=1e-6)
+
+
+def test_the_codes_gain_is_the_byte_lm_alone_less_the_two_part_code():
+    """byte_lm_bpb: the byte level's entropy model alone (its next-byte CE, recomputed here from
+    its trunk and head) over the bytes the two-part code scores, per byte of text (eos targets
+    paid for, not counted, as val_bpb); codes_gain_bpb: it less the two-part code. Not reported
+    for a Gaussian-only entropy model, which has no byte probabilities."""
+    x = _bytes(rows=3)
+    x[1, 20] = 256  # an eos inside a row: paid for by both, counted as no byte of text
+    model = _model(levels=[TINY_LEVEL, LEVEL2]).eval()
+    ent = model.levels[0].entropy
+    h = ent.trunk(ent.embed(x), causal_mask())
+    nats = torch.nn.functional.cross_entropy(ent.head(h[:, :-1]).flatten(0, 1), x[:, 1:].flatten(), reduction="sum")
+    n_text = int((x[:, 1:] != 256).sum())
+    diag = model.eval_diagnostics(x)
+    assert diag["byte_lm_bpb"] == pytest.approx(float(nats) / math.log(2) / n_text, rel=1e-5)
+    total = float(-model.log_probs(x).sum()) / math.log(2) / n_text
+    assert diag["codes_gain_bpb"] == pytest.approx(diag["byte_lm_bpb"] - total, rel=1e-4, abs=1e-5)
+    gaussian = {**TINY_LEVEL, "expander_prior": False, "entropy": {**TINY_LEVEL["entropy"], "loss": "gaussian"}}
+    assert "byte_lm_bpb" not in _model(levels=[gaussian]).eval().eval_diagnostics(x)
 
 
 def test_generate_bytes_returns_valid_bytes_and_is_seeded():

@@ -251,7 +251,7 @@ def test_every_eval_logs_per_level_diagnostics(stages):
     assert [r["step"] for r in evals] == [8, 16]
     keys = {f"l{i}_{k}" for i in (1, 2) for k in ("code_usage", "code_perplexity", "bytes_per_code", "recon_acc_tf")}
     keys |= {"bytes_per_top_code", "recon_acc_free_running", "recon_acc_free_running_aligned", "bpb_level1",
-             "bpb_level2", "bpb_top"}
+             "bpb_level2", "bpb_top", "top_bits_per_code", "top_gain_bits", "byte_lm_bpb", "codes_gain_bpb"}
     summary = json.loads((stage1 / "metrics.json").read_text())
     for row in (*evals, summary):
         assert keys <= row.keys()

@@ -69,6 +69,15 @@ class LevelConfig(Strict):
     vq_diversity: float = Field(0.1, ge=0)
     """Weight of the code-usage diversity loss (1 - normalised entropy of the batch's soft
     code assignments), which keeps patches from collapsing onto one code."""
+    vq_rate: float = Field(0.0, ge=0)
+    """Weight of the code-rate term: each code's expected length under the model that pays for
+    it (the next level's expander, or the top model at the top level), through the encoder's
+    soft assignments (``vq_diversity``'s): sum_k soft[k] * -log p(k | what the decoder has),
+    with p detached, so only the encoder moves, toward codes that model finds likely. The hard
+    code's length is in the two-part code already but gives the encoder no gradient (an index
+    has none); this is its differentiable stand-in. With ``loss_per_byte`` it is in nats per
+    byte like the rest, and 1 weighs bits of codes against bits of bytes as the two-part code
+    does. 0 (the seed): the encoder sees only the reconstruction."""
     dead_code_threshold: float = Field(0.1, ge=0)
     """A code whose EMA usage count (vectors per step) falls below this is reset to a random
     batch vector."""
@@ -197,6 +206,10 @@ class AbstractinatorConfig(ModelConfig):
         if self.levels[0].compress_input != "pooled":
             raise ValueError("levels[0].compress_input: the byte level reads bytes; set it on the levels above")
         top = self.top_transformer_config
+        if self.levels[-1].vq_rate > 0 and (top is None or top.continuous or self.top_lm_loss_weight == 0):
+            raise ValueError(f"levels[{len(self.levels) - 1}].vq_rate: the top level's codes are priced by the top "
+                             "model, and this one has no trained discrete top model (top_transformer_config with "
+                             "continuous: false and top_lm_loss_weight > 0); set vq_rate: 0 there or add one")
         if top is not None and top.n_head is not None and self.d_model % top.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by top_transformer_config.n_head "
                              f"({top.n_head})")
@@ -364,7 +377,7 @@ def _encoder_flops(c: AbstractinatorConfig, i: int, n: float, k: float, rows: fl
                    below_trains: bool) -> float:
     """Level i's compressor over ``n`` symbols into ``k`` pooled vectors, ``down`` and the
     quantiser over ``rows`` real codes (nearest code; in training also the EMA sums and the
-    diversity loss's distances, forward and backward)."""
+    soft assignments' distances (diversity loss, code rate), forward and backward)."""
     lv, D = c.levels[i], c.d_model
     # inp: the pooled vectors (or the code vectors) of the level below
     f = _mm(n, D if lv.compress_input == "pooled" else c.levels[i - 1].d_c, D, g, below_trains) if i else 0.0
@@ -372,7 +385,7 @@ def _encoder_flops(c: AbstractinatorConfig, i: int, n: float, k: float, rows: fl
     if lv.n_queries > 1:
         f += _mm(k, lv.n_queries * D, D, g, g)
     f += _mm(k, D, lv.d_c, g, g)
-    passes = 1 + g * (lv.vq_ema + 2 * (lv.vq_diversity > 0))
+    passes = 1 + g * (lv.vq_ema + 2 * (lv.vq_diversity > 0 or lv.vq_rate > 0))  # soft assignments: fwd, bwd
     return f + 2.0 * rows * lv.d_c * lv.codebook_size * lv.vq_stages * passes
 
 

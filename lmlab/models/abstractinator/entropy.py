@@ -111,7 +111,7 @@ class EntropyModel(StepStatistics):
                 nll = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)
                 ent = -(logp.exp() * logp).sum(-1)
             else:
-                lp, ent = self.head.log_prob(h[:, :-1], x[:, 1:])
+                lp, ent, _ = self.head.log_prob(h[:, :-1], x[:, 1:])
                 nll = -lp
             loss = loss + (nll * tgt_valid).sum() / n
         if hasattr(self, "gauss"):

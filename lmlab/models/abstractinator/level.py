@@ -35,6 +35,9 @@ class LevelOut:
     prior: torch.Tensor | None
     perplexity: list[float]
     dead: list[int]
+    # vq_rate in training: each stage's soft assignments of the codes (B, K, codebook_size), with
+    # gradients to the encoder; else an empty list
+    soft: list[torch.Tensor]
 
 
 class Abstractinator(StepStatistics):
@@ -59,7 +62,7 @@ class Abstractinator(StepStatistics):
         self.register_buffer("z_stats_set", torch.tensor(False))
         self.vq = ResidualVQ(lcfg.vq_stages, lcfg.codebook_size, lcfg.d_c, beta=lcfg.vq_beta, decay=lcfg.vq_decay,
                              ema=lcfg.vq_ema, dead_threshold=lcfg.dead_code_threshold,
-                             diversity=lcfg.vq_diversity)
+                             diversity=lcfg.vq_diversity, rate=lcfg.vq_rate > 0)
         self.expander = DecoderOnlyExpanderRVQ(D, nh, lcfg.expander_layers, form, backend, r, T, lcfg.d_c,
                                                vocab=V if below is None else None, d_lo=lcfg.d_lo, below=below,
                                                context=lcfg.expander_context)
@@ -92,6 +95,8 @@ class Abstractinator(StepStatistics):
         z_q = pooled.new_zeros(B, K, q.z_q.size(-1), dtype=q.z_q.dtype).masked_scatter(code_valid[..., None], q.z_q)
         codes = torch.zeros(B, K, q.codes.size(-1), dtype=torch.long, device=seg.device)
         codes[code_valid] = q.codes
+        soft = [pooled.new_zeros(B, K, p.size(-1), dtype=p.dtype).masked_scatter(code_valid[..., None], p)
+                for p in q.soft]  # (B, K, codebook_size) per stage
         # Where each code's patch begins: a patch that opens a document forces a cut above (its
         # first symbol follows a closed document, so the decoder knows before decoding the code).
         pos = torch.arange(T, device=seg.device).expand(B, T)
@@ -102,7 +107,7 @@ class Abstractinator(StepStatistics):
         content = content.scatter_add(1, seg, (valid & ~blank).long())[:, :K]  # (B, K)
         return LevelOut(seg, n_codes, code_valid, z_q, codes, pooled, forced.gather(1, first) & code_valid,
                         (content == 0) & code_valid, keep, q.loss, ent_loss, prior[0] if prior else None,
-                        q.perplexity, q.dead)
+                        q.perplexity, q.dead, soft)
 
     def code_space(self, z: torch.Tensor) -> torch.Tensor:
         """Encoder outputs (N, d_c) -> the vectors the quantiser sees: batch-normalised per
@@ -154,16 +159,19 @@ class Abstractinator(StepStatistics):
         logits = self.expander.byte_logits(h)
         return logits if prior is None else logits + prior.to(logits.dtype)
 
-    def reconstruct(self, sym: torch.Tensor, out: LevelOut, z_q: torch.Tensor | None = None):
+    def reconstruct(self, sym: torch.Tensor, out: LevelOut, z_q: torch.Tensor | None = None,
+                    soft: list[torch.Tensor] | None = None):
         """Teacher-forced expander over this level's input. Bytes: (logits (B, T, V), log p of
-        x_{t+1} (B, T-1)); codes: (None, log p(code_t) (B, T))."""
+        x_{t+1} (B, T-1), None); codes: (None, log p(code_t) (B, T), rate (B, T) or None): with
+        ``soft``, the level below's soft assignments of those codes (one (B, T, K) per stage),
+        the rate is their expected code length under this expander (``CodeHead.log_prob``)."""
         h = self.expander.hidden(sym, self.target_seg(out), out.z_q if z_q is None else z_q, out.code_valid)
         if self.expander.byte_level:
             logits = self.byte_logits(h, out.prior)
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, sym[:, 1:, None]).squeeze(-1)
-            return logits, logp
-        lp, _ = self.expander.head.log_prob(h, sym, self.code_prior(out.prior))
-        return None, lp
+            return logits, logp, None
+        lp, _, rate = self.expander.head.log_prob(h, sym, self.code_prior(out.prior), soft)
+        return None, lp, rate
 
     def code_prior(self, hidden: torch.Tensor | None) -> Prior | None:
         """A code level with ``expander_prior``: the entropy model's states (B, T, D) over the

@@ -121,31 +121,43 @@ class AbstractinatorPyramid(LanguageModel):
         L = len(self.levels)
         n_bytes = max(input_ids[:, 1:].numel(), 1) if targets is None else (targets[:, :-1] >= 0).sum().clamp(min=1)
         for i, (level, out) in enumerate(zip(self.levels, outs)):
-            lg, logp = level.reconstruct(sym, out)
+            below = outs[i - 1] if i else None
+            lg, logp, rate = level.reconstruct(sym, out, soft=below.soft if below is not None and below.soft else None)
             if lg is not None:
                 logits = lg
                 mask = torch.ones_like(logp, dtype=torch.bool) if targets is None else targets[:, :-1] >= 0
             else:
-                mask = outs[i - 1].code_valid
+                mask = below.code_valid
             lc = level.lcfg
             if self.cfg.loss_per_byte:
                 terms[f"recon_l{i + 1}"] = self.cfg.w_recon * -(logp * mask).sum() / n_bytes
             else:
                 terms[f"recon_l{i + 1}"] = self.cfg.w_recon * -(logp * mask).sum() / mask.sum().clamp(min=1) / L
+            if rate is not None:  # level i's codes, priced by this expander (vq_rate of the level below)
+                terms[f"rate_l{i}"] = self._rate_term(i - 1, (rate * mask).sum(), mask.sum(), n_bytes)
             terms[f"vq_l{i + 1}"] = lc.w_vq * out.vq_loss
             if lc.w_entropy_ce > 0:
                 terms[f"entropy_l{i + 1}"] = lc.w_entropy_ce * out.entropy_loss
             sym = out.codes
         if self.top is not None and self.cfg.top_lm_loss_weight > 0:
             top = outs[-1]
-            top_lm = self.top.loss(top.codes, top.code_valid)  # per code
+            top_lm, rate = self.top.loss(top.codes, top.code_valid, top.soft or None)  # per code
+            n_codes = top.code_valid.sum().clamp(min=1)
             if self.cfg.loss_per_byte:
-                top_lm = top_lm * top.code_valid.sum().clamp(min=1) / n_bytes
+                top_lm = top_lm * n_codes / n_bytes
             terms["top_lm"] = self.cfg.top_lm_loss_weight * top_lm
+            if rate is not None:
+                terms[f"rate_l{L}"] = self._rate_term(L - 1, rate * n_codes, n_codes, n_bytes)
         if targets is None:
             return ModelOutput(logits)
         loss = sum(terms.values())
         return ModelOutput(logits, loss, {k: v.detach() for k, v in terms.items()})
+
+    def _rate_term(self, i: int, nats: torch.Tensor, n_codes: torch.Tensor, n_bytes: torch.Tensor | int) -> torch.Tensor:
+        """Level i's (0-based) ``vq_rate`` term from its codes' summed expected length ``nats``:
+        per byte with ``loss_per_byte`` (as the two-part code pays it), else per code."""
+        per = n_bytes if self.cfg.loss_per_byte else n_codes.clamp(min=1)
+        return self.cfg.levels[i].vq_rate * nats / per
 
     # ------------------------------------------------------------------------------- scoring
 
@@ -169,8 +181,8 @@ class AbstractinatorPyramid(LanguageModel):
         outs = self.compress_all(input_ids)
         B, T = input_ids.shape
         parts: dict[str, torch.Tensor] = {}
-        logits, parts["level1"] = self.levels[0].reconstruct(input_ids, outs[0],
-                                                             self.levels[0].vq.embed(outs[0].codes))
+        logits, parts["level1"], _ = self.levels[0].reconstruct(input_ids, outs[0],
+                                                                self.levels[0].vq.embed(outs[0].codes))
         pos = torch.arange(T, device=input_ids.device).expand(B, T)
         # end[b, j]: the last byte code j of the current level was pooled from.
         out = outs[0]
@@ -179,7 +191,7 @@ class AbstractinatorPyramid(LanguageModel):
         end = end.scatter_reduce(1, kept, pos, reduce="amax")[:, :-1]
         for i in range(1, len(self.levels)):
             level, out, below = self.levels[i], outs[i], outs[i - 1]
-            _, lp = level.reconstruct(below.codes, out, level.vq.embed(out.codes))  # (B, K_below)
+            _, lp, _ = level.reconstruct(below.codes, out, level.vq.embed(out.codes))  # (B, K_below)
             parts[f"level{i + 1}"] = self._charge(lp * below.code_valid, end, T)
             K = out.codes.size(1)
             up = torch.zeros(B, K + 1, dtype=torch.long, device=end.device)
@@ -287,7 +299,14 @@ class AbstractinatorPyramid(LanguageModel):
             counts = [torch.zeros(len(lv.vq.stages), lv.vq.K) for lv in self.levels]  # code use per stage
             n_codes, n_sym, right, judged = [0] * L, [0] * L, [0.0] * L, [0] * L
             nats: dict[str, float] = {}
+            # The byte level's entropy model alone, a causal byte LM the decoder runs anyway: what
+            # the same bytes cost without any code (its CE head only: a Gaussian one has no
+            # byte probabilities)
+            byte_lm = self.cfg.levels[0].entropy.loss == "ce"
+            lm_nats = 0.0
             for rows in input_ids.split(chunk):
+                if byte_lm:
+                    lm_nats += float(self.levels[0].entropy(rows)[0]) * rows[:, 1:].numel()
                 outs = self.compress_all(rows)
                 sym, n = rows, rows.numel()
                 for i, (level, out) in enumerate(zip(self.levels, outs)):
@@ -325,9 +344,16 @@ class AbstractinatorPyramid(LanguageModel):
                 })
             parts = {k: v / (math.log(2) * n_scored) for k, v in nats.items()}
             positional, aligned = free_running_accuracy(self, input_ids[:free_running_rows])
+            # What the top model knows of the code sequence: its bits per top code against the
+            # codes' own frequencies on these windows (the stages' plug-in entropies summed: a
+            # unigram model fitted to the very codes it scores, so the gain is if anything low)
+            top_bits = nats["top"] / math.log(2) / max(n_codes[-1], 1)
+            unigram = sum(math.log2(q) for q in levels[-1]["code_perplexity"])
             return {"levels": levels, "bytes_per_top_code": levels[-1]["bytes_per_code"],
                     "recon_acc_free_running": positional, "recon_acc_free_running_aligned": aligned,
-                    "two_part_bpb": {**parts, "total": sum(parts.values())}}
+                    "top_bits_per_code": top_bits, "top_unigram_bits_per_code": unigram,
+                    "two_part_bpb": {**parts, "total": sum(parts.values())},
+                    **({"byte_lm_bpb": lm_nats / (math.log(2) * n_scored)} if byte_lm else {})}
         finally:
             self.train(was_training)
 
@@ -335,15 +361,24 @@ class AbstractinatorPyramid(LanguageModel):
         """The per-level numbers logged with every evaluation (metrics.jsonl, trackers,
         metrics.json): ``l{i}_code_usage`` (the least-used stage's share of its codebook used on
         these held-out windows), ``l{i}_code_perplexity`` (stage 1), ``l{i}_bytes_per_code``,
-        ``l{i}_recon_acc_tf``, ``bytes_per_top_code``, ``recon_acc_free_running`` (and ``_aligned``) and the two-part
-        bits per byte by part, ``bpb_<part>``."""
+        ``l{i}_recon_acc_tf``, ``bytes_per_top_code``, ``recon_acc_free_running`` (and ``_aligned``),
+        ``top_bits_per_code`` and ``top_gain_bits`` (the codes' unigram bits less the top model's:
+        what it predicts from the code sequence), the two-part bits per byte by part,
+        ``bpb_<part>``, and with a CE entropy model at the byte level ``byte_lm_bpb`` (that model
+        alone on the same bytes) and ``codes_gain_bpb`` (it less the two-part code: what the
+        codes win over the byte LM the decoder runs anyway; negative: they cost more than they
+        save)."""
         d = self.diagnostics(input_ids)
         out: dict[str, float] = {}
         for lv in d["levels"]:
             i = lv["level"]
             out |= {f"l{i}_code_usage": min(lv["code_usage"]), f"l{i}_code_perplexity": lv["code_perplexity"][0],
                     f"l{i}_bytes_per_code": lv["bytes_per_code"], f"l{i}_recon_acc_tf": lv["recon_acc_teacher_forced"]}
-        out |= {k: d[k] for k in ("bytes_per_top_code", "recon_acc_free_running", "recon_acc_free_running_aligned")}
+        out |= {k: d[k] for k in ("bytes_per_top_code", "recon_acc_free_running", "recon_acc_free_running_aligned",
+                                  "top_bits_per_code")}
+        out["top_gain_bits"] = d["top_unigram_bits_per_code"] - d["top_bits_per_code"]
+        if "byte_lm_bpb" in d:
+            out |= {"byte_lm_bpb": d["byte_lm_bpb"], "codes_gain_bpb": d["byte_lm_bpb"] - d["two_part_bpb"]["total"]}
         return out | {f"bpb_{k}": v for k, v in d["two_part_bpb"].items() if k != "total"}
 
     def report_on_text(self, text: str, title: str) -> tuple[str, str]:

@@ -34,20 +34,23 @@ class CodeSequenceTransformer(nn.Module):
         x = torch.cat([self.bos.expand(codes.size(0), 1, -1), prev], dim=1)
         return self.trunk(x, causal_mask())
 
-    def loss(self, codes: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Mean CE (nats per code) or MSE over the valid codes. codes (B, K, S), valid (B, K)."""
+    def loss(self, codes: torch.Tensor, valid: torch.Tensor,
+             soft: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean CE (nats per code) or MSE over the valid codes, the codes' mean rate or None).
+        codes (B, K, S), valid (B, K); ``soft`` (discrete only): the encoder's soft assignments
+        of the codes, one (B, K, codebook_size) per stage, priced by ``CodeHead.log_prob``."""
         h = self.hidden(codes)
         n = valid.sum().clamp(min=1)
         if self.continuous:
             target = self.rvq[0].embed(codes).float()
             err = F.mse_loss(self.out(h).float(), target, reduction="none").mean(-1)
-            return (err * valid).sum() / n
-        lp, _ = self.head.log_prob(h, codes)
-        return -(lp * valid).sum() / n
+            return (err * valid).sum() / n, None
+        lp, _, rate = self.head.log_prob(h, codes, soft=soft)
+        return -(lp * valid).sum() / n, None if rate is None else (rate * valid).sum() / n
 
     def log_prob(self, codes: torch.Tensor) -> torch.Tensor:
         """log p(code_k | code_<k) (B, K) under the discrete model."""
-        lp, _ = self.head.log_prob(self.hidden(codes), codes)
+        lp, *_ = self.head.log_prob(self.hidden(codes), codes)
         return lp
 
     def next_code(self, codes: torch.Tensor, pick) -> torch.Tensor:

@@ -22,6 +22,7 @@ class Quantized:
     loss: torch.Tensor
     perplexity: list[float]
     dead: list[int]
+    soft: list[torch.Tensor]  # per stage (N, K) soft assignments with gradients to z (``rate`` quantisers in training)
 
 
 def _all_reduce(t: torch.Tensor) -> torch.Tensor:
@@ -87,10 +88,10 @@ class VectorQuantizer(StepStatistics):
     """
 
     def __init__(self, K: int, d_c: int, beta: float = 0.25, decay: float = 0.99, ema: bool = True,
-                 dead_threshold: float = 1e-2, diversity: float = 0.0):
+                 dead_threshold: float = 1e-2, diversity: float = 0.0, rate: bool = False):
         super().__init__()
         self.K, self.d_c, self.beta, self.decay, self.ema = K, d_c, beta, decay, ema
-        self.diversity = diversity
+        self.diversity, self.rate = diversity, rate
         self.dead_threshold = dead_threshold
         init = torch.randn(K, d_c) / math.sqrt(d_c)
         # Counts start at 0: every code is dead until used, so the first training batch resets
@@ -109,8 +110,10 @@ class VectorQuantizer(StepStatistics):
         d = (z.pow(2).sum(-1, keepdim=True) - 2 * z @ c.T + c.pow(2).sum(-1))  # (N, K)
         return d.argmin(-1)
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, int]:
-        """z (N, d_c) -> (q (N, d_c) without straight-through, idx (N,), loss, perplexity, dead)."""
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, int,
+                                                  torch.Tensor | None]:
+        """z (N, d_c) -> (q (N, d_c) without straight-through, idx (N,), loss, perplexity, dead,
+        soft assignments (N, K) or None: in training, for the diversity loss and ``rate``)."""
         z32 = z.float()
         idx = self.nearest(z32.detach())
         q = self.codebook[idx].float()  # (N, d_c)
@@ -119,8 +122,9 @@ class VectorQuantizer(StepStatistics):
         loss = self.beta * F.mse_loss(z32, q.detach()) if z.numel() else z32.sum()
         if not self.ema and z.numel():
             loss = loss + F.mse_loss(q, z32.detach())
-        if self.training and self.diversity > 0 and z.numel():
-            loss = loss + self.diversity * self._diversity(z32)
+        soft = self.soft_assign(z32) if self.training and (self.diversity > 0 or self.rate) else None
+        if soft is not None and self.diversity > 0 and z.numel():
+            loss = loss + self.diversity * self._diversity(soft)
         p = counts / counts.sum().clamp(min=1)
         perplexity = float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum()))
         if self.training:
@@ -132,15 +136,20 @@ class VectorQuantizer(StepStatistics):
             self.gather(**stats)
             self.applied()
         dead = int((self.ema_count < self.dead_threshold).sum())
-        return q, idx, loss, perplexity, dead
+        return q, idx, loss, perplexity, dead, soft
 
-    def _diversity(self, z: torch.Tensor) -> torch.Tensor:
+    def soft_assign(self, z: torch.Tensor) -> torch.Tensor:
+        """z (N, d_c) -> soft assignments (N, K): softmax(-|z - c|^2 / sqrt(d_c)), differentiable
+        in z (the codebook is a constant here: the EMA step moves it, not this gradient)."""
+        c = self.codebook.detach().clone()  # saved for backward: the step's update moves the codebook
+        d = z.pow(2).sum(-1, keepdim=True) - 2 * z @ c.T + c.pow(2).sum(-1)  # (N, K)
+        return torch.softmax(-d / math.sqrt(self.d_c), dim=-1)
+
+    def _diversity(self, soft: torch.Tensor) -> torch.Tensor:
         """1 - H(mean soft assignment) / log K, in [0, 1]: 0 when the batch spreads evenly over
         the codebook (wav2vec 2.0's diversity loss). Its gradient pushes the encoder's vectors
         apart, against all patches drifting onto one code."""
-        c = self.codebook.detach().clone()  # saved for backward: the step's update moves the codebook
-        d = z.pow(2).sum(-1, keepdim=True) - 2 * z @ c.T + c.pow(2).sum(-1)  # (N, K)
-        p = torch.softmax(-d / math.sqrt(self.d_c), dim=-1).mean(0)  # this rank's batch (DDP averages grads)
+        p = soft.mean(0)  # this rank's batch (DDP averages grads)
         return 1 + (p * p.clamp(min=1e-12).log()).sum() / math.log(self.K)
 
     @torch.no_grad()
@@ -198,17 +207,19 @@ class ResidualVQ(nn.Module):
     def forward(self, z: torch.Tensor) -> Quantized:
         """z (N, d_c) -> Quantized (straight-through z_q, codes (N, S))."""
         residual, total = z.float(), torch.zeros_like(z, dtype=torch.float32)
-        codes, loss, perp, dead = [], z.new_zeros((), dtype=torch.float32), [], []
+        codes, loss, perp, dead, soft = [], z.new_zeros((), dtype=torch.float32), [], [], []
         for vq in self.stages:
-            q, idx, stage_loss, p, d = vq(residual)
+            q, idx, stage_loss, p, d, s = vq(residual)
             total = total + q
             residual = residual - q.detach()
             codes.append(idx)
             loss = loss + stage_loss
             perp.append(p)
             dead.append(d)
+            if s is not None and vq.rate:
+                soft.append(s)
         z_q = z + (total - z.float()).detach().to(z.dtype)  # straight-through estimator
-        return Quantized(z_q, torch.stack(codes, dim=-1), loss, perp, dead)
+        return Quantized(z_q, torch.stack(codes, dim=-1), loss, perp, dead, soft)
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (..., S) -> their vectors (..., d_c): the sum over stages (no gradient)."""
@@ -251,12 +262,16 @@ class CodeHead(nn.Module):
         u = self.proj[s](h) - prev  # (..., d_c)
         return self.scale[s] * (u @ c.T) + self.bias[s]  # (..., K)
 
-    def log_prob(self, h: torch.Tensor, codes: torch.Tensor,
-                 prior: Prior | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """h (..., D), codes (..., S) -> (log p(code) (...), entropy of stage 0 given h (...)).
-        ``prior``: another head's scores added stage by stage (a product of experts)."""
+    def log_prob(self, h: torch.Tensor, codes: torch.Tensor, prior: Prior | None = None,
+                 soft: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """h (..., D), codes (..., S) -> (log p(code) (...), entropy of stage 0 given h (...),
+        rate (...) or None). ``prior``: another head's scores added stage by stage (a product of
+        experts). ``soft``: the encoder's soft assignments of the same codes (one (..., K) per
+        stage); the rate is their expected code length under these scores, sum_s sum_k
+        soft_s[k] * -log p_s(k), with the scores detached: its gradient moves only the encoder,
+        toward the codes this head finds likely."""
         prev = torch.zeros(*h.shape[:-1], self.rvq[0].d_c, device=h.device, dtype=h.dtype)
-        total, entropy = 0, None
+        total, entropy, rate = 0, None, None
         for s, vq in enumerate(self.rvq[0].stages):
             logits = self._logits(s, h, prev)
             if prior is not None:
@@ -265,8 +280,11 @@ class CodeHead(nn.Module):
             total = total + logp.gather(-1, codes[..., s : s + 1]).squeeze(-1)
             if entropy is None:
                 entropy = -(logp.exp() * logp).sum(-1)
+            if soft is not None:
+                stage_rate = -(soft[s] * logp.detach()).sum(-1)
+                rate = stage_rate if rate is None else rate + stage_rate
             prev = prev + vq.codebook.detach().to(h.dtype)[codes[..., s]]
-        return total, entropy
+        return total, entropy, rate
 
     def sample(self, h: torch.Tensor, pick, prior: Prior | None = None) -> torch.Tensor:
         """Codes (N, S) for hidden states h (N, D); ``pick(logits (N, K)) -> (N,)`` chooses;
