@@ -118,7 +118,18 @@ def make_causal(model) -> None:
         out, h = states(x)
         return {"level1": -level.reconstruct(x, out, z_q=h)[1].sum(1)}
 
-    model.forward, model.code_lengths = forward, code_lengths
+    def check_causal(x):
+        """Changing byte j leaves every prediction of bytes <= j as it was (a decoder has them)."""
+        with torch.no_grad():
+            base = level.reconstruct(x, *states(x)[:1], z_q=states(x)[1])[0]
+            for j in range(1, x.size(1) - 1, 5):
+                y = x.clone()
+                y[:, j] = (y[:, j] + 17) % 256
+                out, h = states(y)
+                changed = (level.reconstruct(y, out, z_q=h)[0][:, :j] - base[:, :j]).abs().max()
+                assert changed < 1e-5, f"byte {j} changed an earlier prediction by {float(changed)}"
+
+    model.forward, model.code_lengths, model.check_causal = forward, code_lengths, check_causal
 
 
 def train_and_score(raw: dict, seed: int, lr: float, steps: int, context: bool = False,
@@ -147,6 +158,8 @@ def train_and_score(raw: dict, seed: int, lr: float, steps: int, context: bool =
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     model.eval()
+    if causal:
+        model.check_causal(val[:8])
     with torch.no_grad():  # a byte LM (the baseline) has no parts: its next-byte log-probs
         parts = model.code_lengths(val) if hasattr(model, "code_lengths") else {"bytes": -model.log_probs(val)}
     n = int((val[:, 1:] != tok.eos_id).sum())
