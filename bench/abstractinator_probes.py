@@ -20,7 +20,8 @@
   parts (``make_causal``: the byte expander reads the top model's states over earlier patches
   instead of the current patch's code, so no code is sent and the score is the bytes' cost).
   ``--baseline RUN/config.yaml`` trains and scores a byte LM's run config in the same loop first
-  (at ``--baseline-lrs``), so the table has its ratio.
+  (at ``--baseline-lrs``), so the table has its ratio. ``--set KEY=VALUE`` (repeatable) changes
+  the run configs first (a dotted path, list items by index).
 The run configs are those ``lmlab compare`` saved (``RUN/config.yaml``); data paths are read as
 they are written there, relative to the folder this is run from.
 """
@@ -182,11 +183,21 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--baseline", help="a byte LM's run config (RUN/config.yaml) to train and score first")
     ap.add_argument("--baseline-lrs", type=float, nargs="+", default=[0.008])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="change the run configs, e.g. model.levels.1.entropy.target_patch_len=4")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.probe == "top-synthetic":
         return top_synthetic()
     raws = [yaml.safe_load(open(c, encoding="utf-8")) for c in args.configs]
+    for item in args.set:  # KEY=VALUE, a dotted path into every run config (list items by index)
+        key, _, value = item.partition("=")
+        for raw in raws:
+            *path, last = key.split(".")
+            node = raw
+            for part in path:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            node[int(last) if isinstance(node, list) else last] = yaml.safe_load(value)
     for raw in raws:  # configs saved before loss_per_byte existed trained with the seed's weighting
         raw["model"].setdefault("loss_per_byte", False)
     print("| arm | val bpb | by part | time |\n|---|---:|---|---:|")
