@@ -36,8 +36,8 @@ class LevelOut:
     perplexity: list[float]
     dead: list[int]
     # vq_rate in training: each stage's soft assignments of the codes (B, K, codebook_size), with
-    # gradients to the encoder; else an empty list
-    soft: list[torch.Tensor]
+    # gradients to the encoder; else None
+    soft: list[torch.Tensor] | None
 
 
 class Abstractinator(StepStatistics):
@@ -96,7 +96,7 @@ class Abstractinator(StepStatistics):
         codes = torch.zeros(B, K, q.codes.size(-1), dtype=torch.long, device=seg.device)
         codes[code_valid] = q.codes
         soft = [pooled.new_zeros(B, K, p.size(-1), dtype=p.dtype).masked_scatter(code_valid[..., None], p)
-                for p in q.soft]  # (B, K, codebook_size) per stage
+                for p in q.soft] or None  # (B, K, codebook_size) per stage
         # Where each code's patch begins: a patch that opens a document forces a cut above (its
         # first symbol follows a closed document, so the decoder knows before decoding the code).
         pos = torch.arange(T, device=seg.device).expand(B, T)

@@ -122,7 +122,7 @@ class AbstractinatorPyramid(LanguageModel):
         n_bytes = max(input_ids[:, 1:].numel(), 1) if targets is None else (targets[:, :-1] >= 0).sum().clamp(min=1)
         for i, (level, out) in enumerate(zip(self.levels, outs)):
             below = outs[i - 1] if i else None
-            lg, logp, rate = level.reconstruct(sym, out, soft=below.soft if below is not None and below.soft else None)
+            lg, logp, rate = level.reconstruct(sym, out, soft=None if below is None else below.soft)
             if lg is not None:
                 logits = lg
                 mask = torch.ones_like(logp, dtype=torch.bool) if targets is None else targets[:, :-1] >= 0
@@ -141,7 +141,7 @@ class AbstractinatorPyramid(LanguageModel):
             sym = out.codes
         if self.top is not None and self.cfg.top_lm_loss_weight > 0:
             top = outs[-1]
-            top_lm, rate = self.top.loss(top.codes, top.code_valid, top.soft or None)  # per code
+            top_lm, rate = self.top.loss(top.codes, top.code_valid, top.soft)  # per code
             n_codes = top.code_valid.sum().clamp(min=1)
             if self.cfg.loss_per_byte:
                 top_lm = top_lm * n_codes / n_bytes
@@ -169,7 +169,8 @@ class AbstractinatorPyramid(LanguageModel):
         parts, _ = self._two_part(input_ids)
         return {k: -v.sum(1) for k, v in parts.items()}
 
-    def _two_part(self, input_ids: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def _two_part(self, input_ids: torch.Tensor,
+                  outs: list[LevelOut] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Per-part log-probs charged to byte positions (B, T-1): entry t-1 holds what is paid
         when x_t is decoded. A code is charged at the last byte it was pooled from (the last
         byte of its span but a closing eos), so a scored continuation always pays for every
@@ -177,8 +178,9 @@ class AbstractinatorPyramid(LanguageModel):
         of it. Every charge is computable by a left-to-right decoder that has the codes: the
         patch covering x_t is a function of x_<t, and each code is known from its first byte
         on (tests/models/test_abstractinator_decodable.py decodes windows and compares). Also
-        the byte expander's logits (B, T, V) given the codes."""
-        outs = self.compress_all(input_ids)
+        the byte expander's logits (B, T, V) given the codes. ``outs``: ``compress_all`` of these
+        bytes in eval mode, where the caller has it."""
+        outs = self.compress_all(input_ids) if outs is None else outs
         B, T = input_ids.shape
         parts: dict[str, torch.Tensor] = {}
         logits, parts["level1"], _ = self.levels[0].reconstruct(input_ids, outs[0],
@@ -305,9 +307,9 @@ class AbstractinatorPyramid(LanguageModel):
             byte_lm = self.cfg.levels[0].entropy.loss == "ce"
             lm_nats = 0.0
             for rows in input_ids.split(chunk):
-                if byte_lm:
-                    lm_nats += float(self.levels[0].entropy(rows)[0]) * rows[:, 1:].numel()
                 outs = self.compress_all(rows)
+                if byte_lm:  # its loss: the mean next-byte CE over every target of these rows
+                    lm_nats += float(outs[0].entropy_loss) * rows[:, 1:].numel()
                 sym, n = rows, rows.numel()
                 for i, (level, out) in enumerate(zip(self.levels, outs)):
                     codes = out.codes[out.code_valid]  # (N, S)
@@ -326,8 +328,8 @@ class AbstractinatorPyramid(LanguageModel):
                         right[i] += float(((greedy == sym).all(-1) & valid).sum())
                         judged[i] += int(valid.sum())
                     sym, n = out.codes, codes.size(0)
-                for k, v in self.code_lengths(rows).items():
-                    nats[k] = nats.get(k, 0.0) + float(v.sum())
+                for k, v in self._two_part(rows, outs)[0].items():
+                    nats[k] = nats.get(k, 0.0) - float(v.sum())
             # bits per byte of text, as the trainer's val_bpb: an eos target is paid for but is no byte
             n_bytes, n_scored = input_ids.numel(), int((input_ids[:, 1:] != self.eos_id).sum().clamp(min=1))
             levels = []
