@@ -96,7 +96,12 @@ def make_causal(model) -> None:
     through it) and the byte expander cross-attends to its states instead of to the codes:
     state k reads patches < k, so the patch a byte falls in (known from the bytes before it)
     and every state up to it are known before the byte is decoded. The score is the bytes'
-    cost alone; the top model's code head goes unused."""
+    cost alone; the top model's code head goes unused. One level only: on a stack it would
+    read level 1's codes into the top model and leave level 2 out of the model (an earlier
+    version did, unnoticed; the library's ``decoding: causal`` builds the stack)."""
+    if len(model.levels) > 1:
+        raise SystemExit(f"causal-top: the probe arranges one level and this config has {len(model.levels)}; "
+                         "train a stack with model.decoding: causal (lmlab compare configs/compare/abstractinator_causal.yaml)")
     level, top = model.levels[0], model.top
     d = top.up.out_features
     level.expander.mem_up = nn.Linear(d, d, bias=False)  # the memory: top states (D), not codes (d_c)

@@ -6,7 +6,7 @@ every patch boundary from what it has already decoded (the entropy model on the 
 symbols, the running patch length, whether the last byte was an eos), reading a new code (and
 paying for it) when a patch opens, and paying log p(x_t) under the code that covers x_t. It
 uses the model's networks (entropy models, expanders, top model) but none of its patching code.
-Its boundaries must equal the encoder's and its payments the two-part code (``_two_part``,
+Its boundaries must equal the encoder's and its payments the two-part code (``two_part``,
 ``code_lengths``), on windows that hold several documents. A test also shows why the old rule
 (cut *at* an eos) was not decodable, and a brute-force sum over every 2-byte tail of a window
 checks the code is a prefix code there.
@@ -289,7 +289,7 @@ def test_causal_decoder_cuts_where_the_encoder_does_and_pays_the_two_part_code(l
                                                                                code_prior):
     """Windows with eos at the first, last, middle and consecutive positions: the decoder's
     boundaries at every level equal compress_all's, and what it pays, byte by byte and part by
-    part, equals _two_part's entries and code_lengths' totals. "high" thresholds leave only
+    part, equals two_part's entries and code_lengths' totals. "high" thresholds leave only
     document and max_patch_len cuts; "median" mixes in entropy cuts. ``prior``: the byte
     expander's logits add the entropy model's, which the decoder computes from the bytes it has;
     ``code_prior``: level 2's expander adds its entropy model's scores of the level-1 codes."""
@@ -297,7 +297,7 @@ def test_causal_decoder_cuts_where_the_encoder_does_and_pays_the_two_part_code(l
     x = _windows()
     T = x.size(1)
     outs = model.compress_all(x)
-    parts, _ = model._two_part(x)
+    parts, _ = model.two_part(x)
     lengths = model.code_lengths(x)
     n_eos_cuts = 0
     for b in range(x.size(0)):
@@ -408,7 +408,7 @@ def test_the_old_rule_cut_at_an_eos_before_a_decoder_could_know_it():
     assert abs(old_mass - 1.0) > 1e-6, old_mass
     assert float(dist(int(new_a[m])).sum()) == pytest.approx(1.0, abs=1e-6)
     # and the two-part code charges x_m = eos what that decoder assigns it
-    assert float(model._two_part(a)[0]["level1"][0, m - 1].exp()) == pytest.approx(float(dist(cur)[EOS]), rel=1e-5)
+    assert float(model.two_part(a)[0]["level1"][0, m - 1].exp()) == pytest.approx(float(dist(cur)[EOS]), rel=1e-5)
 
 
 @torch.no_grad()

@@ -46,6 +46,7 @@ def _recipe(name: str, **kw) -> dict:
 SETTINGS = {
     "tiny": {"preset": "tiny"},
     "smoke": _recipe("smoke"),
+    "causal_smoke": {**_recipe("smoke"), "decoding": "causal"},
     "every_option": EVERY_OPTION,
     "base_levels_1": {"preset": "tiny", "levels": [LEVEL, {**LEVEL, "vq_stages": 2}],
                       "load_base_from": "unused.safetensors", "base_levels": 1},
@@ -56,6 +57,13 @@ SETTINGS = {
     "code_rate": {"preset": "tiny", "levels": [{**LEVEL, "vq_rate": 1.0, "vq_diversity": 0.0},
                                                {**LEVEL, "vq_stages": 2, "vq_rate": 0.5}]},
     "codes_input": {"preset": "tiny", "levels": [LEVEL, {**LEVEL, "compress_input": "codes", "c_vq_d_c": 8}]},
+    "causal": {"preset": "tiny", "decoding": "causal"},
+    # two levels of states, residual VQ below, a bank of queries, a frozen entropy model at level 2
+    "causal_three_levels": {"preset": "tiny", "decoding": "causal",
+                            "levels": [{**LEVEL, "vq_stages": 2}, {**LEVEL, "n_queries": 2, "c_vq_d_c": 8},
+                                       {**LEVEL, "w_entropy_ce": 0.0, "expander_context": "full"}]},
+    "causal_pooled": {"preset": "tiny", "decoding": "causal", "causal_reads": "pooled",
+                      "levels": [LEVEL, {**LEVEL, "c_vq_d_c": 8}]},
     "entropy_frozen_no_top_loss": {"preset": "tiny", "levels": [LEVEL, LEVEL],
                                    "load_entropy_from": "unused.safetensors",
                                    "top_lm_loss_weight": 0.0},
@@ -114,6 +122,7 @@ def test_the_count_is_torchs_flop_count_given_the_codes(setting, monkeypatch):
     ("mla_sdpa", 256, 1e-4),  # the seed's default size (regular_* has stage 1's shape)
     ("every_option", 64, None),  # the monotonic level cuts less than one code per symbol
     ("smoke", 128, 0.02),  # target_patch_len: the tracked quantile's patch count, within 2%
+    ("causal_smoke", 128, 0.02),
     ("shakespeare_stage1", 256, 0.02),
     ("shakespeare_stage2", 256, 0.02),  # frozen levels: forward only
 ])

@@ -275,7 +275,7 @@ def test_two_part_code_length_adds_up_and_is_charged_at_span_ends(levels):
     torch.testing.assert_close(parts["level1"], -byte_lp.sum(1), rtol=1e-5, atol=1e-4)
     # Every code's cost sits at the last byte of its span: the bytes of a patch's interior pay
     # only their own conditional bits.
-    per = model._two_part(x)[0]["top"][0]
+    per = model.two_part(x)[0]["top"][0]
     seg = outs[0].seg[0]
     if levels == 2:
         seg = outs[1].seg[0][seg]

@@ -279,3 +279,26 @@ def test_the_stack_smoke_recipe_trains_two_levels_and_logs_both(tmp_path, monkey
         assert 0 < summary[f"l{i}_code_usage"] <= 1 and summary[f"l{i}_bytes_per_code"] >= 1
     parts = summary["bpb_level1"] + summary["bpb_level2"] + summary["bpb_top"]
     assert parts == pytest.approx(summary["val_bpb"], rel=1e-4)
+
+
+def test_causal_decoding_trains_samples_and_scores_through_the_shared_layers(make_raw, corpus_dir, tmp_path):
+    """decoding: causal through the trainer, sampler and eval: its eval rows carry the code
+    statistics and one part (the bytes' own cost, which is the run's val_bpb), no reconstruction
+    or top-model keys; samples are written; lmlab eval scores the next-byte log-probs."""
+    raw = _raw(make_raw, corpus_dir, tmp_path / "causal", decoding="causal",
+               levels=[{**LEVEL, "entropy": {"n_layer": 1, "target_patch_len": 3, "max_patch_len": 8}}, LEVEL])
+    run = lmlab.train(raw)
+    summary = json.loads((run / "metrics.json").read_text())
+    assert {"l1_code_usage", "l2_code_usage", "l2_bytes_per_code", "bpb_bytes", "byte_lm_bpb"} <= summary.keys()
+    assert not {k for k in summary if "recon_acc" in k or k.startswith("top_") or k == "bpb_top"}
+    assert summary["bpb_bytes"] == pytest.approx(summary["val_bpb"], rel=1e-4)
+    assert (run / "samples.txt").is_file() and "--- sample 1 ---" in (run / "samples.txt").read_text()
+    doc = tmp_path / "doc.txt"
+    doc.write_text("The quick brown fox jumps over the dog.", encoding="utf-8")
+    report = lmlab.evaluate(run, f"file:{doc}")
+    bpb = report["runs"][0]["tasks"][f"file:{doc}"]["metrics"]["bits_per_byte"]["value"]
+    lm = lmlab.load(run)
+    ids = torch.tensor([[256, *doc.read_bytes()]])
+    logits = lm.model(ids).logits[:, :-1]
+    nats = -float(torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).sum())
+    assert bpb == pytest.approx(nats / math.log(2) / (ids.size(1) - 1), rel=1e-4)

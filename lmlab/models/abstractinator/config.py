@@ -78,6 +78,10 @@ class LevelConfig(Strict):
     has none); this is its differentiable stand-in. With ``loss_per_byte`` it is in nats per
     byte like the rest, and 1 weighs bits of codes against bits of bytes as the two-part code
     does. 0 (the seed): the encoder sees only the reconstruction."""
+    code_norm: Literal["batch", "vector"] = "batch"
+    """The encoder's outputs before quantising: ``batch``, per feature by the batch's moments in
+    training and running ones at eval; ``vector``, each over its own features (layer norm, no
+    affine), alike in training and at eval (docs/abstractinator.md, "Quantiser")."""
     dead_code_threshold: float = Field(0.1, ge=0)
     """A code whose EMA usage count (vectors per step) falls below this is reset to a random
     batch vector."""
@@ -136,6 +140,13 @@ class AbstractinatorConfig(ModelConfig):
     top_transformer_config: TopConfig | None = Field(default_factory=TopConfig)
     """None: no top model (stage 1); the code stream is then charged its uniform cost."""
     top_lm_loss_weight: float = Field(1.0, ge=0)
+    decoding: Literal["two_part", "causal"] = "two_part"
+    """two_part (the seed): each expander reads the codes of the patch it decodes (sent, paid
+    for). causal (BLT's): each expander reads the states of the level above over *earlier*
+    patches, nothing is sent, the bytes alone are scored (docs/abstractinator.md)."""
+    causal_reads: Literal["codes", "pooled"] = "codes"
+    """decoding: causal: what the level above reads of each patch: its code's vector, or its
+    pooled vector (BLT's patch embedding; the quantiser then trains on its own loss alone)."""
     w_recon: float = Field(1.0, gt=0)
     loss_per_byte: bool = True
     """True: train on the two-part code itself: every level's reconstruction and the top
@@ -206,6 +217,10 @@ class AbstractinatorConfig(ModelConfig):
         if self.levels[0].compress_input != "pooled":
             raise ValueError("levels[0].compress_input: the byte level reads bytes; set it on the levels above")
         top = self.top_transformer_config
+        if self.decoding == "causal":
+            self._check_causal()
+        elif self.causal_reads != "codes":
+            raise ValueError("causal_reads: what a causal decoder reads of each patch; set decoding: causal")
         if self.levels[-1].vq_rate > 0 and (top is None or top.continuous or self.top_lm_loss_weight == 0):
             raise ValueError(f"levels[{len(self.levels) - 1}].vq_rate: the top level's codes are priced by the top "
                              "model, and this one has no trained discrete top model (top_transformer_config with "
@@ -226,6 +241,25 @@ class AbstractinatorConfig(ModelConfig):
             raise ValueError("preset regular_flex_entropy_frozen loads a pretrained entropy stack: set "
                              "model.load_entropy_from to a base file or a run dir")
         return self
+
+    def _check_causal(self) -> None:
+        """decoding: causal reads a discrete top model's states and sends no code: the knobs of
+        the two-part code are refused rather than ignored."""
+        top, why = self.top_transformer_config, "with decoding: causal no code is sent"
+        if top is None or top.continuous:
+            raise ValueError("decoding: causal: the expanders read the top model's states, and this config has "
+                             f"{'no top model' if top is None else 'a continuous one'}; set top_transformer_config")
+        if self.load_base_from is not None:
+            raise ValueError("load_base_from: staged and two-stage runs build on levels trained to send codes; "
+                             "decoding: causal trains every level with the top model (load_entropy_from works)")
+        if self.top_lm_loss_weight != 1.0:
+            raise ValueError(f"top_lm_loss_weight: {why} and the top model has no code loss; remove the key")
+        for i, lv in enumerate(self.levels):
+            if lv.vq_rate > 0:
+                raise ValueError(f"levels[{i}].vq_rate: {why}, so none is priced; set vq_rate: 0")
+            if i > 0 and lv.expander_prior:
+                raise ValueError(f"levels[{i}].expander_prior: {why}: a code level's expander scores no codes; "
+                                 "set expander_prior: false there")
 
     @classmethod
     def upgrade_checkpoint_config(cls, model: dict[str, Any]) -> dict[str, Any]:
@@ -390,12 +424,16 @@ def _encoder_flops(c: AbstractinatorConfig, i: int, n: float, k: float, rows: fl
 
 
 def _expander_flops(c: AbstractinatorConfig, i: int, n: float, k: float, g: bool) -> float:
-    """Level i's expander: ``n`` symbols cross-attending to ``k`` codes, and its scores."""
+    """Level i's expander: ``n`` symbols cross-attending to ``k`` codes (causal decoding: to the
+    ``k`` states of the level above, which train), and its scores (causal: none above bytes)."""
     lv, D, V = c.levels[i], c.d_model, c.vocab_size or 260
-    f = _mm(k, lv.d_c, D, g, g) + _stack(c, lv.expander_layers, n, g, memory=k)
+    causal = c.decoding == "causal"
+    f = (_mm(k, D, D, g, True) if causal else _mm(k, lv.d_c, D, g, g)) + _stack(c, lv.expander_layers, n, g, memory=k)
     if i == 0:  # factorised bytes: embedding up, hidden down, tied logits
         return f + _mm(n, lv.d_lo, D, g, g) + _mm(n, D, lv.d_lo, g, g) + _mm(n, lv.d_lo, V, g, g)
     below = c.levels[i - 1]
+    if causal:  # the codes below in as their straight-through (or pooled) vectors: the gradient reaches their encoder
+        return f + _mm(n - 1, D if c.causal_reads == "pooled" else below.d_c, D, g, True)
     return f + _mm(n - 1, below.d_c, D, g, False) + _code_head(c, n, below, g)
 
 
@@ -404,6 +442,8 @@ def _top_flops(c: AbstractinatorConfig, k: float) -> float:
     top, lv, D = c.top_transformer_config, c.levels[-1], c.d_model
     if top is None or c.top_lm_loss_weight == 0:
         return 0.0
+    if c.decoding == "causal":  # straight-through code vectors in (their encoder trains through them), no head
+        return _mm(k - 1, D if c.causal_reads == "pooled" else lv.d_c, D, True, True) + _stack(c, top.n_layer, k, True)
     f = _mm(k - 1, lv.d_c, D, True, False) + _stack(c, top.n_layer, k, True)
     return f + (_mm(k, D, lv.d_c, True, True) if top.continuous else _code_head(c, k, lv, True))
 
@@ -443,10 +483,11 @@ def _level_params(c: AbstractinatorConfig, i: int) -> int:
     p += _stack_params(c, lv.compressor_layers) + lv.n_queries * D + _attention_params(c)
     p += lv.n_queries * D * D if lv.n_queries > 1 else 0
     p += D * lv.d_c + (0 if lv.vq_ema else lv.vq_stages * lv.codebook_size * lv.d_c)
-    p += lv.d_c * D + _stack_params(c, lv.expander_layers, cross=True)
+    causal = c.decoding == "causal"  # the expander's memory: states (D) of the level above, not codes (d_c)
+    p += (D if causal else lv.d_c) * D + _stack_params(c, lv.expander_layers, cross=True)
     if below is None:
         return p + V * lv.d_lo + 2 * lv.d_lo * D
-    return p + below.d_c * D + D + _head_params(c, below)
+    return p + (D if c.causal_reads == "pooled" else below.d_c) * D + D + (0 if causal else _head_params(c, below))
 
 
 def _params(c: AbstractinatorConfig) -> int:
@@ -454,6 +495,6 @@ def _params(c: AbstractinatorConfig) -> int:
     p = sum(_level_params(c, i) for i in range(len(c.levels)))
     top, lv, D = c.top_transformer_config, c.levels[-1], c.d_model
     if top is not None:
-        p += lv.d_c * D + D + _stack_params(c, top.n_layer)
-        p += D * lv.d_c if top.continuous else _head_params(c, lv)
+        p += (D if c.causal_reads == "pooled" else lv.d_c) * D + D + _stack_params(c, top.n_layer)
+        p += D * lv.d_c if top.continuous else 0 if c.decoding == "causal" else _head_params(c, lv)
     return p

@@ -9,6 +9,11 @@ quantiser collapses onto one code); ``full`` lets it see every earlier symbol. P
 it. Training teacher-forces the lower sequence; generation runs the same network one symbol
 at a time. Scores live in the small code space: bytes through a ``d_lo_d_c``-wide factorised
 embedding and head, codes stage by stage through a :class:`CodeHead` (residual VQ).
+
+Causal decoding (``decoding: causal``) uses the same network with another memory: the states
+of the level above (width ``d_mem`` = D) instead of code vectors, and at a code level it makes
+states for the level below rather than scoring codes (``head=False``), reading the codes below
+as their straight-through vectors (``low_vec``).
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ class DecoderOnlyExpanderRVQ(nn.Module):
     start vector shifts the sequence, so position t predicts code t (the first code too)."""
 
     def __init__(self, d_model: int, n_head: int, layers: int, form: str, backend: str, kv_rank: int,
-                 max_len: int, d_c_above: int, vocab: int | None = None, d_lo: int = 64,
-                 below: ResidualVQ | None = None, context: str = "patch"):
+                 max_len: int, d_mem: int, vocab: int | None = None, d_lo: int = 64,
+                 below: ResidualVQ | None = None, context: str = "patch", head: bool = True,
+                 d_low: int | None = None):
         super().__init__()
         self.patch_local = context == "patch"
         if below is None:
@@ -35,10 +41,11 @@ class DecoderOnlyExpanderRVQ(nn.Module):
             self.low_down = nn.Linear(d_model, d_lo, bias=False)
         else:
             self.below = [below]
-            self.low_up = nn.Linear(below.d_c, d_model, bias=False)
+            self.low_up = nn.Linear(d_low or below.d_c, d_model, bias=False)  # d_low: pooled vectors in (causal)
             self.bos = nn.Parameter(torch.randn(d_model) * 0.02)
-            self.head = CodeHead(d_model, below)
-        self.mem_up = nn.Linear(d_c_above, d_model, bias=False)
+            if head:
+                self.head = CodeHead(d_model, below)
+        self.mem_up = nn.Linear(d_mem, d_model, bias=False)  # (d_c or D) -> D
         self.trunk = Stack(layers, d_model, n_head, form, backend, kv_rank, cross=True, max_len=max_len)
 
     @property
@@ -46,13 +53,16 @@ class DecoderOnlyExpanderRVQ(nn.Module):
         return not hasattr(self, "below")
 
     def hidden(self, low: torch.Tensor, tseg: torch.Tensor, codes_vec: torch.Tensor,
-               code_valid: torch.Tensor) -> torch.Tensor:
+               code_valid: torch.Tensor, low_vec: torch.Tensor | None = None) -> torch.Tensor:
         """low (B, T) bytes or (B, T, S) codes; tseg (B, T) the code index of each position's
-        target; codes_vec (B, K, d_c) the codes above, code_valid (B, K) -> hidden (B, T, D)."""
+        target; codes_vec (B, K, d_mem) the codes above (or their states), code_valid (B, K) ->
+        hidden (B, T, D). ``low_vec`` (B, T, d_c or d_low): a code level's input vectors in
+        place of the codebook's (causal decoding: straight-through, or the pooled vectors)."""
         if self.byte_level:
             x = self.low_up(self.low_embed(low))
         else:
-            prev = self.low_up(self.below[0].embed(low[:, :-1]).to(self.low_up.weight.dtype))
+            vec = self.below[0].embed(low) if low_vec is None else low_vec
+            prev = self.low_up(vec[:, :-1].to(self.low_up.weight.dtype))
             x = torch.cat([self.bos.expand(low.size(0), 1, -1), prev], dim=1)
         mem = self.mem_up(codes_vec.to(self.mem_up.weight.dtype))  # (B, K, D)
         cur = tseg.clamp(0, mem.size(1) - 1)

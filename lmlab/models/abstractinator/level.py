@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lmlab.models.abstractinator.compressor import SegmentCompressor
@@ -46,7 +47,7 @@ class Abstractinator(StepStatistics):
     def __init__(self, cfg: AbstractinatorConfig, lcfg: LevelConfig, below: ResidualVQ | None):
         super().__init__()
         D, nh, form, backend, r = cfg.d_model, cfg.n_head, cfg.attn_form, cfg.attn_backend, cfg.mla_kv_rank
-        V, T = cfg.vocab_size, cfg.block_size
+        V, T = cfg.vocab_size, cfg.block_size + 1  # positions: causal decoding appends a byte to the window
         self.lcfg = lcfg
         self.entropy = EntropyModel(lcfg.entropy, D, nh, form, backend, r, T, vocab=V if below is None else None,
                                     below=below)
@@ -63,9 +64,11 @@ class Abstractinator(StepStatistics):
         self.vq = ResidualVQ(lcfg.vq_stages, lcfg.codebook_size, lcfg.d_c, beta=lcfg.vq_beta, decay=lcfg.vq_decay,
                              ema=lcfg.vq_ema, dead_threshold=lcfg.dead_code_threshold,
                              diversity=lcfg.vq_diversity, rate=lcfg.vq_rate > 0)
-        self.expander = DecoderOnlyExpanderRVQ(D, nh, lcfg.expander_layers, form, backend, r, T, lcfg.d_c,
-                                               vocab=V if below is None else None, d_lo=lcfg.d_lo, below=below,
-                                               context=lcfg.expander_context)
+        causal = cfg.decoding == "causal"  # the expander reads the states above (D), not codes (d_c)
+        self.expander = DecoderOnlyExpanderRVQ(D, nh, lcfg.expander_layers, form, backend, r, T,
+                                               D if causal else lcfg.d_c, vocab=V if below is None else None,
+                                               d_lo=lcfg.d_lo, below=below, context=lcfg.expander_context,
+                                               head=not causal, d_low=D if cfg.causal_reads == "pooled" else None)
 
     def compress(self, sym: torch.Tensor, valid: torch.Tensor, forced: torch.Tensor, blank: torch.Tensor,
                  cont: torch.Tensor | None) -> LevelOut:
@@ -115,8 +118,12 @@ class Abstractinator(StepStatistics):
         rows there). A component every patch shares says nothing about any patch; left in, it
         dominates the vectors at init and they drift together onto one code. Unit variance per
         feature also bounds the codes, so the distance-based code scores -|u - c|^2 stay tame.
+        ``code_norm: vector``: each vector normalised over its own features instead, the same
+        in training and at eval (its scale never matters, so it cannot shrink out of reach).
         """
         z = z.float()
+        if self.lcfg.code_norm == "vector":
+            return F.layer_norm(z, z.shape[-1:], eps=1e-10)
         if self.training and z.size(0) > 1:
             mean, var = z.mean(0), z.var(0, unbiased=False)
             # the step's running estimate: the mean over micro-batches (and ranks) of these moments

@@ -14,13 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lmlab.errors import LmlabError
 from lmlab.generate.sampling import apply_repetition_penalty, sample_next
+from lmlab.models.abstractinator import diagnose
 from lmlab.models.abstractinator.config import AbstractinatorConfig
-from lmlab.models.abstractinator.generate import free_running_accuracy, start
+from lmlab.models.abstractinator.generate import start
 from lmlab.models.abstractinator.level import Abstractinator, LevelOut
 from lmlab.models.abstractinator.report import patch_boundaries, render_html, stats_line
 from lmlab.models.abstractinator.top import CodeSequenceTransformer
@@ -30,9 +32,6 @@ from lmlab.models.common.layers import init_gpt2
 
 
 class AbstractinatorPyramid(LanguageModel):
-    # Forward logits reconstruct bytes given codes that cover later bytes: they are not
-    # next-token predictions, and the contract's logits checks do not apply (see log_probs).
-    next_token_logits = False
     unsupported_parallel = {
         "fsdp": "its vector quantisers update EMA codebooks, thresholds and code statistics as buffers "
                 "with their own collectives in forward and decode patch by patch from submodules, which "
@@ -47,6 +46,7 @@ class AbstractinatorPyramid(LanguageModel):
         self.cfg = cfg
         self.block_size = cfg.block_size
         self.eos_id = cfg.eos
+        self.causal = cfg.decoding == "causal"
         levels, below = [], None
         for lcfg in cfg.levels:
             level = Abstractinator(cfg, lcfg, below)
@@ -57,8 +57,9 @@ class AbstractinatorPyramid(LanguageModel):
         self.top = None
         if top is not None:
             self.top = CodeSequenceTransformer(cfg.d_model, top.n_head or cfg.n_head, top.n_layer, cfg.attn_form,
-                                               cfg.attn_backend, cfg.mla_kv_rank, cfg.block_size, below,
-                                               top.continuous)
+                                               cfg.attn_backend, cfg.mla_kv_rank, cfg.block_size + 1, below,
+                                               top.continuous, head=not self.causal,
+                                               d_in=cfg.d_model if cfg.causal_reads == "pooled" else None)
         self.apply(init_gpt2)
         for level in self.levels:
             if level.expander.byte_level:  # factorised bytes: a unit-scale table, so up(embed) is not 0.02^2 small
@@ -79,6 +80,12 @@ class AbstractinatorPyramid(LanguageModel):
                 self.frozen.append(level.entropy)
         for module in self.frozen:
             module.requires_grad_(False)
+
+    @property
+    def next_token_logits(self) -> bool:  # type: ignore[override]
+        """Two-part decoding: forward logits reconstruct bytes given codes that cover later
+        bytes, not next-byte predictions (see log_probs); causal decoding: they are."""
+        return self.causal
 
     def train(self, mode: bool = True) -> AbstractinatorPyramid:
         super().train(mode)
@@ -114,6 +121,8 @@ class AbstractinatorPyramid(LanguageModel):
         """Bytes (B, T) -> byte logits (B, T, V): position t reconstructs x_{t+1} given x_<=t and
         the codes covering up to it. With targets, the loss of docs/abstractinator.md; targets
         of -1 drop those byte positions from the byte reconstruction."""
+        if self.causal:
+            return self._causal_forward(input_ids, targets, label_smoothing)
         outs = self.compress_all(input_ids)
         sym = input_ids
         terms: dict[str, torch.Tensor] = {}
@@ -153,6 +162,56 @@ class AbstractinatorPyramid(LanguageModel):
         loss = sum(terms.values())
         return ModelOutput(logits, loss, {k: v.detach() for k, v in terms.items()})
 
+    def _causal_states(self, outs: list[LevelOut]) -> torch.Tensor:
+        """Causal decoding: one state per level-1 patch (B, K_1, D), state k from the codes of
+        the patches before k alone. The top model reads the top codes' straight-through
+        vectors (state k: codes < k); going down, level i's expander reads the codes of level
+        i-1 before k inside their level-i patch and the level-i states up to that patch. Each
+        patch is read as its code's vector, or with ``causal_reads: pooled`` as its continuous
+        pooled vector (BLT's patch embedding: no quantiser on the model's path)."""
+        pooled = self.cfg.causal_reads == "pooled"
+        h = self.top.states(outs[-1].pooled if pooled else outs[-1].z_q)  # (B, K_L, D)
+        for i in range(len(self.levels) - 1, 0, -1):
+            level, out, below = self.levels[i], outs[i], outs[i - 1]
+            h = level.expander.hidden(below.codes, level.target_seg(out), h, out.code_valid,
+                                      low_vec=below.pooled if pooled else below.z_q)
+        return h
+
+    def _causal_logits(self, input_ids: torch.Tensor, last: bool) -> tuple[torch.Tensor, list[LevelOut]]:
+        """Causal decoding: bytes (B, T) -> (next-byte logits (B, T, V), every level's output).
+
+        ``last``: the last position's prediction as a longer window would give it. Its target
+        opens a new patch when the entropy at x_<=t says so, and that patch's state reads the
+        code of the patch x_t ends, which needs a position after it: one eos is appended
+        before compressing. Nothing reads that byte itself (a patch's state reads only earlier
+        patches; an eos is never pooled into the code before it). Without ``last`` (training's
+        loss, ``log_probs``: nothing reads the last position there) no byte is appended, so
+        no made-up byte reaches a loss or a running statistic."""
+        x = torch.cat([input_ids, torch.full_like(input_ids[:, :1], self.eos_id)], dim=1) if last else input_ids
+        outs = self.compress_all(x)
+        level = self.levels[0]
+        h = level.expander.hidden(x, level.target_seg(outs[0]), self._causal_states(outs), outs[0].code_valid)
+        logits = level.byte_logits(h, outs[0].prior)  # (B, T (+1), V): position t predicts x_{t+1}
+        return (logits[:, :-1] if last else logits), outs
+
+    def _causal_forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None,
+                        label_smoothing: float = 0.0) -> ModelOutput:
+        """Causal decoding: bytes (B, T) -> next-byte logits (B, T, V) from the states over
+        earlier patches. With targets, the loss: their cross-entropy over x_1..x_{T-1}
+        (``targets[:, :-1]``, -1 dropped; as in the two-part code, the window's last target is
+        not scored) with every level's quantiser and entropy-model terms."""
+        if targets is None:
+            return ModelOutput(self._causal_logits(input_ids, last=True)[0])
+        logits, outs = self._causal_logits(input_ids, last=False)
+        ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets[:, :-1].flatten(), ignore_index=-1,
+                             label_smoothing=label_smoothing)
+        terms = {"recon_l1": self.cfg.w_recon * ce}
+        for i, (lc, out) in enumerate(zip(self.cfg.levels, outs)):
+            terms[f"vq_l{i + 1}"] = lc.w_vq * out.vq_loss
+            if lc.w_entropy_ce > 0:
+                terms[f"entropy_l{i + 1}"] = lc.w_entropy_ce * out.entropy_loss
+        return ModelOutput(logits, sum(terms.values()), {k: v.detach() for k, v in terms.items()})
+
     def _rate_term(self, i: int, nats: torch.Tensor, n_codes: torch.Tensor, n_bytes: torch.Tensor | int) -> torch.Tensor:
         """Level i's (0-based) ``vq_rate`` term from its codes' summed expected length ``nats``:
         per byte with ``loss_per_byte`` (as the two-part code pays it), else per code."""
@@ -166,10 +225,10 @@ class AbstractinatorPyramid(LanguageModel):
         """Nats of the two-part code of bytes (B, T), by part: ``top`` (B,) the top codes under
         the top model (uniform S*log K nats per code without a discrete one), ``level{i}`` (B,)
         level i's input given its codes (bytes x_1.. at level 1)."""
-        parts, _ = self._two_part(input_ids)
+        parts, _ = self.two_part(input_ids)
         return {k: -v.sum(1) for k, v in parts.items()}
 
-    def _two_part(self, input_ids: torch.Tensor,
+    def two_part(self, input_ids: torch.Tensor,
                   outs: list[LevelOut] | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Per-part log-probs charged to byte positions (B, T-1): entry t-1 holds what is paid
         when x_t is decoded. A code is charged at the last byte it was pooled from (the last
@@ -179,7 +238,12 @@ class AbstractinatorPyramid(LanguageModel):
         patch covering x_t is a function of x_<t, and each code is known from its first byte
         on (tests/models/test_abstractinator_decodable.py decodes windows and compares). Also
         the byte expander's logits (B, T, V) given the codes. ``outs``: ``compress_all`` of these
-        bytes in eval mode, where the caller has it."""
+        bytes in eval mode, where the caller has it. Causal decoding sends no code: one part,
+        ``bytes``, the next-byte log-probs of the forward logits."""
+        if self.causal:
+            logits = self._causal_logits(input_ids, last=False)[0]  # (B, T, V)
+            lp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+            return {"bytes": lp}, logits
         outs = self.compress_all(input_ids) if outs is None else outs
         B, T = input_ids.shape
         parts: dict[str, torch.Tensor] = {}
@@ -226,8 +290,9 @@ class AbstractinatorPyramid(LanguageModel):
         """The two-part code length per byte (B, T-1), in nats (negated): summed over a text it is
         -(bits of all codes + bits of the bytes given them) * ln 2. ``return_greedy``: whether
         each byte is the argmax of the byte expander given its codes (a reconstruction check,
-        not a next-byte prediction)."""
-        parts, logits = self._two_part(input_ids)
+        not a next-byte prediction). Causal decoding: the next-byte log-probs, and greedy is
+        whether each byte is the next-byte argmax, as for any byte LM."""
+        parts, logits = self.two_part(input_ids)
         total = sum(parts.values())
         if not return_greedy:
             return total
@@ -241,18 +306,22 @@ class AbstractinatorPyramid(LanguageModel):
                        stop_on_eos: bool = True, seed: int = 0, stop_fn=None) -> list[int]:
         """New byte ids after ``prompt`` (at most ``max_len``; cut before an eos when stopping).
 
-        The prompt (after the eos start id) is compressed to codes at every level; the top model
-        continues the top codes and the expanders turn them back into bytes, patch by patch.
-        The prompt is cut from the left so that prompt and continuation fit ``block_size``.
+        Two-part decoding: the prompt (after the eos start id) is compressed to codes at every
+        level; the top model continues the top codes and the expanders turn them back into
+        bytes, patch by patch. The prompt is cut from the left so that prompt and continuation
+        fit ``block_size``. Causal decoding: byte by byte from the forward's last logits, over
+        the last ``block_size`` bytes (the window slides).
         """
-        max_len = min(max_len, self.block_size - 1)
-        ids = [self.eos_id, *prompt][-(self.block_size - max_len):]
+        ids = [self.eos_id, *prompt]
+        if not self.causal:
+            max_len = min(max_len, self.block_size - 1)
+            ids = ids[-(self.block_size - max_len):]
         device = next(self.parameters()).device
         g = torch.Generator(device=device).manual_seed(seed)
-        x = torch.tensor([ids], device=device)
+        seq = torch.tensor([ids], device=device)  # (1, t): every byte so far
 
         def pick_byte(logits: torch.Tensor) -> torch.Tensor:
-            logits = apply_repetition_penalty(logits, exp.seqs[0], repetition_penalty)
+            logits = apply_repetition_penalty(logits, seq if self.causal else exp.seqs[0], repetition_penalty)
             return sample_next(logits, temperature, top_k, top_p, g)
 
         def pick_code(logits: torch.Tensor) -> torch.Tensor:
@@ -261,10 +330,18 @@ class AbstractinatorPyramid(LanguageModel):
         was_training = self.training
         self.eval()
         try:
-            exp = start(self, x, pick_byte, pick_code)
+            if not self.causal:
+                exp = start(self, seq, pick_byte, pick_code)
             new: list[int] = []
-            while len(new) < max_len and exp.extend(0):
-                new.append(int(exp.seqs[0][0, -1]))
+            while len(new) < max_len:
+                if self.causal:
+                    byte = pick_byte(self(seq[:, -self.block_size:]).logits[:, -1].float())  # (1,)
+                    seq = torch.cat([seq, byte.view(1, 1)], dim=1)
+                elif exp.extend(0):
+                    seq = exp.seqs[0]
+                else:
+                    break
+                new.append(int(seq[0, -1]))
                 if (stop_on_eos and new[-1] == self.eos_id) or (stop_fn is not None and stop_fn(new)):
                     break
         finally:
@@ -289,99 +366,12 @@ class AbstractinatorPyramid(LanguageModel):
 
     @torch.no_grad()
     def diagnostics(self, input_ids: torch.Tensor, free_running_rows: int = 2, chunk: int = 16) -> dict:
-        """Per level: codes, symbols and bytes per code, code usage (distinct codes / codebook
-        size, per stage) and perplexity (per stage), dead codes, threshold, teacher-forced
-        reconstruction accuracy; bytes per top code; free-running byte accuracy from the level-1
-        codes (the first ``free_running_rows`` rows); the two-part bits per byte by part.
-        input_ids (B, T) held-out byte windows, run ``chunk`` rows at a time."""
-        was_training = self.training
-        self.eval()
-        try:
-            L = len(self.levels)
-            counts = [torch.zeros(len(lv.vq.stages), lv.vq.K) for lv in self.levels]  # code use per stage
-            n_codes, n_sym, right, judged = [0] * L, [0] * L, [0.0] * L, [0] * L
-            nats: dict[str, float] = {}
-            # The byte level's entropy model alone, a causal byte LM the decoder runs anyway: what
-            # the same bytes cost without any code (its CE head only: a Gaussian one has no
-            # byte probabilities)
-            byte_lm = self.cfg.levels[0].entropy.loss == "ce"
-            lm_nats = 0.0
-            for rows in input_ids.split(chunk):
-                outs = self.compress_all(rows)
-                if byte_lm:  # its loss: the mean next-byte CE over every target of these rows
-                    lm_nats += float(outs[0].entropy_loss) * rows[:, 1:].numel()
-                sym, n = rows, rows.numel()
-                for i, (level, out) in enumerate(zip(self.levels, outs)):
-                    codes = out.codes[out.code_valid]  # (N, S)
-                    for st in range(codes.size(1)):
-                        counts[i][st] += torch.bincount(codes[:, st], minlength=level.vq.K).float().cpu()
-                    n_codes[i] += codes.size(0)
-                    n_sym[i] += n
-                    h = level.expander.hidden(sym, level.target_seg(out), level.vq.embed(out.codes), out.code_valid)
-                    if level.expander.byte_level:
-                        hit = level.byte_logits(h, out.prior)[:, :-1].argmax(-1) == sym[:, 1:]
-                        right[i] += float(hit.sum())
-                        judged[i] += hit.numel()
-                    else:
-                        greedy = level.expander.head.sample(h.flatten(0, 1), lambda lg: lg.argmax(-1)).view_as(sym)
-                        valid = outs[i - 1].code_valid
-                        right[i] += float(((greedy == sym).all(-1) & valid).sum())
-                        judged[i] += int(valid.sum())
-                    sym, n = out.codes, codes.size(0)
-                for k, v in self._two_part(rows, outs)[0].items():
-                    nats[k] = nats.get(k, 0.0) - float(v.sum())
-            # bits per byte of text, as the trainer's val_bpb: an eos target is paid for but is no byte
-            n_bytes, n_scored = input_ids.numel(), int((input_ids[:, 1:] != self.eos_id).sum().clamp(min=1))
-            levels = []
-            for i, level in enumerate(self.levels):
-                p = counts[i] / counts[i].sum(1, keepdim=True).clamp(min=1)
-                levels.append({
-                    "level": i + 1, "codes": n_codes[i], "symbols_per_code": n_sym[i] / max(n_codes[i], 1),
-                    "bytes_per_code": n_bytes / max(n_codes[i], 1),
-                    "code_usage": [float((c > 0).sum()) / level.vq.K for c in counts[i]],
-                    "code_perplexity": [float(torch.exp(-(q * q.clamp(min=1e-12).log()).sum())) for q in p],
-                    "dead_codes": [int((vq.ema_count < vq.dead_threshold).sum()) for vq in level.vq.stages],
-                    "codebook_size": level.vq.K, "threshold": float(level.entropy.threshold),
-                    "recon_acc_teacher_forced": right[i] / max(judged[i], 1),
-                })
-            parts = {k: v / (math.log(2) * n_scored) for k, v in nats.items()}
-            positional, aligned = free_running_accuracy(self, input_ids[:free_running_rows])
-            # What the top model knows of the code sequence: its bits per top code against the
-            # codes' own frequencies on these windows (the stages' plug-in entropies summed: a
-            # unigram model fitted to the very codes it scores, so the gain is if anything low)
-            top_bits = nats["top"] / math.log(2) / max(n_codes[-1], 1)
-            unigram = sum(math.log2(q) for q in levels[-1]["code_perplexity"])
-            return {"levels": levels, "bytes_per_top_code": levels[-1]["bytes_per_code"],
-                    "recon_acc_free_running": positional, "recon_acc_free_running_aligned": aligned,
-                    "top_bits_per_code": top_bits, "top_unigram_bits_per_code": unigram,
-                    "two_part_bpb": {**parts, "total": sum(parts.values())},
-                    **({"byte_lm_bpb": lm_nats / (math.log(2) * n_scored)} if byte_lm else {})}
-        finally:
-            self.train(was_training)
+        """Per-level diagnostics of held-out byte windows (B, T): :func:`.diagnose.diagnostics`."""
+        return diagnose.diagnostics(self, input_ids, free_running_rows, chunk)
 
     def eval_diagnostics(self, input_ids: torch.Tensor) -> dict[str, float]:
-        """The per-level numbers logged with every evaluation (metrics.jsonl, trackers,
-        metrics.json): ``l{i}_code_usage`` (the least-used stage's share of its codebook used on
-        these held-out windows), ``l{i}_code_perplexity`` (stage 1), ``l{i}_bytes_per_code``,
-        ``l{i}_recon_acc_tf``, ``bytes_per_top_code``, ``recon_acc_free_running`` (and ``_aligned``),
-        ``top_bits_per_code`` and ``top_gain_bits`` (the codes' unigram bits less the top model's:
-        what it predicts from the code sequence), the two-part bits per byte by part,
-        ``bpb_<part>``, and with a CE entropy model at the byte level ``byte_lm_bpb`` (that model
-        alone on the same bytes) and ``codes_gain_bpb`` (it less the two-part code: what the
-        codes win over the byte LM the decoder runs anyway; negative: they cost more than they
-        save)."""
-        d = self.diagnostics(input_ids)
-        out: dict[str, float] = {}
-        for lv in d["levels"]:
-            i = lv["level"]
-            out |= {f"l{i}_code_usage": min(lv["code_usage"]), f"l{i}_code_perplexity": lv["code_perplexity"][0],
-                    f"l{i}_bytes_per_code": lv["bytes_per_code"], f"l{i}_recon_acc_tf": lv["recon_acc_teacher_forced"]}
-        out |= {k: d[k] for k in ("bytes_per_top_code", "recon_acc_free_running", "recon_acc_free_running_aligned",
-                                  "top_bits_per_code")}
-        out["top_gain_bits"] = d["top_unigram_bits_per_code"] - d["top_bits_per_code"]
-        if "byte_lm_bpb" in d:
-            out |= {"byte_lm_bpb": d["byte_lm_bpb"], "codes_gain_bpb": d["byte_lm_bpb"] - d["two_part_bpb"]["total"]}
-        return out | {f"bpb_{k}": v for k, v in d["two_part_bpb"].items() if k != "total"}
+        """The numbers logged with every evaluation: :func:`.diagnose.eval_diagnostics`."""
+        return diagnose.eval_diagnostics(self, input_ids)
 
     def report_on_text(self, text: str, title: str) -> tuple[str, str]:
         """Where each level cuts ``text`` into patches: (HTML page, per-level stats line)."""

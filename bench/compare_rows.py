@@ -1,0 +1,67 @@
+"""Rows of a BENCHMARKS table from an ``lmlab compare`` run's trial dirs (each trial's
+``metrics.json``; an arm whose seeds are still running shows the seeds done), one per arm:
+
+- the first seed's val bpb at every lr searched;
+- the tuned lr and the number of seeds;
+- the val bpb mean ± sd over the seeds, and its ratio to the baseline arm's mean;
+- ``byte_lm_bpb`` (an abstractinator's entropy model alone) where logged;
+- each seed's ``l{i}_code_usage`` where logged.
+
+Run from the repo root: .venv/bin/python bench/compare_rows.py compare/NAME ARM [ARM ...]
+[--baseline byte_transformer]. The tuned lr is the one run with more than the first seed; an arm
+with no runs prints as not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+
+
+def _lr(path: Path) -> float:
+    return float(re.search(r"lr=([^/]+)", str(path)).group(1))
+
+
+def _mean_sd(xs: list[float]) -> tuple[float, float]:
+    return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def _arm(root: Path, name: str) -> tuple[list[Path], list[dict]] | None:
+    """(seed-1 metrics files at every lr searched, the tuned lr's metrics of every seed): the
+    tuned lr is the one whose runs span seeds beyond the first (a search runs seed 1 alone)."""
+    first = sorted((root / name).glob("r0/lr=*/seed1/metrics.json"), key=_lr)
+    if not first:
+        return None
+    tuned = max((p.parent.parent for p in first), key=lambda d: len(list(d.glob("seed*/metrics.json"))))
+    return first, [json.loads(p.read_text()) | {"lr": _lr(p)} for p in sorted(tuned.glob("seed*/metrics.json"))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", type=Path)
+    ap.add_argument("arms", nargs="+")
+    ap.add_argument("--baseline", default="byte_transformer")
+    args = ap.parse_args()
+    base = _arm(args.root, args.baseline)
+    assert base is not None, f"no runs of the baseline arm {args.baseline} under {args.root}"
+    base_mean, _ = _mean_sd([m["val_bpb"] for m in base[1]])
+    for name in args.arms:
+        arm = _arm(args.root, name)
+        if arm is None:
+            print(f"| {name} | (not run) |")
+            continue
+        first, metrics = arm
+        grid = " ".join(f"{_lr(p):g}: {json.loads(p.read_text())['val_bpb']:.3f}" for p in first)
+        mean, sd = _mean_sd([m["val_bpb"] for m in metrics])
+        lm = [m["byte_lm_bpb"] for m in metrics if "byte_lm_bpb" in m]
+        usage = " / ".join(",".join(f"{m[k]:.2f}" for m in metrics)
+                           for k in sorted({k for m in metrics for k in m if re.fullmatch(r"l\d+_code_usage", k)}))
+        print(f"| {name} | {grid} | {metrics[0]['lr']:g} | {len(metrics)} | **{mean:.3f}** ± {sd:.3f} | "
+              f"{mean / base_mean:.2f} | {f'{statistics.mean(lm):.3f}' if lm else '-'} | {usage or '-'} |")
+
+
+if __name__ == "__main__":
+    main()
