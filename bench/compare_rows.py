@@ -4,7 +4,8 @@
 - the first seed's val bpb at every lr searched;
 - the tuned lr and the number of seeds;
 - the val bpb mean ± sd over the seeds, and its ratio to the baseline arm's mean;
-- ``byte_lm_bpb`` (an abstractinator's entropy model alone) where logged;
+- ``codes_gain_bpb`` (an abstractinator's bits per byte less its byte entropy model's alone, on
+  the same diagnostics windows) mean ± sd, where logged;
 - each seed's ``l{i}_code_usage`` where logged.
 
 Run from the repo root: .venv/bin/python bench/compare_rows.py compare/NAME ARM [ARM ...]
@@ -56,11 +57,12 @@ def main() -> None:
         first, metrics = arm
         grid = " ".join(f"{_lr(p):g}: {json.loads(p.read_text())['val_bpb']:.3f}" for p in first)
         mean, sd = _mean_sd([m["val_bpb"] for m in metrics])
-        lm = [m["byte_lm_bpb"] for m in metrics if "byte_lm_bpb" in m]
+        gain = [m["codes_gain_bpb"] for m in metrics if "codes_gain_bpb" in m]
         usage = " / ".join(",".join(f"{m[k]:.2f}" for m in metrics)
                            for k in sorted({k for m in metrics for k in m if re.fullmatch(r"l\d+_code_usage", k)}))
+        gains = "{:+.3f} ± {:.3f}".format(*_mean_sd(gain)) if gain else "-"
         print(f"| {name} | {grid} | {metrics[0]['lr']:g} | {len(metrics)} | **{mean:.3f}** ± {sd:.3f} | "
-              f"{mean / base_mean:.2f} | {f'{statistics.mean(lm):.3f}' if lm else '-'} | {usage or '-'} |")
+              f"{mean / base_mean:.2f} | {gains} | {usage or '-'} |")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def test_no_prediction_reads_a_later_byte(levels, reads):
         base = model(x).logits
         for j in range(1, x.size(1), 3):
             y = x.clone()
-            y[:, j:] = (y[:, j:] + 1 + torch.arange(x.size(1) - j)) % 256  # every byte from j on
+            y[:, j:] = (y[:, j:] + 1 + torch.arange(x.size(1) - j)) % 257  # every byte from j on, eos among them
             changed = model(y).logits
             torch.testing.assert_close(changed[:, :j], base[:, :j], atol=1e-5, rtol=0)
             assert not torch.allclose(changed[:, j:], base[:, j:], atol=1e-4)  # so the check above can fail
@@ -123,8 +123,11 @@ def test_generation_is_the_next_byte_lm_and_slides_past_the_window():
     a = model.generate_bytes(prompt, 30, temperature=1.0, seed=1, stop_on_eos=False)
     assert a == model.generate_bytes(prompt, 30, temperature=1.0, seed=1, stop_on_eos=False)
     assert a != model.generate_bytes(prompt, 30, temperature=1.0, seed=2, stop_on_eos=False)
-    long = model.generate_bytes(prompt, model.block_size + 10, temperature=1.0, seed=1, stop_on_eos=False)
-    assert len(long) == model.block_size + 10 and all(0 <= b < 257 for b in long)
+    long = model.generate_bytes(prompt, model.block_size + 10, stop_on_eos=False)  # greedy, past the window
+    assert len(long) == model.block_size + 10
+    seq = torch.tensor([[256, *prompt, *long]])
+    with torch.no_grad():  # the last byte is the argmax over the last block_size bytes before it
+        assert int(model(seq[:, -model.block_size - 1 : -1]).logits[0, -1].argmax()) == long[-1]
 
 
 def test_diagnostics_have_no_reconstruction_or_top_keys():

@@ -168,7 +168,7 @@ class AbstractinatorPyramid(LanguageModel):
         vectors (state k: codes < k); going down, level i's expander reads the codes of level
         i-1 before k inside their level-i patch and the level-i states up to that patch. Each
         patch is read as its code's vector, or with ``causal_reads: pooled`` as its continuous
-        pooled vector (BLT's patch embedding: no quantiser on the model's path)."""
+        pooled vector (BLT's patch embedding; the codes still decide the upper levels' cuts)."""
         pooled = self.cfg.causal_reads == "pooled"
         h = self.top.states(outs[-1].pooled if pooled else outs[-1].z_q)  # (B, K_L, D)
         for i in range(len(self.levels) - 1, 0, -1):
@@ -184,9 +184,9 @@ class AbstractinatorPyramid(LanguageModel):
         opens a new patch when the entropy at x_<=t says so, and that patch's state reads the
         code of the patch x_t ends, which needs a position after it: one eos is appended
         before compressing. Nothing reads that byte itself (a patch's state reads only earlier
-        patches; an eos is never pooled into the code before it). Without ``last`` (training's
-        loss, ``log_probs``: nothing reads the last position there) no byte is appended, so
-        no made-up byte reaches a loss or a running statistic."""
+        patches; an eos is never pooled into the code before it). Without ``last`` (every
+        training forward, ``log_probs``: nothing reads the last position there) no byte is
+        appended, so no made-up byte reaches a loss or a running statistic."""
         x = torch.cat([input_ids, torch.full_like(input_ids[:, :1], self.eos_id)], dim=1) if last else input_ids
         outs = self.compress_all(x)
         level = self.levels[0]
@@ -200,8 +200,8 @@ class AbstractinatorPyramid(LanguageModel):
         earlier patches. With targets, the loss: their cross-entropy over x_1..x_{T-1}
         (``targets[:, :-1]``, -1 dropped; as in the two-part code, the window's last target is
         not scored) with every level's quantiser and entropy-model terms."""
-        if targets is None:
-            return ModelOutput(self._causal_logits(input_ids, last=True)[0])
+        if targets is None:  # next-byte use (eval, generation); in training nothing is appended
+            return ModelOutput(self._causal_logits(input_ids, last=not self.training)[0])
         logits, outs = self._causal_logits(input_ids, last=False)
         ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets[:, :-1].flatten(), ignore_index=-1,
                              label_smoothing=label_smoothing)
