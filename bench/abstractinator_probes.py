@@ -1,4 +1,4 @@
-"""Four small probes behind issue 29's closing analysis, each an A/B in one plain training loop
+"""Small probes behind issue 29's closing analysis, the first four each an A/B in one plain training loop
 (not the trainer: same windows and seed for both arms, 16 x 128 bytes a step, warmup 30, cosine to
 0.1 x lr, AdamW betas 0.9/0.95, clip 1.0). Val bpb is the two-part code on 64 held-out windows.
 
@@ -8,6 +8,7 @@
         --lrs-one 0.016 0.008 --lrs-two 0.002 0.004
     .venv/bin/python bench/abstractinator_probes.py causal-top RUN/config.yaml --seeds 1 2 --lrs 0.016 0.008 \\
         --baseline BYTE_LM/config.yaml --baseline-lrs 0.008
+    .venv/bin/python bench/abstractinator_probes.py code-space RUN [RUN ...]
 
 - ``top-synthetic``: the top model (2 layers, d 48) alone on a code sequence with structure
   (code k = code k-1 + 7 mod 64): does it learn at all?
@@ -22,6 +23,10 @@
   ``--baseline RUN/config.yaml`` trains and scores a byte LM's run config in the same loop first
   (at ``--baseline-lrs``), so the table has its ratio. ``--set KEY=VALUE`` (repeatable) changes
   the run configs first (a dotted path, list items by index).
+- ``code-space``: trained run dirs (``RUN`` ...) scored on 64 held-out windows twice: as the
+  model scores (the code space normalised by its running moments) and with each level's code
+  space normalised by the windows' own moments, as in training; and the distinct level-1 codes
+  each way. Where the two scores differ, the codes collapse at eval only.
 The run configs are those ``lmlab compare`` saved (``RUN/config.yaml``); data paths are read as
 they are written there, relative to the folder this is run from.
 """
@@ -37,6 +42,7 @@ import yaml
 from abstractinator_free_running import val_windows
 from torch import nn
 
+import lmlab
 from lmlab.configure import validate_config
 from lmlab.models.abstractinator.attention import causal_mask
 from lmlab.models.abstractinator.top import CodeSequenceTransformer
@@ -172,6 +178,27 @@ def train_and_score(raw: dict, seed: int, lr: float, steps: int, context: bool =
     return {k: float(v.sum()) / math.log(2) / n for k, v in parts.items()}
 
 
+def code_space(runs: list[str]) -> None:
+    """Each run's held-out bpb with running (as scored) and batch (as trained) code-space moments."""
+    print("| run | bpb, running moments | bpb, batch moments | distinct L1 codes, running / batch |\n|---|---:|---:|---:|")
+    for run in runs:
+        lm = lmlab.load(run)
+        model, cfg = lm.model.eval(), validate_config(yaml.safe_load(open(f"{run}/config.yaml", encoding="utf-8")))
+        val = val_windows(cfg, ByteTokenizer(), 64, "val")
+        n = int((val[:, 1:] != model.eos_id).sum())
+        row = []
+        for batch in (False, True):
+            if batch:  # the windows' own moments per level (training's rule), eval otherwise
+                for level in model.levels:
+                    level.code_space = lambda z: (z.float() - z.float().mean(0)) * torch.rsqrt(
+                        z.float().var(0, unbiased=False) + 1e-5)
+            with torch.no_grad():
+                out = model.compress_all(val)[0]
+                row.append((-float(model.log_probs(val).sum()) / math.log(2) / n,
+                            int(out.codes[out.code_valid].unique().numel())))
+        print(f"| {run} | {row[0][0]:.3f} | {row[1][0]:.3f} | {row[0][1]} / {row[1][1]} |", flush=True)
+
+
 def _row(label: str, bpb: dict[str, float], t0: float) -> None:
     parts = ", ".join(f"{k} {v:.3f}" for k, v in bpb.items())
     print(f"| {label} | {sum(bpb.values()):.3f} | {parts} | {time.time() - t0:.0f}s |", flush=True)
@@ -179,7 +206,7 @@ def _row(label: str, bpb: dict[str, float], t0: float) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("probe", choices=("top-synthetic", "top-context", "stack-prior", "causal-top"))
+    ap.add_argument("probe", choices=("top-synthetic", "top-context", "stack-prior", "causal-top", "code-space"))
     ap.add_argument("configs", nargs="*")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1])
     ap.add_argument("--lrs", type=float, nargs="+", default=[0.016])
@@ -194,6 +221,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.probe == "top-synthetic":
         return top_synthetic()
+    if args.probe == "code-space":
+        return code_space(args.configs)
     raws = [yaml.safe_load(open(c, encoding="utf-8")) for c in args.configs]
     for item in args.set:  # KEY=VALUE, a dotted path into every run config (list items by index)
         key, _, value = item.partition("=")

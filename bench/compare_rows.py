@@ -6,10 +6,11 @@
 - the val bpb mean ± sd over the seeds, and its ratio to the baseline arm's mean;
 - ``codes_gain_bpb`` (an abstractinator's bits per byte less its byte entropy model's alone, on
   the same diagnostics windows) mean ± sd, where logged;
-- each seed's ``l{i}_code_usage`` where logged.
+- each seed's ``l{i}_code_usage`` where logged: at the end, or with ``--usage-at STEP`` at that
+  step's eval (from ``metrics.jsonl``).
 
 Run from the repo root: .venv/bin/python bench/compare_rows.py compare/NAME ARM [ARM ...]
-[--baseline byte_transformer]. The tuned lr is the one run with more than the first seed; an arm
+[--baseline byte_transformer] [--usage-at STEP]. The tuned lr is the one run with more than the first seed; an arm
 with no runs prints as not run.
 """
 
@@ -37,7 +38,15 @@ def _arm(root: Path, name: str) -> tuple[list[Path], list[dict]] | None:
     if not first:
         return None
     tuned = max((p.parent.parent for p in first), key=lambda d: len(list(d.glob("seed*/metrics.json"))))
-    return first, [json.loads(p.read_text()) | {"lr": _lr(p)} for p in sorted(tuned.glob("seed*/metrics.json"))]
+    return first, [json.loads(p.read_text()) | {"lr": _lr(p), "dir": p.parent} for p in sorted(tuned.glob("seed*/metrics.json"))]
+
+
+def _at(run: Path, step: int | None, final: dict) -> dict:
+    """The eval row of ``run`` at ``step`` (metrics.jsonl), or its final numbers."""
+    if step is None:
+        return final
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return next(r for r in rows if r.get("step") == step and "val_loss" in r)
 
 
 def main() -> None:
@@ -45,6 +54,7 @@ def main() -> None:
     ap.add_argument("root", type=Path)
     ap.add_argument("arms", nargs="+")
     ap.add_argument("--baseline", default="byte_transformer")
+    ap.add_argument("--usage-at", type=int, help="code usage at this eval step instead of the end")
     args = ap.parse_args()
     base = _arm(args.root, args.baseline)
     assert base is not None, f"no runs of the baseline arm {args.baseline} under {args.root}"
@@ -58,7 +68,8 @@ def main() -> None:
         grid = " ".join(f"{_lr(p):g}: {json.loads(p.read_text())['val_bpb']:.3f}" for p in first)
         mean, sd = _mean_sd([m["val_bpb"] for m in metrics])
         gain = [m["codes_gain_bpb"] for m in metrics if "codes_gain_bpb" in m]
-        usage = " / ".join(",".join(f"{m[k]:.2f}" for m in metrics)
+        at = [_at(m["dir"], args.usage_at, m) for m in metrics]
+        usage = " / ".join(",".join(f"{m[k]:.2f}" for m in at)
                            for k in sorted({k for m in metrics for k in m if re.fullmatch(r"l\d+_code_usage", k)}))
         gains = "{:+.3f} ± {:.3f}".format(*_mean_sd(gain)) if gain else "-"
         print(f"| {name} | {grid} | {metrics[0]['lr']:g} | {len(metrics)} | **{mean:.3f}** ± {sd:.3f} | "

@@ -177,7 +177,8 @@ class AbstractinatorPyramid(LanguageModel):
                                       low_vec=below.pooled if pooled else below.z_q)
         return h
 
-    def _causal_logits(self, input_ids: torch.Tensor, last: bool) -> tuple[torch.Tensor, list[LevelOut]]:
+    def _causal_logits(self, input_ids: torch.Tensor, last: bool,
+                       outs: list[LevelOut] | None = None) -> tuple[torch.Tensor, list[LevelOut]]:
         """Causal decoding: bytes (B, T) -> (next-byte logits (B, T, V), every level's output).
 
         ``last``: the last position's prediction as a longer window would give it. Its target
@@ -186,9 +187,10 @@ class AbstractinatorPyramid(LanguageModel):
         before compressing. Nothing reads that byte itself (a patch's state reads only earlier
         patches; an eos is never pooled into the code before it). Without ``last`` (every
         training forward, ``log_probs``: nothing reads the last position there) no byte is
-        appended, so no made-up byte reaches a loss or a running statistic."""
+        appended, so no made-up byte reaches a loss or a running statistic. ``outs``:
+        ``compress_all`` of these bytes, where the caller has it (only without ``last``)."""
         x = torch.cat([input_ids, torch.full_like(input_ids[:, :1], self.eos_id)], dim=1) if last else input_ids
-        outs = self.compress_all(x)
+        outs = self.compress_all(x) if outs is None or last else outs
         level = self.levels[0]
         h = level.expander.hidden(x, level.target_seg(outs[0]), self._causal_states(outs), outs[0].code_valid)
         logits = level.byte_logits(h, outs[0].prior)  # (B, T (+1), V): position t predicts x_{t+1}
@@ -241,7 +243,7 @@ class AbstractinatorPyramid(LanguageModel):
         bytes in eval mode, where the caller has it. Causal decoding sends no code: one part,
         ``bytes``, the next-byte log-probs of the forward logits."""
         if self.causal:
-            logits = self._causal_logits(input_ids, last=False)[0]  # (B, T, V)
+            logits = self._causal_logits(input_ids, last=False, outs=outs)[0]  # (B, T, V)
             lp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
             return {"bytes": lp}, logits
         outs = self.compress_all(input_ids) if outs is None else outs
