@@ -213,7 +213,8 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    run_compare(args.spec, list(args.set or []), jobs=args.jobs)
+    run_compare(args.spec, list(args.set or []), jobs=args.jobs,
+                arms=[a for a in (args.arms or "").split(",") if a] or None)
 
 
 def _cmd_report(args: argparse.Namespace) -> None:

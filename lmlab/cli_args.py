@@ -257,6 +257,8 @@ def _add_compare(sub) -> None:
     m.add_argument("--jobs", type=_positive_int, metavar="N",
                    help="trials at once in a tuned comparison (one per GPU; on a CPU the cores are split); "
                         "over the spec's execution.jobs")
+    m.add_argument("--arms", metavar="A,B", help="run only these arms (comma-separated), with the match_params "
+                                                 "arm and any arm they cite as arm:NAME")
 
 
 def _add_report(sub) -> None:

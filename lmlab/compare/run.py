@@ -36,10 +36,11 @@ from lmlab.training.loop import train
 
 
 def run_compare(spec_path: str | Path, overrides: list[str] | None = None, log=print,
-                jobs: int | None = None) -> Path:
+                jobs: int | None = None, arms: list[str] | None = None) -> Path:
     """Train, score and report every arm of the spec at ``spec_path``; returns the compare dir
-    (``jobs``: trials at once in a tuned comparison, over the spec's ``execution.jobs``)."""
-    spec = load_spec(spec_path, overrides)
+    (``jobs``: trials at once in a tuned comparison, over the spec's ``execution.jobs``;
+    ``arms``: only these arms and the ones they need, :func:`~lmlab.compare.spec.select_arms`)."""
+    spec = load_spec(spec_path, overrides, arms)
     # Under torchrun the job joins one process group for every arm (the trainer keeps a group it
     # did not make), and leaves it once rank 0 has scored and written the reports.
     first = next((a for a in spec.arms if a.run is None), None)

@@ -314,10 +314,12 @@ def required_tokenizer(model: dict[str, Any]) -> str | None:
     return FAMILIES[family][0].required_tokenizer
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> CompareSpec:
+def load_spec(path: str | Path, overrides: list[str] | None = None, arms: list[str] | None = None) -> CompareSpec:
     """Read and check a spec: strict keys, then every trained arm x seed as a run config (all
-    problems in one error, each naming its arm)."""
+    problems in one error, each naming its arm). ``arms``: run only these (:func:`select_arms`)."""
     raw = apply_overrides(read_config_file(path, "compare spec", SPEC_EXAMPLE), overrides or [])
+    if arms:
+        raw = select_arms(raw, arms, str(path))
     if isinstance(raw.get("tune"), dict):
         raw["tune"] = tune_form(raw["tune"], f"{path}: tune")
     spec = validate_strict(CompareSpec, raw, str(path))
@@ -348,6 +350,40 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> CompareSp
     if problems:
         raise ConfigError(f"{path}: {'; '.join(problems)}")
     return spec
+
+
+def select_arms(raw: dict[str, Any], names: list[str], where: str) -> dict[str, Any]:
+    """The spec ``raw`` with only the arms ``names`` and those they need: the ``match_params``
+    arm (the others are sized against it) and every arm an ``arm:NAME`` value cites, in the
+    spec's order. An unknown name is refused in one line that lists the arms."""
+    arms = raw.get("arms")
+    if not isinstance(arms, list):
+        return raw  # validation says what is wrong with the spec's arms
+    have = [a.get("name") for a in arms if isinstance(a, dict)]
+    unknown = [n for n in names if n not in have]
+    if unknown:
+        raise ConfigError(f"{where}: --arms names {', '.join(unknown)}, not arms of the spec "
+                          f"({', '.join(map(str, have))})")
+    keep = set(names)
+    match = raw.get("match_params")
+    if isinstance(match, dict) and match.get("arm") in have:
+        keep.add(match["arm"])
+
+    def cited(node: Any) -> set[str]:
+        if isinstance(node, str) and node.startswith(REF):
+            return {node[len(REF):]}
+        if isinstance(node, dict):
+            return set().union(*map(cited, node.values())) if node else set()
+        if isinstance(node, list):
+            return set().union(*map(cited, node)) if node else set()
+        return set()
+
+    while True:  # a cited arm may cite another
+        more = set().union(*(cited(a) for a in arms if isinstance(a, dict) and a.get("name") in keep)) - keep
+        if not more & set(have):
+            break
+        keep |= more & set(have)
+    return {**raw, "arms": [a for a in arms if isinstance(a, dict) and a.get("name") in keep]}
 
 
 def dump_spec(spec: CompareSpec) -> str:

@@ -20,7 +20,7 @@ import yaml
 
 from lmlab.cli import main as cli
 from lmlab.compare.run import run_compare
-from lmlab.compare.spec import load_spec
+from lmlab.compare.spec import load_spec, select_arms
 from lmlab.compare.widths import count_params
 from lmlab.configure import validate_config
 from lmlab.errors import ConfigError
@@ -129,6 +129,24 @@ def test_a_bad_spec_lists_every_arm_problem(tmp_path, corpus_dir):
     assert "arm a: model.n_layerz = 2: unknown key" in line and "arm b: model.family = 'nope'" in line
     assert "arm c: run" in line and "\n" not in line
     assert cli(["compare", str(path)]) == 2
+
+
+
+def test_arms_selects_arms_with_the_ones_they_need(tmp_path, corpus_dir):
+    """--arms keeps the named arms, the match_params arm and the arms they cite (arm:NAME, also
+    through another cited arm), in the spec's order; an unknown name is refused in one line."""
+    tiny = {"family": "transformer", "preset": "tiny"}
+    arms = [{"name": "base", "model": tiny}, {"name": "other", "model": tiny},
+            {"name": "stage1", "model": tiny}, {"name": "mid", "model": tiny, "train": {"init_from": "arm:stage1"}},
+            {"name": "stage2", "model": tiny, "train": {"init_from": "arm:mid"}}]
+    raw = {"match_params": {"arm": "base", "width": "d_ff"}, "arms": arms}
+    assert [a["name"] for a in select_arms(raw, ["stage2"], "s.yaml")["arms"]] == ["base", "stage1", "mid", "stage2"]
+    assert [a["name"] for a in select_arms({"arms": arms}, ["other"], "s.yaml")["arms"]] == ["other"]
+    with pytest.raises(ConfigError, match=r"^s.yaml: --arms names nope, not arms of the spec \(base, other, "):
+        select_arms(raw, ["other", "nope"], "s.yaml")
+    path = _spec(tmp_path, corpus_dir)
+    assert [a.name for a in load_spec(path, arms=["apelr"]).arms] == ["apelr"]
+    assert cli(["compare", str(path), "--arms", "nope"]) == 2
 
 
 def test_a_spec_is_read_safely(tmp_path, corpus_dir):
