@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 import lmlab
+from lmlab import rundir
 from lmlab.errors import LmlabError
 
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
@@ -147,7 +148,9 @@ def test_fsdp_crash_and_resume_is_bit_identical(tiny_config, run_cli, tmp_path):
         time.sleep(0.01)
     _kill_tree(proc.pid)  # the workers run in sessions of their own: kill them first, then torchrun
     proc.wait()
-    stopped = json.loads((run / "checkpoints/current/meta.json").read_text())["step"]
+    # the newest whole snapshot, what --resume reads: a kill inside the snapshot rotation can
+    # leave prev1 newest and no current
+    stopped = rundir.latest_snapshot(run).meta["step"]
     assert 0 < stopped < 32
     _torchrun(run_cli, "train", "--resume", str(run))
     a, b = _weights(tmp_path / "ref"), _weights(run)
