@@ -181,7 +181,7 @@ def function_imports(graph: Graph) -> list[Import]:
 # and those below; the first pattern a module name matches gives its layer.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("ground", ("lmlab.errors", "lmlab.strict", "lmlab.fsio", "lmlab.safeload", "lmlab.console")),
-    ("schema", ("lmlab.config", "lmlab.train_config", "lmlab.models.*.config")),
+    ("schema", ("lmlab.config", "lmlab.train_config", "lmlab.models.*.config", "lmlab.models.*.config_*")),
     ("storage", ("lmlab.integrity", "lmlab.rundir")),
     ("parts", ("lmlab.models", "lmlab.models.*", "lmlab.tokenizers", "lmlab.tokenizers.*", "lmlab.data",
                "lmlab.data.*", "lmlab.generate", "lmlab.generate.*", "lmlab.devices",

@@ -2,7 +2,9 @@
 the states of the level above over earlier patches, and the model is a causal byte LM. Checked
 here: no prediction reads a later byte (one to three levels, with documents inside the window),
 the last position gets its patch's state, loss / log_probs / code_lengths are one next-byte
-score, every part trains, generation is that LM's, and the two-part knobs are refused."""
+score, every part trains, generation is that LM's, and the two-part knobs are refused. And the
+patch probe (``w_patch_recon``, in either decoding): its loss is the cross-entropy of each
+patch's symbols from its code alone, it trains every encoder, and nothing at inference reads it."""
 
 from __future__ import annotations
 
@@ -21,12 +23,12 @@ STACKS = {1: [LEVEL], 2: [LEVEL, UPPER], 3: [{**LEVEL, "vq_stages": 2}, {**UPPER
 TEXT = b"The quick brown fox jumps over the lazy dog.\nThe quick brown fox jumps over the lazy cat."
 
 
-def _model(levels: int = 2, steps: int = 3, **kw):
-    """A tiny causal model after a few training steps (tracked thresholds and code-space moments
-    set, codebooks moved), in eval mode."""
+def _model(levels: int | list[dict] = 2, steps: int = 3, **kw):
+    """A tiny causal model (``levels``: a stack of STACKS, or the levels themselves) after a few
+    training steps (tracked thresholds and code-space moments set, codebooks moved), in eval mode."""
     torch.manual_seed(0)
     cfg = build_model_config({"family": "abstractinator", "preset": "tiny", "vocab_size": 257, "decoding": "causal",
-                              "levels": STACKS[levels], **kw})
+                              "levels": STACKS[levels] if isinstance(levels, int) else levels, **kw})
     model = build_model(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     x = _bytes(4, 65)
@@ -188,3 +190,64 @@ def test_causal_reads_pooled_takes_the_pooled_vectors_past_the_quantiser():
                 stage.codebook.add_(torch.randn_like(stage.codebook))
         torch.testing.assert_close(model(x).logits, base)
         assert model.top.up.in_features == model.cfg.d_model
+
+
+# ------------------------------------------------------------------- the patch probe
+
+# level 1 a two-stage residual VQ: the probe at level 2 predicts both stages of each code
+PROBED = [{**LEVEL, "vq_stages": 2, "w_patch_recon": 1.0}, {**UPPER, "w_patch_recon": 0.5}]
+
+
+def test_the_probe_loss_is_the_cross_entropy_of_each_patchs_symbols_from_its_code_alone():
+    model = _model(PROBED)
+    x = _bytes()
+    with torch.no_grad():
+        outs = model.compress_all(x)
+        sym = x[..., None]  # (B, T, 1) bytes, then each level's codes
+        for level, out in zip(model.levels, outs):
+            probe = level.patch_decoder
+            total, n = 0.0, 0
+            for b in range(x.size(0)):
+                for t in range(sym.size(1)):
+                    if not out.keep[b, t]:
+                        continue
+                    k = int(out.seg[b, t])
+                    start = int((out.seg[b] == k).nonzero()[0])
+                    j = min(t - start, probe.pos.num_embeddings - 1)
+                    h = F.gelu(probe.inp(out.z_q[b, k]) + probe.pos.weight[j])
+                    logits = probe.out(h).view(probe.stages, probe.n_out)
+                    total += float(F.cross_entropy(logits, sym[b, t, : probe.stages], reduction="sum"))
+                    n += 1
+            assert n > 0 and out.patch_loss == pytest.approx(total / n, rel=1e-5)
+            sym = out.codes
+        assert model.levels[0].patch_decoder.n_out == 257 and model.levels[1].patch_decoder.stages == 2
+
+
+@pytest.mark.parametrize("decoding", ["causal", "two_part"])
+def test_the_probe_trains_every_encoder_and_nothing_at_inference_reads_it(decoding):
+    model = _model(PROBED, decoding=decoding)
+    x = _bytes(4, 65)
+    model.train()
+    terms = model(x[:, :-1], x[:, 1:]).terms
+    assert {"patch_l1", "patch_l2"} <= set(terms)
+    outs = model.compress_all(x)
+    (outs[0].patch_loss + outs[1].patch_loss).backward()
+    for level in model.levels:  # the probe's term alone reaches each encoder through the code vectors
+        for part in (level.compressor, level.down, level.patch_decoder):
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    model.eval()
+    x = x[:, :-1]  # a window of block_size bytes
+    with torch.no_grad():
+        base, base_lp = model(x).logits, model.log_probs(x)
+        for level in model.levels:
+            for p in level.patch_decoder.parameters():
+                p.add_(torch.randn_like(p))
+        torch.testing.assert_close(model(x).logits, base)
+        torch.testing.assert_close(model.log_probs(x), base_lp)
+
+
+def test_no_probe_and_no_term_without_its_weight():
+    model = _model(STACKS[2])
+    x = _bytes(2, 33)
+    assert all(level.patch_decoder is None for level in model.levels)
+    assert not any(k.startswith("patch_") for k in model.train()(x[:, :-1], x[:, 1:]).terms)

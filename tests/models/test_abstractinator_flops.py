@@ -22,6 +22,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "configs" / "abstractinator"
 LEVEL = {"compressor_layers": 1, "expander_layers": 1, "codebook_size": 32, "c_vq_d_c": 16,
          "d_lo_d_c": 16, "window": 8,
          "entropy": {"n_layer": 1, "threshold": 2.5, "max_patch_len": 8}}
+FSQ_LEVEL = {k: v for k, v in LEVEL.items() if k not in ("codebook_size", "c_vq_d_c")}
 # Every option the count branches on, at the tiny shape: MLA, three levels, a bank of queries,
 # CE + Gaussian and Gaussian-only entropy heads, a parameter codebook, residual VQ, no diversity
 # loss, full expander context, a frozen entropy model (weight 0), a continuous top model.
@@ -64,6 +65,15 @@ SETTINGS = {
                                        {**LEVEL, "w_entropy_ce": 0.0, "expander_context": "full"}]},
     "causal_pooled": {"preset": "tiny", "decoding": "causal", "causal_reads": "pooled",
                       "levels": [LEVEL, {**LEVEL, "c_vq_d_c": 8}]},
+    # the patch probe: bytes at level 1 (under residual VQ), level 1's two-stage codes at level 2
+    "causal_patch_recon": {"preset": "tiny", "decoding": "causal",
+                           "levels": [{**LEVEL, "vq_stages": 2, "w_patch_recon": 1.0},
+                                      {**LEVEL, "w_patch_recon": 0.5}]},
+    "patch_recon": {"preset": "tiny", "levels": [{**LEVEL, "w_patch_recon": 1.0}]},
+    # FSQ: a grid codebook (no distances); two-part code heads and a code-level entropy model over it
+    "fsq": {"preset": "tiny", "levels": [{**FSQ_LEVEL, "fsq_levels": [4, 4, 3]}, {**FSQ_LEVEL, "fsq_levels": [5, 3]}]},
+    "causal_fsq": {"preset": "tiny", "decoding": "causal",
+                   "levels": [{**FSQ_LEVEL, "fsq_levels": [4, 4, 3], "w_patch_recon": 1.0}, LEVEL]},
     "entropy_frozen_no_top_loss": {"preset": "tiny", "levels": [LEVEL, LEVEL],
                                    "load_entropy_from": "unused.safetensors",
                                    "top_lm_loss_weight": 0.0},

@@ -191,11 +191,13 @@ def _losses(run: Path) -> list[float]:
                     reason="torchrun not installed")
 def test_two_ranks_equal_one_process_with_accumulation(make_raw, corpus_dir, run_cli, tmp_path):
     """torchrun x2 (a micro-batch of 2 each) == one process taking the same two micro-batches
-    with 2 accumulation steps, to 1e-5: the quantisers' EMA counts and sums, dead-code resets,
+    with 2 accumulation steps, to 1e-5: the quantisers' EMA counts and sums, dead-code resets, FSQ's usage counts,
     tracked thresholds and code-space moments move once per step by the whole step's statistics.
     Every rank holds the same buffers after every step."""
     level = {**LEVEL, "entropy": {"n_layer": 1, "target_patch_len": 3, "max_patch_len": 8}}
-    raw = _raw(make_raw, corpus_dir, tmp_path / "ddp", levels=[level, level])
+    fsq = {k: v for k, v in level.items() if k not in ("codebook_size", "c_vq_d_c")}
+    # level 1 a learnt codebook (EMA sums, resets), level 2 FSQ (usage counts)
+    raw = _raw(make_raw, corpus_dir, tmp_path / "ddp", levels=[level, {**fsq, "fsq_levels": [4, 4, 3]}])
     raw["train"].update({"max_steps": 8, "batch_size": 2, "eval_interval": 8, "save_interval": 8, "log_interval": 1})
     path = tmp_path / "ddp.json"
     path.write_text(json.dumps(raw), encoding="utf-8")

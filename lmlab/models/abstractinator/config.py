@@ -8,12 +8,20 @@ docs/abstractinator.md has the design and every loss.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from lmlab.config import LAYER_OVERHEAD, MAX_CONTEXT, Int, ModelConfig, Strict
 from lmlab.errors import ConfigError
+from lmlab.models.abstractinator.config_cost import (
+    count_params,
+    encoder_flops,
+    entropy_flops,
+    expander_flops,
+    top_flops,
+)
 
 
 class EntropyModelConfig(Strict):
@@ -78,6 +86,12 @@ class LevelConfig(Strict):
     has none); this is its differentiable stand-in. With ``loss_per_byte`` it is in nats per
     byte like the rest, and 1 weighs bits of codes against bits of bytes as the two-part code
     does. 0 (the seed): the encoder sees only the reconstruction."""
+    fsq_levels: list[Int] | None = Field(None, min_length=1, max_length=8)
+    """Finite scalar quantisation instead of the learnt codebook: feature i of the code space is
+    bounded and rounded to ``fsq_levels[i]`` values, and a code is a point of that grid
+    (``codebook_size`` = their product, ``c_vq_d_c`` = their number; e.g. [4, 4, 4]: 64 codes in 3
+    features). No codebook to learn or reset, no commitment loss (docs/abstractinator.md,
+    "Quantiser"). None: the VQ."""
     code_norm: Literal["batch", "vector"] = "batch"
     """The encoder's outputs before quantising: ``batch``, per feature by the batch's moments in
     training and running ones at eval; ``vector``, each over its own features (layer norm, no
@@ -93,6 +107,12 @@ class LevelConfig(Strict):
     """Byte level only: width of the factorised byte embedding and logits (None: 64)."""
     w_entropy_ce: float = Field(1.0, ge=0)
     w_vq: float = Field(1.0, ge=0)
+    w_patch_recon: float = Field(0.0, ge=0)
+    """Weight of an auxiliary loss: a small probe reads each code's vector alone and predicts
+    its patch's symbols position by position (cross-entropy, nats per symbol), so the encoder
+    must make codes that tell patches apart. Nothing at inference reads the probe. 0 (the
+    seed): off; under ``decoding: causal`` the codes are otherwise trained only as context for
+    later patches, and collapse (docs/abstractinator.md, "Patch reconstruction")."""
     expander_prior: bool | None = None
     """The expander's next-symbol scores add the entropy model's (a product of experts). The
     entropy model is a causal LM over the level's input (bytes, or the codes below) that the
@@ -104,6 +124,29 @@ class LevelConfig(Strict):
     """Above the byte level: what the compressor reads of each symbol below. ``pooled`` (the
     seed): the level below's continuous pooled vector, a pass-through that skips its quantiser;
     ``codes``: only its quantised code vector, what the code stream itself carries."""
+
+    @model_validator(mode="after")
+    def _fsq(self) -> LevelConfig:
+        """FSQ's grid sets the codebook; the learnt codebook's knobs are refused, not ignored."""
+        if self.fsq_levels is None:
+            return self
+        K, why = math.prod(self.fsq_levels), "fsq_levels: the grid is the codebook"
+        if min(self.fsq_levels) < 3:  # 2: the even shift's tanh saturates and the feature keeps one value
+            raise ValueError(f"fsq_levels {self.fsq_levels}: every feature needs 3 or more values")
+        for key, want in (("codebook_size", K), ("c_vq_d_c", len(self.fsq_levels))):
+            if key in self.model_fields_set and getattr(self, key) != want:
+                raise ValueError(f"{key} = {getattr(self, key)} but {why} ({want}); remove {key}")
+        # what a saved config carries back (the defaults, the 0 diversity set below) passes
+        fits = {"vq_ema": True, "vq_stages": 1, "vq_beta": type(self).model_fields["vq_beta"].default,
+                "vq_rate": 0.0, "vq_diversity": 0.0}
+        for key, value in fits.items():
+            if key in self.model_fields_set and getattr(self, key) != value:
+                raise ValueError(f"{key} = {getattr(self, key)}: {why}, with no codebook updates, commitment, "
+                                 f"residual stages or soft assignments; remove {key}")
+        object.__setattr__(self, "codebook_size", K)
+        object.__setattr__(self, "c_vq_d_c", len(self.fsq_levels))
+        object.__setattr__(self, "vq_diversity", 0.0)
+        return self
 
     @property
     def d_c(self) -> int:
@@ -281,11 +324,11 @@ class AbstractinatorConfig(ModelConfig):
         resolution (an upper bound: upper levels see patches)."""
         d, layers, v = self.d_model, self._layer_count, self.vocab_size or 260
         buffers = sum(2 * lv.vq_stages * lv.codebook_size * lv.d_c
-                      for lv in self.levels if lv.vq_ema)  # EMA codebooks and sums
+                      for lv in self.levels if lv.vq_ema and not lv.fsq_levels)  # EMA codebooks and sums
         # per code (at most one a byte): its distances to every code, the soft assignments of
         # the diversity loss and the code head's scores, per stage; n_queries pooled vectors
         codes = sum(lv.vq_stages * lv.codebook_size * 3 + lv.n_queries * d for lv in self.levels)
-        return _params(self), 4 * ((layers * 14 * d + 3 * v + codes) * tokens + buffers)
+        return count_params(self), 4 * ((layers * 14 * d + 3 * v + codes) * tokens + buffers)
 
     def overhead_bytes(self) -> int:
         """``LAYER_OVERHEAD`` per transformer-like layer: every level's entropy model,
@@ -324,10 +367,10 @@ class AbstractinatorConfig(ModelConfig):
         n, total = float(seq_len), 0.0
         for i, k in enumerate(codes):
             level, entropy = self._trains(i)
-            total += _entropy_flops(self, i, n, entropy) + _expander_flops(self, i, n, k, level)
-            total += _encoder_flops(self, i, n, k, rows[i], level, i > 0 and self._trains(i - 1)[0])
+            total += entropy_flops(self, i, n, entropy) + expander_flops(self, i, n, k, level)
+            total += encoder_flops(self, i, n, k, rows[i], level, i > 0 and self._trains(i - 1)[0])
             n = k
-        return total + _top_flops(self, n)
+        return total + top_flops(self, n)
 
     def _trains(self, i: int) -> tuple[bool, bool]:
         """(level i trains, its entropy model trains), as AbstractinatorPyramid freezes them."""
@@ -347,154 +390,3 @@ class AbstractinatorConfig(ModelConfig):
     def eos(self) -> int:
         assert self.vocab_size is not None
         return self.vocab_size - 1 if self.eos_id is None else self.eos_id
-
-
-# ------------------------------------------------------------------------------ the count
-# FLOPs per row, from the shapes level.py, compressor.py, expander.py, entropy.py, top.py and
-# vq.py run. A matmul over r vectors, fan-in i, fan-out o costs 2 r i o forward, and 2 r i o again
-# in backward for the weight's gradient and for the input's, where autograd computes them
-# (``w``, ``x``): a frozen part runs forward only, detached code vectors take no gradient.
-# Attention scores are dense, every query against every key whatever the mask (what SDPA with a
-# dense mask computes; FlopCounterMode counts flex the same way): 4 Tq Tk D forward, 8 backward
-# (no recompute, PaLM's convention, as the transformer family counts them).
-
-
-def _mm(r: float, i: int, o: int, w: bool, x: bool) -> float:
-    return 2.0 * r * i * o * (1 + w + x)
-
-
-def _attention(c: AbstractinatorConfig, q: float, kv: float, g: bool) -> float:
-    """``q`` queries over ``kv`` keys: projections and scores (``g``: the part trains)."""
-    D, r = c.d_model, c.mla_kv_rank
-    if c.attn_form == "regular":
-        keys = _mm(kv, D, 2 * D, g, g)
-    else:  # MLA: down to the latent, up to keys and values
-        keys = _mm(kv, D, r, g, g) + _mm(kv, r, 2 * D, g, g)
-    return 2 * _mm(q, D, D, g, g) + keys + 4.0 * q * kv * D * (1 + 2 * g)
-
-
-def _stack(c: AbstractinatorConfig, layers: int, n: float, g: bool,
-           memory: float | None = None) -> float:
-    """``layers`` blocks over ``n`` positions (with cross-attention to ``memory`` codes)."""
-    D = c.d_model
-    block = _attention(c, n, n, g) + _mm(n, D, 4 * D, g, g) + _mm(n, 4 * D, D, g, g)
-    if memory is not None:
-        block += _attention(c, n, memory, g)
-    return layers * block
-
-
-def _code_head(c: AbstractinatorConfig, n: float, lv: LevelConfig, g: bool) -> float:
-    """A CodeHead scoring ``n`` codes of level ``lv``: per stage a projection to d_c, then
-    scores against the (detached) codebook."""
-    scores = _mm(n, lv.d_c, lv.codebook_size, False, g)
-    return lv.vq_stages * (_mm(n, c.d_model, lv.d_c, g, g) + scores)
-
-
-def _entropy_flops(c: AbstractinatorConfig, i: int, n: float, g: bool) -> float:
-    """Level i's entropy model over ``n`` symbols; its heads predict the n - 1 next ones (the
-    CE head all n with ``expander_prior``: the last position's logits serve the expander too)."""
-    e, D, V = c.levels[i].entropy, c.d_model, c.vocab_size or 260
-    below = c.levels[i - 1] if i else None
-    f = _stack(c, e.n_layer, n, g)
-    if below is not None:  # code vectors (detached) in
-        f += _mm(n, below.d_c, D, g, False)
-    if e.loss in ("ce", "both"):
-        f += _mm(n - (not c.levels[i].expander_prior), D, V, g, g) if below is None else _code_head(c, n - 1, below, g)
-        if below is not None and c.levels[i].expander_prior:  # the prior scores the n codes again (the first masked)
-            f += _code_head(c, n, below, g)
-    if e.loss in ("gaussian", "both"):
-        f += _mm(n - 1, D, 2 * (D if below is None else below.d_c), g, g)
-    return f
-
-
-def _encoder_flops(c: AbstractinatorConfig, i: int, n: float, k: float, rows: float, g: bool,
-                   below_trains: bool) -> float:
-    """Level i's compressor over ``n`` symbols into ``k`` pooled vectors, ``down`` and the
-    quantiser over ``rows`` real codes (nearest code; in training also the EMA sums and the
-    soft assignments' distances (diversity loss, code rate), forward and backward)."""
-    lv, D = c.levels[i], c.d_model
-    # inp: the pooled vectors (or the code vectors) of the level below
-    f = _mm(n, D if lv.compress_input == "pooled" else c.levels[i - 1].d_c, D, g, below_trains) if i else 0.0
-    f += _stack(c, lv.compressor_layers, n, g) + _attention(c, k * lv.n_queries, n, g)
-    if lv.n_queries > 1:
-        f += _mm(k, lv.n_queries * D, D, g, g)
-    f += _mm(k, D, lv.d_c, g, g)
-    passes = 1 + g * (lv.vq_ema + 2 * (lv.vq_diversity > 0 or lv.vq_rate > 0))  # soft assignments: fwd, bwd
-    return f + 2.0 * rows * lv.d_c * lv.codebook_size * lv.vq_stages * passes
-
-
-def _expander_flops(c: AbstractinatorConfig, i: int, n: float, k: float, g: bool) -> float:
-    """Level i's expander: ``n`` symbols cross-attending to ``k`` codes (causal decoding: to the
-    ``k`` states of the level above, which train), and its scores (causal: none above bytes)."""
-    lv, D, V = c.levels[i], c.d_model, c.vocab_size or 260
-    causal = c.decoding == "causal"
-    f = (_mm(k, D, D, g, True) if causal else _mm(k, lv.d_c, D, g, g)) + _stack(c, lv.expander_layers, n, g, memory=k)
-    if i == 0:  # factorised bytes: embedding up, hidden down, tied logits
-        return f + _mm(n, lv.d_lo, D, g, g) + _mm(n, D, lv.d_lo, g, g) + _mm(n, lv.d_lo, V, g, g)
-    below = c.levels[i - 1]
-    if causal:  # the codes below in as their straight-through (or pooled) vectors: the gradient reaches their encoder
-        return f + _mm(n - 1, D if c.causal_reads == "pooled" else below.d_c, D, g, True)
-    return f + _mm(n - 1, below.d_c, D, g, False) + _code_head(c, n, below, g)
-
-
-def _top_flops(c: AbstractinatorConfig, k: float) -> float:
-    """The top model over ``k`` codes (not run when its loss weight is 0)."""
-    top, lv, D = c.top_transformer_config, c.levels[-1], c.d_model
-    if top is None or c.top_lm_loss_weight == 0:
-        return 0.0
-    if c.decoding == "causal":  # straight-through code vectors in (their encoder trains through them), no head
-        return _mm(k - 1, D if c.causal_reads == "pooled" else lv.d_c, D, True, True) + _stack(c, top.n_layer, k, True)
-    f = _mm(k - 1, lv.d_c, D, True, False) + _stack(c, top.n_layer, k, True)
-    return f + (_mm(k, D, lv.d_c, True, True) if top.continuous else _code_head(c, k, lv, True))
-
-
-# ------------------------------------------------------------------------------ parameters
-
-
-def _attention_params(c: AbstractinatorConfig) -> int:
-    D, r = c.d_model, c.mla_kv_rank
-    return 2 * D * D + (2 * D * D if c.attn_form == "regular" else D * r + r + 2 * r * D)
-
-
-def _stack_params(c: AbstractinatorConfig, layers: int, cross: bool = False) -> int:
-    D = c.d_model
-    block = _attention_params(c) + 8 * D * D + 2 * D
-    if cross:
-        block += _attention_params(c) + D
-    return layers * block + D
-
-
-def _head_params(c: AbstractinatorConfig, lv: LevelConfig) -> int:
-    """A CodeHead over level ``lv``'s codes: projections, scales, per-code biases."""
-    return lv.vq_stages * (c.d_model * lv.d_c + 1 + lv.codebook_size)
-
-
-def _level_params(c: AbstractinatorConfig, i: int) -> int:
-    lv, e, D, V = c.levels[i], c.levels[i].entropy, c.d_model, c.vocab_size or 260
-    below = c.levels[i - 1] if i else None
-    d_sym = D if below is None else below.d_c
-    p = _stack_params(c, e.n_layer) + (V * D if below is None else below.d_c * D)
-    if e.loss in ("ce", "both"):
-        p += V * D if below is None else _head_params(c, below)
-    if e.loss in ("gaussian", "both"):
-        p += 2 * d_sym * (D + 1)
-    # the compressor's input: embed (bytes), inp (the pooled vectors or code vectors below)
-    p += V * D if below is None else (D if lv.compress_input == "pooled" else below.d_c) * D
-    p += _stack_params(c, lv.compressor_layers) + lv.n_queries * D + _attention_params(c)
-    p += lv.n_queries * D * D if lv.n_queries > 1 else 0
-    p += D * lv.d_c + (0 if lv.vq_ema else lv.vq_stages * lv.codebook_size * lv.d_c)
-    causal = c.decoding == "causal"  # the expander's memory: states (D) of the level above, not codes (d_c)
-    p += (D if causal else lv.d_c) * D + _stack_params(c, lv.expander_layers, cross=True)
-    if below is None:
-        return p + V * lv.d_lo + 2 * lv.d_lo * D
-    return p + (D if c.causal_reads == "pooled" else below.d_c) * D + D + (0 if causal else _head_params(c, below))
-
-
-def _params(c: AbstractinatorConfig) -> int:
-    """The model's parameter count (``sum(p.numel() for p in model.parameters())``)."""
-    p = sum(_level_params(c, i) for i in range(len(c.levels)))
-    top, lv, D = c.top_transformer_config, c.levels[-1], c.d_model
-    if top is not None:
-        p += (D if c.causal_reads == "pooled" else lv.d_c) * D + D + _stack_params(c, top.n_layer)
-        p += D * lv.d_c if top.continuous else 0 if c.decoding == "causal" else _head_params(c, lv)
-    return p

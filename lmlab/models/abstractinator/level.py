@@ -39,6 +39,40 @@ class LevelOut:
     # vq_rate in training: each stage's soft assignments of the codes (B, K, codebook_size), with
     # gradients to the encoder; else None
     soft: list[torch.Tensor] | None
+    patch_loss: torch.Tensor | None  # w_patch_recon: the patch decoder's CE (nats per pooled symbol); else None
+
+
+class PatchDecoder(nn.Module):
+    """``w_patch_recon``'s probe: a code's vector alone (no other context) -> the symbols of its
+    patch, position by position: logits_j = W gelu(A q + P_j), P_j the position in the patch.
+
+    Nothing at inference reads it; it exists for its loss, whose gradient reaches the encoder
+    through the straight-through code vector. Its best use of K codes is to tell patches apart
+    by their content (a k-means of patches), which a loss that reads the codes only as the
+    next patches' context does not ask for: there, codes collapse onto one or two (BENCHMARKS.md).
+    """
+
+    def __init__(self, d_c: int, max_len: int, n_out: int, stages: int):
+        super().__init__()
+        self.stages, self.n_out = stages, n_out
+        self.inp = nn.Linear(d_c, d_c, bias=False)
+        self.pos = nn.Embedding(max_len, d_c)
+        self.out = nn.Linear(d_c, stages * n_out)
+
+    def loss(self, z_q: torch.Tensor, seg: torch.Tensor, start: torch.Tensor, keep: torch.Tensor,
+             sym: torch.Tensor) -> torch.Tensor:
+        """z_q (B, K, d_c), seg (B, T) each symbol's code (>= K: none), start (B, T) where each
+        symbol's patch begins, keep (B, T) the symbols pooled into their code, sym (B, T) bytes
+        or (B, T, S) codes -> the mean CE (nats) over kept symbols (each stage of a code counts
+        as its own symbol's worth: summed over stages)."""
+        B, T = seg.shape
+        q = z_q.gather(1, seg.clamp(max=z_q.size(1) - 1)[..., None].expand(B, T, z_q.size(-1)))  # (B, T, d_c)
+        j = (torch.arange(T, device=seg.device)[None] - start).clamp(0, self.pos.num_embeddings - 1)
+        logits = self.out(F.gelu(self.inp(q.to(self.inp.weight.dtype)) + self.pos(j)))  # (B, T, S * n_out)
+        target = sym if sym.dim() == 3 else sym[..., None]  # (B, T, S)
+        ce = F.cross_entropy(logits.view(B, T, self.stages, self.n_out).flatten(0, 2).float(),
+                             target[..., : self.stages].flatten(), reduction="none").view(B, T, self.stages)
+        return (ce.sum(-1) * keep).sum() / keep.sum().clamp(min=1)
 
 
 class Abstractinator(StepStatistics):
@@ -63,12 +97,16 @@ class Abstractinator(StepStatistics):
         self.register_buffer("z_stats_set", torch.tensor(False))
         self.vq = ResidualVQ(lcfg.vq_stages, lcfg.codebook_size, lcfg.d_c, beta=lcfg.vq_beta, decay=lcfg.vq_decay,
                              ema=lcfg.vq_ema, dead_threshold=lcfg.dead_code_threshold,
-                             diversity=lcfg.vq_diversity, rate=lcfg.vq_rate > 0)
+                             diversity=lcfg.vq_diversity, rate=lcfg.vq_rate > 0, fsq_levels=lcfg.fsq_levels)
         causal = cfg.decoding == "causal"  # the expander reads the states above (D), not codes (d_c)
         self.expander = DecoderOnlyExpanderRVQ(D, nh, lcfg.expander_layers, form, backend, r, T,
                                                D if causal else lcfg.d_c, vocab=V if below is None else None,
                                                d_lo=lcfg.d_lo, below=below, context=lcfg.expander_context,
                                                head=not causal, d_low=D if cfg.causal_reads == "pooled" else None)
+        self.patch_decoder = None
+        if lcfg.w_patch_recon > 0:
+            self.patch_decoder = PatchDecoder(lcfg.d_c, lcfg.entropy.max_patch_len, V if below is None else below.K,
+                                              1 if below is None else len(below.stages))
 
     def compress(self, sym: torch.Tensor, valid: torch.Tensor, forced: torch.Tensor, blank: torch.Tensor,
                  cont: torch.Tensor | None) -> LevelOut:
@@ -108,9 +146,13 @@ class Abstractinator(StepStatistics):
         # A code is blank when its patch has no content symbol (an eos-only patch, and up).
         content = torch.zeros(B, K + 1, dtype=torch.long, device=seg.device)
         content = content.scatter_add(1, seg, (valid & ~blank).long())[:, :K]  # (B, K)
+        patch_loss = None
+        if self.patch_decoder is not None:
+            start = first.gather(1, seg.clamp(max=K - 1))  # (B, T) where each symbol's patch begins
+            patch_loss = self.patch_decoder.loss(z_q, seg, start, keep, sym)
         return LevelOut(seg, n_codes, code_valid, z_q, codes, pooled, forced.gather(1, first) & code_valid,
                         (content == 0) & code_valid, keep, q.loss, ent_loss, prior[0] if prior else None,
-                        q.perplexity, q.dead, soft)
+                        q.perplexity, q.dead, soft, patch_loss)
 
     def code_space(self, z: torch.Tensor) -> torch.Tensor:
         """Encoder outputs (N, d_c) -> the vectors the quantiser sees: batch-normalised per

@@ -137,16 +137,13 @@ class AbstractinatorPyramid(LanguageModel):
                 mask = torch.ones_like(logp, dtype=torch.bool) if targets is None else targets[:, :-1] >= 0
             else:
                 mask = below.code_valid
-            lc = level.lcfg
             if self.cfg.loss_per_byte:
                 terms[f"recon_l{i + 1}"] = self.cfg.w_recon * -(logp * mask).sum() / n_bytes
             else:
                 terms[f"recon_l{i + 1}"] = self.cfg.w_recon * -(logp * mask).sum() / mask.sum().clamp(min=1) / L
             if rate is not None:  # level i's codes, priced by this expander (vq_rate of the level below)
                 terms[f"rate_l{i}"] = self._rate_term(i - 1, (rate * mask).sum(), mask.sum(), n_bytes)
-            terms[f"vq_l{i + 1}"] = lc.w_vq * out.vq_loss
-            if lc.w_entropy_ce > 0:
-                terms[f"entropy_l{i + 1}"] = lc.w_entropy_ce * out.entropy_loss
+            terms.update(self._level_terms(i, out))
             sym = out.codes
         if self.top is not None and self.cfg.top_lm_loss_weight > 0:
             top = outs[-1]
@@ -208,11 +205,20 @@ class AbstractinatorPyramid(LanguageModel):
         ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets[:, :-1].flatten(), ignore_index=-1,
                              label_smoothing=label_smoothing)
         terms = {"recon_l1": self.cfg.w_recon * ce}
-        for i, (lc, out) in enumerate(zip(self.cfg.levels, outs)):
-            terms[f"vq_l{i + 1}"] = lc.w_vq * out.vq_loss
-            if lc.w_entropy_ce > 0:
-                terms[f"entropy_l{i + 1}"] = lc.w_entropy_ce * out.entropy_loss
+        for i, out in enumerate(outs):
+            terms.update(self._level_terms(i, out))
         return ModelOutput(logits, sum(terms.values()), {k: v.detach() for k, v in terms.items()})
+
+    def _level_terms(self, i: int, out: LevelOut) -> dict[str, torch.Tensor]:
+        """Level i's (0-based) own loss terms: its quantiser's, its entropy model's CE and the
+        patch probe's reconstruction (``w_patch_recon``), each by its weight."""
+        lc = self.cfg.levels[i]
+        terms = {f"vq_l{i + 1}": lc.w_vq * out.vq_loss}
+        if lc.w_entropy_ce > 0:
+            terms[f"entropy_l{i + 1}"] = lc.w_entropy_ce * out.entropy_loss
+        if out.patch_loss is not None:
+            terms[f"patch_l{i + 1}"] = lc.w_patch_recon * out.patch_loss
+        return terms
 
     def _rate_term(self, i: int, nats: torch.Tensor, n_codes: torch.Tensor, n_bytes: torch.Tensor | int) -> torch.Tensor:
         """Level i's (0-based) ``vq_rate`` term from its codes' summed expected length ``nats``:

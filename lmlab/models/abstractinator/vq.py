@@ -195,14 +195,79 @@ class VectorQuantizer(StepStatistics):
         self.ema_count[dead] = count
 
 
+class FiniteScalarQuantizer(StepStatistics):
+    """Finite scalar quantisation (FSQ, Mentzer et al. 2023): feature i of z (N, d_c) is bounded
+    to ``levels[i]`` values (a shifted tanh) and rounded, straight-through inside, so a code is a
+    point of the grid of those values: K = prod(levels) codes, d_c = len(levels). The codebook
+    is that grid (a constant buffer, scaled into [-1, 1]): nothing to learn, no loss, no dead
+    code to reset. Every grid point is reachable from any input, so unlike a learnt codebook it
+    cannot collapse onto codes far from the data. ``ema_count`` tracks usage (as the VQ's does)
+    for the diagnostics' dead codes."""
+
+    inner_gradient = True  # forward's q carries the gradient (through the bound), not a plain straight-through
+
+    def __init__(self, levels: list[int], decay: float = 0.99, dead_threshold: float = 1e-2):
+        super().__init__()
+        self.levels = list(levels)
+        self.K, self.d_c, self.decay, self.dead_threshold = math.prod(levels), len(levels), decay, dead_threshold
+        L = torch.tensor(levels, dtype=torch.float32)
+        self.register_buffer("_L", L, persistent=False)
+        # mixed radix: code index = sum_i digit_i * prod_{j < i} L_j
+        self.register_buffer("_basis", torch.cumprod(torch.cat([L.new_ones(1), L[:-1]]), 0).long(), persistent=False)
+        digits = (torch.arange(self.K)[:, None] // self._basis) % L.long()  # (K, d_c)
+        self.register_buffer("codebook", (digits - L.long() // 2).float() / (L // 2), persistent=False)
+        self.register_buffer("ema_count", torch.zeros(self.K))
+
+    def bound(self, z: torch.Tensor) -> torch.Tensor:
+        """z (N, d_c) -> values in (-L/2, L/2) per feature, whose rounding has L values
+        (shifted by a half for even L, as in the paper)."""
+        half = (self._L - 1) * (1 + 1e-3) / 2
+        offset = (self._L % 2 == 0).float() * 0.5
+        return torch.tanh(z + torch.atanh(offset / half)) * half - offset
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """The code of each row of z (N, d_c) -> (N,): its rounded bound as a mixed-radix index."""
+        digits = torch.round(self.bound(z.float())).long() + self._L.long() // 2
+        return (digits * self._basis).sum(-1)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, int, None]:
+        """As :meth:`VectorQuantizer.forward`; q (N, d_c) is the grid point with a straight-through
+        gradient to the bound (the rounding's only), the loss 0."""
+        b = self.bound(z.float())
+        r = b + (torch.round(b) - b).detach()
+        q = r / (self._L // 2)
+        idx = self.nearest(z.detach())
+        counts = F.one_hot(idx, self.K).float().sum(0)
+        p = counts / counts.sum().clamp(min=1)
+        perplexity = float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum()))
+        if self.training:
+            self.gather(counts=counts)
+            self.applied()
+        dead = int((self.ema_count < self.dead_threshold).sum())
+        return q, idx, z.new_zeros((), dtype=torch.float32), perplexity, dead, None
+
+    @torch.no_grad()
+    def step_end(self) -> None:
+        """The step's usage counts (every micro-batch and rank) move ``ema_count``."""
+        if not self.training:
+            return
+        counts = self.take(counts=self.ema_count)["counts"]
+        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+
+
 class ResidualVQ(nn.Module):
     """``stages`` quantisers in series, each coding what the previous ones left: a code is one
-    index per stage and its vector the sum of the stages' code vectors."""
+    index per stage and its vector the sum of the stages' code vectors. With ``fsq_levels``
+    the one stage is a :class:`FiniteScalarQuantizer` over that grid (K, d_c follow from it)."""
 
-    def __init__(self, stages: int, K: int, d_c: int, **kw):
+    def __init__(self, stages: int, K: int, d_c: int, fsq_levels: list[int] | None = None, **kw):
         super().__init__()
-        self.stages = nn.ModuleList(VectorQuantizer(K, d_c, **kw) for _ in range(stages))
-        self.K, self.d_c = K, d_c
+        if fsq_levels:
+            self.stages = nn.ModuleList([FiniteScalarQuantizer(fsq_levels, kw.get("decay", 0.99),
+                                                               kw.get("dead_threshold", 1e-2))])
+        else:
+            self.stages = nn.ModuleList(VectorQuantizer(K, d_c, **kw) for _ in range(stages))
+        self.K, self.d_c = self.stages[0].K, self.stages[0].d_c
 
     def forward(self, z: torch.Tensor) -> Quantized:
         """z (N, d_c) -> Quantized (straight-through z_q, codes (N, S))."""
@@ -218,7 +283,10 @@ class ResidualVQ(nn.Module):
             dead.append(d)
             if s is not None and vq.rate:
                 soft.append(s)
-        z_q = z + (total - z.float()).detach().to(z.dtype)  # straight-through estimator
+        if getattr(self.stages[0], "inner_gradient", False):  # FSQ: the gradient runs through its bound
+            z_q = total.to(z.dtype)
+        else:
+            z_q = z + (total - z.float()).detach().to(z.dtype)  # straight-through estimator
         return Quantized(z_q, torch.stack(codes, dim=-1), loss, perp, dead, soft)
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
