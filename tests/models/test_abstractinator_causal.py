@@ -251,3 +251,21 @@ def test_no_probe_and_no_term_without_its_weight():
     x = _bytes(2, 33)
     assert all(level.patch_decoder is None for level in model.levels)
     assert not any(k.startswith("patch_") for k in model.train()(x[:, :-1], x[:, 1:]).terms)
+
+
+def test_prior_dropout_drops_whole_rows_of_the_prior_in_training_only():
+    torch.manual_seed(0)
+    model = _model([{**LEVEL, "prior_dropout": 0.5}], steps=1)
+    level = model.levels[0]
+    h, prior = torch.randn(16, 5, model.cfg.d_model), torch.randn(16, 5, 257)
+    with torch.no_grad():
+        bare = level.expander.byte_logits(h)
+        torch.testing.assert_close(level.eval().byte_logits(h, prior), bare + prior)  # scoring: always added
+        out = level.train().byte_logits(h, prior)
+    dropped = [torch.allclose(out[i], bare[i]) for i in range(16)]
+    assert all(d or torch.allclose(out[i], bare[i] + prior[i]) for i, d in enumerate(dropped))
+    assert 0 < sum(dropped) < 16
+    for levels in ([{**LEVEL, "expander_prior": False, "prior_dropout": 0.5}],
+                   [LEVEL, {**UPPER, "prior_dropout": 0.5}]):
+        with pytest.raises(ConfigError, match=r"prior_dropout: it drops the byte level's expander prior"):
+            build_model_config({"family": "abstractinator", "preset": "tiny", "levels": levels})

@@ -120,6 +120,11 @@ class LevelConfig(Strict):
     cannot predict. At a code level the two code heads' scores are added stage by stage.
     False: the seed's expander, which predicts each symbol from its codes and its patch alone.
     None (the default): on at the byte level when its entropy model has a CE head, off above."""
+    prior_dropout: float = Field(0.0, ge=0, lt=1)
+    """Byte level with ``expander_prior``, training only: the share of rows whose expander goes
+    without the entropy model's logits, so that what the bytes need of earlier patches must come
+    through the codes there (word dropout against a decoder strong enough to ignore its latent,
+    as for VAEs). Scoring and generation always add the prior. 0: always added."""
     compress_input: Literal["pooled", "codes"] = "pooled"
     """Above the byte level: what the compressor reads of each symbol below. ``pooled`` (the
     seed): the level below's continuous pooled vector, a pass-through that skips its quantiser;
@@ -257,6 +262,10 @@ class AbstractinatorConfig(ModelConfig):
             if lv.expander_prior and lv.entropy.loss == "gaussian":
                 raise ValueError(f"levels[{i}].expander_prior: a Gaussian-only entropy model has no next-symbol "
                                  "scores to add; set entropy.loss to ce or both, or expander_prior: false")
+        for i, lv in enumerate(self.levels):
+            if lv.prior_dropout > 0 and (i > 0 or not lv.expander_prior):
+                raise ValueError(f"levels[{i}].prior_dropout: it drops the byte level's expander prior, and "
+                                 f"{'this is a code level' if i else 'this level has none'}; set prior_dropout: 0")
         if self.levels[0].compress_input != "pooled":
             raise ValueError("levels[0].compress_input: the byte level reads bytes; set it on the levels above")
         top = self.top_transformer_config

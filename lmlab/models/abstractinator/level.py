@@ -204,9 +204,14 @@ class Abstractinator(StepStatistics):
         ``expander_prior`` the entropy model's logits for the same bytes (``prior``, from x_<=t
         alone) are added: a product of two experts, the byte LM the decoder already runs to
         cut patches and the expander that reads the codes, so the codes need only carry what
-        the byte LM cannot guess."""
+        the byte LM cannot guess. ``prior_dropout``: in training, that share of rows goes
+        without it."""
         logits = self.expander.byte_logits(h)
-        return logits if prior is None else logits + prior.to(logits.dtype)
+        if prior is None:
+            return logits
+        if self.training and self.lcfg.prior_dropout > 0:  # whole rows without the prior
+            prior = prior * (torch.rand(prior.size(0), 1, 1, device=prior.device) >= self.lcfg.prior_dropout)
+        return logits + prior.to(logits.dtype)
 
     def reconstruct(self, sym: torch.Tensor, out: LevelOut, z_q: torch.Tensor | None = None,
                     soft: list[torch.Tensor] | None = None):
