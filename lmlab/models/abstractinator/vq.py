@@ -227,16 +227,19 @@ class FiniteScalarQuantizer(StepStatistics):
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """The code of each row of z (N, d_c) -> (N,): its rounded bound as a mixed-radix index."""
-        digits = torch.round(self.bound(z.float())).long() + self._L.long() // 2
-        return (digits * self._basis).sum(-1)
+        return self._index(torch.round(self.bound(z.float())))
+
+    def _index(self, rounded: torch.Tensor) -> torch.Tensor:
+        """Rounded bounds (N, d_c) -> their mixed-radix code indices (N,)."""
+        return ((rounded.detach().long() + self._L.long() // 2) * self._basis).sum(-1)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, int, None]:
         """As :meth:`VectorQuantizer.forward`; q (N, d_c) is the grid point with a straight-through
         gradient to the bound (the rounding's only), the loss 0."""
         b = self.bound(z.float())
-        r = b + (torch.round(b) - b).detach()
-        q = r / (self._L // 2)
-        idx = self.nearest(z.detach())
+        rounded = torch.round(b)
+        q = (b + (rounded - b).detach()) / (self._L // 2)
+        idx = self._index(rounded)  # the bound once: the same rounding nearest() makes
         counts = F.one_hot(idx, self.K).float().sum(0)
         p = counts / counts.sum().clamp(min=1)
         perplexity = float(torch.exp(-(p * p.clamp(min=1e-12).log()).sum()))
